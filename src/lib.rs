@@ -8,5 +8,28 @@
 
 pub mod codes;
 pub mod diagnostic;
+pub mod format;
 pub mod span;
 pub mod syntax;
+pub mod check;
+pub mod model;
+pub mod report;
+pub mod units;
+pub mod vars;
+
+use diagnostic::Diagnostics;
+
+/// Parses and checks a policy text: the front half of the pipeline.
+pub fn check_source(src: &str, vars: &vars::ExternalVars) -> check::Checked {
+    match syntax::parse(src) {
+        Ok(file) => check::check(&file, src, vars),
+        Err(d) => {
+            let mut diagnostics = Diagnostics::new();
+            diagnostics.push(d);
+            check::Checked {
+                model: None,
+                diagnostics,
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Checking: syntax tree + external variables → model, with every problem reported at once.
+//!
+//! Sub-stages: `env` (variables) → `build` (statements into drafts, unit normalisation) →
+//! `ids` (class ids) → `devices`, `tree`, `queues`, `classify`, `pods` (checks) → model.
+
+mod build;
+mod classify;
+mod devices;
+mod env;
+mod ids;
+mod pods;
+mod queues;
+mod suggest;
+mod tree;
+mod values;
+
+pub use classify::{covers, overlaps};
+pub use devices::{default_ifb, name_problem};
+pub use ids::preferred_minor;
+
+use crate::codes::Code;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::model::{self, Model};
+use crate::span::LineIndex;
+use crate::syntax::ast::{File, Item};
+use crate::vars::ExternalVars;
+use build::{Builder, ClassDraft, IfaceDraft};
+
+/// The outcome of checking: the model when there is no error, and every diagnostic.
+#[derive(Debug)]
+pub struct Checked {
+    pub model: Option<Model>,
+    pub diagnostics: Diagnostics,
+}
+
+/// Checks a parsed policy.
+pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
+    let mut diags = Diagnostics::new();
+    header(file, &mut diags);
+    let lets: Vec<_> = file
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Let(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    let lines = LineIndex::new(src);
+    let env = env::Env::new(&lets, vars, &mut diags);
+    let mut b = Builder {
+        env,
+        diags: &mut diags,
+        lines: &lines,
+    };
+    let mut drafts: Vec<IfaceDraft> = Vec::new();
+    let mut pods_model = None;
+    let mut pods_seen = None;
+    for item in &file.items {
+        match item {
+            Item::Let(_) => {}
+            Item::Interface(i) => drafts.push(b.interface(i)),
+            Item::Pods(p) => {
+                if let Some(first) = pods_seen {
+                    b.diags.push(
+                        Diagnostic::new(Code::NQ056, "the `pods` block is given twice")
+                            .label(p.head, "second block")
+                            .label(first, "first block")
+                            .help("merge the two `pods` blocks"),
+                    );
+                } else {
+                    pods_seen = Some(p.head);
+                    pods_model = pods::read(&mut b, p);
+                }
+            }
+            Item::Unknown(u) => b.top_unknown(u),
+        }
+    }
+    let unused = b.env.unused();
+    for d in &mut drafts {
+        ids::assign(&mut d.classes, &mut diags);
+    }
+    let ifbs = devices::check(&drafts, &mut diags);
+    let mut defaults = Vec::new();
+    for d in &drafts {
+        let default = tree::check(d, &mut diags);
+        queues::check(d, &mut diags);
+        classify::check(d, default, &mut diags);
+        defaults.push(default);
+    }
+    diags.extend(unused);
+    let model = if diags.has_errors() {
+        None
+    } else {
+        to_model(&drafts, &ifbs, &defaults, pods_model)
+    };
+    Checked {
+        model,
+        diagnostics: diags,
+    }
+}
+
+fn header(file: &File, diags: &mut Diagnostics) {
+    match &file.header {
+        None => {
+            let at = file.items.first().map_or(crate::span::Span::new(0, 0), |i| {
+                let s = i.span();
+                crate::span::Span::new(s.start, s.start)
+            });
+            diags.push(
+                Diagnostic::new(Code::NQ052, "the policy does not say its language version")
+                    .label(at, "expected `netqos 1` before this")
+                    .help("start the file with the line `netqos 1`"),
+            );
+        }
+        Some(v) if v.node != "1" => diags.push(
+            Diagnostic::new(Code::NQ052, format!("language version {} is not supported", v.node))
+                .label(v.span, "unsupported version")
+                .help("this netqos reads version 1: write `netqos 1`"),
+        ),
+        Some(_) => {}
+    }
+}
+
+/// Builds the model from drafts known to be error-free.
+fn to_model(
+    drafts: &[IfaceDraft],
+    ifbs: &[Option<String>],
+    defaults: &[Option<u16>],
+    pods: Option<model::Pods>,
+) -> Option<Model> {
+    let mut interfaces = Vec::new();
+    for (n, d) in drafts.iter().enumerate() {
+        let rate = d.rate.as_ref()?.v;
+        interfaces.push(model::Interface {
+            device: d.device.as_ref()?.text.clone(),
+            direction: d.direction,
+            ifb: ifbs.get(n).cloned().flatten(),
+            rate,
+            burst: d.burst.as_ref().map(|b| b.v),
+            cburst: d.cburst.as_ref().map(|b| b.v),
+            r2q: d.r2q.as_ref().map(|r| r.v),
+            max_packet: u32::try_from(d.max_packet()).unwrap_or(1514),
+            default_minor: (*defaults.get(n)?)?,
+            classes: d.classes.iter().map(class).collect::<Option<_>>()?,
+            line: d.line,
+        });
+    }
+    Some(Model { interfaces, pods })
+}
+
+fn class(c: &ClassDraft) -> Option<model::Class> {
+    Some(model::Class {
+        name: c.name.clone(),
+        path: c.path.clone(),
+        minor: c.minor,
+        rate: c.rate.as_ref()?.v,
+        ceil: c.ceil.as_ref()?.v,
+        prio: c.prio.as_ref().map_or(0, |p| p.v),
+        burst: c.burst.as_ref().map(|b| b.v),
+        cburst: c.cburst.as_ref().map(|b| b.v),
+        quantum: c.quantum.as_ref().map(|q| q.v),
+        qdisc: c.qdisc.as_ref().map(|q| q.q.clone()),
+        is_default: c.default.is_some(),
+        matches: c.matches.iter().map(|m| m.m.clone()).collect(),
+        children: c.children.iter().map(class).collect::<Option<_>>()?,
+        line: c.line,
+    })
+}
+
+/// NQ041 for every statement the parser could only read as unknown (used by `fmt`).
+pub fn unknown_statements(file: &File) -> Diagnostics {
+    build::unknown_statements(file)
+}

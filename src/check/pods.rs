@@ -1,0 +1,217 @@
+//! The `pods` block: which CNI the node runs and the pod bandwidth limits (NQ038, NQ061,
+//! NQ062).
+
+use super::build::Builder;
+use super::suggest;
+use super::values;
+use crate::codes::Code;
+use crate::diagnostic::Diagnostic;
+use crate::model::{Cni, PodLimit, Pods};
+use crate::span::Span;
+use crate::syntax::ast::{self, Direction, PodsStmtKind};
+use crate::units::{RateSpec, fmt_rate};
+
+/// Kubernetes refuses annotations outside 1 kbit/s ..= 1 Pbit/s.
+pub const MIN_POD_RATE: u64 = 1_000;
+pub const MAX_POD_RATE: u64 = 1_000_000_000_000_000;
+
+/// Reads one `pods` block.
+pub fn read(b: &mut Builder<'_>, p: &ast::Pods) -> Option<Pods> {
+    let mut cni: Option<(Cni, Span)> = None;
+    let mut limits = Vec::new();
+    let mut ok = true;
+    for stmt in &p.stmts {
+        match &stmt.kind {
+            PodsStmtKind::Cni(_) | PodsStmtKind::CniFile(_) if cni.is_some() => {
+                let first = cni.as_ref().map_or(stmt.span, |c| c.1);
+                b.diags.push(
+                    Diagnostic::new(Code::NQ056, "`cni` is given twice in the pods block")
+                        .label(stmt.span, "given again here")
+                        .label(first, "first given here")
+                        .help("a node runs one CNI: keep one `cni` line"),
+                );
+                ok = false;
+            }
+            PodsStmtKind::Cni(word) => match flavour(&word.node) {
+                Some(c) => cni = Some((c, stmt.span)),
+                None => {
+                    b.diags.push(
+                        Diagnostic::new(Code::NQ041, format!("unknown CNI flavour `{}`", word.node))
+                            .label(word.span, "not a known CNI")
+                            .help(suggest::help_for(&word.node, Cni::FLAVOURS)),
+                    );
+                    ok = false;
+                }
+            },
+            PodsStmtKind::CniFile(s) => match b.env.one(s, "path", b.diags) {
+                Some(item) if item.text.starts_with('/') => cni = Some((Cni::File(item.text), stmt.span)),
+                Some(item) => {
+                    b.diags.push(item.label(
+                        Diagnostic::new(Code::NQ057, format!("CNI config path `{}` is not absolute", item.text)),
+                        "relative path",
+                    )
+                    .help("write the full path, e.g. `cni file \"/etc/cni/net.d/10-flannel.conflist\"`"));
+                    ok = false;
+                }
+                None => ok = false,
+            },
+            PodsStmtKind::Limit(l) => match limit(b, l, stmt.span) {
+                Some(l) => limits.push(l),
+                None => ok = false,
+            },
+            PodsStmtKind::Unknown(u) => {
+                b.pods_unknown(u);
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| Pods {
+        cni: cni.map(|c| c.0),
+        limits,
+    })
+}
+
+fn flavour(word: &str) -> Option<Cni> {
+    Some(match word {
+        "flannel" => Cni::Flannel,
+        "canal" => Cni::Canal,
+        "k3s" => Cni::K3s,
+        "rke2-flannel" => Cni::Rke2Flannel,
+        "rke2-canal" => Cni::Rke2Canal,
+        "calico" => Cni::Calico,
+        _ => return None,
+    })
+}
+
+/// Kubernetes label key: optional DNS-subdomain prefix and `/`, then a 1–63 char name.
+fn valid_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    prefix_ok && valid_value(name) && !name.is_empty()
+}
+
+/// Kubernetes label value: up to 63 chars, alphanumeric at both ends, `-_.` inside.
+fn valid_value(v: &str) -> bool {
+    v.len() <= 63
+        && !v.is_empty()
+        && v.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && v.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+fn selector(b: &mut Builder<'_>, sel: &crate::span::Spanned<String>) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for part in sel.node.split(',') {
+        let pair = part.split_once('=').filter(|(k, v)| valid_key(k) && valid_value(v));
+        match pair {
+            Some((k, v)) if !out.iter().any(|(ok, _): &(String, String)| ok == k) => out.push((k.to_string(), v.to_string())),
+            Some((k, _)) => {
+                b.diags.push(
+                    Diagnostic::new(Code::NQ061, format!("pod selector `{}` names label `{k}` twice", sel.node))
+                        .label(sel.span, "repeated key")
+                        .help("a label has one value: keep one `key=value` per key"),
+                );
+                return None;
+            }
+            None => {
+                b.diags.push(
+                    Diagnostic::new(Code::NQ061, format!("`{part}` in pod selector `{}` is not `key=value`", sel.node))
+                        .label(sel.span, "invalid selector")
+                        .help("write Kubernetes labels as `key=value`, several joined by commas: `app=backup,tier=batch`; `namespace=NAME` selects a namespace"),
+                );
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span) -> Option<PodLimit> {
+    let selector = selector(b, &l.selector);
+    let mut ingress: Option<(u64, Span)> = None;
+    let mut egress: Option<(u64, Span)> = None;
+    let mut ok = selector.is_some();
+    if l.rates.is_empty() {
+        b.diags.push(
+            Diagnostic::new(Code::NQ062, format!("`limit {}` limits nothing", l.selector.node))
+                .label(span, "no direction")
+                .help(format!("add `ingress RATE` and/or `egress RATE`: `limit {} egress 50mbit`", l.selector.node)),
+        );
+        return None;
+    }
+    for (dir, value) in &l.rates {
+        let slot = match dir.node {
+            Direction::Ingress => &mut ingress,
+            Direction::Egress => &mut egress,
+        };
+        if let Some((_, first)) = slot {
+            b.diags.push(
+                Diagnostic::new(Code::NQ062, format!("`{}` is given twice in one limit", dir.node.as_str()))
+                    .label(dir.span, "given again here")
+                    .label(*first, "first given here")
+                    .help("give each direction once"),
+            );
+            ok = false;
+            continue;
+        }
+        let Some(item) = b.env.one(value, "rate", b.diags) else {
+            ok = false;
+            continue;
+        };
+        let bits = match values::rate(&item, b.diags) {
+            Some(RateSpec::Bits(bits)) => bits,
+            Some(RateSpec::Percent(_)) => {
+                b.diags.push(item.label(
+                    Diagnostic::new(Code::NQ064, format!("pod limit `{}` is a percentage", item.text)),
+                    "no parent rate here",
+                )
+                .help("pod annotations are absolute: write e.g. `50mbit`"));
+                ok = false;
+                continue;
+            }
+            None => {
+                ok = false;
+                continue;
+            }
+        };
+        if !(MIN_POD_RATE..=MAX_POD_RATE).contains(&bits) {
+            let (side, bound) = if bits < MIN_POD_RATE {
+                ("small (< 1 kbit/s)", "at least 1kbit")
+            } else {
+                ("large (> 1 Pbit/s)", "at most 1000tbit")
+            };
+            b.diags.push(item.label(
+                Diagnostic::new(
+                    Code::NQ038,
+                    format!("pod {} limit {} is unreasonably {side} for Kubernetes", dir.node.as_str(), fmt_rate(bits)),
+                ),
+                "outside 1 kbit/s ..= 1 Pbit/s",
+            )
+            .help(format!(
+                "kubelet and containerd refuse such annotations and pod sandbox creation fails: use {bound}"
+            )));
+            ok = false;
+            continue;
+        }
+        *slot = Some((bits, dir.span));
+    }
+    let selector = selector?;
+    ok.then(|| PodLimit {
+        selector,
+        ingress: ingress.map(|x| x.0),
+        egress: egress.map(|x| x.0),
+        line: b.lines.line(span.start),
+    })
+}

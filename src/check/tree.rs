@@ -1,0 +1,403 @@
+//! Checks of the class hierarchy: names, depth, rates against parents, defaults and which
+//! classes can receive traffic at all.
+
+use std::collections::BTreeMap;
+
+use super::build::{ClassDraft, IfaceDraft};
+use crate::codes::Code;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::span::Span;
+use crate::units::{fmt_rate, fmt_size};
+
+/// HTB's limit on levels, counting the root class 1:1.
+pub const MAX_DEPTH: usize = 8;
+
+fn iface_name(i: &IfaceDraft) -> String {
+    let dev = i.device.as_ref().map_or("?", |d| d.text.as_str());
+    match i.direction {
+        crate::model::Direction::Egress => format!("`{dev}`"),
+        crate::model::Direction::Ingress => format!("`{dev}` ingress"),
+    }
+}
+
+/// All hierarchy checks of one interface. Returns the minor of the HTB default leaf.
+pub fn check(i: &IfaceDraft, diags: &mut Diagnostics) -> Option<u16> {
+    let name = iface_name(i);
+    if i.rate.is_none() {
+        diags.push(
+            Diagnostic::new(Code::NQ008, format!("interface {name} has no rate"))
+                .label(i.head, "no `rate` in this block")
+                .help("add the rate HTB may hand out, usually the link speed: `rate 1gbit`"),
+        );
+    }
+    if let Some(r) = &i.rate {
+        if r.v == 0 {
+            diags.push(zero_rate(&name, r.span));
+        }
+    }
+    names(&i.classes, diags);
+    let mut count = 0usize;
+    for c in &i.classes {
+        c.walk(&mut |_| count += 1);
+    }
+    if count > 65533 {
+        diags.push(
+            Diagnostic::new(Code::NQ004, format!("interface {name} has {count} classes; HTB ids allow at most 65533"))
+                .label(i.head, "too many classes")
+                .help("split the classes over several interfaces or merge some"),
+        );
+    }
+    let root_rate = i.rate.as_ref().map(|r| r.v);
+    let root = Parent {
+        name: format!("interface {name}"),
+        rate: root_rate,
+        ceil: root_rate,
+        burst: i.burst.as_ref().map(|b| (b.v, b.span)),
+        cburst: i.cburst.as_ref().map(|b| (b.v, b.span)),
+        span: i.head,
+    };
+    siblings(&root, &i.classes, diags);
+    let default = resolve_default(i, &name, diags);
+    reachability(i, &i.classes, default, diags);
+    default
+}
+
+fn zero_rate(name: &str, span: Span) -> Diagnostic {
+    Diagnostic::new(Code::NQ008, format!("{name} has a rate of 0"))
+        .label(span, "resolves to 0 bit/s")
+        .help("HTB refuses a zero rate; give a positive rate")
+}
+
+fn names(classes: &[ClassDraft], diags: &mut Diagnostics) {
+    let mut seen: BTreeMap<&str, Span> = BTreeMap::new();
+    let mut all = Vec::new();
+    for c in classes {
+        c.walk(&mut |c| all.push((c.name.clone(), c.name_span)));
+    }
+    for (n, span) in &all {
+        if let Some(first) = seen.get(n.as_str()) {
+            diags.push(
+                Diagnostic::new(Code::NQ042, format!("two classes are named `{n}` in one interface"))
+                    .label(*span, "second class of that name")
+                    .label(*first, "first one")
+                    .help("class names identify classes in output and in `default NAME`: rename one"),
+            );
+        } else {
+            seen.insert(n, *span);
+        }
+    }
+}
+
+struct Parent {
+    name: String,
+    rate: Option<u64>,
+    ceil: Option<u64>,
+    burst: Option<(u64, Span)>,
+    cburst: Option<(u64, Span)>,
+    span: Span,
+}
+
+fn siblings(parent: &Parent, classes: &[ClassDraft], diags: &mut Diagnostics) {
+    let mut sum: u64 = 0;
+    let mut all_rates = true;
+    for c in classes {
+        class(parent, c, diags);
+        match &c.rate {
+            Some(r) => sum = sum.saturating_add(r.v),
+            None => all_rates = false,
+        }
+    }
+    if let Some(prate) = parent.rate {
+        if all_rates && sum > prate && !classes.is_empty() {
+            let mut d = Diagnostic::new(
+                Code::NQ010,
+                format!(
+                    "children of {} reserve {}, more than its rate {}",
+                    parent.name,
+                    fmt_rate(sum),
+                    fmt_rate(prate)
+                ),
+            );
+            for c in classes {
+                if let Some(r) = &c.rate {
+                    d = d.label(r.span, format!("`{}` reserves {}", c.name, fmt_rate(r.v)));
+                }
+            }
+            d = d.label(parent.span, format!("rate {}", fmt_rate(prate)));
+            diags.push(d.help(format!(
+                "guarantees cannot all be met: lower the children's rates by {} in total, or raise the parent's rate (the kernel accepts this silently)",
+                fmt_rate(sum - prate)
+            )));
+        }
+    }
+    let defaults: Vec<&ClassDraft> = classes.iter().filter(|c| c.default.is_some()).collect();
+    if defaults.len() > 1 {
+        let mut d = Diagnostic::new(
+            Code::NQ050,
+            format!(
+                "{} classes under {} are marked `default`: {}",
+                defaults.len(),
+                parent.name,
+                defaults.iter().map(|c| format!("`{}`", c.name)).collect::<Vec<_>>().join(", ")
+            ),
+        );
+        for c in &defaults {
+            if let Some(s) = c.default {
+                d = d.label(s, format!("`{}` is default", c.name));
+            }
+        }
+        diags.push(d.help("only one sibling can take the traffic no rule selects: keep `default` on one"));
+    }
+}
+
+fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
+    let name = format!("`{}`", c.name);
+    if c.depth > MAX_DEPTH {
+        if c.depth == MAX_DEPTH + 1 {
+            diags.push(
+                Diagnostic::new(
+                    Code::NQ005,
+                    format!("class {name} is nested {} levels deep; HTB allows {MAX_DEPTH} including the root class", c.depth),
+                )
+                .label(c.head, "too deep")
+                .help("flatten the hierarchy: the kernel refuses it with \"tree is too deep\""),
+            );
+        }
+    }
+    match &c.rate {
+        None => diags.push(
+            Diagnostic::new(Code::NQ008, format!("class {name} has no rate"))
+                .label(c.head, "no `rate` in this class")
+                .help("every class needs a guaranteed rate, e.g. `rate 10mbit` or `rate 10%`"),
+        ),
+        Some(r) if r.v == 0 => diags.push(zero_rate(&format!("class {name}"), r.span)),
+        Some(_) => {}
+    }
+    if let (Some(r), Some(ceil)) = (&c.rate, &c.ceil) {
+        if ceil.v < r.v && r.v > 0 {
+            let (span, how) = if c.ceil_explicit {
+                (ceil.span, "ceil")
+            } else {
+                (c.head, "inherited ceil")
+            };
+            diags.push(
+                Diagnostic::new(
+                    Code::NQ009,
+                    format!("class {name}: {how} {} is below its rate {}", fmt_rate(ceil.v), fmt_rate(r.v)),
+                )
+                .label(span, format!("{how} {}", fmt_rate(ceil.v)))
+                .label(r.span, format!("rate {}", fmt_rate(r.v)))
+                .help("the kernel accepts it, but the class can never reach its guarantee: make ceil at least the rate"),
+            );
+        }
+    }
+    if let (true, Some(ceil), Some(pceil)) = (c.ceil_explicit, &c.ceil, parent.ceil) {
+        if ceil.v > pceil {
+            diags.push(
+                Diagnostic::new(
+                    Code::NQ011,
+                    format!(
+                        "class {name}: ceil {} is above {}'s ceil {}",
+                        fmt_rate(ceil.v),
+                        parent.name,
+                        fmt_rate(pceil)
+                    ),
+                )
+                .label(ceil.span, "clipped by the parent")
+                .label(parent.span, format!("ceil {}", fmt_rate(pceil)))
+                .help(format!("the class can never borrow past {}: lower its ceil to that", fmt_rate(pceil))),
+            );
+        }
+    }
+    for (kind, mine, theirs) in [
+        ("burst", c.burst.as_ref(), parent.burst),
+        ("cburst", c.cburst.as_ref(), parent.cburst),
+    ] {
+        if let (Some(m), Some((p, pspan))) = (mine, theirs) {
+            if p < m.v {
+                diags.push(
+                    Diagnostic::new(
+                        Code::NQ019,
+                        format!(
+                            "{}'s {kind} {} is smaller than child {name}'s {kind} {}",
+                            parent.name,
+                            fmt_size(p),
+                            fmt_size(m.v)
+                        ),
+                    )
+                    .label(pspan, format!("parent {kind}"))
+                    .label(m.span, format!("child {kind}"))
+                    .help(format!("tc-htb(8): a parent's {kind} should be at least the largest of its children's")),
+                );
+            }
+        }
+    }
+    let me = Parent {
+        name: name.clone(),
+        rate: c.rate.as_ref().map(|r| r.v),
+        ceil: c.ceil.as_ref().map(|r| r.v),
+        burst: c.burst.as_ref().map(|b| (b.v, b.span)),
+        cburst: c.cburst.as_ref().map(|b| (b.v, b.span)),
+        span: c.rate.as_ref().map_or(c.head, |r| r.span),
+    };
+    if !c.children.is_empty() {
+        siblings(&me, &c.children, diags);
+    }
+}
+
+fn find<'a>(classes: &'a [ClassDraft], f: &dyn Fn(&ClassDraft) -> bool) -> Option<&'a ClassDraft> {
+    for c in classes {
+        if f(c) {
+            return Some(c);
+        }
+        if let Some(x) = find(&c.children, f) {
+            return Some(x);
+        }
+    }
+    None
+}
+
+/// NQ001/NQ002/NQ050 at the interface level; the default leaf's minor when valid.
+fn resolve_default(i: &IfaceDraft, name: &str, diags: &mut Diagnostics) -> Option<u16> {
+    let flagged: Vec<&ClassDraft> = i.classes.iter().filter(|c| c.default.is_some()).collect();
+    let by_ref = match &i.default_ref {
+        None => None,
+        Some(item) => {
+            let text = item.text.as_str();
+            let found = find(&i.classes, &|c| c.name == text).or_else(|| {
+                let digits = text.strip_prefix("1:").unwrap_or(text);
+                let digits = digits.strip_prefix("0x").unwrap_or(digits);
+                u16::from_str_radix(digits, 16)
+                    .ok()
+                    .and_then(|m| find(&i.classes, &|c| c.minor == m))
+            });
+            match found {
+                Some(c) => Some(c),
+                None => {
+                    let as_id = text.strip_prefix("1:").unwrap_or(text);
+                    let looks_hex = !as_id.is_empty() && as_id.trim_start_matches("0x").bytes().all(|b| b.is_ascii_hexdigit());
+                    let what = if looks_hex {
+                        format!("default class 1:{} does not exist", as_id.trim_start_matches("0x"))
+                    } else {
+                        format!("default class `{text}` does not exist")
+                    };
+                    let mut ids = Vec::new();
+                    for c in &i.classes {
+                        c.walk(&mut |c| {
+                            if c.is_leaf() {
+                                ids.push(format!("`{}` (1:{:x})", c.name, c.minor));
+                            }
+                        });
+                    }
+                    diags.push(item.label(
+                        Diagnostic::new(
+                            Code::NQ001,
+                            format!(
+                                "{what} on {name}; unclassified traffic (ARP, IPv6, anything unmatched) would go to HTB's unshaped direct queue"
+                            ),
+                        ),
+                        "no class has this name or id",
+                    )
+                    .help(format!(
+                        "name an existing leaf class{}{}",
+                        if ids.is_empty() { "" } else { ": " },
+                        ids.join(", ")
+                    )));
+                    return None;
+                }
+            }
+        }
+    };
+    if let (Some(r), Some(f)) = (by_ref, flagged.first()) {
+        if r.path != f.path {
+            let mut d = Diagnostic::new(
+                Code::NQ050,
+                format!("{name} has two defaults: `{}` (by `default {}`) and `{}` (marked `default`)", r.name, r.name, f.name),
+            );
+            if let Some(item) = &i.default_ref {
+                d = d.label(item.span, format!("names `{}`", r.name));
+            }
+            if let Some(s) = f.default {
+                d = d.label(s, format!("`{}` is default", f.name));
+            }
+            diags.push(d.help("keep one: either the interface's `default NAME` or the class's `default`"));
+            return None;
+        }
+    }
+    let chosen = by_ref.or_else(|| flagged.first().copied());
+    let Some(c) = chosen else {
+        diags.push(
+            Diagnostic::new(
+                Code::NQ001,
+                format!("{name} has no default class; unclassified traffic (ARP, IPv6, anything unmatched) would go to HTB's unshaped direct queue"),
+            )
+            .label(i.head, "no class is marked `default`")
+            .help("mark the leaf that should take everything else `default`, e.g. `class bulk { rate 100mbit  default }`"),
+        );
+        return None;
+    };
+    if !c.is_leaf() {
+        let span = c.default.unwrap_or_else(|| i.default_ref.as_ref().map_or(c.head, |d| d.span));
+        let children: Vec<String> = c.children.iter().map(|k| format!("`{}`", k.name)).collect();
+        diags.push(
+            Diagnostic::new(
+                Code::NQ002,
+                format!(
+                    "default class `{}` (1:{:x}) has children; HTB treats an inner default as a bad default and sends traffic to the unshaped direct queue",
+                    c.name, c.minor
+                ),
+            )
+            .label(span, "inner class as default")
+            .label(c.head, format!("has children {}", children.join(", ")))
+            .help(format!("mark one of its children `default` and remove `default` here (children: {})", children.join(", "))),
+        );
+        return None;
+    }
+    Some(c.minor)
+}
+
+/// NQ024/NQ025 and missing defaults inside classes with children.
+fn reachability(i: &IfaceDraft, classes: &[ClassDraft], default: Option<u16>, diags: &mut Diagnostics) {
+    for c in classes {
+        let is_default = c.default.is_some() || Some(c.minor) == default && i.default_ref.is_some();
+        if c.matches.is_empty() && !is_default {
+            if c.is_leaf() {
+                diags.push(
+                    Diagnostic::new(
+                        Code::NQ024,
+                        format!("class `{}` receives no traffic: no `match` selects it and it is not the default", c.name),
+                    )
+                    .label(c.head, "unreachable leaf")
+                    .help("add a `match` line, mark it `default`, or remove the class"),
+                );
+            } else {
+                diags.push(
+                    Diagnostic::new(
+                        Code::NQ025,
+                        format!("class `{}` has children but nothing selects it: no `match` of its own", c.name),
+                    )
+                    .label(c.head, "never selected")
+                    .help("add `match` lines for the traffic this group should take; its children's rules only refine it"),
+                );
+            }
+        }
+        if !c.is_leaf() {
+            let has_default = c.children.iter().any(|k| k.default.is_some())
+                || c.children.iter().any(|k| Some(k.minor) == default && i.default_ref.is_some());
+            if !has_default {
+                diags.push(
+                    Diagnostic::new(
+                        Code::NQ001,
+                        format!(
+                            "class `{}` has children but none is `default`: its traffic that no child rule selects would leave it",
+                            c.name
+                        ),
+                    )
+                    .label(c.head, "no default child")
+                    .help("mark the child that should take the rest of this class's traffic `default`"),
+                );
+            }
+            reachability(i, &c.children, default, diags);
+        }
+    }
+}
