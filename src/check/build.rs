@@ -33,6 +33,8 @@ pub struct IfaceDraft {
     pub head: Span,
     pub line: usize,
     pub rate: Option<Val<u64>>,
+    /// A `rate` line was written (even if its value was wrong).
+    pub rate_written: bool,
     pub burst: Option<Val<u64>>,
     pub cburst: Option<Val<u64>>,
     pub r2q: Option<Val<u32>>,
@@ -73,6 +75,8 @@ pub struct ClassDraft {
     pub depth: usize,
     pub line: usize,
     pub rate: Option<Val<u64>>,
+    /// A `rate` line was written (even if its value was wrong).
+    pub rate_written: bool,
     pub ceil: Option<Val<u64>>,
     pub ceil_explicit: bool,
     pub prio: Option<Val<u8>>,
@@ -83,6 +87,8 @@ pub struct ClassDraft {
     pub id: Option<Val<u16>>,
     pub default: Option<Span>,
     pub matches: Vec<MatchDraft>,
+    /// How many `match` lines were written (some may have been wrong).
+    pub match_lines: usize,
     pub children: Vec<ClassDraft>,
     /// Assigned by `ids`.
     pub minor: u16,
@@ -282,6 +288,7 @@ impl Builder<'_> {
             head: i.head,
             line: self.lines.line(i.span.start),
             rate: None,
+            rate_written: false,
             burst: None,
             cburst: None,
             r2q: None,
@@ -294,6 +301,7 @@ impl Builder<'_> {
         for stmt in &i.stmts {
             match &stmt.kind {
                 StmtKind::Rate(s) if !self.repeated(&mut seen, "rate", stmt) => {
+                    d.rate_written = true;
                     d.rate = self.rate_bits(s, None, "interface rate");
                 }
                 StmtKind::Burst(s) if !self.repeated(&mut seen, "burst", stmt) => d.burst = self.size(s),
@@ -361,6 +369,7 @@ impl Builder<'_> {
             depth,
             line: self.lines.line(c.span.start),
             rate: None,
+            rate_written: false,
             ceil: None,
             ceil_explicit: false,
             prio: None,
@@ -371,6 +380,7 @@ impl Builder<'_> {
             id: None,
             default: None,
             matches: Vec::new(),
+            match_lines: 0,
             children: Vec::new(),
             minor: 0,
         };
@@ -378,6 +388,7 @@ impl Builder<'_> {
         for stmt in &c.stmts {
             match &stmt.kind {
                 StmtKind::Rate(s) if !self.repeated(&mut seen, "rate", stmt) => {
+                    d.rate_written = true;
                     d.rate = self.rate_bits(s, parent_rate, "rate");
                 }
                 StmtKind::Ceil(s) if !self.repeated(&mut seen, "ceil", stmt) => {
@@ -400,6 +411,7 @@ impl Builder<'_> {
                 StmtKind::Qdisc(q) if !self.repeated(&mut seen, "qdisc", stmt) => d.qdisc = self.qdisc(q, stmt.span),
                 StmtKind::DefaultFlag if !self.repeated(&mut seen, "default", stmt) => d.default = Some(stmt.span),
                 StmtKind::Match(m) => {
+                    d.match_lines += 1;
                     if let Some(m) = self.match_line(m, stmt.span) {
                         d.matches.push(MatchDraft { m, span: stmt.span });
                     }

@@ -23,7 +23,7 @@ fn iface_name(i: &IfaceDraft) -> String {
 /// All hierarchy checks of one interface. Returns the minor of the HTB default leaf.
 pub fn check(i: &IfaceDraft, diags: &mut Diagnostics) -> Option<u16> {
     let name = iface_name(i);
-    if i.rate.is_none() {
+    if !i.rate_written {
         diags.push(
             Diagnostic::new(Code::NQ008, format!("interface {name} has no rate"))
                 .label(i.head, "no `rate` in this block")
@@ -165,6 +165,7 @@ fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
         }
     }
     match &c.rate {
+        None if c.rate_written => {}
         None => diags.push(
             Diagnostic::new(Code::NQ008, format!("class {name} has no rate"))
                 .label(c.head, "no `rate` in this class")
@@ -360,7 +361,7 @@ fn resolve_default(i: &IfaceDraft, name: &str, diags: &mut Diagnostics) -> Optio
 fn reachability(i: &IfaceDraft, classes: &[ClassDraft], default: Option<u16>, diags: &mut Diagnostics) {
     for c in classes {
         let is_default = c.default.is_some() || Some(c.minor) == default && i.default_ref.is_some();
-        if c.matches.is_empty() && !is_default {
+        if c.match_lines == 0 && !is_default {
             if c.is_leaf() {
                 diags.push(
                     Diagnostic::new(

@@ -1,0 +1,64 @@
+//! `netqos fmt FILE…`: canonical layout in place, or `--check` for CI.
+
+use std::path::{Path, PathBuf};
+
+use super::check::read_source;
+use super::{Exit, Ui, write_atomic};
+use netqos::report;
+
+pub fn run(files: &[PathBuf], check: bool, ui: Ui) -> Exit {
+    let mut exit = Exit::Ok;
+    for path in files {
+        let src = match read_source(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("netqos: cannot read {}: {e}", path.display());
+                exit = exit.max(Exit::Io);
+                continue;
+            }
+        };
+        let formatted = match netqos::format::format(&src.text) {
+            Ok(f) => f,
+            Err(diags) => {
+                eprint!("{}", report::human(&diags, &src, ui.color));
+                eprintln!("netqos: {} was not formatted: fix the errors above first", src.name);
+                exit = exit.max(Exit::Invalid);
+                continue;
+            }
+        };
+        if path == Path::new("-") {
+            if check {
+                if formatted != src.text {
+                    println!("<stdin>");
+                    exit = exit.max(Exit::Invalid);
+                }
+            } else {
+                print!("{formatted}");
+            }
+            continue;
+        }
+        if formatted == src.text {
+            if ui.verbose {
+                eprintln!("{}: already formatted", src.name);
+            }
+            continue;
+        }
+        if check {
+            println!("{}", src.name);
+            exit = exit.max(Exit::Invalid);
+            continue;
+        }
+        match write_atomic(path, formatted.as_bytes()) {
+            Ok(()) => {
+                if !ui.quiet {
+                    eprintln!("formatted {}", src.name);
+                }
+            }
+            Err(e) => {
+                eprintln!("netqos: cannot write {}: {e}", path.display());
+                exit = exit.max(Exit::Io);
+            }
+        }
+    }
+    exit
+}

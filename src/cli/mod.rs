@@ -1,0 +1,178 @@
+//! Command-line parsing (clap) and dispatch; the only place that reads files, arguments and
+//! environment variables.
+
+mod check;
+mod explain;
+mod fmt;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit statuses (see the brief and `man 1 netqos`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    Ok = 0,
+    Invalid = 1,
+    Usage = 2,
+    Io = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netqos",
+    version,
+    about = "Check and compile node bandwidth policy into tc/HTB scripts",
+    long_about = "netqos checks a small policy file saying what a Kubernetes node's links must guarantee \
+(control-plane reservations, pod and bulk limits) like a type checker.",
+    after_help = "Examples:\n  netqos check examples/control-plane.nq\n  netqos check --format json --var uplink=eth1 policy.nq\n  netqos fmt --check examples/*.nq\n  netqos explain NQ010"
+)]
+struct Cli {
+    /// When to colour output: auto (a terminal without NO_COLOR), always or never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    color: ColorChoice,
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print more about what is done.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// How diagnostics are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Rendered for people, with source snippets (stderr).
+    Human,
+    /// A JSON array, one object per diagnostic (stdout).
+    Json,
+    /// GitHub Actions workflow commands, for PR annotations (stdout).
+    Github,
+}
+
+/// Variables from outside the policy.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VarArgs {
+    /// Set a variable, overriding its `let` default: NAME=VALUE (a set: NAME=a,b,c).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Read variables from a TOML file (strings, numbers, arrays for sets).
+    #[arg(long = "vars", value_name = "FILE.toml")]
+    pub vars_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check policies and print diagnostics; nothing is written.
+    #[command(after_help = "Examples:\n  netqos check policy.nq\n  netqos check --deny-warnings --format github policies/*.nq\n  netqos check --vars host1.toml --var uplink=eth1 policy.nq")]
+    Check {
+        /// Policy files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+        /// Output format for diagnostics.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Treat warnings as errors (exit 1 when there is any).
+        #[arg(long)]
+        deny_warnings: bool,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Rewrite policies in the canonical layout (comments kept).
+    #[command(after_help = "Examples:\n  netqos fmt policy.nq\n  netqos fmt --check examples/*.nq\n  cat policy.nq | netqos fmt -")]
+    Fmt {
+        /// Policy files to format in place (`-` reads stdin and writes stdout).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+        /// Change nothing; exit 1 if a file is not formatted, printing its name.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Explain a diagnostic code, with a bad and a fixed example; without a code, list them.
+    #[command(after_help = "Examples:\n  netqos explain NQ001\n  netqos explain")]
+    Explain {
+        /// A code such as NQ010.
+        code: Option<String>,
+    },
+}
+
+/// Output settings shared by every command.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub color: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+/// Parses arguments and runs the command.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage.into() } else { Exit::Ok.into() };
+        }
+    };
+    let color = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal(),
+    };
+    let ui = Ui {
+        color,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
+    let exit = match cli.command {
+        Command::Check {
+            files,
+            format,
+            deny_warnings,
+            vars,
+        } => check::run(&files, format, deny_warnings, &vars, ui),
+        Command::Fmt { files, check } => fmt::run(&files, check, ui),
+        Command::Explain { code } => explain::run(code.as_deref()),
+    };
+    exit.into()
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same directory, then
+/// rename, so a reader never sees half a file.
+pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().map_or("netqos".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.netqos-tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            std::fs::set_permissions(&tmp, meta.permissions())?;
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
