@@ -66,7 +66,10 @@ impl Printer<'_> {
         };
         let between = &self.src[end.min(at)..at];
         let segments: Vec<&str> = between.split('\n').collect();
-        segments.len() > 2 && segments[1..segments.len() - 1].iter().any(|l| l.trim().is_empty())
+        segments.len() > 2
+            && segments[1..segments.len() - 1]
+                .iter()
+                .any(|l| l.trim().is_empty())
     }
 
     fn blank_line(&mut self) {
@@ -96,7 +99,10 @@ impl Printer<'_> {
     /// If the next comment sits on the line of `end` (and before `limit`), returns it.
     fn take_trailing(&mut self, end: usize, limit: usize) -> Option<String> {
         let c = self.comments.get(self.next)?;
-        if c.span.start >= end && c.span.start < limit && self.line_of(c.span.start) == self.line_of(end.saturating_sub(1).max(0)) {
+        if c.span.start >= end
+            && c.span.start < limit
+            && self.line_of(c.span.start) == self.line_of(end.saturating_sub(1).max(0))
+        {
             let text = c.text.clone();
             self.next += 1;
             return Some(text);
@@ -130,7 +136,12 @@ impl Printer<'_> {
         let limit = self.src.len() + 1;
         if let Some(h) = &f.header {
             let start = self.src[..h.span.start].rfind("netqos").unwrap_or(0);
-            self.simple(&format!("netqos {}", h.node), Span::new(start, h.span.end), 0, limit);
+            self.simple(
+                &format!("netqos {}", h.node),
+                Span::new(start, h.span.end),
+                0,
+                limit,
+            );
         }
         let mut prev_block = f.header.is_some();
         for item in &f.items {
@@ -174,12 +185,21 @@ impl Printer<'_> {
     }
 
     /// Prints `head {`, the body, and `}`, with comments in their places.
-    fn block(&mut self, head: &str, span: Span, depth: usize, limit: usize, body: impl FnOnce(&mut Self, usize)) {
+    fn block(
+        &mut self,
+        head: &str,
+        span: Span,
+        depth: usize,
+        limit: usize,
+        body: impl FnOnce(&mut Self, usize),
+    ) {
         self.leading(span.start, depth);
         if self.blank_before(span.start) {
             self.blank_line();
         }
-        let open = self.src[span.start..span.end].find('{').map_or(span.start, |i| span.start + i);
+        let open = self.src[span.start..span.end]
+            .find('{')
+            .map_or(span.start, |i| span.start + i);
         let close = span.end.saturating_sub(1);
         self.indent(depth);
         self.out.push_str(head);
@@ -243,7 +263,10 @@ fn value(v: &Value) -> String {
     match v {
         Value::Scalar(s) => scalar(s),
         Value::Set(items, _) if items.is_empty() => "{ }".to_string(),
-        Value::Set(items, _) => format!("{{ {} }}", items.iter().map(scalar).collect::<Vec<_>>().join(", ")),
+        Value::Set(items, _) => format!(
+            "{{ {} }}",
+            items.iter().map(scalar).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -274,8 +297,16 @@ fn stmt_text(k: &StmtKind) -> String {
                 t.push(' ');
                 t.push_str(&match f {
                     MatchField::Proto(p) => p.node.clone(),
-                    MatchField::Addr(d, list) => format!("{} {}", d.node.as_str(), list.iter().map(value).collect::<Vec<_>>().join(", ")),
-                    MatchField::Port(d, list) => format!("{} {}", d.node.as_str(), list.iter().map(value).collect::<Vec<_>>().join(", ")),
+                    MatchField::Addr(d, list) => format!(
+                        "{} {}",
+                        d.node.as_str(),
+                        list.iter().map(value).collect::<Vec<_>>().join(", ")
+                    ),
+                    MatchField::Port(d, list) => format!(
+                        "{} {}",
+                        d.node.as_str(),
+                        list.iter().map(value).collect::<Vec<_>>().join(", ")
+                    ),
                     MatchField::Bad(b) => b.node.clone(),
                 });
             }

@@ -6,14 +6,14 @@
 //! text ─syntax::parse─▶ ast::File ─check::check─▶ model::Model
 //! ```
 
+pub mod check;
 pub mod codes;
 pub mod diagnostic;
 pub mod format;
-pub mod span;
-pub mod syntax;
-pub mod check;
 pub mod model;
 pub mod report;
+pub mod span;
+pub mod syntax;
 pub mod units;
 pub mod vars;
 

@@ -75,10 +75,18 @@ impl Class {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LeafQdisc {
-    Pfifo { limit_packets: Option<u32> },
-    Bfifo { limit_bytes: Option<u64> },
-    FqCodel { limit_packets: Option<u32> },
-    Sfq { limit_packets: Option<u32> },
+    Pfifo {
+        limit_packets: Option<u32>,
+    },
+    Bfifo {
+        limit_bytes: Option<u64>,
+    },
+    FqCodel {
+        limit_packets: Option<u32>,
+    },
+    Sfq {
+        limit_packets: Option<u32>,
+    },
     Tbf {
         rate: u64,
         burst: u64,

@@ -29,7 +29,13 @@ impl fmt::Debug for Adapter<'_> {
 
 impl fmt::Display for Adapter<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}[{}]: {}", self.d.severity.as_str(), self.d.code, self.d.message)
+        write!(
+            f,
+            "{}[{}]: {}",
+            self.d.severity.as_str(),
+            self.d.code,
+            self.d.message
+        )
     }
 }
 
@@ -45,7 +51,10 @@ impl miette::Diagnostic for Adapter<'_> {
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        self.d.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.d
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -61,16 +70,18 @@ impl miette::Diagnostic for Adapter<'_> {
             return None;
         }
         let len = self.src.inner().len();
-        Some(Box::new(self.d.labels.iter().enumerate().map(move |(i, l)| {
-            let start = l.span.start.min(len);
-            let end = l.span.end.clamp(start, len);
-            let span = (start, end - start);
-            if i == 0 {
-                LabeledSpan::new_primary_with_span(Some(l.text.clone()), span)
-            } else {
-                LabeledSpan::new_with_span(Some(l.text.clone()), span)
-            }
-        })))
+        Some(Box::new(self.d.labels.iter().enumerate().map(
+            move |(i, l)| {
+                let start = l.span.start.min(len);
+                let end = l.span.end.clamp(start, len);
+                let span = (start, end - start);
+                if i == 0 {
+                    LabeledSpan::new_primary_with_span(Some(l.text.clone()), span)
+                } else {
+                    LabeledSpan::new_with_span(Some(l.text.clone()), span)
+                }
+            },
+        )))
     }
 }
 
@@ -81,7 +92,9 @@ pub fn human(diags: &[Diagnostic], src: &Source, color: bool) -> String {
     } else {
         GraphicalTheme::unicode_nocolor()
     };
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_width(100)
+        .with_links(false);
     let mut out = String::new();
     for d in diags {
         let adapter = Adapter {
@@ -176,7 +189,9 @@ pub fn json_values(diags: &[Diagnostic], src: &Source) -> Vec<JsonDiagnostic> {
 }
 
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn escape_property(s: &str) -> String {
@@ -203,13 +218,20 @@ pub fn github(diags: &[Diagnostic], src: &Source) -> String {
                 props.push(format!("endColumn={ec}"));
             }
         }
-        props.push(format!("title={}", escape_property(&format!("{} {}", d.code, d.code.title()))));
+        props.push(format!(
+            "title={}",
+            escape_property(&format!("{} {}", d.code, d.code.title()))
+        ));
         let mut message = d.message.clone();
         if let Some(h) = &d.help {
             message.push_str("\nhelp: ");
             message.push_str(h);
         }
-        out.push_str(&format!("::{level} {}::{}\n", props.join(","), escape_data(&message)));
+        out.push_str(&format!(
+            "::{level} {}::{}\n",
+            props.join(","),
+            escape_data(&message)
+        ));
     }
     out
 }

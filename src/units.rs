@@ -25,7 +25,10 @@ pub enum UnitError {
     /// A size unit where a rate is expected (`10mb`).
     SizeUnitInRate { suggestion: String },
     /// A suffix netqos does not know.
-    UnknownSuffix { suffix: String, suggestion: Option<String> },
+    UnknownSuffix {
+        suffix: String,
+        suggestion: Option<String>,
+    },
     /// Too large to represent.
     TooLarge,
 }
@@ -88,7 +91,8 @@ fn split_number(text: &str) -> Option<(&str, &str)> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (num, suffix) = text.split_at(end);
-    if num.is_empty() || num.starts_with('.') || num.matches('.').count() > 1 || num.ends_with('.') {
+    if num.is_empty() || num.starts_with('.') || num.matches('.').count() > 1 || num.ends_with('.')
+    {
         return None;
     }
     Some((num, suffix))
@@ -126,7 +130,9 @@ pub fn parse_rate(text: &str) -> Result<RateSpec, UnitError> {
         return Err(UnitError::Bare);
     }
     if let Some((_, mult)) = RATE_UNITS.iter().find(|(u, _)| *u == lower) {
-        return Ok(RateSpec::Bits(to_u64(scale(num, *mult).ok_or(UnitError::TooLarge)?)?));
+        return Ok(RateSpec::Bits(to_u64(
+            scale(num, *mult).ok_or(UnitError::TooLarge)?,
+        )?));
     }
     if let Some((_, mult, bit_unit)) = BYTE_RATE_UNITS.iter().find(|(u, _, _)| *u == lower) {
         let bits = to_u64(scale(num, *mult).ok_or(UnitError::TooLarge)?)?;
@@ -135,7 +141,9 @@ pub fn parse_rate(text: &str) -> Result<RateSpec, UnitError> {
             suggestion: format!("{num}{bit_unit}"),
         });
     }
-    if SIZE_UNITS.iter().any(|(u, _)| *u == lower) || matches!(lower.as_str(), "k" | "m" | "g" | "t") {
+    if SIZE_UNITS.iter().any(|(u, _)| *u == lower)
+        || matches!(lower.as_str(), "k" | "m" | "g" | "t")
+    {
         let unit = match lower.chars().next() {
             Some('k') => "kbit",
             Some('m') => "mbit",
@@ -317,12 +325,24 @@ mod tests {
     fn refuses_byte_rates_bare_numbers_and_size_units() {
         assert!(matches!(
             parse_rate("100mbps"),
-            Err(UnitError::BytesPerSecond { bits: 800_000_000, .. })
+            Err(UnitError::BytesPerSecond {
+                bits: 800_000_000,
+                ..
+            })
         ));
         assert_eq!(parse_rate("1000000"), Err(UnitError::Bare));
-        assert!(matches!(parse_rate("10mb"), Err(UnitError::SizeUnitInRate { .. })));
-        assert!(matches!(parse_rate("10furlongs"), Err(UnitError::UnknownSuffix { .. })));
-        assert_eq!(parse_rate("99999999999999999999999tbit"), Err(UnitError::TooLarge));
+        assert!(matches!(
+            parse_rate("10mb"),
+            Err(UnitError::SizeUnitInRate { .. })
+        ));
+        assert!(matches!(
+            parse_rate("10furlongs"),
+            Err(UnitError::UnknownSuffix { .. })
+        ));
+        assert_eq!(
+            parse_rate("99999999999999999999999tbit"),
+            Err(UnitError::TooLarge)
+        );
         assert_eq!(parse_rate("x"), Err(UnitError::NotANumber));
     }
 

@@ -57,19 +57,18 @@ fn valid_name(name: &str) -> bool {
 /// Parses one `--var name=value`. A value with commas or in braces is a set.
 pub fn parse_var_arg(arg: &str) -> Result<ExternalVar, Diagnostic> {
     let Some((name, value)) = arg.split_once('=') else {
-        return Err(Diagnostic::new(
-            Code::NQ063,
-            format!("`--var {arg}` has no value"),
-        )
-        .help(format!("write `--var {arg}=VALUE`")));
+        return Err(
+            Diagnostic::new(Code::NQ063, format!("`--var {arg}` has no value"))
+                .help(format!("write `--var {arg}=VALUE`")),
+        );
     };
     let name = name.trim();
     if !valid_name(name) {
-        return Err(Diagnostic::new(
-            Code::NQ063,
-            format!("`{name}` is not a variable name"),
-        )
-        .help("variable names start with a letter or `_` and hold letters, digits, `_` and `-`"));
+        return Err(
+            Diagnostic::new(Code::NQ063, format!("`{name}` is not a variable name")).help(
+                "variable names start with a letter or `_` and hold letters, digits, `_` and `-`",
+            ),
+        );
     }
     let value = parse_ext_value(value.trim()).map_err(|why| {
         Diagnostic::new(
@@ -188,8 +187,11 @@ mod tests {
 
     #[test]
     fn toml_file() {
-        let v = parse_vars_toml("uplink = \"eth1\"\ncp = [\"10.0.0.1\", \"10.0.0.2\"]\n", "h.toml")
-            .unwrap();
+        let v = parse_vars_toml(
+            "uplink = \"eth1\"\ncp = [\"10.0.0.1\", \"10.0.0.2\"]\n",
+            "h.toml",
+        )
+        .unwrap();
         assert_eq!(v.len(), 2);
         assert!(parse_vars_toml("x = { a = 1 }", "h.toml").is_err());
         assert!(parse_vars_toml("x = ", "h.toml").is_err());

@@ -109,9 +109,12 @@ impl ClassDraft {
 }
 
 const TOP: &[&str] = &["netqos", "let", "interface", "pods"];
-const IFACE: &[&str] = &["rate", "burst", "cburst", "r2q", "mtu", "default", "ifb", "class"];
+const IFACE: &[&str] = &[
+    "rate", "burst", "cburst", "r2q", "mtu", "default", "ifb", "class",
+];
 const CLASS: &[&str] = &[
-    "rate", "ceil", "prio", "burst", "cburst", "quantum", "qdisc", "id", "match", "default", "class",
+    "rate", "ceil", "prio", "burst", "cburst", "quantum", "qdisc", "id", "match", "default",
+    "class",
 ];
 const PODS: &[&str] = &["cni", "limit"];
 const MATCH_FIELDS: &[&str] = &["src", "dst", "sport", "dport", "tcp", "udp", "icmp"];
@@ -135,10 +138,16 @@ fn form(word: &str) -> &'static str {
         "ifb" => "`ifb NAME`, the IFB device an ingress block shapes on",
         "default" => "`default` alone inside a class, or `default CLASS` in an interface",
         "class" => "`class NAME { … }`",
-        "qdisc" => "`qdisc pfifo|bfifo|fq_codel|sfq [limit N]` or `qdisc tbf rate R burst SIZE latency T`",
+        "qdisc" => {
+            "`qdisc pfifo|bfifo|fq_codel|sfq [limit N]` or `qdisc tbf rate R burst SIZE latency T`"
+        }
         "match" => "`match FIELD…` with fields src/dst ADDRESSES, sport/dport PORTS, tcp|udp|icmp",
-        "cni" => "`cni FLAVOUR` (flannel, canal, k3s, rke2-flannel, rke2-canal, calico) or `cni file \"PATH\"`",
-        "limit" => "`limit SELECTOR [ingress RATE] [egress RATE]`, e.g. `limit app=backup egress 50mbit`",
+        "cni" => {
+            "`cni FLAVOUR` (flannel, canal, k3s, rke2-flannel, rke2-canal, calico) or `cni file \"PATH\"`"
+        }
+        "limit" => {
+            "`limit SELECTOR [ingress RATE] [egress RATE]`, e.g. `limit app=backup egress 50mbit`"
+        }
         _ => "see `man 5 netqos`",
     }
 }
@@ -179,7 +188,11 @@ pub fn unknown(u: &Unknown, allowed: &[&str], diags: &mut Diagnostics) {
         .label(u.word.span, format!("`{word}` belongs {where_}"))
         .help(format!(
             "move it {where_}{extra}; allowed here: {}",
-            allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+            allowed
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     } else {
         Diagnostic::new(Code::NQ041, format!("unknown keyword `{word}`"))
@@ -201,7 +214,12 @@ impl Builder<'_> {
         self.env.one(s, what, self.diags)
     }
 
-    fn repeated(&mut self, seen: &mut BTreeMap<&'static str, Span>, key: &'static str, stmt: &Stmt) -> bool {
+    fn repeated(
+        &mut self,
+        seen: &mut BTreeMap<&'static str, Span>,
+        key: &'static str,
+        stmt: &Stmt,
+    ) -> bool {
         if let Some(first) = seen.get(key) {
             self.diags.push(
                 Diagnostic::new(Code::NQ056, format!("`{key}` is given twice in one block"))
@@ -262,18 +280,30 @@ impl Builder<'_> {
     fn quantum(&mut self, s: &Scalar) -> Option<Val<u32>> {
         let item = self.one(s, "quantum")?;
         let bytes = if units::parse_count(&item.text).is_some() {
-            values::count(&item, "quantum", 1, u64::from(u32::MAX), Code::NQ015, self.diags)?
+            values::count(
+                &item,
+                "quantum",
+                1,
+                u64::from(u32::MAX),
+                Code::NQ015,
+                self.diags,
+            )?
         } else {
             values::size(&item, self.diags)?
         };
         match u32::try_from(bytes) {
             Ok(q) if q > 0 => Some(val(q, item.span)),
             _ => {
-                self.diags.push(item.label(
-                    Diagnostic::new(Code::NQ015, format!("quantum `{}` is out of range", item.text)),
-                    "must be 1 byte to 4 GiB",
-                )
-                .help("a quantum is a byte count a little above the MTU, e.g. `quantum 3028`"));
+                self.diags.push(
+                    item.label(
+                        Diagnostic::new(
+                            Code::NQ015,
+                            format!("quantum `{}` is out of range", item.text),
+                        ),
+                        "must be 1 byte to 4 GiB",
+                    )
+                    .help("a quantum is a byte count a little above the MTU, e.g. `quantum 3028`"),
+                );
                 None
             }
         }
@@ -304,8 +334,12 @@ impl Builder<'_> {
                     d.rate_written = true;
                     d.rate = self.rate_bits(s, None, "interface rate");
                 }
-                StmtKind::Burst(s) if !self.repeated(&mut seen, "burst", stmt) => d.burst = self.size(s),
-                StmtKind::Cburst(s) if !self.repeated(&mut seen, "cburst", stmt) => d.cburst = self.size(s),
+                StmtKind::Burst(s) if !self.repeated(&mut seen, "burst", stmt) => {
+                    d.burst = self.size(s)
+                }
+                StmtKind::Cburst(s) if !self.repeated(&mut seen, "cburst", stmt) => {
+                    d.cburst = self.size(s)
+                }
                 StmtKind::R2q(s) if !self.repeated(&mut seen, "r2q", stmt) => {
                     d.r2q = self
                         .count(s, "r2q", 1, 1_000_000, Code::NQ014)
@@ -334,9 +368,12 @@ impl Builder<'_> {
                 other => {
                     let kw = other.keyword().to_string();
                     self.diags.push(
-                        Diagnostic::new(Code::NQ041, format!("`{kw}` cannot be used in an interface block"))
-                            .label(stmt.keyword, format!("`{kw}` belongs in a class"))
-                            .help("move it into a class"),
+                        Diagnostic::new(
+                            Code::NQ041,
+                            format!("`{kw}` cannot be used in an interface block"),
+                        )
+                        .label(stmt.keyword, format!("`{kw}` belongs in a class"))
+                        .help("move it into a class"),
                     );
                 }
             }
@@ -355,7 +392,14 @@ impl Builder<'_> {
         d
     }
 
-    fn class(&mut self, c: &ast::Class, parent_rate: Option<u64>, parent_ceil: Option<u64>, depth: usize, prefix: &str) -> ClassDraft {
+    fn class(
+        &mut self,
+        c: &ast::Class,
+        parent_rate: Option<u64>,
+        parent_ceil: Option<u64>,
+        depth: usize,
+        prefix: &str,
+    ) -> ClassDraft {
         let path = if prefix.is_empty() {
             c.name.node.clone()
         } else {
@@ -400,16 +444,26 @@ impl Builder<'_> {
                         .count(s, "prio", 0, 7, Code::NQ055)
                         .map(|v| val(u8::try_from(v.v).unwrap_or(7), v.span));
                 }
-                StmtKind::Burst(s) if !self.repeated(&mut seen, "burst", stmt) => d.burst = self.size(s),
-                StmtKind::Cburst(s) if !self.repeated(&mut seen, "cburst", stmt) => d.cburst = self.size(s),
-                StmtKind::Quantum(s) if !self.repeated(&mut seen, "quantum", stmt) => d.quantum = self.quantum(s),
-                StmtKind::Id(s) if !self.repeated(&mut seen, "id", stmt) => {
-                    d.id = self
-                        .one(s, "class id")
-                        .and_then(|item| values::class_id(&item, self.diags).map(|m| val(m, item.span)));
+                StmtKind::Burst(s) if !self.repeated(&mut seen, "burst", stmt) => {
+                    d.burst = self.size(s)
                 }
-                StmtKind::Qdisc(q) if !self.repeated(&mut seen, "qdisc", stmt) => d.qdisc = self.qdisc(q, stmt.span),
-                StmtKind::DefaultFlag if !self.repeated(&mut seen, "default", stmt) => d.default = Some(stmt.span),
+                StmtKind::Cburst(s) if !self.repeated(&mut seen, "cburst", stmt) => {
+                    d.cburst = self.size(s)
+                }
+                StmtKind::Quantum(s) if !self.repeated(&mut seen, "quantum", stmt) => {
+                    d.quantum = self.quantum(s)
+                }
+                StmtKind::Id(s) if !self.repeated(&mut seen, "id", stmt) => {
+                    d.id = self.one(s, "class id").and_then(|item| {
+                        values::class_id(&item, self.diags).map(|m| val(m, item.span))
+                    });
+                }
+                StmtKind::Qdisc(q) if !self.repeated(&mut seen, "qdisc", stmt) => {
+                    d.qdisc = self.qdisc(q, stmt.span)
+                }
+                StmtKind::DefaultFlag if !self.repeated(&mut seen, "default", stmt) => {
+                    d.default = Some(stmt.span)
+                }
                 StmtKind::Match(m) => {
                     d.match_lines += 1;
                     if let Some(m) = self.match_line(m, stmt.span) {
@@ -417,12 +471,21 @@ impl Builder<'_> {
                     }
                 }
                 StmtKind::Unknown(u) => unknown(u, CLASS, self.diags),
-                StmtKind::R2q(_) | StmtKind::Mtu(_) | StmtKind::Ifb(_) | StmtKind::DefaultRef(_) => {
+                StmtKind::R2q(_)
+                | StmtKind::Mtu(_)
+                | StmtKind::Ifb(_)
+                | StmtKind::DefaultRef(_) => {
                     let kw = stmt.kind.keyword().to_string();
                     self.diags.push(
-                        Diagnostic::new(Code::NQ041, format!("`{kw}` cannot be used in a class block"))
-                            .label(stmt.keyword, format!("`{kw}` belongs in the interface block"))
-                            .help(format!("move it to the interface; write {}", form(&kw))),
+                        Diagnostic::new(
+                            Code::NQ041,
+                            format!("`{kw}` cannot be used in a class block"),
+                        )
+                        .label(
+                            stmt.keyword,
+                            format!("`{kw}` belongs in the interface block"),
+                        )
+                        .help(format!("move it to the interface; write {}", form(&kw))),
                     );
                 }
                 _ => {}
@@ -465,18 +528,24 @@ impl Builder<'_> {
         for (name, value) in &q.params {
             if !allowed.contains(&name.node.as_str()) {
                 self.diags.push(
-                    Diagnostic::new(Code::NQ041, format!("`{kind}` has no parameter `{}`", name.node))
-                        .label(name.span, "unknown parameter")
-                        .help(suggest::help_for(&name.node, allowed)),
+                    Diagnostic::new(
+                        Code::NQ041,
+                        format!("`{kind}` has no parameter `{}`", name.node),
+                    )
+                    .label(name.span, "unknown parameter")
+                    .help(suggest::help_for(&name.node, allowed)),
                 );
                 continue;
             }
             if let Some(first) = params.get(&name.node) {
                 self.diags.push(
-                    Diagnostic::new(Code::NQ056, format!("qdisc parameter `{}` is given twice", name.node))
-                        .label(name.span, "given again here")
-                        .label(*first, "first given here")
-                        .help("keep one"),
+                    Diagnostic::new(
+                        Code::NQ056,
+                        format!("qdisc parameter `{}` is given twice", name.node),
+                    )
+                    .label(name.span, "given again here")
+                    .label(*first, "first given here")
+                    .help("keep one"),
                 );
                 continue;
             }
@@ -488,9 +557,16 @@ impl Builder<'_> {
         let packets = |b: &mut Self, key: &str| -> Result<Option<u32>, ()> {
             match items.get(key) {
                 None => Ok(None),
-                Some(i) => values::count(i, "packet limit", 1, u64::from(u32::MAX), Code::NQ021, b.diags)
-                    .map(|n| Some(u32::try_from(n).unwrap_or(u32::MAX)))
-                    .ok_or(()),
+                Some(i) => values::count(
+                    i,
+                    "packet limit",
+                    1,
+                    u64::from(u32::MAX),
+                    Code::NQ021,
+                    b.diags,
+                )
+                .map(|n| Some(u32::try_from(n).unwrap_or(u32::MAX)))
+                .ok_or(()),
             }
         };
         let q = match kind {
@@ -514,18 +590,28 @@ impl Builder<'_> {
         Some(QdiscDraft { q, span, params })
     }
 
-    fn tbf(&mut self, items: &BTreeMap<String, Item>, params: BTreeMap<String, Span>, span: Span) -> Option<QdiscDraft> {
+    fn tbf(
+        &mut self,
+        items: &BTreeMap<String, Item>,
+        params: BTreeMap<String, Span>,
+        span: Span,
+    ) -> Option<QdiscDraft> {
         let mut ok = true;
         let mut rate_of = |b: &mut Self, key: &str| -> Option<u64> {
             let i = items.get(key)?;
             match values::rate(i, b.diags) {
                 Some(RateSpec::Bits(bits)) => Some(bits),
                 Some(RateSpec::Percent(_)) => {
-                    b.diags.push(i.label(
-                        Diagnostic::new(Code::NQ020, format!("tbf {key} must be an absolute rate, not `{}`", i.text)),
-                        "percentage",
-                    )
-                    .help("write the rate with a unit, e.g. `rate 50mbit`"));
+                    b.diags.push(
+                        i.label(
+                            Diagnostic::new(
+                                Code::NQ020,
+                                format!("tbf {key} must be an absolute rate, not `{}`", i.text),
+                            ),
+                            "percentage",
+                        )
+                        .help("write the rate with a unit, e.g. `rate 50mbit`"),
+                    );
                     ok = false;
                     None
                 }
@@ -576,9 +662,12 @@ impl Builder<'_> {
             }
             (None, None) => {
                 self.diags.push(
-                    Diagnostic::new(Code::NQ020, "tbf needs `limit` or `latency` (tc refuses it without one)")
-                        .label(span, "no queue bound")
-                        .help("add `latency 50ms` (or `limit SIZE`)"),
+                    Diagnostic::new(
+                        Code::NQ020,
+                        "tbf needs `limit` or `latency` (tc refuses it without one)",
+                    )
+                    .label(span, "no queue bound")
+                    .help("add `latency 50ms` (or `limit SIZE`)"),
                 );
                 return None;
             }
@@ -730,15 +819,21 @@ impl Builder<'_> {
 
     fn mixed_families(&mut self, m: &Match, span: Span) {
         let fams = |v: &Option<Vec<crate::model::Cidr>>| {
-            v.as_ref().map(|cs| (cs.iter().any(|c| c.is_v4()), cs.iter().any(|c| !c.is_v4())))
+            v.as_ref()
+                .map(|cs| (cs.iter().any(|c| c.is_v4()), cs.iter().any(|c| !c.is_v4())))
         };
         if let (Some((s4, s6)), Some((d4, d6))) = (fams(&m.src), fams(&m.dst)) {
             if !((s4 && d4) || (s6 && d6)) {
-                let (sf, df) = (if s4 { "IPv4" } else { "IPv6" }, if d4 { "IPv4" } else { "IPv6" });
+                let (sf, df) = (
+                    if s4 { "IPv4" } else { "IPv6" },
+                    if d4 { "IPv4" } else { "IPv6" },
+                );
                 self.diags.push(
                     Diagnostic::new(
                         Code::NQ059,
-                        format!("match has {sf} sources and {df} destinations: no packet can have both"),
+                        format!(
+                            "match has {sf} sources and {df} destinations: no packet can have both"
+                        ),
                     )
                     .label(span, "never matches")
                     .help("a packet is either IPv4 or IPv6: split this into one match per family"),
@@ -756,9 +851,12 @@ impl Builder<'_> {
     pub fn top_unknown(&mut self, u: &Unknown) {
         if u.word.node == "netqos" {
             self.diags.push(
-                Diagnostic::new(Code::NQ052, "the `netqos` version line must be the first statement")
-                    .label(u.span, "too late")
-                    .help("move `netqos 1` to the top of the file"),
+                Diagnostic::new(
+                    Code::NQ052,
+                    "the `netqos` version line must be the first statement",
+                )
+                .label(u.span, "too late")
+                .help("move `netqos 1` to the top of the file"),
             );
             return;
         }
@@ -767,10 +865,13 @@ impl Builder<'_> {
 }
 
 fn twice(key: &str, span: Span, first: Span) -> Diagnostic {
-    Diagnostic::new(Code::NQ056, format!("`{key}` is given twice in one match line"))
-        .label(span, "given again here")
-        .label(first, "first given here")
-        .help(format!("list all values after one `{key}`: `{key} a, b`"))
+    Diagnostic::new(
+        Code::NQ056,
+        format!("`{key}` is given twice in one match line"),
+    )
+    .label(span, "given again here")
+    .label(first, "first given here")
+    .help(format!("list all values after one `{key}`: `{key} a, b`"))
 }
 
 /// NQ041 for every unknown statement in the file, without checking anything else.
@@ -784,9 +885,12 @@ pub fn unknown_statements(file: &ast::File) -> Diagnostics {
                     for f in &m.fields {
                         if let MatchField::Bad(b) = f {
                             diags.push(
-                                Diagnostic::new(Code::NQ041, format!("unknown match field `{}`", b.node))
-                                    .label(b.span, "not a match field")
-                                    .help(suggest::help_for(&b.node, MATCH_FIELDS)),
+                                Diagnostic::new(
+                                    Code::NQ041,
+                                    format!("unknown match field `{}`", b.node),
+                                )
+                                .label(b.span, "not a match field")
+                                .help(suggest::help_for(&b.node, MATCH_FIELDS)),
                             );
                         }
                     }

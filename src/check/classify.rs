@@ -134,7 +134,9 @@ impl CoverIndex {
     /// Earlier matches that could cover `m` (a superset of those that do).
     fn candidates(&self, m: &Match) -> Vec<usize> {
         let mut out = self.no_addr.clone();
-        let lookup = |map: &HashMap<(bool, u128, u8), Vec<usize>>, list: &Option<Vec<Cidr>>, out: &mut Vec<usize>| {
+        let lookup = |map: &HashMap<(bool, u128, u8), Vec<usize>>,
+                      list: &Option<Vec<Cidr>>,
+                      out: &mut Vec<usize>| {
             if let Some(first) = list.as_ref().and_then(|l| l.first()) {
                 let width = if first.is_v4() { 32 } else { 128 };
                 for p in 0..=first.prefix.min(width) {
@@ -330,7 +332,11 @@ pub fn check(i: &IfaceDraft, default: Option<u16>, diags: &mut Diagnostics) {
         });
     }
     if v4 != v6 {
-        let (has, lacks) = if v4 { ("IPv4", "IPv6") } else { ("IPv6", "IPv4") };
+        let (has, lacks) = if v4 {
+            ("IPv4", "IPv6")
+        } else {
+            ("IPv6", "IPv4")
+        };
         diags.push(
             Diagnostic::new(
                 Code::NQ022,

@@ -24,7 +24,9 @@ pub fn name_problem(name: &str) -> Option<String> {
     }
     if let Some(c) = name.chars().next() {
         if !c.is_ascii_alphanumeric() {
-            return Some(format!("starts with `{c}`; it must start with a letter or digit"));
+            return Some(format!(
+                "starts with `{c}`; it must start with a letter or digit"
+            ));
         }
     }
     if let Some(c) = name
@@ -36,7 +38,9 @@ pub fn name_problem(name: &str) -> Option<String> {
             '\t' => "a tab".to_string(),
             c => format!("`{c}`"),
         };
-        return Some(format!("contains {shown}; only letters, digits and `_ . @ -` are allowed"));
+        return Some(format!(
+            "contains {shown}; only letters, digits and `_ . @ -` are allowed"
+        ));
     }
     None
 }
@@ -77,7 +81,11 @@ pub fn check(ifaces: &[IfaceDraft], diags: &mut Diagnostics) -> Vec<Option<Strin
             diags.push(
                 Diagnostic::new(
                     Code::NQ051,
-                    format!("`{}` {} is shaped by two interface blocks", dev.text, i.direction.as_str()),
+                    format!(
+                        "`{}` {} is shaped by two interface blocks",
+                        dev.text,
+                        i.direction.as_str()
+                    ),
                 )
                 .label(i.head, "second block")
                 .label(*first, "first block")
@@ -96,11 +104,16 @@ pub fn check(ifaces: &[IfaceDraft], diags: &mut Diagnostics) -> Vec<Option<Strin
         };
         if i.direction == Direction::Egress {
             if let Some(ifb) = &i.ifb {
-                diags.push(ifb.label(
-                    Diagnostic::new(Code::NQ028, format!("`ifb` on egress interface `{}`", dev.text)),
-                    "only ingress shaping uses an IFB",
-                )
-                .help("remove `ifb`, or make this an `ingress` block"));
+                diags.push(
+                    ifb.label(
+                        Diagnostic::new(
+                            Code::NQ028,
+                            format!("`ifb` on egress interface `{}`", dev.text),
+                        ),
+                        "only ingress shaping uses an IFB",
+                    )
+                    .help("remove `ifb`, or make this an `ingress` block"),
+                );
             }
             ifbs.push(None);
             continue;
@@ -131,7 +144,10 @@ pub fn check(ifaces: &[IfaceDraft], diags: &mut Diagnostics) -> Vec<Option<Strin
                 diags.push(
                     Diagnostic::new(
                         Code::NQ028,
-                        format!("IFB `{ifb}` of `{}` ingress is also shaped as an interface", dev.text),
+                        format!(
+                            "IFB `{ifb}` of `{}` ingress is also shaped as an interface",
+                            dev.text
+                        ),
                     )
                     .label(ifb_span, format!("uses `{ifb}`"))
                     .label(*span, "shaped here too")
@@ -141,10 +157,13 @@ pub fn check(ifaces: &[IfaceDraft], diags: &mut Diagnostics) -> Vec<Option<Strin
         }
         if let Some(first) = ifb_owner.get(&ifb) {
             diags.push(
-                Diagnostic::new(Code::NQ028, format!("two ingress blocks would shape on the same IFB `{ifb}`"))
-                    .label(ifb_span, "second user")
-                    .label(*first, "first user")
-                    .help("give each ingress block its own IFB with `ifb NAME`"),
+                Diagnostic::new(
+                    Code::NQ028,
+                    format!("two ingress blocks would shape on the same IFB `{ifb}`"),
+                )
+                .label(ifb_span, "second user")
+                .label(*first, "first user")
+                .help("give each ingress block its own IFB with `ifb NAME`"),
             );
         } else {
             ifb_owner.insert(ifb.clone(), ifb_span);

@@ -113,7 +113,9 @@ impl Env {
                     Diagnostic::new(Code::NQ056, format!("variable `{name}` is defined twice"))
                         .label(l.name.span, "defined again here")
                         .label(prev, "first defined here")
-                        .help(format!("remove one of the `let {name}` lines or rename one")),
+                        .help(format!(
+                            "remove one of the `let {name}` lines or rename one"
+                        )),
                 );
                 return;
             }
@@ -167,7 +169,11 @@ impl Env {
     }
 
     /// The items of one scalar and whether it is a set variable.
-    fn items_of_scalar(&mut self, s: &Scalar, diags: &mut Diagnostics) -> Option<(Vec<Item>, bool)> {
+    fn items_of_scalar(
+        &mut self,
+        s: &Scalar,
+        diags: &mut Diagnostics,
+    ) -> Option<(Vec<Item>, bool)> {
         match s {
             Scalar::Atom(a) => Some((vec![plain(&a.node, a.span, false)], false)),
             Scalar::Str(a) => Some((vec![plain(&a.node, a.span, true)], false)),
@@ -229,7 +235,10 @@ impl Env {
             diags.push(
                 Diagnostic::new(
                     Code::NQ057,
-                    format!("{name} is a set of {} values where one {what} is expected", items.len()),
+                    format!(
+                        "{name} is a set of {} values where one {what} is expected",
+                        items.len()
+                    ),
                 )
                 .label(s.span(), format!("expected one {what}"))
                 .help(format!("use a variable that holds a single {what}")),

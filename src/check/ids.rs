@@ -44,7 +44,10 @@ pub fn assign(classes: &mut [ClassDraft], diags: &mut Diagnostics) {
                 diags.push(
                     Diagnostic::new(
                         Code::NQ004,
-                        format!("class id 1:{:x} is used by both `{other}` and `{}`", id.v, c.path),
+                        format!(
+                            "class id 1:{:x} is used by both `{other}` and `{}`",
+                            id.v, c.path
+                        ),
                     )
                     .label(id.span, "second use")
                     .label(*other_span, "first use")
@@ -91,7 +94,10 @@ mod tests {
 
     #[test]
     fn preferred_minors_are_stable_and_in_range() {
-        assert_eq!(preferred_minor("control-plane"), preferred_minor("control-plane"));
+        assert_eq!(
+            preferred_minor("control-plane"),
+            preferred_minor("control-plane")
+        );
         for p in ["a", "b", "pods/web", "x/y/z"] {
             let m = preferred_minor(p);
             assert!((2..=0xfffe).contains(&m));

@@ -102,10 +102,13 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
 fn header(file: &File, diags: &mut Diagnostics) {
     match &file.header {
         None => {
-            let at = file.items.first().map_or(crate::span::Span::new(0, 0), |i| {
-                let s = i.span();
-                crate::span::Span::new(s.start, s.start)
-            });
+            let at = file
+                .items
+                .first()
+                .map_or(crate::span::Span::new(0, 0), |i| {
+                    let s = i.span();
+                    crate::span::Span::new(s.start, s.start)
+                });
             diags.push(
                 Diagnostic::new(Code::NQ052, "the policy does not say its language version")
                     .label(at, "expected `netqos 1` before this")
@@ -113,9 +116,12 @@ fn header(file: &File, diags: &mut Diagnostics) {
             );
         }
         Some(v) if v.node != "1" => diags.push(
-            Diagnostic::new(Code::NQ052, format!("language version {} is not supported", v.node))
-                .label(v.span, "unsupported version")
-                .help("this netqos reads version 1: write `netqos 1`"),
+            Diagnostic::new(
+                Code::NQ052,
+                format!("language version {} is not supported", v.node),
+            )
+            .label(v.span, "unsupported version")
+            .help("this netqos reads version 1: write `netqos 1`"),
         ),
         Some(_) => {}
     }

@@ -36,15 +36,20 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods) -> Option<Pods> {
                 Some(c) => cni = Some((c, stmt.span)),
                 None => {
                     b.diags.push(
-                        Diagnostic::new(Code::NQ041, format!("unknown CNI flavour `{}`", word.node))
-                            .label(word.span, "not a known CNI")
-                            .help(suggest::help_for(&word.node, Cni::FLAVOURS)),
+                        Diagnostic::new(
+                            Code::NQ041,
+                            format!("unknown CNI flavour `{}`", word.node),
+                        )
+                        .label(word.span, "not a known CNI")
+                        .help(suggest::help_for(&word.node, Cni::FLAVOURS)),
                     );
                     ok = false;
                 }
             },
             PodsStmtKind::CniFile(s) => match b.env.one(s, "path", b.diags) {
-                Some(item) if item.text.starts_with('/') => cni = Some((Cni::File(item.text), stmt.span)),
+                Some(item) if item.text.starts_with('/') => {
+                    cni = Some((Cni::File(item.text), stmt.span))
+                }
                 Some(item) => {
                     b.diags.push(item.label(
                         Diagnostic::new(Code::NQ057, format!("CNI config path `{}` is not absolute", item.text)),
@@ -94,7 +99,9 @@ fn valid_key(key: &str) -> bool {
             && p.len() <= 253
             && p.split('.').all(|part| {
                 !part.is_empty()
-                    && part.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                    && part
+                        .bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
                     && !part.starts_with('-')
                     && !part.ends_with('-')
             })
@@ -106,22 +113,33 @@ fn valid_key(key: &str) -> bool {
 fn valid_value(v: &str) -> bool {
     v.len() <= 63
         && !v.is_empty()
-        && v.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && v.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && v.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && v.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
-fn selector(b: &mut Builder<'_>, sel: &crate::span::Spanned<String>) -> Option<Vec<(String, String)>> {
+fn selector(
+    b: &mut Builder<'_>,
+    sel: &crate::span::Spanned<String>,
+) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     for part in sel.node.split(',') {
-        let pair = part.split_once('=').filter(|(k, v)| valid_key(k) && valid_value(v));
+        let pair = part
+            .split_once('=')
+            .filter(|(k, v)| valid_key(k) && valid_value(v));
         match pair {
-            Some((k, v)) if !out.iter().any(|(ok, _): &(String, String)| ok == k) => out.push((k.to_string(), v.to_string())),
+            Some((k, v)) if !out.iter().any(|(ok, _): &(String, String)| ok == k) => {
+                out.push((k.to_string(), v.to_string()))
+            }
             Some((k, _)) => {
                 b.diags.push(
-                    Diagnostic::new(Code::NQ061, format!("pod selector `{}` names label `{k}` twice", sel.node))
-                        .label(sel.span, "repeated key")
-                        .help("a label has one value: keep one `key=value` per key"),
+                    Diagnostic::new(
+                        Code::NQ061,
+                        format!("pod selector `{}` names label `{k}` twice", sel.node),
+                    )
+                    .label(sel.span, "repeated key")
+                    .help("a label has one value: keep one `key=value` per key"),
                 );
                 return None;
             }
@@ -145,9 +163,15 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span) -> Option<PodLimit> {
     let mut ok = selector.is_some();
     if l.rates.is_empty() {
         b.diags.push(
-            Diagnostic::new(Code::NQ062, format!("`limit {}` limits nothing", l.selector.node))
-                .label(span, "no direction")
-                .help(format!("add `ingress RATE` and/or `egress RATE`: `limit {} egress 50mbit`", l.selector.node)),
+            Diagnostic::new(
+                Code::NQ062,
+                format!("`limit {}` limits nothing", l.selector.node),
+            )
+            .label(span, "no direction")
+            .help(format!(
+                "add `ingress RATE` and/or `egress RATE`: `limit {} egress 50mbit`",
+                l.selector.node
+            )),
         );
         return None;
     }
@@ -158,10 +182,13 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span) -> Option<PodLimit> {
         };
         if let Some((_, first)) = slot {
             b.diags.push(
-                Diagnostic::new(Code::NQ062, format!("`{}` is given twice in one limit", dir.node.as_str()))
-                    .label(dir.span, "given again here")
-                    .label(*first, "first given here")
-                    .help("give each direction once"),
+                Diagnostic::new(
+                    Code::NQ062,
+                    format!("`{}` is given twice in one limit", dir.node.as_str()),
+                )
+                .label(dir.span, "given again here")
+                .label(*first, "first given here")
+                .help("give each direction once"),
             );
             ok = false;
             continue;
@@ -173,11 +200,16 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span) -> Option<PodLimit> {
         let bits = match values::rate(&item, b.diags) {
             Some(RateSpec::Bits(bits)) => bits,
             Some(RateSpec::Percent(_)) => {
-                b.diags.push(item.label(
-                    Diagnostic::new(Code::NQ064, format!("pod limit `{}` is a percentage", item.text)),
-                    "no parent rate here",
-                )
-                .help("pod annotations are absolute: write e.g. `50mbit`"));
+                b.diags.push(
+                    item.label(
+                        Diagnostic::new(
+                            Code::NQ064,
+                            format!("pod limit `{}` is a percentage", item.text),
+                        ),
+                        "no parent rate here",
+                    )
+                    .help("pod annotations are absolute: write e.g. `50mbit`"),
+                );
                 ok = false;
                 continue;
             }

@@ -72,10 +72,15 @@ fn class(i: &IfaceDraft, c: &ClassDraft, max_packet: u64, diags: &mut Diagnostic
             diags.push(
                 Diagnostic::new(
                     Code::NQ015,
-                    format!("quantum {} of class {name} is smaller than a full packet ({max_packet} B)", q.v),
+                    format!(
+                        "quantum {} of class {name} is smaller than a full packet ({max_packet} B)",
+                        q.v
+                    ),
                 )
                 .label(q.span, "below one packet")
-                .help(format!("set the quantum to at least one full packet: `quantum {max_packet}`")),
+                .help(format!(
+                    "set the quantum to at least one full packet: `quantum {max_packet}`"
+                )),
             );
         }
     }
@@ -90,7 +95,15 @@ fn class(i: &IfaceDraft, c: &ClassDraft, max_packet: u64, diags: &mut Diagnostic
         }
     }
     if let Some(q) = &c.qdisc {
-        leaf_qdisc(&name, c, &q.q, q.span, q.params.get("burst").copied(), max_packet, diags);
+        leaf_qdisc(
+            &name,
+            c,
+            &q.q,
+            q.span,
+            q.params.get("burst").copied(),
+            max_packet,
+            diags,
+        );
     }
 }
 
@@ -113,7 +126,14 @@ pub fn good_burst(rate: u64, max_packet: u64) -> u64 {
     (4 * max_packet).max(rate / 8 / 1000)
 }
 
-fn burst(name: &str, kind: &str, b: &Val<u64>, rate: u64, max_packet: u64, diags: &mut Diagnostics) {
+fn burst(
+    name: &str,
+    kind: &str,
+    b: &Val<u64>,
+    rate: u64,
+    max_packet: u64,
+    diags: &mut Diagnostics,
+) {
     if rate == 0 {
         return;
     }
@@ -166,9 +186,12 @@ fn leaf_qdisc(
 ) {
     if !c.is_leaf() {
         diags.push(
-            Diagnostic::new(Code::NQ041, format!("class {name} has children, so it has no leaf queue"))
-                .label(span, "qdisc on an inner class")
-                .help("move `qdisc` into the leaf classes"),
+            Diagnostic::new(
+                Code::NQ041,
+                format!("class {name} has children, so it has no leaf queue"),
+            )
+            .label(span, "qdisc on an inner class")
+            .help("move `qdisc` into the leaf classes"),
         );
         return;
     }
@@ -199,12 +222,21 @@ fn leaf_qdisc(
         LeafQdisc::Pfifo { limit_packets } => {
             let (n, what) = match limit_packets {
                 Some(n) => (u64::from(*n), format!("{n} packets")),
-                None => (1000, "1000 packets (txqueuelen, no limit given)".to_string()),
+                None => (
+                    1000,
+                    "1000 packets (txqueuelen, no limit given)".to_string(),
+                ),
             };
             queue(n * max_packet, what, diags);
         }
-        LeafQdisc::Bfifo { limit_bytes: Some(b) } => queue(*b, fmt_size(*b), diags),
-        LeafQdisc::Tbf { rate: trate, burst: b, .. } => {
+        LeafQdisc::Bfifo {
+            limit_bytes: Some(b),
+        } => queue(*b, fmt_size(*b), diags),
+        LeafQdisc::Tbf {
+            rate: trate,
+            burst: b,
+            ..
+        } => {
             let bspan = burst_span.unwrap_or(span);
             if *b < max_packet {
                 diags.push(
@@ -219,7 +251,14 @@ fn leaf_qdisc(
                     )),
                 );
             } else {
-                burst(name, "tbf burst", &Val { v: *b, span: bspan }, *trate, max_packet, diags);
+                burst(
+                    name,
+                    "tbf burst",
+                    &Val { v: *b, span: bspan },
+                    *trate,
+                    max_packet,
+                    diags,
+                );
             }
         }
         _ => {}

@@ -42,9 +42,12 @@ pub fn check(i: &IfaceDraft, diags: &mut Diagnostics) -> Option<u16> {
     }
     if count > 65533 {
         diags.push(
-            Diagnostic::new(Code::NQ004, format!("interface {name} has {count} classes; HTB ids allow at most 65533"))
-                .label(i.head, "too many classes")
-                .help("split the classes over several interfaces or merge some"),
+            Diagnostic::new(
+                Code::NQ004,
+                format!("interface {name} has {count} classes; HTB ids allow at most 65533"),
+            )
+            .label(i.head, "too many classes")
+            .help("split the classes over several interfaces or merge some"),
         );
     }
     let root_rate = i.rate.as_ref().map(|r| r.v);
@@ -77,10 +80,13 @@ fn names(classes: &[ClassDraft], diags: &mut Diagnostics) {
     for (n, span) in &all {
         if let Some(first) = seen.get(n.as_str()) {
             diags.push(
-                Diagnostic::new(Code::NQ042, format!("two classes are named `{n}` in one interface"))
-                    .label(*span, "second class of that name")
-                    .label(*first, "first one")
-                    .help("class names identify classes in output and in `default NAME`: rename one"),
+                Diagnostic::new(
+                    Code::NQ042,
+                    format!("two classes are named `{n}` in one interface"),
+                )
+                .label(*span, "second class of that name")
+                .label(*first, "first one")
+                .help("class names identify classes in output and in `default NAME`: rename one"),
             );
         } else {
             seen.insert(n, *span);
@@ -138,7 +144,11 @@ fn siblings(parent: &Parent, classes: &[ClassDraft], diags: &mut Diagnostics) {
                 "{} classes under {} are marked `default`: {}",
                 defaults.len(),
                 parent.name,
-                defaults.iter().map(|c| format!("`{}`", c.name)).collect::<Vec<_>>().join(", ")
+                defaults
+                    .iter()
+                    .map(|c| format!("`{}`", c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         );
         for c in &defaults {
@@ -146,7 +156,9 @@ fn siblings(parent: &Parent, classes: &[ClassDraft], diags: &mut Diagnostics) {
                 d = d.label(s, format!("`{}` is default", c.name));
             }
         }
-        diags.push(d.help("only one sibling can take the traffic no rule selects: keep `default` on one"));
+        diags.push(
+            d.help("only one sibling can take the traffic no rule selects: keep `default` on one"),
+        );
     }
 }
 
@@ -206,7 +218,10 @@ fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
                 )
                 .label(ceil.span, "clipped by the parent")
                 .label(parent.span, format!("ceil {}", fmt_rate(pceil)))
-                .help(format!("the class can never borrow past {}: lower its ceil to that", fmt_rate(pceil))),
+                .help(format!(
+                    "the class can never borrow past {}: lower its ceil to that",
+                    fmt_rate(pceil)
+                )),
             );
         }
     }
@@ -276,9 +291,16 @@ fn resolve_default(i: &IfaceDraft, name: &str, diags: &mut Diagnostics) -> Optio
                 Some(c) => Some(c),
                 None => {
                     let as_id = text.strip_prefix("1:").unwrap_or(text);
-                    let looks_hex = !as_id.is_empty() && as_id.trim_start_matches("0x").bytes().all(|b| b.is_ascii_hexdigit());
+                    let looks_hex = !as_id.is_empty()
+                        && as_id
+                            .trim_start_matches("0x")
+                            .bytes()
+                            .all(|b| b.is_ascii_hexdigit());
                     let what = if looks_hex {
-                        format!("default class 1:{} does not exist", as_id.trim_start_matches("0x"))
+                        format!(
+                            "default class 1:{} does not exist",
+                            as_id.trim_start_matches("0x")
+                        )
                     } else {
                         format!("default class `{text}` does not exist")
                     };
@@ -313,7 +335,10 @@ fn resolve_default(i: &IfaceDraft, name: &str, diags: &mut Diagnostics) -> Optio
         if r.path != f.path {
             let mut d = Diagnostic::new(
                 Code::NQ050,
-                format!("{name} has two defaults: `{}` (by `default {}`) and `{}` (marked `default`)", r.name, r.name, f.name),
+                format!(
+                    "{name} has two defaults: `{}` (by `default {}`) and `{}` (marked `default`)",
+                    r.name, r.name, f.name
+                ),
             );
             if let Some(item) = &i.default_ref {
                 d = d.label(item.span, format!("names `{}`", r.name));
@@ -321,7 +346,9 @@ fn resolve_default(i: &IfaceDraft, name: &str, diags: &mut Diagnostics) -> Optio
             if let Some(s) = f.default {
                 d = d.label(s, format!("`{}` is default", f.name));
             }
-            diags.push(d.help("keep one: either the interface's `default NAME` or the class's `default`"));
+            diags.push(
+                d.help("keep one: either the interface's `default NAME` or the class's `default`"),
+            );
             return None;
         }
     }
@@ -338,7 +365,9 @@ fn resolve_default(i: &IfaceDraft, name: &str, diags: &mut Diagnostics) -> Optio
         return None;
     };
     if !c.is_leaf() {
-        let span = c.default.unwrap_or_else(|| i.default_ref.as_ref().map_or(c.head, |d| d.span));
+        let span = c
+            .default
+            .unwrap_or_else(|| i.default_ref.as_ref().map_or(c.head, |d| d.span));
         let children: Vec<String> = c.children.iter().map(|k| format!("`{}`", k.name)).collect();
         diags.push(
             Diagnostic::new(
@@ -358,7 +387,12 @@ fn resolve_default(i: &IfaceDraft, name: &str, diags: &mut Diagnostics) -> Optio
 }
 
 /// NQ024/NQ025 and missing defaults inside classes with children.
-fn reachability(i: &IfaceDraft, classes: &[ClassDraft], default: Option<u16>, diags: &mut Diagnostics) {
+fn reachability(
+    i: &IfaceDraft,
+    classes: &[ClassDraft],
+    default: Option<u16>,
+    diags: &mut Diagnostics,
+) {
     for c in classes {
         let is_default = c.default.is_some() || Some(c.minor) == default && i.default_ref.is_some();
         if c.match_lines == 0 && !is_default {
@@ -384,7 +418,9 @@ fn reachability(i: &IfaceDraft, classes: &[ClassDraft], default: Option<u16>, di
         }
         if !c.is_leaf() {
             let has_default = c.children.iter().any(|k| k.default.is_some())
-                || c.children.iter().any(|k| Some(k.minor) == default && i.default_ref.is_some());
+                || c.children
+                    .iter()
+                    .any(|k| Some(k.minor) == default && i.default_ref.is_some());
             if !has_default {
                 diags.push(
                     Diagnostic::new(

@@ -11,14 +11,16 @@ use crate::units::{self, RateSpec, UnitError};
 
 fn quoted(item: &Item, what: &str, diags: &mut Diagnostics) -> bool {
     if item.quoted {
-        diags.push(item.label(
-            Diagnostic::new(
-                Code::NQ057,
-                format!("quoted string \"{}\" where a {what} is expected", item.text),
-            ),
-            format!("expected a {what}"),
-        )
-        .help(format!("remove the quotes: `{}`", item.text)));
+        diags.push(
+            item.label(
+                Diagnostic::new(
+                    Code::NQ057,
+                    format!("quoted string \"{}\" where a {what} is expected", item.text),
+                ),
+                format!("expected a {what}"),
+            )
+            .help(format!("remove the quotes: `{}`", item.text)),
+        );
     }
     item.quoted
 }
@@ -120,29 +122,36 @@ pub fn size(item: &Item, diags: &mut Diagnostics) -> Option<u64> {
     let note = item.origin_note();
     match units::parse_size(text) {
         Ok(s) if s.bit_unit => {
-            diags.push(item.label(
-                Diagnostic::new(
-                    Code::NQ007,
-                    format!(
-                        "size `{text}` uses a bit unit: tc reads it as {}{note}",
-                        units::fmt_size(s.bytes)
+            diags.push(
+                item.label(
+                    Diagnostic::new(
+                        Code::NQ007,
+                        format!(
+                            "size `{text}` uses a bit unit: tc reads it as {}{note}",
+                            units::fmt_size(s.bytes)
+                        ),
                     ),
-                ),
-                "a size in bits",
-            )
-            .help(format!("write sizes in bytes: `{}b`, or with kb/kib/mb/mib", s.bytes)));
+                    "a size in bits",
+                )
+                .help(format!(
+                    "write sizes in bytes: `{}b`, or with kb/kib/mb/mib",
+                    s.bytes
+                )),
+            );
             Some(s.bytes)
         }
         Ok(s) => Some(s.bytes),
         Err(UnitError::Bare) => {
-            diags.push(item.label(
-                Diagnostic::new(Code::NQ007, format!("size `{text}` has no unit{note}"))
-                    .severity(Severity::Error),
-                "expected a size such as `64kb`",
-            )
-            .help(format!(
-                "write the unit: `{text}b` for bytes, or kb (1000 B), kib (1024 B), mb, mib"
-            )));
+            diags.push(
+                item.label(
+                    Diagnostic::new(Code::NQ007, format!("size `{text}` has no unit{note}"))
+                        .severity(Severity::Error),
+                    "expected a size such as `64kb`",
+                )
+                .help(format!(
+                    "write the unit: `{text}b` for bytes, or kb (1000 B), kib (1024 B), mb, mib"
+                )),
+            );
             None
         }
         Err(e) => {
@@ -150,47 +159,66 @@ pub fn size(item: &Item, diags: &mut Diagnostics) -> Option<u64> {
                 UnitError::UnknownSuffix {
                     suggestion: Some(s),
                     ..
-                } => format!("write `{s}`; size units are b kb mb gb (decimal) and kib mib gib (binary)"),
+                } => format!(
+                    "write `{s}`; size units are b kb mb gb (decimal) and kib mib gib (binary)"
+                ),
                 _ => "size units are b kb mb gb (decimal) and kib mib gib (binary)".to_string(),
             };
-            diags.push(item.label(
-                Diagnostic::new(Code::NQ007, format!("`{text}` is not a size{note}"))
-                    .severity(Severity::Error),
-                "expected a size such as `64kb`",
-            )
-            .help(help));
+            diags.push(
+                item.label(
+                    Diagnostic::new(Code::NQ007, format!("`{text}` is not a size{note}"))
+                        .severity(Severity::Error),
+                    "expected a size such as `64kb`",
+                )
+                .help(help),
+            );
             None
         }
     }
 }
 
 /// A plain integer in `lo..=hi`; `code` and `what` name the diagnostic.
-pub fn count(item: &Item, what: &str, lo: u64, hi: u64, code: Code, diags: &mut Diagnostics) -> Option<u64> {
+pub fn count(
+    item: &Item,
+    what: &str,
+    lo: u64,
+    hi: u64,
+    code: Code,
+    diags: &mut Diagnostics,
+) -> Option<u64> {
     if quoted(item, what, diags) {
         return None;
     }
     match units::parse_count(&item.text) {
         Some(n) if (lo..=hi).contains(&n) => Some(n),
         Some(n) => {
-            diags.push(item.label(
-                Diagnostic::new(
-                    code,
-                    format!("{what} {n} is outside {lo}..{hi}{}", item.origin_note()),
-                ),
-                format!("must be {lo}..{hi}"),
-            )
-            .help(format!("use a {what} between {lo} and {hi}")));
+            diags.push(
+                item.label(
+                    Diagnostic::new(
+                        code,
+                        format!("{what} {n} is outside {lo}..{hi}{}", item.origin_note()),
+                    ),
+                    format!("must be {lo}..{hi}"),
+                )
+                .help(format!("use a {what} between {lo} and {hi}")),
+            );
             None
         }
         None => {
-            diags.push(item.label(
-                Diagnostic::new(
-                    code,
-                    format!("`{}` is not a valid {what}{}", item.text, item.origin_note()),
-                ),
-                format!("expected a whole number {lo}..{hi}"),
-            )
-            .help(format!("write a whole number between {lo} and {hi}")));
+            diags.push(
+                item.label(
+                    Diagnostic::new(
+                        code,
+                        format!(
+                            "`{}` is not a valid {what}{}",
+                            item.text,
+                            item.origin_note()
+                        ),
+                    ),
+                    format!("expected a whole number {lo}..{hi}"),
+                )
+                .help(format!("write a whole number between {lo} and {hi}")),
+            );
             None
         }
     }
@@ -201,14 +229,16 @@ pub fn duration_us(item: &Item, diags: &mut Diagnostics) -> Option<u64> {
     match units::parse_duration_us(&item.text) {
         Ok(us) if us > 0 => Some(us),
         _ => {
-            diags.push(item.label(
-                Diagnostic::new(
-                    Code::NQ020,
-                    format!("`{}` is not a latency{}", item.text, item.origin_note()),
-                ),
-                "expected a duration such as `50ms`",
-            )
-            .help("write a positive duration with a unit: us, ms or s"));
+            diags.push(
+                item.label(
+                    Diagnostic::new(
+                        Code::NQ020,
+                        format!("`{}` is not a latency{}", item.text, item.origin_note()),
+                    ),
+                    "expected a duration such as `50ms`",
+                )
+                .help("write a positive duration with a unit: us, ms or s"),
+            );
             None
         }
     }
@@ -239,14 +269,19 @@ pub fn cidr(item: &Item, diags: &mut Diagnostics) -> Option<Cidr> {
         Some(p) => match units::parse_count(p) {
             Some(n) if n <= u64::from(width) => u8::try_from(n).unwrap_or(width),
             _ => {
-                diags.push(item.label(
-                    Diagnostic::new(
-                        Code::NQ053,
-                        format!("`/{p}` is not a valid prefix length for `{addr_text}`{note}"),
-                    ),
-                    format!("prefix must be 0..{width}"),
-                )
-                .help(format!("an {} prefix length is 0..{width}", if width == 32 { "IPv4" } else { "IPv6" })));
+                diags.push(
+                    item.label(
+                        Diagnostic::new(
+                            Code::NQ053,
+                            format!("`/{p}` is not a valid prefix length for `{addr_text}`{note}"),
+                        ),
+                        format!("prefix must be 0..{width}"),
+                    )
+                    .help(format!(
+                        "an {} prefix length is 0..{width}",
+                        if width == 32 { "IPv4" } else { "IPv6" }
+                    )),
+                );
                 return None;
             }
         },
@@ -292,22 +327,26 @@ pub fn port_range(item: &Item, diags: &mut Diagnostics) -> Option<PortRange> {
             hi: u16::try_from(hi).unwrap_or(65535),
         }),
         (Some(lo), Some(hi)) => {
-            diags.push(item.label(
-                Diagnostic::new(
-                    Code::NQ047,
-                    format!("port range `{text}` runs backwards ({lo} > {hi}){note}"),
-                ),
-                "reversed range",
-            )
-            .help(format!("write the low port first: `{hi}-{lo}`")));
+            diags.push(
+                item.label(
+                    Diagnostic::new(
+                        Code::NQ047,
+                        format!("port range `{text}` runs backwards ({lo} > {hi}){note}"),
+                    ),
+                    "reversed range",
+                )
+                .help(format!("write the low port first: `{hi}-{lo}`")),
+            );
             None
         }
         _ => {
-            diags.push(item.label(
-                Diagnostic::new(Code::NQ054, format!("`{text}` is not a valid port{note}")),
-                "expected a port 1..65535 or a range like 2379-2380",
-            )
-            .help("ports are whole numbers from 1 to 65535; ranges are written `LOW-HIGH`"));
+            diags.push(
+                item.label(
+                    Diagnostic::new(Code::NQ054, format!("`{text}` is not a valid port{note}")),
+                    "expected a port 1..65535 or a range like 2379-2380",
+                )
+                .help("ports are whole numbers from 1 to 65535; ranges are written `LOW-HIGH`"),
+            );
             None
         }
     }
@@ -330,7 +369,10 @@ pub fn class_id(item: &Item, diags: &mut Diagnostics) -> Option<u16> {
     };
     if let Some(maj) = major {
         if u32::from_str_radix(maj, 16).ok() != Some(1) {
-            return bad(format!("has major `{maj}`; netqos's HTB qdisc is always handle 1:"), diags);
+            return bad(
+                format!("has major `{maj}`; netqos's HTB qdisc is always handle 1:"),
+                diags,
+            );
         }
     }
     let digits = minor_text
@@ -342,15 +384,25 @@ pub fn class_id(item: &Item, diags: &mut Diagnostics) -> Option<u16> {
     }
     let value = u32::from_str_radix(digits, 16).unwrap_or(u32::MAX);
     if value == 0 {
-        return bad("is 0, which aliases the qdisc itself (traffic to X:0 is unshaped)".to_string(), diags);
+        return bad(
+            "is 0, which aliases the qdisc itself (traffic to X:0 is unshaped)".to_string(),
+            diags,
+        );
     }
     if value == 1 {
         return bad("is 1, which is netqos's root class 1:1".to_string(), diags);
     }
     if value > 0xffff {
-        return bad(format!("is 0x{value:x}, above the largest minor 0xffff"), diags);
+        return bad(
+            format!("is 0x{value:x}, above the largest minor 0xffff"),
+            diags,
+        );
     }
-    if major.is_none() && digits == minor_text && digits.len() >= 2 && digits.bytes().all(|b| b.is_ascii_digit()) {
+    if major.is_none()
+        && digits == minor_text
+        && digits.len() >= 2
+        && digits.bytes().all(|b| b.is_ascii_digit())
+    {
         let decimal: u32 = digits.parse().unwrap_or(0);
         diags.push(item.label(
             Diagnostic::new(

@@ -50,7 +50,13 @@ pub fn read_source(path: &Path) -> std::io::Result<Source> {
 }
 
 /// Prints diagnostics of one source in the chosen format.
-pub fn print(diags: &[Diagnostic], src: &Source, format: Format, ui: Ui, json_acc: &mut Vec<report::JsonDiagnostic>) {
+pub fn print(
+    diags: &[Diagnostic],
+    src: &Source,
+    format: Format,
+    ui: Ui,
+    json_acc: &mut Vec<report::JsonDiagnostic>,
+) {
     let shown: Vec<Diagnostic> = diags
         .iter()
         .filter(|d| !ui.quiet || d.severity == Severity::Error)
@@ -58,12 +64,18 @@ pub fn print(diags: &[Diagnostic], src: &Source, format: Format, ui: Ui, json_ac
         .collect();
     match format {
         Format::Human => eprint!("{}", report::human(&shown, src, ui.color)),
-        Format::Github => print!("{}", report::github(&shown, src)),
+        Format::Github => out!("{}", report::github(&shown, src)),
         Format::Json => json_acc.extend(report::json_values(&shown, src)),
     }
 }
 
-pub fn run(files: &[PathBuf], format: Format, deny_warnings: bool, var_args: &VarArgs, ui: Ui) -> Exit {
+pub fn run(
+    files: &[PathBuf],
+    format: Format,
+    deny_warnings: bool,
+    var_args: &VarArgs,
+    ui: Ui,
+) -> Exit {
     let mut json = Vec::new();
     let vars = match external_vars(var_args) {
         Ok(v) => v,
@@ -90,8 +102,14 @@ pub fn run(files: &[PathBuf], format: Format, deny_warnings: bool, var_args: &Va
         };
         let checked = netqos::check_source(&src.text, &vars);
         let diags = checked.diagnostics.into_sorted();
-        let e = diags.iter().filter(|d| d.severity == Severity::Error).count();
-        let w = diags.iter().filter(|d| d.severity == Severity::Warning).count();
+        let e = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        let w = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count();
         errors += e;
         warnings += w;
         print(&diags, &src, format, ui, &mut json);
@@ -117,7 +135,7 @@ pub fn run(files: &[PathBuf], format: Format, deny_warnings: bool, var_args: &Va
 fn finish_json(format: Format, json: &[report::JsonDiagnostic]) {
     if format == Format::Json {
         match serde_json::to_string_pretty(json) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => outln!("{s}"),
             Err(e) => eprintln!("netqos: cannot write JSON: {e}"),
         }
     }

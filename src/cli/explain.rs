@@ -6,17 +6,19 @@ use netqos::codes::Code;
 pub fn run(code: Option<&str>) -> Exit {
     let Some(text) = code else {
         for c in Code::ALL {
-            println!("{c}  {:<8} {}", c.severity().as_str(), c.title());
+            outln!("{c}  {:<8} {}", c.severity().as_str(), c.title());
         }
         return Exit::Ok;
     };
     match Code::parse(text) {
         Some(c) => {
-            print!("{}", c.explanation());
+            out!("{}", c.explanation());
             Exit::Ok
         }
         None => {
-            eprintln!("netqos: `{text}` is not a netqos diagnostic code; `netqos explain` lists them");
+            eprintln!(
+                "netqos: `{text}` is not a netqos diagnostic code; `netqos explain` lists them"
+            );
             Exit::Usage
         }
     }

@@ -21,7 +21,10 @@ pub fn run(files: &[PathBuf], check: bool, ui: Ui) -> Exit {
             Ok(f) => f,
             Err(diags) => {
                 eprint!("{}", report::human(&diags, &src, ui.color));
-                eprintln!("netqos: {} was not formatted: fix the errors above first", src.name);
+                eprintln!(
+                    "netqos: {} was not formatted: fix the errors above first",
+                    src.name
+                );
                 exit = exit.max(Exit::Invalid);
                 continue;
             }
@@ -29,11 +32,11 @@ pub fn run(files: &[PathBuf], check: bool, ui: Ui) -> Exit {
         if path == Path::new("-") {
             if check {
                 if formatted != src.text {
-                    println!("<stdin>");
+                    outln!("<stdin>");
                     exit = exit.max(Exit::Invalid);
                 }
             } else {
-                print!("{formatted}");
+                out!("{formatted}");
             }
             continue;
         }
@@ -44,7 +47,7 @@ pub fn run(files: &[PathBuf], check: bool, ui: Ui) -> Exit {
             continue;
         }
         if check {
-            println!("{}", src.name);
+            outln!("{}", src.name);
             exit = exit.max(Exit::Invalid);
             continue;
         }

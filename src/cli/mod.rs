@@ -1,6 +1,22 @@
 //! Command-line parsing (clap) and dispatch; the only place that reads files, arguments and
 //! environment variables.
 
+/// Prints to stdout, ignoring a closed pipe (`netqos explain | head` must not panic).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `out!` with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod check;
 mod explain;
 mod fmt;
@@ -80,7 +96,9 @@ pub struct VarArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check policies and print diagnostics; nothing is written.
-    #[command(after_help = "Examples:\n  netqos check policy.nq\n  netqos check --deny-warnings --format github policies/*.nq\n  netqos check --vars host1.toml --var uplink=eth1 policy.nq")]
+    #[command(
+        after_help = "Examples:\n  netqos check policy.nq\n  netqos check --deny-warnings --format github policies/*.nq\n  netqos check --vars host1.toml --var uplink=eth1 policy.nq"
+    )]
     Check {
         /// Policy files to check.
         #[arg(required = true, value_name = "FILE")]
@@ -95,7 +113,9 @@ enum Command {
         vars: VarArgs,
     },
     /// Rewrite policies in the canonical layout (comments kept).
-    #[command(after_help = "Examples:\n  netqos fmt policy.nq\n  netqos fmt --check examples/*.nq\n  cat policy.nq | netqos fmt -")]
+    #[command(
+        after_help = "Examples:\n  netqos fmt policy.nq\n  netqos fmt --check examples/*.nq\n  cat policy.nq | netqos fmt -"
+    )]
     Fmt {
         /// Policy files to format in place (`-` reads stdin and writes stdout).
         #[arg(required = true, value_name = "FILE")]
@@ -126,13 +146,20 @@ pub fn run() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { Exit::Usage.into() } else { Exit::Ok.into() };
+            return if e.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Ok.into()
+            };
         }
     };
     let color = match cli.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal(),
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stderr().is_terminal()
+        }
     };
     let ui = Ui {
         color,
@@ -160,7 +187,9 @@ pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let name = path.file_name().map_or("netqos".into(), |n| n.to_string_lossy().into_owned());
+    let name = path
+        .file_name()
+        .map_or("netqos".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.netqos-tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

@@ -43,13 +43,21 @@ fn syntax_error(src: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
         pest::error::ErrorVariant::CustomError { message } => message.clone(),
     };
     let end = if end == start {
-        (start + src[start.min(src.len())..].chars().next().map_or(0, char::len_utf8)).min(src.len())
+        (start
+            + src[start.min(src.len())..]
+                .chars()
+                .next()
+                .map_or(0, char::len_utf8))
+        .min(src.len())
     } else {
         end
     };
-    Diagnostic::new(Code::NQ040, format!("syntax error: found {found}, expected {expected}"))
-        .label(Span::new(start, end), format!("expected {expected}"))
-        .help(syntax_help(src, start))
+    Diagnostic::new(
+        Code::NQ040,
+        format!("syntax error: found {found}, expected {expected}"),
+    )
+    .label(Span::new(start, end), format!("expected {expected}"))
+    .help(syntax_help(src, start))
 }
 
 fn describe_expected(rules: &[Rule]) -> String {
@@ -127,7 +135,10 @@ fn file(pair: Pair<'_, Rule>) -> File {
 fn let_stmt(pair: Pair<'_, Rule>) -> Let {
     let span = sp(&pair);
     let mut inner = pair.into_inner();
-    let name = inner.next().map(|p| spanned(&p)).unwrap_or_default_spanned(span);
+    let name = inner
+        .next()
+        .map(|p| spanned(&p))
+        .unwrap_or_default_spanned(span);
     let value = inner
         .next()
         .map(value)
@@ -296,7 +307,10 @@ fn qdisc_stmt(pair: Pair<'_, Rule>) -> Qdisc {
         .map(|p| {
             let pspan = sp(&p);
             let mut i = p.into_inner();
-            let name = i.next().map(|n| spanned(&n)).unwrap_or_default_spanned(pspan);
+            let name = i
+                .next()
+                .map(|n| spanned(&n))
+                .unwrap_or_default_spanned(pspan);
             let value = i
                 .next()
                 .map(scalar)
@@ -318,33 +332,32 @@ fn match_field(pair: Pair<'_, Rule>) -> MatchField {
         Rule::addr_field => {
             let mut inner = pair.into_inner();
             let dir_pair = inner.next();
-            let dir = dir_pair.as_ref().map_or(
-                Spanned::new(AddrDir::Src, Span::default()),
-                |d| {
+            let dir = dir_pair
+                .as_ref()
+                .map_or(Spanned::new(AddrDir::Src, Span::default()), |d| {
                     let v = if d.as_str() == "src" {
                         AddrDir::Src
                     } else {
                         AddrDir::Dst
                     };
                     Spanned::new(v, sp(d))
-                },
-            );
+                });
             MatchField::Addr(dir, inner.next().map(list).unwrap_or_default())
         }
         Rule::port_field => {
             let mut inner = pair.into_inner();
             let dir_pair = inner.next();
-            let dir = dir_pair.as_ref().map_or(
-                Spanned::new(PortDir::Dport, Span::default()),
-                |d| {
-                    let v = if d.as_str() == "sport" {
-                        PortDir::Sport
-                    } else {
-                        PortDir::Dport
-                    };
-                    Spanned::new(v, sp(d))
-                },
-            );
+            let dir =
+                dir_pair
+                    .as_ref()
+                    .map_or(Spanned::new(PortDir::Dport, Span::default()), |d| {
+                        let v = if d.as_str() == "sport" {
+                            PortDir::Sport
+                        } else {
+                            PortDir::Dport
+                        };
+                        Spanned::new(v, sp(d))
+                    });
             MatchField::Port(dir, inner.next().map(list).unwrap_or_default())
         }
         _ => MatchField::Bad(spanned(&pair)),

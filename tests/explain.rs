@@ -1,0 +1,65 @@
+//! `netqos explain`: every code has an explanation whose bad example triggers the code and
+//! whose fixed example is clean.
+
+use crate::support::*;
+use netqos::codes::Code;
+use netqos::vars::{ExternalVars, parse_var_arg};
+
+/// The body of the fenced block opened by "```nq <tag>".
+fn block<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("```nq {tag}\n");
+    let start = text.find(&open)? + open.len();
+    let end = text[start..].find("```")? + start;
+    Some(&text[start..end])
+}
+
+/// Variables from a leading `# vars: a=b c=d` line.
+fn vars_of(src: &str) -> Result<ExternalVars, netqos::diagnostic::Diagnostic> {
+    let mut vars = ExternalVars::default();
+    if let Some(line) = src.lines().next().and_then(|l| l.strip_prefix("# vars:")) {
+        for pair in line.split_whitespace() {
+            vars.vars.push(parse_var_arg(pair)?);
+        }
+    }
+    Ok(vars)
+}
+
+#[test]
+fn every_code_is_explained_with_working_examples() {
+    for code in Code::ALL {
+        let text = code.explanation();
+        assert!(
+            text.starts_with(&format!("{code}: ")),
+            "{code}: explanation must start with its code and title"
+        );
+        let bad = block(text, "bad").unwrap_or_else(|| panic!("{code}: no bad example"));
+        let fixed = block(text, "fixed").unwrap_or_else(|| panic!("{code}: no fixed example"));
+        let bad_codes: Vec<Code> = match vars_of(bad) {
+            Ok(vars) => diagnose(bad, &vars).iter().map(|d| d.code).collect(),
+            Err(d) => vec![d.code],
+        };
+        assert!(
+            bad_codes.contains(code),
+            "{code}: bad example gives {bad_codes:?}"
+        );
+        let vars = vars_of(fixed).unwrap_or_else(|d| panic!("{code}: fixed vars: {}", d.message));
+        let diags = diagnose(fixed, &vars);
+        assert!(
+            diags.is_empty(),
+            "{code}: fixed example is not clean:\n{}",
+            render("fixed", fixed, &diags)
+        );
+    }
+}
+
+#[test]
+fn explain_command_prints_the_text_and_refuses_unknown_codes() {
+    let out = netqos(&["explain", "nq10"], &root());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("NQ010: "));
+    let out = netqos(&["explain", "NQ999"], &root());
+    assert_eq!(out.status.code(), Some(2));
+    let out = netqos(&["explain"], &root());
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.lines().count(), Code::ALL.len());
+}

@@ -1,0 +1,309 @@
+//! A fuzz harness that runs in the test suite: random policies (mutated examples and
+//! grammar-shaped text) through parse, check and fmt. Nothing may panic; formatting is
+//! idempotent and never changes what a policy means.
+//!
+//! `NETQOS_FUZZ_SECS=600 cargo test --release fuzz` runs it for ten minutes instead of the
+//! default few thousand cases. (`fuzz/` holds the libFuzzer target for `cargo fuzz`.)
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use netqos::vars::ExternalVars;
+
+/// xorshift64*: small, deterministic, good enough to pick mutations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n.max(1) as u64).unwrap_or(0)
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+const TOKENS: &[&str] = &[
+    "netqos 1",
+    "let",
+    "interface",
+    "ingress",
+    "egress",
+    "class",
+    "rate",
+    "ceil",
+    "prio",
+    "burst",
+    "cburst",
+    "quantum",
+    "qdisc",
+    "default",
+    "match",
+    "src",
+    "dst",
+    "sport",
+    "dport",
+    "tcp",
+    "udp",
+    "icmp",
+    "pods",
+    "cni",
+    "limit",
+    "id",
+    "mtu",
+    "r2q",
+    "ifb",
+    "{",
+    "}",
+    ",",
+    "=",
+    "$x",
+    "$cp",
+    "\"eth0\"",
+    "\"\"",
+    "#c\n",
+    "\n",
+    " ",
+    "1gbit",
+    "100mbps",
+    "60%",
+    "0%",
+    "150%",
+    "0",
+    "1",
+    "7",
+    "8",
+    "65535",
+    "65536",
+    "2379-2380",
+    "2380-2379",
+    "10.0.0.1",
+    "10.0.0.1/24",
+    "10.0.0.0/8",
+    "fd00::/8",
+    "::1",
+    "1:10",
+    "0x10",
+    "ffff",
+    "10000",
+    "tbf",
+    "pfifo",
+    "bfifo",
+    "fq_codel",
+    "latency",
+    "50ms",
+    "64kb",
+    "10kbit",
+    "1600",
+    "app=web",
+    "namespace=x",
+    "a=",
+    "file",
+    "\"/etc/cni/net.d/x\"",
+    "rke2-flannel",
+    "99999999999999999999999tbit",
+    "1.5gbit",
+    ".5mbit",
+    "1..2gbit",
+    "ü",
+    "\t",
+    "a;id",
+    "-x",
+];
+
+fn mutate(rng: &mut Rng, base: &str) -> String {
+    let mut s: Vec<char> = base.chars().collect();
+    for _ in 0..=rng.below(6) {
+        let at = rng.below(s.len() + 1);
+        match rng.below(5) {
+            0 if !s.is_empty() => {
+                let end = (at + rng.below(12)).min(s.len());
+                s.drain(at.min(end)..end);
+            }
+            1 => {
+                let tok = rng.pick(TOKENS);
+                let tok = format!(" {tok} ");
+                for (i, c) in tok.chars().enumerate() {
+                    s.insert((at + i).min(s.len()), c);
+                }
+            }
+            2 if !s.is_empty() => {
+                let i = at.min(s.len() - 1);
+                s[i] = char::from(u8::try_from(rng.below(95) + 32).unwrap_or(b'x'));
+            }
+            3 if !s.is_empty() => {
+                let a = rng.below(s.len());
+                let b = rng.below(s.len());
+                s.swap(a, b);
+            }
+            _ => {
+                let dup: String = s.iter().skip(at).take(rng.below(40)).collect();
+                for (i, c) in dup.chars().enumerate() {
+                    s.insert((at + i).min(s.len()), c);
+                }
+            }
+        }
+    }
+    s.into_iter().collect()
+}
+
+fn random_policy(rng: &mut Rng) -> String {
+    let mut s = String::from("netqos 1\n");
+    for _ in 0..rng.below(4) {
+        s.push_str(&format!(
+            "let {} = {}\n",
+            rng.pick(&["x", "cp", "y"]),
+            rng.pick(TOKENS)
+        ));
+    }
+    for _ in 0..=rng.below(3) {
+        s.push_str(&format!(
+            "interface {} {} {{\n rate {}\n",
+            rng.pick(&["eth0", "$x", "\"a;id\"", "ens3"]),
+            rng.pick(&["", "ingress"]),
+            rng.pick(TOKENS)
+        ));
+        for _ in 0..rng.below(6) {
+            s.push_str(&random_class(rng, 0));
+        }
+        s.push_str("}\n");
+    }
+    s
+}
+
+fn random_class(rng: &mut Rng, depth: usize) -> String {
+    let mut s = format!("class c{} {{\n", rng.below(20));
+    for _ in 0..rng.below(6) {
+        let stmt = match rng.below(9) {
+            0 => format!("rate {}", rng.pick(TOKENS)),
+            1 => format!("ceil {}", rng.pick(TOKENS)),
+            2 => format!(
+                "match {} {} {}",
+                rng.pick(&["tcp", "udp", "icmp", ""]),
+                rng.pick(&["dport", "sport", "src", "dst"]),
+                rng.pick(TOKENS)
+            ),
+            3 => "default".to_string(),
+            4 => format!("prio {}", rng.pick(TOKENS)),
+            5 => format!(
+                "qdisc {} limit {}",
+                rng.pick(&["pfifo", "bfifo", "tbf", "sfq"]),
+                rng.pick(TOKENS)
+            ),
+            6 if depth < 9 => random_class(rng, depth + 1),
+            7 => format!("burst {}", rng.pick(TOKENS)),
+            _ => format!("id {}", rng.pick(TOKENS)),
+        };
+        s.push_str(&stmt);
+        s.push('\n');
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Runs one input through the pipeline; returns a failure description.
+fn exercise(src: &str) -> Option<String> {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let vars = ExternalVars::default();
+        let checked = netqos::check_source(src, &vars);
+        for d in checked.diagnostics.iter() {
+            let _ = render("fuzz.nq", src, std::slice::from_ref(d));
+        }
+        if let Ok(formatted) = netqos::format::format(src) {
+            let again = netqos::format::format(&formatted)
+                .map_err(|_| "formatted output does not format".to_string())?;
+            if again != formatted {
+                return Err(format!("fmt is not idempotent:\n{formatted}\n---\n{again}"));
+            }
+            let before = netqos::check_source(src, &vars).model;
+            let after = netqos::check_source(&formatted, &vars).model;
+            if before.is_some() != after.is_some() {
+                return Err("fmt changed whether the policy is valid".to_string());
+            }
+            if let (Some(mut b), Some(mut a)) = (before, after) {
+                strip_lines(&mut b);
+                strip_lines(&mut a);
+                if a != b {
+                    return Err("fmt changed the policy's meaning".to_string());
+                }
+            }
+        }
+        Ok(())
+    }));
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some("panic".to_string()),
+    }
+}
+
+/// Source lines move when formatting; meaning does not.
+fn strip_lines(m: &mut netqos::model::Model) {
+    fn class(c: &mut netqos::model::Class) {
+        c.line = 0;
+        for m in &mut c.matches {
+            m.line = 0;
+        }
+        c.children.iter_mut().for_each(class);
+    }
+    for i in &mut m.interfaces {
+        i.line = 0;
+        i.classes.iter_mut().for_each(class);
+    }
+    if let Some(p) = &mut m.pods {
+        for l in &mut p.limits {
+            l.line = 0;
+        }
+    }
+}
+
+#[test]
+fn random_policies_never_panic_and_format_stably() {
+    let seeds: Vec<String> = policies(&root().join("examples"))
+        .into_iter()
+        .chain(policies(&root().join("tests/fixtures/check/bad")))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let budget = std::env::var("NETQOS_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let cases: u64 = if budget.is_some() { u64::MAX } else { 3000 };
+    let start = Instant::now();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut n = 0u64;
+    let prev_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut failure = None;
+    while n < cases {
+        if let Some(b) = budget {
+            if start.elapsed() > b {
+                break;
+            }
+        }
+        let input = if rng.below(3) == 0 {
+            random_policy(&mut rng)
+        } else {
+            let base = &seeds[rng.below(seeds.len())];
+            mutate(&mut rng, base)
+        };
+        if let Some(why) = exercise(&input) {
+            failure = Some((input, why));
+            break;
+        }
+        n += 1;
+    }
+    std::panic::set_hook(prev_hook);
+    if let Some((input, why)) = failure {
+        panic!("case {n}: {why}\ninput:\n{input}");
+    }
+    if budget.is_some() {
+        eprintln!("fuzz: {n} cases in {:?}, no failure", start.elapsed());
+    }
+}

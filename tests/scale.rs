@@ -1,0 +1,62 @@
+//! Large policies: a generated 10,000-class policy is valid and checks. (Speed is measured
+//! by `benches/check_10k.sh`, not here.)
+
+use netqos::vars::ExternalVars;
+
+/// A policy with `tenants` leaf classes in groups of 100 under one interface, each matching
+/// its own /32, plus the control plane and a default.
+pub fn big_policy(tenants: usize) -> String {
+    let mut s = String::from("netqos 1\n\ninterface eth0 {\n    rate 20gbit\n\n");
+    s.push_str("    class control-plane {\n        rate 1gbit\n        prio 0\n        match tcp dport 2379-2380, 6443, 10250\n    }\n");
+    let groups = tenants.div_ceil(100);
+    for g in 0..groups {
+        s.push_str(&format!(
+            "    class group{g} {{\n        rate 90mbit\n        match dst 10.{}.{}.0/24\n",
+            g / 256,
+            g % 256
+        ));
+        for t in 0..100.min(tenants - g * 100) {
+            s.push_str(&format!(
+                "        class t{g}-{t} {{\n            rate 800kbit\n            ceil 100mbit\n            match dst 10.{}.{}.{}\n        }}\n",
+                g / 256,
+                g % 256,
+                t + 1
+            ));
+        }
+        s.push_str(&format!("        class rest{g} {{\n            rate 10kbit\n            default\n        }}\n    }}\n"));
+    }
+    s.push_str("    class bulk {\n        rate 1gbit\n        default\n    }\n}\n");
+    s
+}
+
+#[test]
+fn ten_thousand_classes_check_clean() {
+    let src = big_policy(10_000);
+    let checked = netqos::check_source(&src, &ExternalVars::default());
+    let diags = checked.diagnostics.into_sorted();
+    assert!(diags.is_empty(), "{:?}", diags.first());
+    let model = checked.model.expect("valid");
+    let mut count = 0;
+    fn walk(c: &netqos::model::Class, n: &mut usize) {
+        *n += 1;
+        c.children.iter().for_each(|k| walk(k, n));
+    }
+    model.interfaces[0]
+        .classes
+        .iter()
+        .for_each(|c| walk(c, &mut count));
+    assert!(count >= 10_000, "{count} classes");
+    let mut minors: Vec<u16> = Vec::new();
+    fn ids(c: &netqos::model::Class, v: &mut Vec<u16>) {
+        v.push(c.minor);
+        c.children.iter().for_each(|k| ids(k, v));
+    }
+    model.interfaces[0]
+        .classes
+        .iter()
+        .for_each(|c| ids(c, &mut minors));
+    let before = minors.len();
+    minors.sort_unstable();
+    minors.dedup();
+    assert_eq!(before, minors.len(), "class ids are unique");
+}

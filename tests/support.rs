@@ -1,0 +1,59 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use netqos::diagnostic::Diagnostic;
+use netqos::report::{self, Source};
+use netqos::vars::ExternalVars;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Checks a source, returning sorted diagnostics.
+pub fn diagnose(src: &str, vars: &ExternalVars) -> Vec<Diagnostic> {
+    netqos::check_source(src, vars).diagnostics.into_sorted()
+}
+
+/// Renders diagnostics without colour, the way `netqos check` prints them.
+pub fn render(name: &str, src: &str, diags: &[Diagnostic]) -> String {
+    report::human(
+        diags,
+        &Source {
+            name: name.to_string(),
+            text: src.to_string(),
+        },
+        false,
+    )
+}
+
+/// Insta settings that keep snapshots in the top-level `snapshots/`.
+pub fn insta_settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(root().join("snapshots"));
+    s.set_prepend_module_to_snapshot(false);
+    s
+}
+
+/// Runs the built `netqos` binary.
+pub fn netqos(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netqos"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("netqos runs")
+}
+
+/// Every `*.nq` file directly in `dir`, sorted.
+pub fn policies(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "nq"))
+        .collect();
+    v.sort();
+    v
+}
