@@ -101,7 +101,7 @@ impl Printer<'_> {
         let c = self.comments.get(self.next)?;
         if c.span.start >= end
             && c.span.start < limit
-            && self.line_of(c.span.start) == self.line_of(end.saturating_sub(1).max(0))
+            && self.line_of(c.span.start) == self.line_of(end.saturating_sub(1))
         {
             let text = c.text.clone();
             self.next += 1;

@@ -283,9 +283,9 @@ pub fn fmt_rate(bits: u64) -> String {
 
 /// Prints a size for people: `1514 B`, `64 KiB`, `1.5 MB`.
 pub fn fmt_size(bytes: u64) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
-    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
         format!("{} KiB", bytes >> 10)
     } else if bytes >= 1_000_000 {
         format!("{} MB", trim_decimal(bytes, 1_000_000))

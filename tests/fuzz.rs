@@ -282,10 +282,10 @@ fn random_policies_never_panic_and_format_stably() {
     std::panic::set_hook(Box::new(|_| {}));
     let mut failure = None;
     while n < cases {
-        if let Some(b) = budget {
-            if start.elapsed() > b {
-                break;
-            }
+        if let Some(b) = budget
+            && start.elapsed() > b
+        {
+            break;
         }
         let input = if rng.below(3) == 0 {
             random_policy(&mut rng)

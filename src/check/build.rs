@@ -677,22 +677,22 @@ impl Builder<'_> {
         if !ok {
             return None;
         }
-        if let (Some(p), Some(pspan)) = (peakrate, params.get("peakrate")) {
-            if p <= rate {
-                self.diags.push(
-                    Diagnostic::new(
-                        Code::NQ020,
-                        format!(
-                            "tbf peakrate {} must be above its rate {} (the kernel refuses it)",
-                            units::fmt_rate(p),
-                            units::fmt_rate(rate)
-                        ),
-                    )
-                    .label(*pspan, "not above the rate")
-                    .help("raise peakrate above rate, or remove it"),
-                );
-                return None;
-            }
+        if let (Some(p), Some(pspan)) = (peakrate, params.get("peakrate"))
+            && p <= rate
+        {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::NQ020,
+                    format!(
+                        "tbf peakrate {} must be above its rate {} (the kernel refuses it)",
+                        units::fmt_rate(p),
+                        units::fmt_rate(rate)
+                    ),
+                )
+                .label(*pspan, "not above the rate")
+                .help("raise peakrate above rate, or remove it"),
+            );
+            return None;
         }
         let q = LeafQdisc::Tbf {
             rate,
@@ -822,23 +822,23 @@ impl Builder<'_> {
             v.as_ref()
                 .map(|cs| (cs.iter().any(|c| c.is_v4()), cs.iter().any(|c| !c.is_v4())))
         };
-        if let (Some((s4, s6)), Some((d4, d6))) = (fams(&m.src), fams(&m.dst)) {
-            if !((s4 && d4) || (s6 && d6)) {
-                let (sf, df) = (
-                    if s4 { "IPv4" } else { "IPv6" },
-                    if d4 { "IPv4" } else { "IPv6" },
-                );
-                self.diags.push(
-                    Diagnostic::new(
-                        Code::NQ059,
-                        format!(
-                            "match has {sf} sources and {df} destinations: no packet can have both"
-                        ),
-                    )
-                    .label(span, "never matches")
-                    .help("a packet is either IPv4 or IPv6: split this into one match per family"),
-                );
-            }
+        if let (Some((s4, s6)), Some((d4, d6))) = (fams(&m.src), fams(&m.dst))
+            && !((s4 && d4) || (s6 && d6))
+        {
+            let (sf, df) = (
+                if s4 { "IPv4" } else { "IPv6" },
+                if d4 { "IPv4" } else { "IPv6" },
+            );
+            self.diags.push(
+                Diagnostic::new(
+                    Code::NQ059,
+                    format!(
+                        "match has {sf} sources and {df} destinations: no packet can have both"
+                    ),
+                )
+                .label(span, "never matches")
+                .help("a packet is either IPv4 or IPv6: split this into one match per family"),
+            );
         }
     }
 

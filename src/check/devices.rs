@@ -22,12 +22,12 @@ pub fn name_problem(name: &str) -> Option<String> {
             name.len()
         ));
     }
-    if let Some(c) = name.chars().next() {
-        if !c.is_ascii_alphanumeric() {
-            return Some(format!(
-                "starts with `{c}`; it must start with a letter or digit"
-            ));
-        }
+    if let Some(c) = name.chars().next()
+        && !c.is_ascii_alphanumeric()
+    {
+        return Some(format!(
+            "starts with `{c}`; it must start with a letter or digit"
+        ));
     }
     if let Some(c) = name
         .chars()

@@ -32,10 +32,10 @@ impl Item {
     /// Labels a diagnostic at this item, pointing at the use too when it came via a variable.
     pub fn label(&self, d: Diagnostic, text: impl Into<String>) -> Diagnostic {
         let mut d = d.label(self.span, text);
-        if let Some(via) = &self.via {
-            if via.use_span != self.span {
-                d = d.label(via.use_span, format!("`${}` used here", via.name));
-            }
+        if let Some(via) = &self.via
+            && via.use_span != self.span
+        {
+            d = d.label(via.use_span, format!("`${}` used here", via.name));
         }
         d
     }

@@ -48,7 +48,7 @@ fn class(i: &IfaceDraft, c: &ClassDraft, max_packet: u64, diags: &mut Diagnostic
     }
     if let (Some(r2q), None, Some(rate)) = (&i.r2q, &c.quantum, &c.rate) {
         let q = rate.v / 8 / u64::from(r2q.v);
-        if (q < QUANTUM_MIN || q > QUANTUM_MAX) && c.is_leaf() {
+        if !(QUANTUM_MIN..=QUANTUM_MAX).contains(&q) && c.is_leaf() {
             let clamp = if q < QUANTUM_MIN { "small" } else { "big" };
             diags.push(
                 Diagnostic::new(
@@ -67,32 +67,32 @@ fn class(i: &IfaceDraft, c: &ClassDraft, max_packet: u64, diags: &mut Diagnostic
             );
         }
     }
-    if let Some(q) = &c.quantum {
-        if u64::from(q.v) < max_packet {
-            diags.push(
-                Diagnostic::new(
-                    Code::NQ015,
-                    format!(
-                        "quantum {} of class {name} is smaller than a full packet ({max_packet} B)",
-                        q.v
-                    ),
-                )
-                .label(q.span, "below one packet")
-                .help(format!(
-                    "set the quantum to at least one full packet: `quantum {max_packet}`"
-                )),
-            );
-        }
+    if let Some(q) = &c.quantum
+        && u64::from(q.v) < max_packet
+    {
+        diags.push(
+            Diagnostic::new(
+                Code::NQ015,
+                format!(
+                    "quantum {} of class {name} is smaller than a full packet ({max_packet} B)",
+                    q.v
+                ),
+            )
+            .label(q.span, "below one packet")
+            .help(format!(
+                "set the quantum to at least one full packet: `quantum {max_packet}`"
+            )),
+        );
     }
-    if let Some(r) = &c.rate {
-        if let Some(b) = &c.burst {
-            burst(&name, "burst", b, r.v, max_packet, diags);
-        }
+    if let Some(r) = &c.rate
+        && let Some(b) = &c.burst
+    {
+        burst(&name, "burst", b, r.v, max_packet, diags);
     }
-    if let Some(ceil) = &c.ceil {
-        if let Some(b) = &c.cburst {
-            burst(&name, "cburst", b, ceil.v, max_packet, diags);
-        }
+    if let Some(ceil) = &c.ceil
+        && let Some(b) = &c.cburst
+    {
+        burst(&name, "cburst", b, ceil.v, max_packet, diags);
     }
     if let Some(q) = &c.qdisc {
         leaf_qdisc(
@@ -267,7 +267,7 @@ fn leaf_qdisc(
 
 /// A size written the way the language reads it.
 fn fmt_size_token(bytes: u64) -> String {
-    if bytes % 1000 == 0 {
+    if bytes.is_multiple_of(1000) {
         format!("{}kb", bytes / 1000)
     } else {
         format!("{bytes}b")

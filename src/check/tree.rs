@@ -30,10 +30,10 @@ pub fn check(i: &IfaceDraft, diags: &mut Diagnostics) -> Option<u16> {
                 .help("add the rate HTB may hand out, usually the link speed: `rate 1gbit`"),
         );
     }
-    if let Some(r) = &i.rate {
-        if r.v == 0 {
-            diags.push(zero_rate(&name, r.span));
-        }
+    if let Some(r) = &i.rate
+        && r.v == 0
+    {
+        diags.push(zero_rate(&name, r.span));
     }
     names(&i.classes, diags);
     let mut count = 0usize;
@@ -113,28 +113,30 @@ fn siblings(parent: &Parent, classes: &[ClassDraft], diags: &mut Diagnostics) {
             None => all_rates = false,
         }
     }
-    if let Some(prate) = parent.rate {
-        if all_rates && sum > prate && !classes.is_empty() {
-            let mut d = Diagnostic::new(
-                Code::NQ010,
-                format!(
-                    "children of {} reserve {}, more than its rate {}",
-                    parent.name,
-                    fmt_rate(sum),
-                    fmt_rate(prate)
-                ),
-            );
-            for c in classes {
-                if let Some(r) = &c.rate {
-                    d = d.label(r.span, format!("`{}` reserves {}", c.name, fmt_rate(r.v)));
-                }
+    if let Some(prate) = parent.rate
+        && all_rates
+        && sum > prate
+        && !classes.is_empty()
+    {
+        let mut d = Diagnostic::new(
+            Code::NQ010,
+            format!(
+                "children of {} reserve {}, more than its rate {}",
+                parent.name,
+                fmt_rate(sum),
+                fmt_rate(prate)
+            ),
+        );
+        for c in classes {
+            if let Some(r) = &c.rate {
+                d = d.label(r.span, format!("`{}` reserves {}", c.name, fmt_rate(r.v)));
             }
-            d = d.label(parent.span, format!("rate {}", fmt_rate(prate)));
-            diags.push(d.help(format!(
+        }
+        d = d.label(parent.span, format!("rate {}", fmt_rate(prate)));
+        diags.push(d.help(format!(
                 "guarantees cannot all be met: lower the children's rates by {} in total, or raise the parent's rate (the kernel accepts this silently)",
                 fmt_rate(sum - prate)
             )));
-        }
     }
     let defaults: Vec<&ClassDraft> = classes.iter().filter(|c| c.default.is_some()).collect();
     if defaults.len() > 1 {
@@ -164,9 +166,8 @@ fn siblings(parent: &Parent, classes: &[ClassDraft], diags: &mut Diagnostics) {
 
 fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
     let name = format!("`{}`", c.name);
-    if c.depth > MAX_DEPTH {
-        if c.depth == MAX_DEPTH + 1 {
-            diags.push(
+    if c.depth > MAX_DEPTH && c.depth == MAX_DEPTH + 1 {
+        diags.push(
                 Diagnostic::new(
                     Code::NQ005,
                     format!("class {name} is nested {} levels deep; HTB allows {MAX_DEPTH} including the root class", c.depth),
@@ -174,7 +175,6 @@ fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
                 .label(c.head, "too deep")
                 .help("flatten the hierarchy: the kernel refuses it with \"tree is too deep\""),
             );
-        }
     }
     match &c.rate {
         None if c.rate_written => {}
@@ -186,14 +186,16 @@ fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
         Some(r) if r.v == 0 => diags.push(zero_rate(&format!("class {name}"), r.span)),
         Some(_) => {}
     }
-    if let (Some(r), Some(ceil)) = (&c.rate, &c.ceil) {
-        if ceil.v < r.v && r.v > 0 {
-            let (span, how) = if c.ceil_explicit {
-                (ceil.span, "ceil")
-            } else {
-                (c.head, "inherited ceil")
-            };
-            diags.push(
+    if let (Some(r), Some(ceil)) = (&c.rate, &c.ceil)
+        && ceil.v < r.v
+        && r.v > 0
+    {
+        let (span, how) = if c.ceil_explicit {
+            (ceil.span, "ceil")
+        } else {
+            (c.head, "inherited ceil")
+        };
+        diags.push(
                 Diagnostic::new(
                     Code::NQ009,
                     format!("class {name}: {how} {} is below its rate {}", fmt_rate(ceil.v), fmt_rate(r.v)),
@@ -202,50 +204,51 @@ fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
                 .label(r.span, format!("rate {}", fmt_rate(r.v)))
                 .help("the kernel accepts it, but the class can never reach its guarantee: make ceil at least the rate"),
             );
-        }
     }
-    if let (true, Some(ceil), Some(pceil)) = (c.ceil_explicit, &c.ceil, parent.ceil) {
-        if ceil.v > pceil {
-            diags.push(
-                Diagnostic::new(
-                    Code::NQ011,
-                    format!(
-                        "class {name}: ceil {} is above {}'s ceil {}",
-                        fmt_rate(ceil.v),
-                        parent.name,
-                        fmt_rate(pceil)
-                    ),
-                )
-                .label(ceil.span, "clipped by the parent")
-                .label(parent.span, format!("ceil {}", fmt_rate(pceil)))
-                .help(format!(
-                    "the class can never borrow past {}: lower its ceil to that",
+    if let (true, Some(ceil), Some(pceil)) = (c.ceil_explicit, &c.ceil, parent.ceil)
+        && ceil.v > pceil
+    {
+        diags.push(
+            Diagnostic::new(
+                Code::NQ011,
+                format!(
+                    "class {name}: ceil {} is above {}'s ceil {}",
+                    fmt_rate(ceil.v),
+                    parent.name,
                     fmt_rate(pceil)
-                )),
-            );
-        }
+                ),
+            )
+            .label(ceil.span, "clipped by the parent")
+            .label(parent.span, format!("ceil {}", fmt_rate(pceil)))
+            .help(format!(
+                "the class can never borrow past {}: lower its ceil to that",
+                fmt_rate(pceil)
+            )),
+        );
     }
     for (kind, mine, theirs) in [
         ("burst", c.burst.as_ref(), parent.burst),
         ("cburst", c.cburst.as_ref(), parent.cburst),
     ] {
-        if let (Some(m), Some((p, pspan))) = (mine, theirs) {
-            if p < m.v {
-                diags.push(
-                    Diagnostic::new(
-                        Code::NQ019,
-                        format!(
-                            "{}'s {kind} {} is smaller than child {name}'s {kind} {}",
-                            parent.name,
-                            fmt_size(p),
-                            fmt_size(m.v)
-                        ),
-                    )
-                    .label(pspan, format!("parent {kind}"))
-                    .label(m.span, format!("child {kind}"))
-                    .help(format!("tc-htb(8): a parent's {kind} should be at least the largest of its children's")),
-                );
-            }
+        if let (Some(m), Some((p, pspan))) = (mine, theirs)
+            && p < m.v
+        {
+            diags.push(
+                Diagnostic::new(
+                    Code::NQ019,
+                    format!(
+                        "{}'s {kind} {} is smaller than child {name}'s {kind} {}",
+                        parent.name,
+                        fmt_size(p),
+                        fmt_size(m.v)
+                    ),
+                )
+                .label(pspan, format!("parent {kind}"))
+                .label(m.span, format!("child {kind}"))
+                .help(format!(
+                    "tc-htb(8): a parent's {kind} should be at least the largest of its children's"
+                )),
+            );
         }
     }
     let me = Parent {
@@ -331,26 +334,26 @@ fn resolve_default(i: &IfaceDraft, name: &str, diags: &mut Diagnostics) -> Optio
             }
         }
     };
-    if let (Some(r), Some(f)) = (by_ref, flagged.first()) {
-        if r.path != f.path {
-            let mut d = Diagnostic::new(
-                Code::NQ050,
-                format!(
-                    "{name} has two defaults: `{}` (by `default {}`) and `{}` (marked `default`)",
-                    r.name, r.name, f.name
-                ),
-            );
-            if let Some(item) = &i.default_ref {
-                d = d.label(item.span, format!("names `{}`", r.name));
-            }
-            if let Some(s) = f.default {
-                d = d.label(s, format!("`{}` is default", f.name));
-            }
-            diags.push(
-                d.help("keep one: either the interface's `default NAME` or the class's `default`"),
-            );
-            return None;
+    if let (Some(r), Some(f)) = (by_ref, flagged.first())
+        && r.path != f.path
+    {
+        let mut d = Diagnostic::new(
+            Code::NQ050,
+            format!(
+                "{name} has two defaults: `{}` (by `default {}`) and `{}` (marked `default`)",
+                r.name, r.name, f.name
+            ),
+        );
+        if let Some(item) = &i.default_ref {
+            d = d.label(item.span, format!("names `{}`", r.name));
         }
+        if let Some(s) = f.default {
+            d = d.label(s, format!("`{}` is default", f.name));
+        }
+        diags.push(
+            d.help("keep one: either the interface's `default NAME` or the class's `default`"),
+        );
+        return None;
     }
     let chosen = by_ref.or_else(|| flagged.first().copied());
     let Some(c) = chosen else {

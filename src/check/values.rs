@@ -106,7 +106,7 @@ fn bit_equivalent(bits: u64) -> String {
         (1_000_000, "mbit"),
         (1_000, "kbit"),
     ] {
-        if bits >= unit && bits % unit == 0 {
+        if bits >= unit && bits.is_multiple_of(unit) {
             return format!("{}{name}", bits / unit);
         }
     }
@@ -367,13 +367,13 @@ pub fn class_id(item: &Item, diags: &mut Diagnostics) -> Option<u16> {
         .help("write a hexadecimal minor between 2 and ffff (1:1 is the root class), e.g. `id 10` or `id 1:10`"));
         None
     };
-    if let Some(maj) = major {
-        if u32::from_str_radix(maj, 16).ok() != Some(1) {
-            return bad(
-                format!("has major `{maj}`; netqos's HTB qdisc is always handle 1:"),
-                diags,
-            );
-        }
+    if let Some(maj) = major
+        && u32::from_str_radix(maj, 16).ok() != Some(1)
+    {
+        return bad(
+            format!("has major `{maj}`; netqos's HTB qdisc is always handle 1:"),
+            diags,
+        );
     }
     let digits = minor_text
         .strip_prefix("0x")
