@@ -283,7 +283,11 @@ pub fn fmt_rate(bits: u64) -> String {
 
 /// Prints a size for people: `1514 B`, `64 KiB`, `1.5 MB`.
 pub fn fmt_size(bytes: u64) -> String {
-    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+    if bytes >= 1_000_000 && bytes.is_multiple_of(1_000_000) {
+        format!("{} MB", bytes / 1_000_000)
+    } else if bytes >= 10_000 && bytes.is_multiple_of(1000) {
+        format!("{} kB", bytes / 1000)
+    } else if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
         format!("{} KiB", bytes >> 10)

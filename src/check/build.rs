@@ -187,7 +187,7 @@ pub fn unknown(u: &Unknown, allowed: &[&str], diags: &mut Diagnostics) {
         )
         .label(u.word.span, format!("`{word}` belongs {where_}"))
         .help(format!(
-            "move it {where_}{extra}; allowed here: {}",
+            "it belongs {where_}{extra}; allowed here: {}",
             allowed
                 .iter()
                 .map(|a| format!("`{a}`"))
@@ -342,12 +342,12 @@ impl Builder<'_> {
                 }
                 StmtKind::R2q(s) if !self.repeated(&mut seen, "r2q", stmt) => {
                     d.r2q = self
-                        .count(s, "r2q", 1, 1_000_000, Code::NQ014)
+                        .count(s, "r2q", 1, 1_000_000, Code::NQ057)
                         .map(|v| val(u32::try_from(v.v).unwrap_or(1), v.span));
                 }
                 StmtKind::Mtu(s) if !self.repeated(&mut seen, "mtu", stmt) => {
                     d.mtu = self
-                        .count(s, "mtu", 68, 65535, Code::NQ015)
+                        .count(s, "mtu", 68, 65535, Code::NQ057)
                         .map(|v| val(u32::try_from(v.v).unwrap_or(1500), v.span));
                 }
                 StmtKind::Ifb(s) if !self.repeated(&mut seen, "ifb", stmt) => {
@@ -675,6 +675,14 @@ impl Builder<'_> {
         }
         let (rate, burst) = (rate?, burst?);
         if !ok {
+            return None;
+        }
+        if rate == 0 {
+            self.diags.push(
+                Diagnostic::new(Code::NQ020, "tbf rate is 0 (tc refuses it)")
+                    .label(params.get("rate").copied().unwrap_or(span), "zero rate")
+                    .help("give the tbf a positive rate"),
+            );
             return None;
         }
         if let (Some(p), Some(pspan)) = (peakrate, params.get("peakrate"))

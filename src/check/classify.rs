@@ -269,11 +269,16 @@ const CONTROL_PLANE: &[(Proto, u16, &str)] = &[
     (Proto::Tcp, 53, "DNS"),
 ];
 
-/// Whether some top-level match could take a packet of `proto` to port `port`.
+/// Whether some top-level match could take a packet of `proto` to port `port`, sent from
+/// an ephemeral port (Linux's default range) to or from any address.
 fn may_take(classes: &[ClassDraft], proto: Proto, port: u16) -> bool {
     let probe = Match {
         proto: Some(proto),
         dport: Some(vec![PortRange { lo: port, hi: port }]),
+        sport: Some(vec![PortRange {
+            lo: 32768,
+            hi: 60999,
+        }]),
         ..Match::default()
     };
     classes

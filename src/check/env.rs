@@ -49,8 +49,16 @@ impl Item {
     }
 }
 
+/// A `let` value is resolved on first use, so lets may refer to each other in any order.
+enum State {
+    Pending(Value),
+    InProgress,
+    /// `None` when resolving failed (already reported).
+    Resolved(Option<Vec<Item>>),
+}
+
 struct Binding {
-    items: Vec<Item>,
+    state: State,
     is_set: bool,
     let_span: Option<Span>,
     name_span: Option<Span>,
@@ -64,7 +72,7 @@ pub struct Env {
 }
 
 impl Env {
-    /// Binds the `let`s in order (a `let` may use earlier ones), external values first.
+    /// Binds external values and the `let`s (external values win over `let` defaults).
     pub fn new(lets: &[&Let], vars: &ExternalVars, diags: &mut Diagnostics) -> Env {
         let mut env = Env {
             bindings: BTreeMap::new(),
@@ -90,7 +98,7 @@ impl Env {
             env.bindings.insert(
                 v.name.clone(),
                 Binding {
-                    items,
+                    state: State::Resolved(Some(items)),
                     is_set,
                     let_span: None,
                     name_span: None,
@@ -126,13 +134,11 @@ impl Env {
                 return;
             }
         }
-        let is_set = matches!(l.value, Value::Set(..));
-        let items = self.items_of_value(&l.value, diags).unwrap_or_default();
         self.bindings.insert(
             name.clone(),
             Binding {
-                items,
-                is_set,
+                is_set: matches!(l.value, Value::Set(..)),
+                state: State::Pending(l.value.clone()),
                 let_span: Some(l.span),
                 name_span: Some(l.name.span),
                 external: false,
@@ -168,6 +174,44 @@ impl Env {
         }
     }
 
+    /// Resolves a binding's value (once), reporting a `let` that refers to itself.
+    fn resolve(
+        &mut self,
+        name: &str,
+        use_span: Span,
+        diags: &mut Diagnostics,
+    ) -> Option<Vec<Item>> {
+        let b = self.bindings.get_mut(name)?;
+        let state = std::mem::replace(&mut b.state, State::InProgress);
+        match state {
+            State::Resolved(items) => {
+                let out = items.clone();
+                if let Some(b) = self.bindings.get_mut(name) {
+                    b.state = State::Resolved(items);
+                }
+                out
+            }
+            State::InProgress => {
+                diags.push(
+                    Diagnostic::new(
+                        Code::NQ043,
+                        format!("variable `${name}` is defined in terms of itself"),
+                    )
+                    .label(use_span, "refers back to its own definition")
+                    .help("give the variable a value that does not depend on itself"),
+                );
+                None
+            }
+            State::Pending(value) => {
+                let items = self.items_of_value(&value, diags);
+                if let Some(b) = self.bindings.get_mut(name) {
+                    b.state = State::Resolved(items.clone());
+                }
+                items
+            }
+        }
+    }
+
     /// The items of one scalar and whether it is a set variable.
     fn items_of_scalar(
         &mut self,
@@ -183,7 +227,9 @@ impl Env {
                     return None;
                 };
                 b.used = true;
-                if b.is_set && b.items.is_empty() {
+                let is_set = b.is_set;
+                let resolved = self.resolve(&name.node, name.span, diags)?;
+                if resolved.is_empty() {
                     diags.push(
                         Diagnostic::new(
                             Code::NQ048,
@@ -194,11 +240,9 @@ impl Env {
                     );
                     return None;
                 }
-                let items = b
-                    .items
-                    .iter()
-                    .map(|i| {
-                        let mut i = i.clone();
+                let items = resolved
+                    .into_iter()
+                    .map(|mut i| {
                         match &mut i.via {
                             Some(via) if via.external.is_some() => {
                                 via.use_span = name.span;
@@ -215,7 +259,7 @@ impl Env {
                         i
                     })
                     .collect();
-                Some((items, b.is_set))
+                Some((items, is_set))
             }
         }
     }
@@ -262,9 +306,11 @@ impl Env {
                         .help(format!("remove `let {name}`, or use it as `${name}`")),
                 );
             } else if b.external {
-                let origin = b
-                    .items
-                    .first()
+                let first = match &b.state {
+                    State::Resolved(Some(items)) => items.first(),
+                    _ => None,
+                };
+                let origin = first
                     .and_then(|i| i.via.as_ref())
                     .and_then(|v| v.external.clone())
                     .unwrap_or_else(|| "outside".to_string());

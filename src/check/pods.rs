@@ -144,8 +144,20 @@ fn selector(
                 return None;
             }
             None => {
+                let what = match part.split_once('=') {
+                    None => format!("`{part}` is not `key=value`"),
+                    Some((k, _)) if !valid_key(k) => {
+                        format!("`{k}` is not a valid Kubernetes label key")
+                    }
+                    Some((_, v)) => format!("`{v}` is not a valid Kubernetes label value"),
+                };
+                let whole = if part == sel.node {
+                    String::new()
+                } else {
+                    format!(" in pod selector `{}`", sel.node)
+                };
                 b.diags.push(
-                    Diagnostic::new(Code::NQ061, format!("`{part}` in pod selector `{}` is not `key=value`", sel.node))
+                    Diagnostic::new(Code::NQ061, format!("{what}{whole}"))
                         .label(sel.span, "invalid selector")
                         .help("write Kubernetes labels as `key=value`, several joined by commas: `app=backup,tier=batch`; `namespace=NAME` selects a namespace"),
                 );

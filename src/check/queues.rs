@@ -19,6 +19,13 @@ pub fn check(i: &IfaceDraft, diags: &mut Diagnostics) {
     let max_packet = i.max_packet();
     if let Some(r) = &i.rate {
         rate64(r, "interface rate", diags);
+        let name = "the interface";
+        if let Some(b) = &i.burst {
+            burst(name, "burst", b, r.v, max_packet, diags);
+        }
+        if let Some(b) = &i.cburst {
+            burst(name, "cburst", b, r.v, max_packet, diags);
+        }
     }
     for c in &i.classes {
         c.walk(&mut |c| class(i, c, max_packet, diags));
@@ -39,12 +46,12 @@ fn rate64(r: &Val<u64>, what: &str, diags: &mut Diagnostics) {
 }
 
 fn class(i: &IfaceDraft, c: &ClassDraft, max_packet: u64, diags: &mut Diagnostics) {
-    let name = format!("`{}`", c.name);
+    let name = format!("class `{}`", c.name);
     if let Some(r) = &c.rate {
-        rate64(r, &format!("class {name} rate"), diags);
+        rate64(r, &format!("{name} rate"), diags);
     }
     if let (true, Some(ceil)) = (c.ceil_explicit, &c.ceil) {
-        rate64(ceil, &format!("class {name} ceil"), diags);
+        rate64(ceil, &format!("{name} ceil"), diags);
     }
     if let (Some(r2q), None, Some(rate)) = (&i.r2q, &c.quantum, &c.rate) {
         let q = rate.v / 8 / u64::from(r2q.v);
@@ -54,7 +61,7 @@ fn class(i: &IfaceDraft, c: &ClassDraft, max_packet: u64, diags: &mut Diagnostic
                 Diagnostic::new(
                     Code::NQ014,
                     format!(
-                        "quantum of class {name} would be {q} bytes (rate {} / r2q {}), outside {QUANTUM_MIN}..{QUANTUM_MAX}",
+                        "quantum of {name} would be {q} bytes (rate {} / r2q {}), outside {QUANTUM_MIN}..{QUANTUM_MAX}",
                         fmt_rate(rate.v),
                         r2q.v
                     ),
@@ -74,7 +81,7 @@ fn class(i: &IfaceDraft, c: &ClassDraft, max_packet: u64, diags: &mut Diagnostic
             Diagnostic::new(
                 Code::NQ015,
                 format!(
-                    "quantum {} of class {name} is smaller than a full packet ({max_packet} B)",
+                    "quantum {} of {name} is smaller than a full packet ({max_packet} B)",
                     q.v
                 ),
             )
@@ -143,7 +150,7 @@ fn burst(
             Diagnostic::new(
                 Code::NQ017,
                 format!(
-                    "{kind} {} of class {name} holds only {} of tokens at {}",
+                    "{kind} {} of {name} holds only {} of tokens at {}",
                     fmt_size(b.v),
                     fmt_duration_us(lasts),
                     fmt_rate(rate)
@@ -160,7 +167,7 @@ fn burst(
             Diagnostic::new(
                 Code::NQ018,
                 format!(
-                    "{kind} {} of class {name} is {} of traffic at {}",
+                    "{kind} {} of {name} is {} of traffic at {}",
                     fmt_size(b.v),
                     fmt_duration_us(lasts),
                     fmt_rate(rate)
@@ -188,7 +195,7 @@ fn leaf_qdisc(
         diags.push(
             Diagnostic::new(
                 Code::NQ041,
-                format!("class {name} has children, so it has no leaf queue"),
+                format!("{name} has children, so it has no leaf queue"),
             )
             .label(span, "qdisc on an inner class")
             .help("move `qdisc` into the leaf classes"),
@@ -205,7 +212,7 @@ fn leaf_qdisc(
                 Diagnostic::new(
                     Code::NQ021,
                     format!(
-                        "leaf queue of class {name} holds {what} ≈ {} of traffic at its rate {}",
+                        "leaf queue of {name} holds {what} ≈ {} of traffic at its rate {}",
                         fmt_duration_us(lasts),
                         fmt_rate(rate)
                     ),
@@ -242,7 +249,7 @@ fn leaf_qdisc(
                 diags.push(
                     Diagnostic::new(
                         Code::NQ016,
-                        format!("tbf burst {} of class {name} is smaller than a full packet ({max_packet} B)", fmt_size(*b)),
+                        format!("tbf burst {} of {name} is smaller than a full packet ({max_packet} B)", fmt_size(*b)),
                     )
                     .label(bspan, "every full-size packet is dropped")
                     .help(format!(

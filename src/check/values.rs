@@ -200,7 +200,7 @@ pub fn count(
                     ),
                     format!("must be {lo}..{hi}"),
                 )
-                .help(format!("use a {what} between {lo} and {hi}")),
+                .help(format!("use a value between {lo} and {hi}")),
             );
             None
         }
@@ -412,7 +412,7 @@ pub fn class_id(item: &Item, diags: &mut Diagnostics) -> Option<u16> {
             format!("means 1:{digits} (minor {value})"),
         )
         .help(format!(
-            "write `0x{digits}` to say so; if you meant decimal {decimal}, write `{decimal:x}`"
+            "write `0x{digits}` to say so; if you meant decimal {decimal}, write `0x{decimal:x}`"
         )));
     }
     u16::try_from(value).ok()

@@ -52,12 +52,49 @@ fn syntax_error(src: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
     } else {
         end
     };
-    Diagnostic::new(
+    if expected.contains("stack limit") || expected.contains("call limit") {
+        return Diagnostic::new(Code::NQ040, "the policy nests blocks too deeply to read")
+            .label(Span::new(start, end), "nesting too deep")
+            .help("HTB allows 8 levels; flatten the class hierarchy");
+    }
+    let mut d = Diagnostic::new(
         Code::NQ040,
         format!("syntax error: found {found}, expected {expected}"),
-    )
-    .label(Span::new(start, end), format!("expected {expected}"))
-    .help(syntax_help(src, start))
+    );
+    let at_end = start >= src.trim_end().len();
+    match unclosed_brace(src).filter(|_| at_end) {
+        Some(open) => {
+            d = d
+                .label(Span::new(open, open + 1), "this block is never closed")
+                .label(Span::new(start, end), format!("expected {expected}"));
+        }
+        None => d = d.label(Span::new(start, end), format!("expected {expected}")),
+    }
+    d.help(syntax_help(src, start))
+}
+
+/// The innermost `{` left open at the end of the file (outside comments and strings).
+fn unclosed_brace(src: &str) -> Option<usize> {
+    let mut stack = Vec::new();
+    let mut in_string = false;
+    let mut in_comment = false;
+    for (i, c) in src.char_indices() {
+        match c {
+            '\n' => {
+                in_string = false;
+                in_comment = false;
+            }
+            _ if in_comment => {}
+            '"' => in_string = !in_string,
+            '#' if !in_string => in_comment = true,
+            '{' if !in_string => stack.push(i),
+            '}' if !in_string => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    stack.pop()
 }
 
 fn describe_expected(rules: &[Rule]) -> String {
