@@ -6,11 +6,14 @@
 //! text ─syntax::parse─▶ ast::File ─check::check─▶ model::Model
 //! ```
 
+pub mod backend;
 pub mod check;
 pub mod codes;
 pub mod diagnostic;
 pub mod format;
+pub mod lower;
 pub mod model;
+pub mod plan;
 pub mod report;
 pub mod span;
 pub mod syntax;

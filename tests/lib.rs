@@ -4,7 +4,9 @@ mod support;
 
 mod check_fixtures;
 mod cli;
+mod compile;
 mod examples;
 mod explain;
 mod fuzz;
+mod kernel;
 mod scale;

@@ -18,6 +18,7 @@ macro_rules! outln {
 }
 
 mod check;
+mod compile;
 mod explain;
 mod fmt;
 
@@ -124,6 +125,29 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Compile a policy into the node's artefacts: tc apply script, rollback, plan, tree.
+    #[command(
+        after_help = "Examples:\n  netqos compile policy.nq -o out/\n  netqos compile policy.nq -o - --emit tc | sh\n  netqos compile --vars host1.toml policy.nq -o hosts/host1"
+    )]
+    Compile {
+        /// The policy file.
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Output directory, or `-` to print one artefact on stdout.
+        #[arg(short, long, value_name = "DIR")]
+        out: std::path::PathBuf,
+        /// Artefact kinds to write (tc, rollback, plan, tree), comma separated; default all.
+        #[arg(long, value_name = "KIND,…")]
+        emit: Vec<String>,
+        /// Directory with templates overriding the built-in ones (apply.sh.j2, rollback.sh.j2).
+        #[arg(long, value_name = "DIR")]
+        templates: Option<std::path::PathBuf>,
+        /// Refuse to compile when there are warnings.
+        #[arg(long)]
+        deny_warnings: bool,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
     /// Explain a diagnostic code, with a bad and a fixed example; without a code, list them.
     #[command(after_help = "Examples:\n  netqos explain NQ001\n  netqos explain")]
     Explain {
@@ -174,6 +198,24 @@ pub fn run() -> ExitCode {
             vars,
         } => check::run(&files, format, deny_warnings, &vars, ui),
         Command::Fmt { files, check } => fmt::run(&files, check, ui),
+        Command::Compile {
+            file,
+            out,
+            emit,
+            templates,
+            deny_warnings,
+            vars,
+        } => compile::run(
+            &compile::Args {
+                file: &file,
+                out: &out,
+                emit: &emit,
+                templates: templates.as_deref(),
+                vars: &vars,
+                deny_warnings,
+            },
+            ui,
+        ),
         Command::Explain { code } => explain::run(code.as_deref()),
     };
     exit.into()

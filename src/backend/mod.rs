@@ -1,0 +1,248 @@
+//! Backends: plan → artefacts. Logic lives here; the minijinja templates only lay out
+//! values, and every dynamic shell token passes through the `shq` quoting filter.
+
+mod tree;
+
+pub use tree::tree;
+
+use minijinja::{Environment, context};
+use serde::Serialize;
+
+use crate::plan::{DevicePlan, Plan};
+
+/// The u32 priority of netqos's redirect filter on an ingress qdisc.
+pub const REDIRECT_PRIO: u16 = 49152;
+
+/// Artefact kinds `compile --emit` knows.
+pub const KINDS: &[&str] = &["tc", "rollback", "plan", "tree"];
+
+const APPLY_TEMPLATE: &str = include_str!("templates/apply.sh.j2");
+const ROLLBACK_TEMPLATE: &str = include_str!("templates/rollback.sh.j2");
+
+/// Templates, built in or overridden from a directory (`--templates DIR`).
+#[derive(Debug, Clone, Default)]
+pub struct Templates {
+    pub apply: Option<String>,
+    pub rollback: Option<String>,
+}
+
+/// Quotes a word for POSIX sh: safe whatever it holds.
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:@=+,".contains(&b))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+fn env<'a>(templates: &'a Templates) -> Result<Environment<'a>, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_filter("shq", |v: String| shell_quote(&v));
+    env.add_template(
+        "apply",
+        templates.apply.as_deref().unwrap_or(APPLY_TEMPLATE),
+    )?;
+    env.add_template(
+        "rollback",
+        templates.rollback.as_deref().unwrap_or(ROLLBACK_TEMPLATE),
+    )?;
+    Ok(env)
+}
+
+#[derive(Serialize)]
+struct DeviceView {
+    title: String,
+    device: String,
+    shaped: String,
+    ifb: Option<String>,
+    default: String,
+    line: usize,
+    root_add: String,
+    root_replace: String,
+    root_keep: String,
+    filter_parents: Vec<String>,
+    lines: Vec<String>,
+    redirect: String,
+}
+
+fn fmt_root(d: &DevicePlan, verb: &str) -> String {
+    let mut s = format!(
+        "qdisc {verb} dev {} root handle 1: htb default {} direct_qlen {}",
+        d.shaped_device, d.root.default, d.root.direct_qlen
+    );
+    if let Some(r) = d.root.r2q {
+        s.push_str(&format!(" r2q {r}"));
+    }
+    s
+}
+
+/// The batch lines of one device (after its root line) with their policy lines.
+fn device_lines(d: &DevicePlan) -> Vec<(String, usize, String)> {
+    let dev = &d.shaped_device;
+    let mut out = Vec::new();
+    for c in &d.classes {
+        let mut l = format!(
+            "class replace dev {dev} parent {} classid {} htb rate {}bit ceil {}bit burst {}b cburst {}b prio {}",
+            c.parent, c.classid, c.rate, c.ceil, c.burst, c.cburst, c.prio
+        );
+        if let Some(q) = c.quantum {
+            l.push_str(&format!(" quantum {q}"));
+        }
+        let what = if c.name.is_empty() {
+            "root class".to_string()
+        } else {
+            format!("class {}", c.name)
+        };
+        out.push((l, c.line, what.clone()));
+        if let Some(leaf) = &c.leaf {
+            let mut l = format!(
+                "qdisc replace dev {dev} parent {} handle {} {}",
+                c.classid, leaf.handle, leaf.kind
+            );
+            for a in &leaf.args {
+                l.push(' ');
+                l.push_str(a);
+            }
+            out.push((l, c.line, format!("{what} leaf queue")));
+        }
+    }
+    for f in &d.filters {
+        let keys: Vec<String> = f.keys.iter().map(|k| format!("match {k}")).collect();
+        let l = format!(
+            "filter add dev {dev} parent {} protocol {} prio {} u32 {} flowid {}",
+            f.parent,
+            f.protocol,
+            f.prio,
+            keys.join(" "),
+            f.target
+        );
+        out.push((l, f.line, format!("match → {}", f.target)));
+    }
+    out
+}
+
+/// Renders the apply script for the whole node.
+pub fn tc_script(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+) -> Result<String, minijinja::Error> {
+    let env = env(templates)?;
+    let mut map = Vec::new();
+    let mut views = Vec::new();
+    for d in &plan.devices {
+        let title = format!("{} {}", d.device, d.direction.as_str());
+        map.push(format!("{source}:{} (root of {title})", d.line));
+        let mut lines = Vec::new();
+        for (l, line, what) in device_lines(d) {
+            map.push(format!("{source}:{line} ({what} on {})", d.shaped_device));
+            lines.push(l);
+        }
+        let mut parents: Vec<String> = d.filters.iter().map(|f| f.parent.clone()).collect();
+        parents.dedup();
+        let redirect = d.ifb.as_ref().map_or(String::new(), |ifb| {
+            map.push(format!("{source}:{} (redirect of {} ingress to {ifb})", d.line, d.device));
+            format!(
+                "filter add dev {} parent ffff: protocol all prio {REDIRECT_PRIO} u32 match u32 0 0 action mirred egress redirect dev {ifb}",
+                d.device
+            )
+        });
+        views.push(DeviceView {
+            title,
+            device: d.device.clone(),
+            shaped: d.shaped_device.clone(),
+            ifb: d.ifb.clone(),
+            default: d.root.default.clone(),
+            line: d.line,
+            root_add: fmt_root(d, "add"),
+            root_replace: fmt_root(d, "replace"),
+            root_keep: format!("qdisc show dev {}", d.shaped_device),
+            filter_parents: parents,
+            lines,
+            redirect,
+        });
+    }
+    let mut required: Vec<String> = plan.devices.iter().map(|d| d.device.clone()).collect();
+    required.sort();
+    required.dedup();
+    let out = env.get_template("apply")?.render(context! {
+        source => source,
+        devices => minijinja::Value::from(minijinja::value::Serde(&views)),
+        required => required,
+        map => map,
+        redirect_prio => REDIRECT_PRIO,
+    })?;
+    Ok(with_newline(out))
+}
+
+fn with_newline(mut s: String) -> String {
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+/// Renders the rollback script.
+pub fn rollback_script(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+) -> Result<String, minijinja::Error> {
+    let env = env(templates)?;
+    #[derive(Serialize)]
+    struct Ingress {
+        device: String,
+        ifb: String,
+    }
+    let ingress: Vec<Ingress> = plan
+        .devices
+        .iter()
+        .rev()
+        .filter_map(|d| {
+            d.ifb.as_ref().map(|ifb| Ingress {
+                device: d.device.clone(),
+                ifb: ifb.clone(),
+            })
+        })
+        .collect();
+    let egress: Vec<String> = plan
+        .devices
+        .iter()
+        .rev()
+        .filter(|d| d.ifb.is_none())
+        .map(|d| d.shaped_device.clone())
+        .collect();
+    let out = env.get_template("rollback")?.render(context! {
+        source => source,
+        ingress => minijinja::Value::from(minijinja::value::Serde(&ingress)),
+        egress => egress,
+        redirect_prio => REDIRECT_PRIO,
+    })?;
+    Ok(with_newline(out))
+}
+
+/// The plan as pretty JSON (schema `netqos-plan/1`).
+pub fn plan_json(plan: &Plan) -> String {
+    let mut s =
+        serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("eth0"), "eth0");
+        assert_eq!(shell_quote("a;id"), "'a;id'");
+        assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+        assert_eq!(shell_quote("$(id)"), "'$(id)'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
