@@ -10,3 +10,4 @@ mod explain;
 mod fuzz;
 mod kernel;
 mod scale;
+mod traffic;

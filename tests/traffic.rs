@@ -1,0 +1,124 @@
+//! Traffic through the generated scripts: two saturating iperf3 flows, one matching a
+//! reserved class and one bulk, through egress shaping and through ingress shaping on an
+//! IFB. The reserved flow gets at least 90 % of its guarantee and the bulk flow stays
+//! within its ceil. Each run lasts a few seconds; all traffic stays between namespaces.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use netqos::vars::ExternalVars;
+
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Option<Netns> {
+        let name = format!("nqtr-{tag}-{}", std::process::id());
+        let ok = Command::new("ip").args(["netns", "add", &name]).output().is_ok_and(|o| o.status.success());
+        let have_iperf = Command::new("iperf3").arg("--version").output().is_ok();
+        if !ok || !have_iperf {
+            assert!(
+                std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
+                "NETQOS_REQUIRE_NETNS is set but namespaces or iperf3 are unavailable"
+            );
+            eprintln!("skipping traffic test: no namespaces or no iperf3");
+            return None;
+        }
+        Some(Netns(name))
+    }
+
+    fn ok(&self, cmd: &str) {
+        let out = Command::new("ip").args(["netns", "exec", &self.0, "sh", "-c", cmd]).output().unwrap();
+        assert!(out.status.success(), "`{cmd}`: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "pids", &self.0]).output().map(|o| {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").arg(pid).output();
+            }
+        });
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn script(src: &str) -> String {
+    let model = netqos::check_source(src, &ExternalVars::default()).model.expect("valid");
+    let plan = netqos::lower::lower(&model);
+    netqos::backend::tc_script(&plan, "traffic.nq", &netqos::backend::Templates::default()).unwrap()
+}
+
+/// Runs the reserved (port 5201) and bulk (5202) flows together; returns received Mbit/s.
+fn two_flows(client: &Netns, server: &Netns, ip: &str) -> (f64, f64) {
+    let mut servers = vec![
+        server.spawn(&["iperf3", "-s", "-1", "-p", "5201"]),
+        server.spawn(&["iperf3", "-s", "-1", "-p", "5202"]),
+    ];
+    std::thread::sleep(Duration::from_millis(500));
+    let a = client.spawn(&["iperf3", "-c", ip, "-p", "5201", "-t", "4", "-O", "1", "-J"]);
+    let b = client.spawn(&["iperf3", "-c", ip, "-p", "5202", "-t", "4", "-O", "1", "-J"]);
+    let rate = |c: Child| -> f64 {
+        let out = c.wait_with_output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("iperf3 output: {e}: {}", String::from_utf8_lossy(&out.stdout))
+        });
+        v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6
+    };
+    let (ra, rb) = (rate(a), rate(b));
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    (ra, rb)
+}
+
+const POLICY: &str = "netqos 1\n\ninterface eth0 DIR {\n    rate 100mbit\n\n    class reserved {\n        rate 60mbit\n        ceil 100mbit\n        prio 0\n        match tcp dport 5201\n    }\n    class bulk {\n        rate 20mbit\n        ceil 40mbit\n        prio 1\n        default\n    }\n}\n";
+
+fn setup(tag: &str) -> Option<(Netns, Netns)> {
+    let a = Netns::new(&format!("{tag}a"))?;
+    let b = Netns::new(&format!("{tag}b"))?;
+    a.ok(&format!("ip link add eth0 type veth peer name eth0 netns {}", b.0));
+    a.ok("ip addr add 10.9.0.1/24 dev eth0 && ip link set eth0 up && ip link set lo up");
+    b.ok("ip addr add 10.9.0.2/24 dev eth0 && ip link set eth0 up && ip link set lo up");
+    Some((a, b))
+}
+
+fn check(reserved: f64, bulk: f64) {
+    eprintln!("reserved {reserved:.1} Mbit/s, bulk {bulk:.1} Mbit/s");
+    assert!(reserved >= 54.0, "reserved flow got {reserved:.1} Mbit/s, less than 90 % of 60");
+    assert!(bulk <= 42.0, "bulk flow got {bulk:.1} Mbit/s, above its 40 Mbit/s ceil");
+    assert!(bulk > 1.0, "bulk flow starved: {bulk:.1} Mbit/s");
+}
+
+#[test]
+fn egress_reservation_holds_under_contention() {
+    let Some((a, b)) = setup("eg") else { return };
+    let dir = std::env::temp_dir().join(format!("netqos-traffic-eg-{}.sh", std::process::id()));
+    std::fs::write(&dir, script(&POLICY.replace(" DIR", ""))).unwrap();
+    a.ok(&format!("sh {}", dir.display()));
+    let (reserved, bulk) = two_flows(&a, &b, "10.9.0.2");
+    let _ = std::fs::remove_file(&dir);
+    check(reserved, bulk);
+}
+
+#[test]
+fn ingress_reservation_holds_through_the_ifb() {
+    let Some((a, b)) = setup("in") else { return };
+    let dir = std::env::temp_dir().join(format!("netqos-traffic-in-{}.sh", std::process::id()));
+    std::fs::write(&dir, script(&POLICY.replace(" DIR", " ingress"))).unwrap();
+    b.ok(&format!("sh {}", dir.display()));
+    let (reserved, bulk) = two_flows(&a, &b, "10.9.0.2");
+    let _ = std::fs::remove_file(&dir);
+    check(reserved, bulk);
+}
