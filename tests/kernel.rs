@@ -324,3 +324,69 @@ fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const HOSTILE: &[&str] = &[
+    "a;id",
+    "a$(id)",
+    "a`id`",
+    "-x",
+    "abcdefghijklmnop",
+    "a'b",
+    "a b",
+    "a|touch x",
+];
+
+#[test]
+fn hostile_interface_names_are_refused_and_odd_valid_ones_are_harmless() {
+    let d = std::env::temp_dir().join(format!("netqos-hostile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let policy = "netqos 1\ninterface $dev {\n    rate 10mbit\n    class a {\n        rate 1mbit\n        match tcp dport 22\n    }\n    class b {\n        rate 5mbit\n        default\n    }\n}\n";
+    std::fs::write(d.join("p.nq"), policy).unwrap();
+    for name in HOSTILE {
+        let name = name.replace('x', &d.join("canary").display().to_string());
+        let out = netqos(
+            &[
+                "compile",
+                "p.nq",
+                "-o",
+                "out",
+                "--var",
+                &format!("dev={name}"),
+            ],
+            &d,
+        );
+        assert_eq!(out.status.code(), Some(1), "{name} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("NQ030"),
+            "{name}"
+        );
+        assert!(!d.join("out").exists(), "{name}: artefacts written");
+    }
+    // Names the kernel and netqos both accept, with characters a careless script would
+    // mishandle, run cleanly and touch nothing outside tc.
+    let Some(ns) = Netns::new("odd") else { return };
+    for (i, name) in ["a.b-c_d", "x@y", "0eth"].iter().enumerate() {
+        let src = policy.replace("$dev", name);
+        let plan = compile(&src, &d.join(format!("odd{i}")));
+        ns.ok(&format!(
+            "ip link add '{name}' type veth peer name oddpeer{i} && ip link set '{name}' up"
+        ));
+        ns.ok(&format!(
+            "cd {} && sh {}",
+            d.display(),
+            d.join(format!("odd{i}/apply.sh")).display()
+        ));
+        assert_matches_plan(&ns, &plan);
+        ns.ok(&format!(
+            "sh {}",
+            d.join(format!("odd{i}/rollback.sh")).display()
+        ));
+    }
+    let entries: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!entries.iter().any(|e| e.contains("canary")), "{entries:?}");
+    let _ = std::fs::remove_dir_all(&d);
+}

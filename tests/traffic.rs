@@ -13,7 +13,10 @@ struct Netns(String);
 impl Netns {
     fn new(tag: &str) -> Option<Netns> {
         let name = format!("nqtr-{tag}-{}", std::process::id());
-        let ok = Command::new("ip").args(["netns", "add", &name]).output().is_ok_and(|o| o.status.success());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .is_ok_and(|o| o.status.success());
         let have_iperf = Command::new("iperf3").arg("--version").output().is_ok();
         if !ok || !have_iperf {
             assert!(
@@ -27,8 +30,16 @@ impl Netns {
     }
 
     fn ok(&self, cmd: &str) {
-        let out = Command::new("ip").args(["netns", "exec", &self.0, "sh", "-c", cmd]).output().unwrap();
-        assert!(out.status.success(), "`{cmd}`: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{cmd}`: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
@@ -44,17 +55,22 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "pids", &self.0]).output().map(|o| {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").arg(pid).output();
-            }
-        });
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.0])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").arg(pid).output();
+                }
+            });
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
     }
 }
 
 fn script(src: &str) -> String {
-    let model = netqos::check_source(src, &ExternalVars::default()).model.expect("valid");
+    let model = netqos::check_source(src, &ExternalVars::default())
+        .model
+        .expect("valid");
     let plan = netqos::lower::lower(&model);
     netqos::backend::tc_script(&plan, "traffic.nq", &netqos::backend::Templates::default()).unwrap()
 }
@@ -71,9 +87,15 @@ fn two_flows(client: &Netns, server: &Netns, ip: &str) -> (f64, f64) {
     let rate = |c: Child| -> f64 {
         let out = c.wait_with_output().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("iperf3 output: {e}: {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "iperf3 output: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         });
-        v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e6
     };
     let (ra, rb) = (rate(a), rate(b));
     for s in &mut servers {
@@ -88,7 +110,10 @@ const POLICY: &str = "netqos 1\n\ninterface eth0 DIR {\n    rate 100mbit\n\n    
 fn setup(tag: &str) -> Option<(Netns, Netns)> {
     let a = Netns::new(&format!("{tag}a"))?;
     let b = Netns::new(&format!("{tag}b"))?;
-    a.ok(&format!("ip link add eth0 type veth peer name eth0 netns {}", b.0));
+    a.ok(&format!(
+        "ip link add eth0 type veth peer name eth0 netns {}",
+        b.0
+    ));
     a.ok("ip addr add 10.9.0.1/24 dev eth0 && ip link set eth0 up && ip link set lo up");
     b.ok("ip addr add 10.9.0.2/24 dev eth0 && ip link set eth0 up && ip link set lo up");
     Some((a, b))
@@ -96,8 +121,14 @@ fn setup(tag: &str) -> Option<(Netns, Netns)> {
 
 fn check(reserved: f64, bulk: f64) {
     eprintln!("reserved {reserved:.1} Mbit/s, bulk {bulk:.1} Mbit/s");
-    assert!(reserved >= 54.0, "reserved flow got {reserved:.1} Mbit/s, less than 90 % of 60");
-    assert!(bulk <= 42.0, "bulk flow got {bulk:.1} Mbit/s, above its 40 Mbit/s ceil");
+    assert!(
+        reserved >= 54.0,
+        "reserved flow got {reserved:.1} Mbit/s, less than 90 % of 60"
+    );
+    assert!(
+        bulk <= 42.0,
+        "bulk flow got {bulk:.1} Mbit/s, above its 40 Mbit/s ceil"
+    );
     assert!(bulk > 1.0, "bulk flow starved: {bulk:.1} Mbit/s");
 }
 

@@ -1,7 +1,9 @@
 //! The `tree` artefact: each hierarchy as text for PR review.
 
-use crate::plan::{ClassPlan, Plan};
-use crate::units::{fmt_rate, fmt_size};
+use std::collections::BTreeMap;
+
+use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Plan};
+use crate::units::fmt_rate;
 
 /// Renders every device's tree.
 pub fn tree(plan: &Plan) -> String {
@@ -12,10 +14,11 @@ pub fn tree(plan: &Plan) -> String {
             None => format!("{} egress", d.device),
         };
         out.push_str(&format!("{on}: htb 1: default 1:{}\n", d.root.default));
-        let root = &d.classes[0];
-        out.push_str(&format!("└─ 1:1 root  rate {}\n", fmt_rate(root.rate)));
-        let children: Vec<&ClassPlan> = d.classes.iter().filter(|c| c.parent == "1:1").collect();
-        walk(d, &children, "   ", &mut out);
+        if let Some(root) = d.classes.first() {
+            out.push_str(&format!("└─ 1:1 root  rate {}\n", fmt_rate(root.rate)));
+        }
+        let index = Index::new(d);
+        index.walk("1:1", "   ", &mut out);
         out.push('\n');
     }
     while out.ends_with("\n\n") {
@@ -24,42 +27,66 @@ pub fn tree(plan: &Plan) -> String {
     out
 }
 
-fn walk(d: &crate::plan::DevicePlan, classes: &[&ClassPlan], indent: &str, out: &mut String) {
-    for (n, c) in classes.iter().enumerate() {
-        let last = n + 1 == classes.len();
-        let (branch, more) = if last {
-            ("└─ ", "   ")
-        } else {
-            ("├─ ", "│  ")
+/// Children and filters of each class, looked up once (large trees stay linear).
+struct Index<'a> {
+    device: &'a DevicePlan,
+    children: BTreeMap<&'a str, Vec<&'a ClassPlan>>,
+    filters: BTreeMap<&'a str, Vec<&'a FilterPlan>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(d: &'a DevicePlan) -> Self {
+        let mut children: BTreeMap<&str, Vec<&ClassPlan>> = BTreeMap::new();
+        for c in d.classes.iter().skip(1) {
+            children.entry(c.parent.as_str()).or_default().push(c);
+        }
+        let mut filters: BTreeMap<&str, Vec<&FilterPlan>> = BTreeMap::new();
+        for f in &d.filters {
+            filters.entry(f.target.as_str()).or_default().push(f);
+        }
+        Index {
+            device: d,
+            children,
+            filters,
+        }
+    }
+
+    fn walk(&self, parent: &str, indent: &str, out: &mut String) {
+        let Some(classes) = self.children.get(parent) else {
+            return;
         };
-        let name = c.name.rsplit('/').next().unwrap_or(&c.name);
-        let mut line = format!(
-            "{indent}{branch}{} {name}  rate {} ceil {} prio {}",
-            c.classid,
-            fmt_rate(c.rate),
-            fmt_rate(c.ceil),
-            c.prio
-        );
-        if d.root.default == c.classid.trim_start_matches("1:") {
-            line.push_str("  [default]");
+        for (n, c) in classes.iter().enumerate() {
+            let last = n + 1 == classes.len();
+            let (branch, more) = if last {
+                ("└─ ", "   ")
+            } else {
+                ("├─ ", "│  ")
+            };
+            let name = c.name.rsplit('/').next().unwrap_or(&c.name);
+            let mut line = format!(
+                "{indent}{branch}{} {name}  rate {} ceil {} prio {}",
+                c.classid,
+                fmt_rate(c.rate),
+                fmt_rate(c.ceil),
+                c.prio
+            );
+            if self.device.root.default == c.classid.trim_start_matches("1:") {
+                line.push_str("  [default]");
+            }
+            if let Some(leaf) = &c.leaf {
+                line.push_str(&format!("  {} {}", leaf.kind, leaf.args.join(" ")));
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+            let child_indent = format!("{indent}{more}");
+            for f in self.filters.get(c.classid.as_str()).into_iter().flatten() {
+                out.push_str(&format!(
+                    "{child_indent}   ◂ {} {}\n",
+                    f.protocol,
+                    f.keys.join(" && ")
+                ));
+            }
+            self.walk(&c.classid, &child_indent, out);
         }
-        if let Some(leaf) = &c.leaf {
-            line.push_str(&format!("  {} {}", leaf.kind, leaf.args.join(" ")));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-        let child_indent = format!("{indent}{more}");
-        let mut seen = false;
-        for f in d.filters.iter().filter(|f| f.target == c.classid) {
-            seen = true;
-            let keys = f.keys.join(" && ");
-            out.push_str(&format!("{child_indent}   ◂ {} {}\n", f.protocol, keys));
-        }
-        let _ = seen;
-        let kids: Vec<&ClassPlan> = d.classes.iter().filter(|k| k.parent == c.classid).collect();
-        if !kids.is_empty() {
-            walk(d, &kids, &child_indent, out);
-        }
-        let _ = fmt_size;
     }
 }

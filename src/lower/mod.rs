@@ -49,7 +49,8 @@ fn device(i: &Interface) -> DevicePlan {
         ceil: i.rate,
         burst: i.burst.unwrap_or_else(|| burst_for(i.rate, i.max_packet)),
         cburst: i.cburst.unwrap_or_else(|| burst_for(i.rate, i.max_packet)),
-        quantum: None,
+        // Explicit, so the kernel does not derive (and warn about) one from r2q.
+        quantum: i.r2q.is_none().then(|| quantum_for(i.rate, i.max_packet)),
         prio: 0,
         leaf: None,
         line: i.line,
