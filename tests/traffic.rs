@@ -77,13 +77,22 @@ fn script(src: &str) -> String {
 
 /// Runs the reserved (port 5201) and bulk (5202) flows together; returns received Mbit/s.
 fn two_flows(client: &Netns, server: &Netns, ip: &str) -> (f64, f64) {
+    two_flows_to(client, server, ip, ip)
+}
+
+/// Like `two_flows`, with the reserved and bulk flows sent to different addresses.
+fn two_flows_to(client: &Netns, server: &Netns, ip_a: &str, ip_b: &str) -> (f64, f64) {
     let mut servers = vec![
         server.spawn(&["iperf3", "-s", "-1", "-p", "5201"]),
         server.spawn(&["iperf3", "-s", "-1", "-p", "5202"]),
     ];
     std::thread::sleep(Duration::from_millis(500));
-    let a = client.spawn(&["iperf3", "-c", ip, "-p", "5201", "-t", "4", "-O", "1", "-J"]);
-    let b = client.spawn(&["iperf3", "-c", ip, "-p", "5202", "-t", "4", "-O", "1", "-J"]);
+    let a = client.spawn(&[
+        "iperf3", "-c", ip_a, "-p", "5201", "-t", "4", "-O", "1", "-J",
+    ]);
+    let b = client.spawn(&[
+        "iperf3", "-c", ip_b, "-p", "5202", "-t", "4", "-O", "1", "-J",
+    ]);
     let rate = |c: Child| -> f64 {
         let out = c.wait_with_output().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -152,4 +161,48 @@ fn ingress_reservation_holds_through_the_ifb() {
     let (reserved, bulk) = two_flows(&a, &b, "10.9.0.2");
     let _ = std::fs::remove_file(&dir);
     check(reserved, bulk);
+}
+
+/// The seed-002 reservation itself (examples/control-plane.nq): 200 Mbit/s for the control
+/// plane on a 1 Gbit/s link saturated by bulk traffic, and nothing in the direct queue.
+#[test]
+fn seed_002_reservation_holds_and_nothing_bypasses_shaping() {
+    let Some(a) = Netns::new("seeda") else { return };
+    let Some(b) = Netns::new("seedb") else { return };
+    a.ok(&format!(
+        "ip link add eth0 type veth peer name eth0 netns {}",
+        b.0
+    ));
+    a.ok("ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up && ip link set lo up");
+    b.ok("ip addr add 10.0.0.10/24 dev eth0 && ip addr add 10.0.0.99/24 dev eth0 && ip link set eth0 up && ip link set lo up");
+    let src =
+        std::fs::read_to_string(crate::support::root().join("examples/control-plane.nq")).unwrap();
+    let path = std::env::temp_dir().join(format!("netqos-traffic-seed-{}.sh", std::process::id()));
+    std::fs::write(&path, script(&src)).unwrap();
+    a.ok(&format!("sh {}", path.display()));
+    // 10.0.0.10 is a control-plane address; 10.0.0.99 is bulk.
+    let (cp, bulk) = two_flows_to(&a, &b, "10.0.0.10", "10.0.0.99");
+    let _ = std::fs::remove_file(&path);
+    eprintln!("control plane {cp:.1} Mbit/s, bulk {bulk:.1} Mbit/s");
+    assert!(
+        cp >= 180.0,
+        "control plane got {cp:.1} Mbit/s, less than 90 % of 200"
+    );
+    assert!(
+        bulk <= 1050.0,
+        "bulk got {bulk:.1} Mbit/s, above the 1 Gbit/s link"
+    );
+    assert!(
+        cp + bulk <= 1050.0,
+        "the link carried {:.1} Mbit/s, more than 1 Gbit/s",
+        cp + bulk
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &a.0, "tc", "-s", "qdisc", "show", "dev", "eth0", "root",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("direct_packets_stat 0 "), "{text}");
 }
