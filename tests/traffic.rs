@@ -8,6 +8,15 @@ use std::time::Duration;
 
 use netqos::vars::ExternalVars;
 
+/// Traffic tests measure throughput: run them one at a time so they do not share the CPU.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 struct Netns(String);
 
 impl Netns {
@@ -143,6 +152,7 @@ fn check(reserved: f64, bulk: f64) {
 
 #[test]
 fn egress_reservation_holds_under_contention() {
+    let _serial = serial();
     let Some((a, b)) = setup("eg") else { return };
     let dir = std::env::temp_dir().join(format!("netqos-traffic-eg-{}.sh", std::process::id()));
     std::fs::write(&dir, script(&POLICY.replace(" DIR", ""))).unwrap();
@@ -154,6 +164,7 @@ fn egress_reservation_holds_under_contention() {
 
 #[test]
 fn ingress_reservation_holds_through_the_ifb() {
+    let _serial = serial();
     let Some((a, b)) = setup("in") else { return };
     let dir = std::env::temp_dir().join(format!("netqos-traffic-in-{}.sh", std::process::id()));
     std::fs::write(&dir, script(&POLICY.replace(" DIR", " ingress"))).unwrap();
@@ -167,6 +178,7 @@ fn ingress_reservation_holds_through_the_ifb() {
 /// plane on a 1 Gbit/s link saturated by bulk traffic, and nothing in the direct queue.
 #[test]
 fn seed_002_reservation_holds_and_nothing_bypasses_shaping() {
+    let _serial = serial();
     let Some(a) = Netns::new("seeda") else { return };
     let Some(b) = Netns::new("seedb") else { return };
     a.ok(&format!(
