@@ -1,7 +1,8 @@
 //! The plan: what the kernel must hold, per device — the IR every backend renders. No spans;
 //! source lines are kept only so generated scripts can point back at the policy.
 //!
-//! Schema version 1 (`netqos-plan/1`): the JSON form of these types.
+//! Schema version 1 (`netqos-plan/1`): the JSON form of these types, documented field by
+//! field in ARCHITECTURE.md; a breaking change bumps the version.
 
 use serde::Serialize;
 
