@@ -9,5 +9,6 @@ mod examples;
 mod explain;
 mod fuzz;
 mod kernel;
+mod man;
 mod scale;
 mod traffic;

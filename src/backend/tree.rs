@@ -80,11 +80,12 @@ impl<'a> Index<'a> {
             out.push('\n');
             let child_indent = format!("{indent}{more}");
             for f in self.filters.get(c.classid.as_str()).into_iter().flatten() {
-                out.push_str(&format!(
-                    "{child_indent}   ◂ {} {}\n",
-                    f.protocol,
+                let what = if f.protocol == "all" {
+                    "anything else (catch-all)".to_string()
+                } else {
                     f.keys.join(" && ")
-                ));
+                };
+                out.push_str(&format!("{child_indent}   ◂ {what}\n"));
             }
             self.walk(&c.classid, &child_indent, out);
         }

@@ -1,0 +1,90 @@
+//! The man pages stay in sync with the CLI and the diagnostic catalogue, and lint clean.
+
+use std::process::Command;
+
+use crate::support::*;
+use netqos::codes::Code;
+
+/// Long options (`--name`) listed in a `--help` text.
+fn long_flags(help: &str) -> Vec<String> {
+    help.split_whitespace()
+        .filter_map(|w| w.strip_prefix("--"))
+        .map(|w| w.trim_end_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '-')))
+        .map(|w| w.split('=').next().unwrap_or(w).to_string())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+#[test]
+fn every_command_and_flag_is_in_netqos_1() {
+    let page = std::fs::read_to_string(root().join("man/netqos.1")).unwrap();
+    let text = page.replace("\\-", "-");
+    let top = String::from_utf8_lossy(&netqos(&["--help"], &root()).stdout).into_owned();
+    let mut commands = Vec::new();
+    let mut in_commands = false;
+    for line in top.lines() {
+        if line.starts_with("Commands:") {
+            in_commands = true;
+            continue;
+        }
+        if in_commands {
+            match line.split_whitespace().next() {
+                Some(c) if line.starts_with("  ") && c != "help" => commands.push(c.to_string()),
+                _ if line.trim().is_empty() => in_commands = false,
+                _ => {}
+            }
+        }
+    }
+    assert!(commands.len() >= 4, "{commands:?}");
+    let mut helps = vec![top];
+    for c in &commands {
+        assert!(
+            text.contains(c.as_str()),
+            "command `{c}` missing from netqos.1"
+        );
+        helps.push(String::from_utf8_lossy(&netqos(&[c, "--help"], &root()).stdout).into_owned());
+    }
+    for h in helps {
+        for flag in long_flags(&h) {
+            assert!(
+                text.contains(&format!("--{flag}")),
+                "flag --{flag} missing from netqos.1"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_diagnostic_code_is_in_netqos_5() {
+    let page = std::fs::read_to_string(root().join("man/netqos.5")).unwrap();
+    for code in Code::ALL {
+        assert!(
+            page.contains(&code.to_string()),
+            "{code} missing from netqos.5"
+        );
+    }
+}
+
+#[test]
+fn man_pages_lint_clean() {
+    for page in ["man/netqos.1", "man/netqos.5"] {
+        match Command::new("mandoc")
+            .args(["-T", "lint", "-W", "warning"])
+            .arg(root().join(page))
+            .output()
+        {
+            Ok(out) => {
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(text.trim().is_empty(), "{page}: mandoc -T lint:\n{text}");
+            }
+            Err(_) => assert!(
+                std::env::var_os("CI").is_none(),
+                "mandoc is required in CI (.ci/run installs it)"
+            ),
+        }
+    }
+}
