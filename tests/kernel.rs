@@ -398,3 +398,54 @@ fn hostile_interface_names_are_refused_and_odd_valid_ones_are_harmless() {
     assert!(!entries.iter().any(|e| e.contains("canary")), "{entries:?}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// More filters than u32 numbers in one priority: source order must still hold.
+#[test]
+fn source_order_survives_thousands_of_filters() {
+    let Some(ns) = Netns::new("many") else { return };
+    let Some(peer) = Netns::new("manypeer") else {
+        return;
+    };
+    let hosts: Vec<String> = (0..2100)
+        .map(|i| format!("10.1.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let src = format!(
+        "netqos 1\n\ninterface eth0 {{\n    rate 100mbit\n\n    class many {{\n        rate 10mbit\n        match dst {}\n    }}\n    class wide {{\n        rate 10mbit\n        match dst 10.0.0.0/8\n    }}\n    class rest {{\n        rate 10mbit\n        default\n    }}\n}}\n",
+        hosts.join(", ")
+    );
+    let dir = std::env::temp_dir().join(format!("netqos-kernel-many-{}", std::process::id()));
+    let plan = compile(&src, &dir);
+    ns.ok(&format!(
+        "ip link add eth0 type veth peer name p0 netns {}",
+        peer.0
+    ));
+    ns.ok("ip addr add 10.0.0.1/8 dev eth0 && ip link set eth0 up");
+    // Without chunking, `wide`'s filter would get a wrapped-around u32 handle and be tried
+    // before the first 2048 filters of `many`: ping the first host.
+    let last = &hosts[0];
+    peer.ok(&format!("ip addr add {last}/8 dev p0 && ip link set p0 up"));
+    ns.ok(&format!("sh {}", dir.join("apply.sh").display()));
+    ns.ok(&format!("ping -c 3 -i 0.2 -W 1 {last} >/dev/null"));
+    let d = &plan.devices[0];
+    let many = d.classes.iter().find(|c| c.name == "many").unwrap();
+    let wide = d.classes.iter().find(|c| c.name == "wide").unwrap();
+    let stats = ns.ok("tc -s class show dev eth0");
+    let sent = |classid: &str| -> u64 {
+        let mut lines = stats.lines();
+        while let Some(l) = lines.next() {
+            if l.split_whitespace().nth(2) == Some(classid) {
+                return word_after(lines.next().unwrap_or(""), "Sent")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+        0
+    };
+    assert!(sent(&many.classid) > 0, "`many` got nothing:\n{stats}");
+    assert_eq!(
+        sent(&wide.classid),
+        0,
+        "`wide` took `many`'s traffic:\n{stats}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use crate::plan::{DevicePlan, Plan};
 
-/// The u32 priority of netqos's redirect filter on an ingress qdisc.
-pub const REDIRECT_PRIO: u16 = 49152;
+/// The u32 priority of netqos's redirect filter on an ingress qdisc. Not 49152 and below,
+/// which the kernel hands out to filters added without a priority.
+pub const REDIRECT_PRIO: u16 = 65261;
 
 /// Artefact kinds `compile --emit` knows.
 pub const KINDS: &[&str] = &["tc", "rollback", "plan", "tree"];
@@ -62,11 +63,12 @@ struct DeviceView {
     default: String,
     line: usize,
     root_add: String,
-    root_replace: String,
     root_keep: String,
     filter_parents: Vec<String>,
     lines: Vec<String>,
     redirect: String,
+    /// Text `tc filter show` prints for netqos's redirect, to recognise it.
+    redirect_mark: String,
 }
 
 fn fmt_root(d: &DevicePlan, verb: &str) -> String {
@@ -159,11 +161,14 @@ pub fn tc_script(
             default: d.root.default.clone(),
             line: d.line,
             root_add: fmt_root(d, "add"),
-            root_replace: fmt_root(d, "replace"),
             root_keep: format!("qdisc show dev {}", d.shaped_device),
             filter_parents: parents,
             lines,
             redirect,
+            redirect_mark: d
+                .ifb
+                .as_ref()
+                .map_or(String::new(), |ifb| format!("Redirect to device {ifb})")),
         });
     }
     let mut required: Vec<String> = plan.devices.iter().map(|d| d.device.clone()).collect();
@@ -197,6 +202,7 @@ pub fn rollback_script(
     struct Ingress {
         device: String,
         ifb: String,
+        mark: String,
     }
     let ingress: Vec<Ingress> = plan
         .devices
@@ -206,6 +212,7 @@ pub fn rollback_script(
             d.ifb.as_ref().map(|ifb| Ingress {
                 device: d.device.clone(),
                 ifb: ifb.clone(),
+                mark: format!("Redirect to device {ifb})"),
             })
         })
         .collect();

@@ -392,9 +392,11 @@ pub fn class_id(item: &Item, diags: &mut Diagnostics) -> Option<u16> {
     if value == 1 {
         return bad("is 1, which is netqos's root class 1:1".to_string(), diags);
     }
-    if value > 0xffff {
+    if value > 0xfffe {
         return bad(
-            format!("is 0x{value:x}, above the largest minor 0xffff"),
+            format!(
+                "is 0x{value:x}; the largest usable minor is 0xfffe (a leaf's queue takes the handle MINOR:, and ffff: belongs to the ingress qdisc)"
+            ),
             diags,
         );
     }

@@ -11,10 +11,14 @@ pub use ports::port_masks;
 use crate::model::{Cidr, Class, Interface, LeafQdisc, Match, Model, Proto};
 use crate::plan::{ClassPlan, DevicePlan, FilterPlan, LeafPlan, Plan, Root, SCHEMA};
 
-/// Filter priorities: IPv4 rules, IPv6 rules, then the catch-all to a default child.
+/// Filter priorities: IPv4 rules from 1, IPv6 rules from 30001, then the catch-all to a
+/// default child. u32 numbers the nodes of one priority 800::800 … 800::fff and then wraps
+/// to low numbers, which it would evaluate first: so at most `PER_PRIO` filters share a
+/// priority, and the next ones take the next priority, keeping source order.
 pub const PRIO_V4: u16 = 1;
-pub const PRIO_V6: u16 = 2;
-pub const PRIO_CATCH_ALL: u16 = 3;
+pub const PRIO_V6: u16 = 30001;
+pub const PRIO_CATCH_ALL: u16 = 60001;
+pub const PER_PRIO: usize = 2000;
 
 /// Lowers a checked model.
 pub fn lower(model: &Model) -> Plan {
@@ -184,13 +188,17 @@ fn group_filters(
     default: Option<&Class>,
     out: &mut Vec<FilterPlan>,
 ) {
+    let (mut n4, mut n6) = (0usize, 0usize);
     for c in classes {
         for m in &c.matches {
-            for (protocol, prio, keys) in match_keys(m) {
+            for (protocol, base, keys) in match_keys(m) {
+                let n = if base == PRIO_V4 { &mut n4 } else { &mut n6 };
+                let chunk = u16::try_from(*n / PER_PRIO).unwrap_or(u16::MAX);
+                *n += 1;
                 out.push(FilterPlan {
                     parent: parent.to_string(),
                     protocol: protocol.to_string(),
-                    prio,
+                    prio: base.saturating_add(chunk),
                     keys,
                     target: hex(c.minor),
                     line: m.line,
