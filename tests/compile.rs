@@ -143,3 +143,27 @@ fn compile_writes_only_changed_files_and_prints_one_artefact() {
     assert!(!bad_out.exists());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_file_name_with_a_newline_cannot_inject_commands() {
+    let model = netqos::check_source(
+        &std::fs::read_to_string(root().join("examples/control-plane.nq")).unwrap(),
+        &ExternalVars::default(),
+    )
+    .model
+    .unwrap();
+    let plan = netqos::lower::lower(&model);
+    let name = "p\nid >PWNED #\nNETQOS_MAP\nNETQOS_BATCH\n.nq";
+    for script in [
+        backend::tc_script(&plan, name, &Templates::default()).unwrap(),
+        backend::rollback_script(&plan, name, &Templates::default()).unwrap(),
+    ] {
+        assert!(
+            !script.lines().any(|l| l.starts_with("id >PWNED")),
+            "{script}"
+        );
+        // Only the real heredoc terminators stand alone on a line.
+        assert!(script.lines().filter(|l| *l == "NETQOS_MAP").count() <= 1);
+        assert!(script.contains("p?id >PWNED #?NETQOS_MAP?NETQOS_BATCH?.nq"));
+    }
+}

@@ -127,6 +127,15 @@ fn device_lines(d: &DevicePlan) -> Vec<(String, usize, String)> {
     out
 }
 
+/// The policy's name as it may appear in comments and heredocs: control characters become
+/// `?`, so a file name holding a newline cannot end a comment or a heredoc early.
+fn display_name(source: &str) -> String {
+    source
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Renders the apply script for the whole node.
 pub fn tc_script(
     plan: &Plan,
@@ -134,6 +143,7 @@ pub fn tc_script(
     templates: &Templates,
 ) -> Result<String, minijinja::Error> {
     let env = env(templates)?;
+    let source = &display_name(source);
     let mut map = Vec::new();
     let mut views = Vec::new();
     for d in &plan.devices {
@@ -198,6 +208,7 @@ pub fn rollback_script(
     templates: &Templates,
 ) -> Result<String, minijinja::Error> {
     let env = env(templates)?;
+    let source = &display_name(source);
     #[derive(Serialize)]
     struct Ingress {
         device: String,
