@@ -81,7 +81,7 @@ fn compile(src: &str, dir: &Path) -> Plan {
 fn dump(ns: &Netns) -> String {
     let text = ns.ok(
         "for d in $(ls /sys/class/net); do echo \"== $d\"; tc qdisc show dev $d; tc class show dev $d; \
-         tc filter show dev $d; tc filter show dev $d parent ffff: 2>/dev/null; done",
+         tc filter show dev $d; tc filter show dev $d ingress 2>/dev/null; done",
     );
     text.lines()
         .map(|l| match l.find("index ") {
@@ -213,7 +213,7 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
         want.sort();
         assert_eq!(got, want, "{dev} filter targets:\n{shown}");
         if let Some(ifb) = &d.ifb {
-            let redirect = ns.ok(&format!("tc filter show dev {} parent ffff:", d.device));
+            let redirect = ns.ok(&format!("tc filter show dev {} ingress", d.device));
             assert!(
                 redirect.contains(&format!("Redirect to device {ifb}")),
                 "{redirect}"
@@ -446,6 +446,36 @@ fn source_order_survives_thousands_of_filters() {
         sent(&wide.classid),
         0,
         "`wide` took `many`'s traffic:\n{stats}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A device that already has a clsact qdisc with someone else's filter (Cilium, Calico):
+/// ingress shaping uses it, and rollback leaves both alone.
+#[test]
+fn ingress_shaping_coexists_with_clsact_and_foreign_filters() {
+    let Some(ns) = Netns::new("clsact") else {
+        return;
+    };
+    let src = std::fs::read_to_string(root().join("examples/ingress.nq")).unwrap();
+    let dir = std::env::temp_dir().join(format!("netqos-kernel-clsact-{}", std::process::id()));
+    let plan = compile(&src, &dir);
+    ns.ok("ip link add eth0 type veth peer name p0 && ip link set eth0 up && ip link set p0 up");
+    ns.ok("tc qdisc add dev eth0 clsact && tc filter add dev eth0 ingress protocol ip prio 100 u32 match ip dst 192.0.2.1/32 flowid 1:1");
+    let before = dump(&ns);
+    ns.ok(&format!("sh {}", dir.join("apply.sh").display()));
+    assert_matches_plan(&ns, &plan);
+    let ingress = ns.ok("tc filter show dev eth0 ingress");
+    assert!(
+        ingress.contains("pref 100 "),
+        "foreign filter kept:\n{ingress}"
+    );
+    ns.ok(&format!("sh {}", dir.join("apply.sh").display()));
+    ns.ok(&format!("sh {}", dir.join("rollback.sh").display()));
+    assert_eq!(
+        dump(&ns),
+        before,
+        "rollback must leave clsact and its filter as they were"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

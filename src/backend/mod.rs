@@ -159,7 +159,7 @@ pub fn tc_script(
         let redirect = d.ifb.as_ref().map_or(String::new(), |ifb| {
             map.push(format!("{source}:{} (redirect of {} ingress to {ifb})", d.line, d.device));
             format!(
-                "filter add dev {} parent ffff: protocol all prio {REDIRECT_PRIO} u32 match u32 0 0 action mirred egress redirect dev {ifb}",
+                "filter add dev {} ingress protocol all prio {REDIRECT_PRIO} u32 match u32 0 0 action mirred egress redirect dev {ifb}",
                 d.device
             )
         });
