@@ -479,3 +479,46 @@ fn ingress_shaping_coexists_with_clsact_and_foreign_filters() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Running the script of an edited policy over the old tree: removed classes go, a leaf
+/// queue of another kind is swapped, and the result equals the new plan.
+#[test]
+fn an_edited_policy_replaces_the_old_tree_without_leftovers() {
+    let Some(ns) = Netns::new("edit") else { return };
+    let old = std::fs::read_to_string(root().join("examples/pods.nq")).unwrap();
+    let new = old
+        .replace(
+            "        class batch {\n            rate 100mbit\n            ceil 300mbit\n            match src 10.42.3.0/24\n        }\n",
+            "",
+        )
+        .replace("            rate 400mbit\n            default", "            rate 400mbit\n            qdisc pfifo limit 100\n            default");
+    assert_ne!(old, new, "the edit applies");
+    let dir = std::env::temp_dir().join(format!("netqos-kernel-edit-{}", std::process::id()));
+    compile(&old, &dir.join("old"));
+    let plan = compile(&new, &dir.join("new"));
+    ns.ok("ip link add eth0 type veth peer name p0 && ip link set eth0 up && ip link set p0 up");
+    ns.ok(&format!("sh {}", dir.join("old/apply.sh").display()));
+    ns.ok(&format!("sh {}", dir.join("new/apply.sh").display()));
+    assert_matches_plan(&ns, &plan);
+    let qdiscs = ns.ok("tc qdisc show dev eth0");
+    let web = plan.devices[0]
+        .classes
+        .iter()
+        .find(|c| c.name == "pods/web")
+        .unwrap();
+    let handle = &web.leaf.as_ref().unwrap().handle;
+    assert!(
+        qdiscs.contains(&format!("qdisc pfifo {handle} ")),
+        "{qdiscs}"
+    );
+    assert_eq!(
+        qdiscs.lines().count(),
+        1 + plan.devices[0]
+            .classes
+            .iter()
+            .filter(|c| c.leaf.is_some())
+            .count(),
+        "{qdiscs}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -64,7 +64,10 @@ struct DeviceView {
     line: usize,
     root_add: String,
     root_keep: String,
-    filter_parents: Vec<String>,
+    /// Class ids the plan has, space separated.
+    keep: String,
+    /// Leaf queues as `HANDLE:KIND`, space separated.
+    leaves: String,
     lines: Vec<String>,
     redirect: String,
     /// Text `tc filter show` prints for netqos's redirect, to recognise it.
@@ -154,8 +157,6 @@ pub fn tc_script(
             map.push(format!("{source}:{line} ({what} on {})", d.shaped_device));
             lines.push(l);
         }
-        let mut parents: Vec<String> = d.filters.iter().map(|f| f.parent.clone()).collect();
-        parents.dedup();
         let redirect = d.ifb.as_ref().map_or(String::new(), |ifb| {
             map.push(format!("{source}:{} (redirect of {} ingress to {ifb})", d.line, d.device));
             format!(
@@ -172,7 +173,18 @@ pub fn tc_script(
             line: d.line,
             root_add: fmt_root(d, "add"),
             root_keep: format!("qdisc show dev {}", d.shaped_device),
-            filter_parents: parents,
+            keep: d
+                .classes
+                .iter()
+                .map(|c| c.classid.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            leaves: d
+                .classes
+                .iter()
+                .filter_map(|c| c.leaf.as_ref().map(|l| format!("{}{}", l.handle, l.kind)))
+                .collect::<Vec<_>>()
+                .join(" "),
             lines,
             redirect,
             redirect_mark: d
