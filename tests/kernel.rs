@@ -222,6 +222,19 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
     }
 }
 
+/// Bytes a class has sent, from `tc -s class show` output.
+fn sent_bytes(stats: &str, classid: &str) -> u64 {
+    let mut lines = stats.lines();
+    while let Some(l) = lines.next() {
+        if l.split_whitespace().nth(2) == Some(classid) {
+            return word_after(lines.next().unwrap_or(""), "Sent")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    0
+}
+
 fn devices(plan: &Plan) -> Vec<String> {
     let mut v: Vec<String> = plan.devices.iter().map(|d| d.device.clone()).collect();
     v.sort();
@@ -304,18 +317,7 @@ fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue
         .unwrap();
     let bulk = d.classes.iter().find(|c| c.name == "bulk").unwrap();
     let stats = ns.ok("tc -s class show dev eth0");
-    let sent = |classid: &str| -> u64 {
-        let mut lines = stats.lines();
-        while let Some(l) = lines.next() {
-            if l.split_whitespace().nth(2) == Some(classid) {
-                let s = lines.next().unwrap_or("");
-                return word_after(s, "Sent")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-            }
-        }
-        0
-    };
+    let sent = |classid: &str| sent_bytes(&stats, classid);
     assert!(
         sent(&cp.classid) > 0,
         "control-plane class got no packets:\n{stats}"
@@ -430,17 +432,7 @@ fn source_order_survives_thousands_of_filters() {
     let many = d.classes.iter().find(|c| c.name == "many").unwrap();
     let wide = d.classes.iter().find(|c| c.name == "wide").unwrap();
     let stats = ns.ok("tc -s class show dev eth0");
-    let sent = |classid: &str| -> u64 {
-        let mut lines = stats.lines();
-        while let Some(l) = lines.next() {
-            if l.split_whitespace().nth(2) == Some(classid) {
-                return word_after(lines.next().unwrap_or(""), "Sent")
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-            }
-        }
-        0
-    };
+    let sent = |classid: &str| sent_bytes(&stats, classid);
     assert!(sent(&many.classid) > 0, "`many` got nothing:\n{stats}");
     assert_eq!(
         sent(&wide.classid),

@@ -750,22 +750,8 @@ impl Builder<'_> {
                         self.diags.push(twice(key, dir.span, first));
                         ok = false;
                     }
-                    let mut cidrs = Vec::new();
-                    for v in list {
-                        match self.env.items_of_value(v, self.diags) {
-                            Some(items) => {
-                                for i in items {
-                                    match values::cidr(&i, self.diags) {
-                                        Some(c) => cidrs.push(c),
-                                        None => ok = false,
-                                    }
-                                }
-                            }
-                            None => ok = false,
-                        }
-                    }
-                    cidrs.sort();
-                    cidrs.dedup();
+                    let (cidrs, read) = self.list(list, values::cidr);
+                    ok &= read;
                     match dir.node {
                         AddrDir::Src => out.src = Some(cidrs),
                         AddrDir::Dst => out.dst = Some(cidrs),
@@ -778,22 +764,8 @@ impl Builder<'_> {
                         ok = false;
                     }
                     port_span.get_or_insert(dir.span);
-                    let mut ports = Vec::new();
-                    for v in list {
-                        match self.env.items_of_value(v, self.diags) {
-                            Some(items) => {
-                                for i in items {
-                                    match values::port_range(&i, self.diags) {
-                                        Some(p) => ports.push(p),
-                                        None => ok = false,
-                                    }
-                                }
-                            }
-                            None => ok = false,
-                        }
-                    }
-                    ports.sort();
-                    ports.dedup();
+                    let (ports, read) = self.list(list, values::port_range);
+                    ok &= read;
                     match dir.node {
                         PortDir::Sport => out.sport = Some(ports),
                         PortDir::Dport => out.dport = Some(ports),
@@ -823,6 +795,33 @@ impl Builder<'_> {
             self.mixed_families(&out, span);
         }
         ok.then_some(out)
+    }
+
+    /// Every item of a match field's list read with `read`, sorted and deduplicated, and
+    /// whether all of them could be read.
+    fn list<T: Ord>(
+        &mut self,
+        list: &[ast::Value],
+        read: fn(&Item, &mut Diagnostics) -> Option<T>,
+    ) -> (Vec<T>, bool) {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for v in list {
+            match self.env.items_of_value(v, self.diags) {
+                Some(items) => {
+                    for i in items {
+                        match read(&i, self.diags) {
+                            Some(x) => out.push(x),
+                            None => ok = false,
+                        }
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        out.sort();
+        out.dedup();
+        (out, ok)
     }
 
     fn mixed_families(&mut self, m: &Match, span: Span) {
