@@ -1,0 +1,330 @@
+//! Live state + target → the ordered kernel changes that get there, make-before-break:
+//! links; the root; new and changed classes (parents first); leaf queues; new filters and
+//! re-pointed filters; the ingress hook and its redirect; then removals, filters before
+//! the queues and classes they use, children before parents. Pure: no kernel access.
+//!
+//! When the target equals the live state there are no changes (a second apply of the same
+//! plan writes nothing). What the kernel cannot change in place is refused with an
+//! explanation instead of being torn down silently.
+
+use crate::apply::model::*;
+use crate::apply::state::{HookWant, Live, REDIRECT_PRIO, Target, TreeWant, redirect_filter};
+
+/// Choices the operator makes explicitly.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Replace a root qdisc netqos did not create (like the script's NETQOS_REPLACE_FOREIGN).
+    pub replace_foreign: bool,
+}
+
+/// Changes in the order they must be sent.
+#[derive(Debug, Default)]
+struct Phases {
+    links: Vec<Change>,
+    roots: Vec<Change>,
+    classes: Vec<Change>,
+    leaves: Vec<Change>,
+    filters: Vec<Change>,
+    hooks: Vec<Change>,
+    del_hook_filters: Vec<Change>,
+    del_filters: Vec<Change>,
+    del_leaves: Vec<Change>,
+    del_classes: Vec<Change>,
+    del_roots: Vec<Change>,
+    del_hooks: Vec<Change>,
+    del_links: Vec<Change>,
+}
+
+/// Computes the changes from `live` to `target`, or explains why it will not.
+pub fn diff(live: &Live, target: &Target, opts: Options) -> Result<Vec<Change>, String> {
+    let mut p = Phases::default();
+    let mut dying_links = Vec::new();
+    for (name, want) in &target.links {
+        let have = live.link(name);
+        match (want, have) {
+            (Some(w), None) => {
+                p.links.push(Change::AddLink { link: w.clone() });
+                if w.up {
+                    p.links.push(Change::SetLinkUp {
+                        name: name.clone(),
+                        up: true,
+                    });
+                }
+            }
+            (Some(w), Some(h)) => {
+                if h.kind != w.kind {
+                    return Err(format!(
+                        "{name} exists and is a `{}` device, not `{}`; netqos will not take it over \
+                         (rename the device or the IFB)",
+                        if h.kind.is_empty() {
+                            "physical"
+                        } else {
+                            &h.kind
+                        },
+                        w.kind
+                    ));
+                }
+                if h.up != w.up {
+                    p.links.push(Change::SetLinkUp {
+                        name: name.clone(),
+                        up: w.up,
+                    });
+                }
+            }
+            (None, Some(h)) if h.kind == "ifb" => {
+                dying_links.push(name.clone());
+                p.del_links.push(Change::DelLink { link: h.clone() });
+            }
+            (None, _) => {}
+        }
+    }
+    for t in &target.trees {
+        if dying_links.contains(&t.dev) {
+            continue; // its qdiscs go with it
+        }
+        let empty = Default::default();
+        let d = live.dev(&t.dev).unwrap_or(&empty);
+        tree(d, t, opts, &mut p)?;
+    }
+    for (dev, want) in &target.hooks {
+        let empty = Default::default();
+        let d = live.dev(dev).unwrap_or(&empty);
+        hook(d, dev, want, &mut p);
+    }
+    let Phases {
+        links,
+        roots,
+        classes,
+        leaves,
+        filters,
+        hooks,
+        del_hook_filters,
+        del_filters,
+        del_leaves,
+        mut del_classes,
+        del_roots,
+        del_hooks,
+        del_links,
+    } = p;
+    // Children before parents: the kernel refuses to delete a class that has children.
+    del_classes.reverse();
+    Ok([
+        links,
+        roots,
+        classes,
+        leaves,
+        filters,
+        hooks,
+        del_hook_filters,
+        del_filters,
+        del_leaves,
+        del_classes,
+        del_roots,
+        del_hooks,
+        del_links,
+    ]
+    .into_iter()
+    .flatten()
+    .collect())
+}
+
+fn tree(
+    d: &crate::apply::state::DevState,
+    t: &TreeWant,
+    opts: Options,
+    p: &mut Phases,
+) -> Result<(), String> {
+    let live_root = d.root.as_ref().filter(|q| !q.is_kernel_default());
+    // Whether the live objects below the root survive (false: they vanish with it).
+    let mut keep_below = true;
+    match (&t.root, live_root) {
+        (None, None) => return Ok(()),
+        (None, Some(have)) => {
+            p.del_roots.push(Change::DelQdisc { q: have.clone() });
+            return Ok(());
+        }
+        (Some(want), None) => {
+            p.roots.push(Change::AddQdisc { q: want.clone() });
+            keep_below = false;
+        }
+        (Some(want), Some(have))
+            if want.handle == have.handle && want.kind.name() == have.kind.name() =>
+        {
+            if !want.kind.satisfied_by(&have.kind) {
+                return Err(format!(
+                    "{}: the root {} holds {:?} but the target needs {:?}; HTB cannot change its \
+                     default class or r2q in place, and rebuilding the root would briefly leave \
+                     the device unshaped. Keep the old default, or remove the tree first \
+                     (`netqos rollback`, or the compiled rollback script) and apply again",
+                    t.dev,
+                    have.describe(),
+                    have.kind,
+                    want.kind
+                ));
+            }
+        }
+        (Some(want), Some(have)) => {
+            if !opts.replace_foreign {
+                return Err(format!(
+                    "{}: the root holds {}, which netqos did not create; pass --replace-foreign \
+                     to replace it",
+                    t.dev,
+                    have.describe()
+                ));
+            }
+            if have.handle == want.handle
+                || matches!(have.kind, QdiscKind::Other { .. })
+                || !d.classes.is_empty()
+            {
+                return Err(format!(
+                    "{}: the root {} cannot be replaced in one step and restored exactly \
+                     (same handle, unknown kind or classes of its own); remove it by hand first",
+                    t.dev,
+                    have.describe()
+                ));
+            }
+            p.roots.push(Change::ReplaceQdisc {
+                old: have.clone(),
+                new: want.clone(),
+            });
+            keep_below = false;
+        }
+    }
+    let live_classes: &[Class] = if keep_below { &d.classes } else { &[] };
+    let live_leaves: &[Qdisc] = if keep_below { &d.leaves } else { &[] };
+    let live_filters: &[Filter] = if keep_below { &d.filters } else { &[] };
+
+    for c in &t.classes {
+        match live_classes.iter().find(|l| l.classid == c.classid) {
+            None => p.classes.push(Change::AddClass { c: c.clone() }),
+            Some(l) if l.parent != c.parent => {
+                return Err(format!(
+                    "{}: class {} is under {} but the target puts it under {}; HTB cannot move a \
+                     class. Give it another id, or remove the tree first",
+                    t.dev,
+                    fmt_handle(c.classid),
+                    fmt_handle(l.parent),
+                    fmt_handle(c.parent)
+                ));
+            }
+            Some(l) if !c.params_satisfied_by(l) => p.classes.push(Change::ChangeClass {
+                old: l.clone(),
+                new: c.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for l in live_classes {
+        if !t.classes.iter().any(|c| c.classid == l.classid) {
+            p.del_classes.push(Change::DelClass { c: l.clone() });
+        }
+    }
+    for q in &t.leaves {
+        match live_leaves.iter().find(|l| l.parent == q.parent) {
+            None => p.leaves.push(Change::AddQdisc { q: q.clone() }),
+            Some(l) if l.handle == q.handle && l.kind.name() == q.kind.name() => {
+                if !q.kind.satisfied_by(&l.kind) {
+                    p.leaves.push(Change::ChangeQdisc {
+                        old: l.clone(),
+                        new: q.clone(),
+                    });
+                }
+            }
+            Some(l) if l.handle != q.handle => p.leaves.push(Change::ReplaceQdisc {
+                old: l.clone(),
+                new: q.clone(),
+            }),
+            Some(l) => {
+                // Same handle, another kind: the kernel cannot graft it in one step. The
+                // class uses a default pfifo in between; it keeps forwarding.
+                p.leaves.push(Change::DelQdisc { q: l.clone() });
+                p.leaves.push(Change::AddQdisc { q: q.clone() });
+            }
+        }
+    }
+    for l in live_leaves {
+        let class_goes = !t.classes.iter().any(|c| c.classid == l.parent);
+        if !class_goes && !t.leaves.iter().any(|q| q.parent == l.parent) {
+            p.del_leaves.push(Change::DelQdisc { q: l.clone() });
+        }
+    }
+    filters(live_filters, &t.filters, &mut p.filters, &mut p.del_filters);
+    Ok(())
+}
+
+fn same_node(a: &Filter, b: &Filter) -> bool {
+    a.parent == b.parent && a.prio == b.prio && a.node() == b.node()
+}
+
+fn filters(live: &[Filter], want: &[Filter], adds: &mut Vec<Change>, dels: &mut Vec<Change>) {
+    for f in want {
+        match live.iter().find(|l| same_node(l, f)) {
+            None => adds.push(Change::AddFilter { f: f.clone() }),
+            Some(l) if l.keys == f.keys && l.protocol == f.protocol => {
+                if l.action != f.action {
+                    let mut new = f.clone();
+                    new.handle = l.handle;
+                    adds.push(Change::ReplaceFilter {
+                        old: l.clone(),
+                        new,
+                    });
+                }
+            }
+            Some(l) => {
+                // u32 keeps a node's keys on replace: this node is removed and added anew.
+                // Its packets meet the following rules for that instant; none is dropped.
+                adds.push(Change::DelFilter { f: l.clone() });
+                adds.push(Change::AddFilter { f: f.clone() });
+            }
+        }
+    }
+    for l in live {
+        if !want.iter().any(|f| same_node(l, f)) {
+            dels.push(Change::DelFilter { f: l.clone() });
+        }
+    }
+}
+
+fn hook(d: &crate::apply::state::DevState, dev: &str, want: &HookWant, p: &mut Phases) {
+    match want {
+        HookWant::Redirect { ifb } => {
+            let parent = match &d.hook {
+                Some(q) if q.kind == QdiscKind::Clsact => H_CLSACT_INGRESS,
+                Some(_) => H_INGRESS_QDISC,
+                None => {
+                    p.hooks.push(Change::AddQdisc {
+                        q: Qdisc {
+                            dev: dev.to_string(),
+                            parent: H_INGRESS,
+                            handle: H_INGRESS_QDISC,
+                            kind: QdiscKind::Ingress,
+                        },
+                    });
+                    H_INGRESS_QDISC
+                }
+            };
+            let want = vec![redirect_filter(dev, parent, ifb)];
+            let live: Vec<Filter> = d
+                .hook_filters
+                .iter()
+                .filter(|f| f.prio == REDIRECT_PRIO)
+                .cloned()
+                .collect();
+            filters(&live, &want, &mut p.hooks, &mut p.del_hook_filters);
+        }
+        HookWant::Exactly {
+            qdisc,
+            filters: want,
+        } => {
+            match (qdisc, &d.hook) {
+                (None, Some(h)) if h.kind == QdiscKind::Ingress => {
+                    p.del_hooks.push(Change::DelQdisc { q: h.clone() });
+                    return; // its filters go with it
+                }
+                (Some(q), None) => p.hooks.push(Change::AddQdisc { q: q.clone() }),
+                _ => {}
+            }
+            filters(&d.hook_filters, want, &mut p.hooks, &mut p.del_hook_filters);
+        }
+    }
+}
