@@ -1,11 +1,11 @@
 //! The one seam between netqos and the host: `Kernel` reads the managed state and sends
 //! one change. `NetlinkKernel` does it over rtnetlink; tests use an in-memory kernel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::apply::model::*;
-use crate::apply::netlink::tc::{self, Mode, Stats};
+use crate::apply::netlink::tc::{self, FilterEntry, Mode, Stats};
 use crate::apply::netlink::{Netlink, NlError, link};
 use crate::apply::state::{DevState, Live, REDIRECT_PRIO};
 
@@ -27,6 +27,8 @@ impl std::error::Error for KernelError {}
 
 pub const ENOENT: i32 = 2;
 pub const EEXIST: i32 = 17;
+const EINVAL: i32 = 22;
+const EOPNOTSUPP: i32 = 95;
 
 impl KernelError {
     pub fn new(what: impl Into<String>, e: &NlError) -> KernelError {
@@ -54,12 +56,18 @@ pub trait Kernel {
 /// Counters of the objects last read, by (device, kind, handle).
 pub type StatsMap = BTreeMap<(String, &'static str, u32), Stats>;
 
+/// A filter dump: the priorities of the dumped parent's own lists, and every node seen
+/// with its redirect target's ifindex.
+type DumpedFilters = (Vec<u16>, Vec<(Filter, Option<i32>)>);
+
 /// The kernel over rtnetlink.
 pub struct NetlinkKernel {
     nl: Netlink,
     ifindex: BTreeMap<String, i32>,
     /// Counters seen by the last `read`.
     pub stats: StatsMap,
+    /// Filter priorities to look for on every class with children (those of the plan).
+    pub prio_hints: Vec<u16>,
 }
 
 impl NetlinkKernel {
@@ -69,6 +77,11 @@ impl NetlinkKernel {
             nl,
             ifindex: BTreeMap::new(),
             stats: BTreeMap::new(),
+            prio_hints: vec![
+                crate::lower::PRIO_V4,
+                crate::lower::PRIO_V6,
+                crate::lower::PRIO_CATCH_ALL,
+            ],
         })
     }
 
@@ -102,29 +115,103 @@ impl NetlinkKernel {
         })
     }
 
-    fn filters(
+    /// One filter dump: the priorities listed for `parent` itself, and every node seen.
+    fn dump_filters(
         &mut self,
         ifindex: i32,
         parent: u32,
-        names: &BTreeMap<i32, String>,
+        prio: Option<u16>,
         dev: &str,
-    ) -> Result<Vec<Filter>, KernelError> {
+    ) -> Result<DumpedFilters, KernelError> {
         let what = || format!("listing filters of {} on {dev}", fmt_handle(parent));
         let msgs = self
             .nl
-            .dump(&tc::dump_request(tc::RTM_GETTFILTER, ifindex, parent))
+            .dump(&tc::filter_dump(ifindex, parent, prio))
             .map_err(|e| KernelError::new(what(), &e))?;
-        let mut out = Vec::new();
+        let mut heads = Vec::new();
+        let mut nodes = Vec::new();
         for m in msgs {
-            let Some((i, mut f, redirect)) =
-                tc::decode_filter(&m).map_err(|e| KernelError::new(what(), &e.into()))?
-            else {
-                continue;
+            match tc::decode_filter(&m).map_err(|e| KernelError::new(what(), &e.into()))? {
+                FilterEntry::Head { prio, .. } => heads.push(prio),
+                FilterEntry::Table { .. } => {}
+                FilterEntry::Node {
+                    ifindex: i,
+                    mut filter,
+                    redirect,
+                } if i == ifindex => {
+                    filter.dev = dev.to_string();
+                    nodes.push((filter, redirect));
+                }
+                FilterEntry::Node { .. } => {}
+            }
+        }
+        Ok((heads, nodes))
+    }
+
+    /// The hash-table id and protocol of the u32 list at (`parent`, `prio`), if there is one.
+    fn root_table(
+        &mut self,
+        ifindex: i32,
+        parent: u32,
+        prio: u16,
+    ) -> Result<Option<(u32, u16)>, KernelError> {
+        match self.nl.query(&tc::filter_get_root(ifindex, parent, prio)) {
+            Ok(msgs) => {
+                for m in msgs {
+                    if let Ok(FilterEntry::Table { handle, protocol }) = tc::decode_filter(&m) {
+                        return Ok(Some((handle & 0xfff0_0000, protocol)));
+                    }
+                }
+                Ok(None)
+            }
+            Err(e) if matches!(e.errno(), Some(ENOENT | EINVAL | EOPNOTSUPP)) => Ok(None),
+            Err(e) => Err(KernelError::new(
+                format!("looking up filters at {} prio {prio}", fmt_handle(parent)),
+                &e,
+            )),
+        }
+    }
+
+    /// The u32 filters of `parents` (the root qdisc and classes) of one HTB tree. u32 shares
+    /// its tables across a qdisc, so a dump of one parent lists the nodes of every parent
+    /// at that priority: each priority is dumped once, and nodes are given to the parent
+    /// whose list owns their hash table (asked with `filter_get_root`).
+    fn tree_filters(
+        &mut self,
+        ifindex: i32,
+        dev: &str,
+        parents: &[u32],
+        names: &BTreeMap<i32, String>,
+    ) -> Result<Vec<Filter>, KernelError> {
+        let Some(&root) = parents.first() else {
+            return Ok(Vec::new());
+        };
+        let (heads, mut nodes) = self.dump_filters(ifindex, root, None, dev)?;
+        let mut prios: BTreeSet<u16> = self.prio_hints.iter().copied().collect();
+        prios.extend(heads.iter().copied());
+        let mut dumped: BTreeSet<u16> = heads.into_iter().collect();
+        let mut owner: BTreeMap<(u32, u16), (u32, u16)> = BTreeMap::new();
+        for &p in parents {
+            for &prio in &prios {
+                if let Some((table, protocol)) = self.root_table(ifindex, p, prio)? {
+                    owner.insert((table, prio), (p, protocol));
+                    if dumped.insert(prio) {
+                        nodes.extend(self.dump_filters(ifindex, p, Some(prio), dev)?.1);
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Filter> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (mut f, redirect) in nodes {
+            let Some(&(parent, protocol)) = owner.get(&(f.handle & 0xfff0_0000, f.prio)) else {
+                continue; // a table netqos does not use (hash tables, other tools)
             };
-            if i != ifindex {
+            if !seen.insert((f.prio, f.handle)) {
                 continue;
             }
-            f.dev = dev.to_string();
+            f.parent = parent;
+            f.protocol = protocol;
             if let Some(r) = redirect {
                 f.action = Action::Redirect {
                     to: names
@@ -135,7 +222,35 @@ impl NetlinkKernel {
             }
             out.push(f);
         }
+        out.sort_by_key(|f| (f.parent, f.prio, f.handle & 0xfff));
         Ok(out)
+    }
+
+    /// The filters of the ingress hook at `parent` (one list per priority, no sharing).
+    fn hook_filters(
+        &mut self,
+        ifindex: i32,
+        dev: &str,
+        parent: u32,
+        names: &BTreeMap<i32, String>,
+    ) -> Result<Vec<Filter>, KernelError> {
+        let (_, nodes) = self.dump_filters(ifindex, parent, Some(REDIRECT_PRIO), dev)?;
+        Ok(nodes
+            .into_iter()
+            .filter(|(f, _)| f.prio == REDIRECT_PRIO)
+            .map(|(mut f, r)| {
+                f.parent = parent;
+                if let Some(r) = r {
+                    f.action = Action::Redirect {
+                        to: names
+                            .get(&r)
+                            .cloned()
+                            .unwrap_or_else(|| format!("ifindex {r}")),
+                    };
+                }
+                f
+            })
+            .collect())
     }
 
     fn read_dev(
@@ -190,12 +305,15 @@ impl NetlinkKernel {
                 }
             }
             d.classes.sort_by_key(|c| c.classid);
+            // The root and the classes with children: netqos attaches filters nowhere else.
             let mut parents = vec![root_major];
-            parents.extend(d.classes.iter().map(|c| c.classid));
-            for p in parents {
-                let f = self.filters(ifindex, p, names, name)?;
-                d.filters.extend(f);
-            }
+            parents.extend(
+                d.classes
+                    .iter()
+                    .filter(|c| d.classes.iter().any(|k| k.parent == c.classid))
+                    .map(|c| c.classid),
+            );
+            d.filters = self.tree_filters(ifindex, name, &parents, names)?;
             d.leaves.sort_by_key(|q| q.parent);
         }
         if let Some(h) = &d.hook {
@@ -204,11 +322,7 @@ impl NetlinkKernel {
             } else {
                 H_INGRESS_QDISC
             };
-            d.hook_filters = self
-                .filters(ifindex, parent, names, name)?
-                .into_iter()
-                .filter(|f| f.prio == REDIRECT_PRIO)
-                .collect();
+            d.hook_filters = self.hook_filters(ifindex, name, parent, names)?;
         }
         Ok(d)
     }
@@ -219,11 +333,10 @@ impl NetlinkKernel {
             return Ok(Some(f.handle));
         }
         let ifindex = self.index(&f.dev)?;
-        let found = self.filters(ifindex, f.parent, &BTreeMap::new(), &f.dev.clone())?;
-        Ok(found
-            .iter()
-            .find(|l| l.prio == f.prio && l.node() == f.node())
-            .map(|l| l.handle))
+        let Some((table, _)) = self.root_table(ifindex, f.parent, f.prio)? else {
+            return Ok(None);
+        };
+        Ok(Some(table | f.node()))
     }
 
     fn exec(&mut self, change: &Change) -> Result<(), NlError> {

@@ -10,8 +10,10 @@
 //! * `txn` — state directory, lock, snapshot, journal, execution with undo.
 
 pub mod diff;
+pub mod fake;
 pub mod kernel;
 pub mod keys;
 pub mod model;
 pub mod netlink;
 pub mod state;
+pub mod txn;

@@ -121,6 +121,31 @@ impl Netlink {
         }
     }
 
+    /// Sends a request with `NLM_F_ACK` and returns the messages that came before the ACK.
+    pub fn query(&mut self, w: &MsgWriter) -> Result<Vec<Vec<u8>>, NlError> {
+        let seq = self.send(w)?;
+        let mut out = Vec::new();
+        loop {
+            let buf = self.recv()?;
+            for m in nla::messages(&buf)? {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.kind == nla::NLMSG_ERROR {
+                    let (errno, text) = parse_error(m.flags, m.payload)?;
+                    if errno == 0 {
+                        return Ok(out);
+                    }
+                    return Err(NlError::Kernel {
+                        errno: -errno,
+                        message: text,
+                    });
+                }
+                out.push(m.payload.to_vec());
+            }
+        }
+    }
+
     /// Sends a dump request and returns the payload of every reply message.
     pub fn dump(&mut self, w: &MsgWriter) -> Result<Vec<Vec<u8>>, NlError> {
         let seq = self.send(w)?;

@@ -275,6 +275,28 @@ pub fn filter_delete(ifindex: i32, f: &Filter) -> MsgWriter {
     w
 }
 
+/// Asks for the root hash table of the u32 list at (`parent`, `prio`): its handle is the
+/// hash-table id of that list's nodes. (A dump of one parent lists the nodes of every list
+/// of that priority on the whole qdisc, since u32 shares its tables per qdisc.)
+pub fn filter_get_root(ifindex: i32, parent: u32, prio: u16) -> MsgWriter {
+    let mut w = MsgWriter::new(RTM_GETTFILTER, NLM_F_REQUEST | NLM_F_ACK);
+    w.raw(&tcmsg(ifindex, 0xfff0_0000, parent, u32::from(prio) << 16));
+    w.attr_str(TCA_KIND, "u32");
+    w
+}
+
+/// A dump of the filters of one parent, optionally of one priority only.
+pub fn filter_dump(ifindex: i32, parent: u32, prio: Option<u16>) -> MsgWriter {
+    let mut w = MsgWriter::new(RTM_GETTFILTER, NLM_F_REQUEST | nla::NLM_F_DUMP);
+    w.raw(&tcmsg(
+        ifindex,
+        0,
+        parent,
+        prio.map_or(0, |p| u32::from(p) << 16),
+    ));
+    w
+}
+
 /// A dump request of qdiscs (all devices), classes or filters (one device and parent).
 pub fn dump_request(kind: u16, ifindex: i32, parent: u32) -> MsgWriter {
     let mut w = MsgWriter::new(kind, NLM_F_REQUEST | nla::NLM_F_DUMP);
@@ -447,10 +469,17 @@ pub fn decode_class(payload: &[u8]) -> Result<Option<(i32, Class, Stats)>, Decod
     let a = nla::attrs(o)?;
     let opt = find(&a, TCA_HTB_PARMS)
         .ok_or_else(|| DecodeError(format!("htb class {:#x} without PARMS", p.handle)))?;
+    // The kernel reports a class directly under the qdisc with parent TC_H_ROOT; requests
+    // name the qdisc (`parent 1:`), as the plan does.
+    let parent = if p.parent == crate::apply::model::H_ROOT {
+        p.handle & 0xffff_0000
+    } else {
+        p.parent
+    };
     let c = Class {
         dev: String::new(),
         classid: p.handle,
-        parent: p.parent,
+        parent,
         rate: rate_of(opt, 0, find(&a, TCA_HTB_RATE64))?,
         ceil: rate_of(opt, 12, find(&a, TCA_HTB_CEIL64))?,
         buffer: nla::u32_at(opt, 24)?,
@@ -461,9 +490,23 @@ pub fn decode_class(payload: &[u8]) -> Result<Option<(i32, Class, Stats)>, Decod
     Ok(Some((p.ifindex, c, p.stats)))
 }
 
-/// A dumped filter; `None` for the entries that are not filter nodes (the per-priority head
-/// and u32 hash tables). Redirect targets are returned as ifindexes for the caller to name.
-pub fn decode_filter(payload: &[u8]) -> Result<Option<(i32, Filter, Option<i32>)>, DecodeError> {
+/// One entry of a filter dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterEntry {
+    /// The head of a (priority, protocol) list of the dumped parent.
+    Head { prio: u16, protocol: u16 },
+    /// A u32 hash table (its handle); a root table answers `filter_get_root`.
+    Table { handle: u32, protocol: u16 },
+    /// A filter node; a redirect's target as an ifindex for the caller to name.
+    Node {
+        ifindex: i32,
+        filter: Filter,
+        redirect: Option<i32>,
+    },
+}
+
+/// Decodes one entry of a filter dump (or the answer to `filter_get_root`).
+pub fn decode_filter(payload: &[u8]) -> Result<FilterEntry, DecodeError> {
     let p = parse(payload)?;
     let prio = u16::try_from(p.info >> 16).unwrap_or(u16::MAX);
     let protocol = u16::from_be(u16::try_from(p.info & 0xffff).unwrap_or(0));
@@ -479,17 +522,28 @@ pub fn decode_filter(payload: &[u8]) -> Result<Option<(i32, Filter, Option<i32>)
         },
     };
     if p.handle == 0 {
-        return Ok(None);
+        return Ok(FilterEntry::Head { prio, protocol });
     }
+    let node = |f: Filter, redirect: Option<i32>| FilterEntry::Node {
+        ifindex: p.ifindex,
+        filter: f,
+        redirect,
+    };
     if p.kind != "u32" {
-        return Ok(Some((p.ifindex, f, None)));
+        return Ok(node(f, None));
     }
     let Some(o) = p.options else {
-        return Ok(None);
+        return Err(DecodeError(format!(
+            "u32 filter {:#x} without options",
+            p.handle
+        )));
     };
     let a = nla::attrs(o)?;
     if find(&a, TCA_U32_DIVISOR).is_some() || p.handle & 0xfff == 0 {
-        return Ok(None); // a hash table, not a key node
+        return Ok(FilterEntry::Table {
+            handle: p.handle,
+            protocol,
+        });
     }
     let mut redirect = None;
     if let Some(sel) = find(&a, TCA_U32_SEL) {
@@ -546,5 +600,5 @@ pub fn decode_filter(payload: &[u8]) -> Result<Option<(i32, Filter, Option<i32>)
             }
         }
     }
-    Ok(Some((p.ifindex, f, redirect)))
+    Ok(node(f, redirect))
 }
