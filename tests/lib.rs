@@ -2,6 +2,7 @@
 
 mod support;
 
+mod apply;
 mod check_fixtures;
 mod cli;
 mod compile;

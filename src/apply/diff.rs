@@ -101,13 +101,11 @@ pub fn diff(live: &Live, target: &Target, opts: Options) -> Result<Vec<Change>, 
         del_hook_filters,
         del_filters,
         del_leaves,
-        mut del_classes,
+        del_classes,
         del_roots,
         del_hooks,
         del_links,
     } = p;
-    // Children before parents: the kernel refuses to delete a class that has children.
-    del_classes.reverse();
     Ok([
         links,
         roots,
@@ -152,14 +150,14 @@ fn tree(
         {
             if !want.kind.satisfied_by(&have.kind) {
                 return Err(format!(
-                    "{}: the root {} holds {:?} but the target needs {:?}; HTB cannot change its \
+                    "{}: the root {} has {} but the policy needs {}; HTB cannot change its \
                      default class or r2q in place, and rebuilding the root would briefly leave \
-                     the device unshaped. Keep the old default, or remove the tree first \
+                     the device unshaped. Keep the old default class, or remove the tree first \
                      (`netqos rollback`, or the compiled rollback script) and apply again",
                     t.dev,
                     have.describe(),
-                    have.kind,
-                    want.kind
+                    htb_params(&have.kind),
+                    htb_params(&want.kind)
                 ));
             }
         }
@@ -214,11 +212,26 @@ fn tree(
             Some(_) => {}
         }
     }
-    for l in live_classes {
-        if !t.classes.iter().any(|c| c.classid == l.classid) {
-            p.del_classes.push(Change::DelClass { c: l.clone() });
+    // Deepest first: the kernel refuses to delete a class that has children.
+    let depth = |c: &Class| {
+        let mut n = 0;
+        let mut at = c.parent;
+        while let Some(up) = live_classes.iter().find(|k| k.classid == at) {
+            n += 1;
+            at = up.parent;
+            if n > live_classes.len() {
+                break; // a loop cannot happen in HTB; stay finite anyway
+            }
         }
-    }
+        n
+    };
+    let mut gone: Vec<&Class> = live_classes
+        .iter()
+        .filter(|l| !t.classes.iter().any(|c| c.classid == l.classid))
+        .collect();
+    gone.sort_by_key(|c| (std::cmp::Reverse(depth(c)), c.classid));
+    p.del_classes
+        .extend(gone.into_iter().map(|c| Change::DelClass { c: c.clone() }));
     for q in &t.leaves {
         match live_leaves.iter().find(|l| l.parent == q.parent) {
             None => p.leaves.push(Change::AddQdisc { q: q.clone() }),
@@ -250,6 +263,17 @@ fn tree(
     }
     filters(live_filters, &t.filters, &mut p.filters, &mut p.del_filters);
     Ok(())
+}
+
+fn htb_params(k: &QdiscKind) -> String {
+    match k {
+        QdiscKind::Htb {
+            default,
+            r2q,
+            direct_qlen,
+        } => format!("default {default:x}, r2q {r2q}, direct_qlen {direct_qlen}"),
+        other => other.name().to_string(),
+    }
 }
 
 fn same_node(a: &Filter, b: &Filter) -> bool {

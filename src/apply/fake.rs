@@ -205,6 +205,17 @@ impl FakeKernel {
             Change::AddFilter { f } => {
                 let d = self.dev(&f.dev.clone(), c)?;
                 let hook = f.parent >= H_INGRESS_QDISC;
+                let parent_exists = if hook {
+                    d.hook.is_some()
+                } else {
+                    d.root
+                        .as_ref()
+                        .is_some_and(|r| r.handle == f.parent && r.handle != 0)
+                        || d.classes.iter().any(|k| k.classid == f.parent)
+                };
+                if !parent_exists {
+                    return Err(err(c, ENOENT, "no such parent"));
+                }
                 let list = if hook {
                     &mut d.hook_filters
                 } else {
@@ -259,6 +270,8 @@ impl Kernel for FakeKernel {
             });
             d.classes.sort_by_key(|c| c.classid);
             d.leaves.sort_by_key(|q| q.parent);
+            d.filters.sort_by_key(|f| (f.parent, f.prio, f.node()));
+            d.hook_filters.sort_by_key(|f| (f.parent, f.prio, f.node()));
             live.devs.push(d);
         }
         Ok(live)
