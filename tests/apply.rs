@@ -220,7 +220,7 @@ fn ingress_creates_the_ifb_first_and_the_redirect_last_and_uses_an_existing_clsa
     assert!(matches!(&changes[0], Change::AddLink { link } if link.name == "ifb-eth0"));
     assert!(matches!(&changes[1], Change::SetLinkUp { up: true, .. }));
     assert!(
-        matches!(changes.last(), Some(Change::AddFilter { f }) if f.parent == H_INGRESS_QDISC
+        matches!(changes.last(), Some(Change::AddFilter { f }) if f.parent == H_CLSACT_INGRESS
         && matches!(&f.action, Action::Redirect { to } if to == "ifb-eth0"))
     );
     assert!(apply(&mut k, &t).is_empty());

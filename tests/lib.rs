@@ -3,6 +3,7 @@
 mod support;
 
 mod apply;
+mod apply_kernel;
 mod check_fixtures;
 mod cli;
 mod compile;

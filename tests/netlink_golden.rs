@@ -277,7 +277,7 @@ fn u32_filters_and_redirect() {
     // The mirred target's ifindex is the word before the selector (36 bytes).
     let tail = &g[g.len() - 36 - 4..];
     let target = i32::from_ne_bytes([tail[0], tail[1], tail[2], tail[3]]);
-    let f = netqos::apply::state::redirect_filter("v0", H_INGRESS_QDISC, "ifb0");
+    let f = netqos::apply::state::redirect_filter("v0", H_CLSACT_INGRESS, "ifb0");
     check(
         "redirect",
         &tc::filter_request(ifindex(&g), &f, tc::Mode::Add, Some(target)),

@@ -312,21 +312,19 @@ fn filters(live: &[Filter], want: &[Filter], adds: &mut Vec<Change>, dels: &mut 
 fn hook(d: &crate::apply::state::DevState, dev: &str, want: &HookWant, p: &mut Phases) {
     match want {
         HookWant::Redirect { ifb } => {
-            let parent = match &d.hook {
-                Some(q) if q.kind == QdiscKind::Clsact => H_CLSACT_INGRESS,
-                Some(_) => H_INGRESS_QDISC,
-                None => {
-                    p.hooks.push(Change::AddQdisc {
-                        q: Qdisc {
-                            dev: dev.to_string(),
-                            parent: H_INGRESS,
-                            handle: H_INGRESS_QDISC,
-                            kind: QdiscKind::Ingress,
-                        },
-                    });
-                    H_INGRESS_QDISC
-                }
-            };
+            // The ingress hook (ffff:fff2), as `tc filter add … ingress` names it: valid
+            // for an ingress qdisc and for clsact alike.
+            let parent = H_CLSACT_INGRESS;
+            if d.hook.is_none() {
+                p.hooks.push(Change::AddQdisc {
+                    q: Qdisc {
+                        dev: dev.to_string(),
+                        parent: H_INGRESS,
+                        handle: H_INGRESS_QDISC,
+                        kind: QdiscKind::Ingress,
+                    },
+                });
+            }
             let want = vec![redirect_filter(dev, parent, ifb)];
             let live: Vec<Filter> = d
                 .hook_filters

@@ -316,12 +316,8 @@ impl NetlinkKernel {
             d.filters = self.tree_filters(ifindex, name, &parents, names)?;
             d.leaves.sort_by_key(|q| q.parent);
         }
-        if let Some(h) = &d.hook {
-            let parent = if h.kind == QdiscKind::Clsact {
-                H_CLSACT_INGRESS
-            } else {
-                H_INGRESS_QDISC
-            };
+        if d.hook.is_some() {
+            let parent = H_CLSACT_INGRESS;
             d.hook_filters = self.hook_filters(ifindex, name, parent, names)?;
         }
         Ok(d)
