@@ -338,3 +338,20 @@ fn the_lock_admits_one_writer() {
     d.lock(false).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn dropping_an_ingress_block_removes_its_redirect_and_ifb_but_keeps_the_hook_qdisc() {
+    let both = format!("{EGRESS}{}", INGRESS.trim_start_matches("netqos 1\n"));
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    let first = target(&both);
+    apply(&mut k, &first);
+    assert!(k.live.link("ifb-eth0").is_some());
+    let second = state::with_removals(target(EGRESS), &first);
+    let changes = apply(&mut k, &second);
+    assert!(matches!(&changes[0], Change::DelFilter { f } if f.prio == state::REDIRECT_PRIO));
+    assert!(matches!(changes.last(), Some(Change::DelLink { link }) if link.name == "ifb-eth0"));
+    assert_eq!(changes.len(), 2, "{changes:#?}");
+    assert!(k.live.link("ifb-eth0").is_none());
+    assert!(k.live.dev("eth0").unwrap().hook.is_some());
+    assert!(apply(&mut k, &second).is_empty());
+}

@@ -334,6 +334,13 @@ fn hook(d: &crate::apply::state::DevState, dev: &str, want: &HookWant, p: &mut P
                 .collect();
             filters(&live, &want, &mut p.hooks, &mut p.del_hook_filters);
         }
+        HookWant::NoRedirect => {
+            for f in &d.hook_filters {
+                if f.prio == REDIRECT_PRIO && matches!(f.action, Action::Redirect { .. }) {
+                    p.del_hook_filters.push(Change::DelFilter { f: f.clone() });
+                }
+            }
+        }
         HookWant::Exactly {
             qdisc,
             filters: want,

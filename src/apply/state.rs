@@ -56,6 +56,9 @@ impl Live {
 pub enum HookWant {
     /// An ingress or clsact qdisc (an existing clsact is used as it is), and the redirect.
     Redirect { ifb: String },
+    /// No netqos redirect any more (the policy dropped this ingress block): the redirect
+    /// filter goes, the hook qdisc stays (other tools may use it).
+    NoRedirect,
     /// Exactly this (a snapshot): the qdisc or its absence, and these redirect-prio filters.
     Exactly {
         qdisc: Option<Qdisc>,
@@ -364,4 +367,31 @@ pub fn from_snapshot(snap: &Live, target_of_apply: &Target) -> Target {
         ));
     }
     t
+}
+
+/// `new`, plus the removal of what `previous` (the last applied target) installed on
+/// devices `new` no longer shapes: their HTB root, their redirect, their IFB.
+pub fn with_removals(mut new: Target, previous: &Target) -> Target {
+    for (name, link) in &previous.links {
+        if link.is_some() && !new.links.iter().any(|(n, _)| n == name) {
+            new.links.push((name.clone(), None));
+        }
+    }
+    for t in &previous.trees {
+        if !new.trees.iter().any(|n| n.dev == t.dev) {
+            new.trees.push(TreeWant {
+                dev: t.dev.clone(),
+                root: None,
+                classes: Vec::new(),
+                leaves: Vec::new(),
+                filters: Vec::new(),
+            });
+        }
+    }
+    for (dev, _) in &previous.hooks {
+        if !new.hooks.iter().any(|(d, _)| d == dev) {
+            new.hooks.push((dev.clone(), HookWant::NoRedirect));
+        }
+    }
+    new
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::live::{load_target, open_kernel, print_changes, read_live, state_dir};
 use super::{Exit, Ui, VarArgs};
 use netqos::apply::diff::{self, Options};
+use netqos::apply::state;
 use netqos::apply::txn::{self, Hooks, Pending, Record, StateDir};
 
 pub struct Args<'a> {
@@ -74,6 +75,13 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             return Exit::Io;
         }
     }
+    // Devices the last applied policy shaped and this one does not: remove netqos's tree,
+    // redirect and IFB there too.
+    let previous_applied = dir.applied().ok().flatten();
+    let target = match &previous_applied {
+        Some(prev) => state::with_removals(target, prev),
+        None => target,
+    };
     let mut kernel = match open_kernel(Some(&target)) {
         Ok(k) => k,
         Err(e) => return e,
@@ -90,7 +98,6 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             return Exit::Io;
         }
     };
-    let previous_applied = dir.applied().ok().flatten();
     if changes.is_empty() {
         if let Err(e) = dir.set_applied(Some(&target)) {
             eprintln!("netqos: {e}");
