@@ -7,6 +7,8 @@
 //! plan writes nothing). What the kernel cannot change in place is refused with an
 //! explanation instead of being torn down silently.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::apply::model::*;
 use crate::apply::state::{HookWant, Live, REDIRECT_PRIO, Target, TreeWant, redirect_filter};
 
@@ -192,8 +194,13 @@ fn tree(
     let live_leaves: &[Qdisc] = if keep_below { &d.leaves } else { &[] };
     let live_filters: &[Filter] = if keep_below { &d.filters } else { &[] };
 
+    // Indexes: trees reach 10,000 classes and filters, so no linear searches.
+    let live_class: BTreeMap<u32, &Class> = live_classes.iter().map(|c| (c.classid, c)).collect();
+    let want_class: BTreeSet<u32> = t.classes.iter().map(|c| c.classid).collect();
+    let live_leaf: BTreeMap<u32, &Qdisc> = live_leaves.iter().map(|q| (q.parent, q)).collect();
+    let want_leaf: BTreeSet<u32> = t.leaves.iter().map(|q| q.parent).collect();
     for c in &t.classes {
-        match live_classes.iter().find(|l| l.classid == c.classid) {
+        match live_class.get(&c.classid).copied() {
             None => p.classes.push(Change::AddClass { c: c.clone() }),
             Some(l) if l.parent != c.parent => {
                 return Err(format!(
@@ -216,7 +223,7 @@ fn tree(
     let depth = |c: &Class| {
         let mut n = 0;
         let mut at = c.parent;
-        while let Some(up) = live_classes.iter().find(|k| k.classid == at) {
+        while let Some(up) = live_class.get(&at) {
             n += 1;
             at = up.parent;
             if n > live_classes.len() {
@@ -227,13 +234,13 @@ fn tree(
     };
     let mut gone: Vec<&Class> = live_classes
         .iter()
-        .filter(|l| !t.classes.iter().any(|c| c.classid == l.classid))
+        .filter(|l| !want_class.contains(&l.classid))
         .collect();
     gone.sort_by_key(|c| (std::cmp::Reverse(depth(c)), c.classid));
     p.del_classes
         .extend(gone.into_iter().map(|c| Change::DelClass { c: c.clone() }));
     for q in &t.leaves {
-        match live_leaves.iter().find(|l| l.parent == q.parent) {
+        match live_leaf.get(&q.parent).copied() {
             None => p.leaves.push(Change::AddQdisc { q: q.clone() }),
             Some(l) if l.handle == q.handle && l.kind.name() == q.kind.name() => {
                 if !q.kind.satisfied_by(&l.kind) {
@@ -256,8 +263,8 @@ fn tree(
         }
     }
     for l in live_leaves {
-        let class_goes = !t.classes.iter().any(|c| c.classid == l.parent);
-        if !class_goes && !t.leaves.iter().any(|q| q.parent == l.parent) {
+        let class_goes = !want_class.contains(&l.parent);
+        if !class_goes && !want_leaf.contains(&l.parent) {
             p.del_leaves.push(Change::DelQdisc { q: l.clone() });
         }
     }
@@ -276,13 +283,17 @@ fn htb_params(k: &QdiscKind) -> String {
     }
 }
 
-fn same_node(a: &Filter, b: &Filter) -> bool {
-    a.parent == b.parent && a.prio == b.prio && a.node() == b.node()
+/// A filter's identity: parent, priority, node.
+fn node_key(f: &Filter) -> (u32, u16, u32) {
+    (f.parent, f.prio, f.node())
 }
 
 fn filters(live: &[Filter], want: &[Filter], adds: &mut Vec<Change>, dels: &mut Vec<Change>) {
+    let live_by: BTreeMap<(u32, u16, u32), &Filter> =
+        live.iter().map(|f| (node_key(f), f)).collect();
+    let want_keys: BTreeSet<(u32, u16, u32)> = want.iter().map(node_key).collect();
     for f in want {
-        match live.iter().find(|l| same_node(l, f)) {
+        match live_by.get(&node_key(f)).copied() {
             None => adds.push(Change::AddFilter { f: f.clone() }),
             Some(l) if l.keys == f.keys && l.protocol == f.protocol => {
                 if l.action != f.action {
@@ -303,7 +314,7 @@ fn filters(live: &[Filter], want: &[Filter], adds: &mut Vec<Change>, dels: &mut 
         }
     }
     for l in live {
-        if !want.iter().any(|f| same_node(l, f)) {
+        if !want_keys.contains(&node_key(l)) {
             dels.push(Change::DelFilter { f: l.clone() });
         }
     }

@@ -17,8 +17,9 @@
 //! Recovery never depends on the journal alone: undo replays the journal's inverses and
 //! then diffs the live state against the snapshot until they are equal, so a transaction
 //! killed at any point is returned to the snapshot by `netqos rollback`. The snapshot is
-//! fsynced before the first change; the journal is fsynced every `JOURNAL_SYNC` entries
-//! and at the end (an fsync per change would cost ~1 ms each, 30 s for 10,000 classes).
+//! fsynced before the first change; the journal is fsynced every `JOURNAL_SYNC` (1024) entries
+//! and at the end (an fsync per change costs ~1.2 ms here: 36 s for the 30,000 objects of
+//! 10,000 classes, against ~7 s for the changes themselves).
 //!
 //! More kinds of resource (the CNI conflist, a file with a backup) hook in as further
 //! fields of `Record` restored by `restore`.
@@ -35,7 +36,7 @@ use crate::apply::kernel::{Kernel, KernelError};
 use crate::apply::model::Change;
 use crate::apply::state::{self, Live, Target};
 
-const JOURNAL_SYNC: usize = 64;
+const JOURNAL_SYNC: usize = 1024;
 
 /// A state-directory or journal problem (exit 3 before any change).
 #[derive(Debug)]
@@ -202,7 +203,7 @@ impl StateDir {
         match t {
             Some(t) => self.write(
                 "applied.json",
-                &serde_json::to_vec_pretty(t).map_err(|e| StateError(e.to_string()))?,
+                &serde_json::to_vec(t).map_err(|e| StateError(e.to_string()))?,
             ),
             None => self.remove("applied.json"),
         }
