@@ -503,3 +503,33 @@ fn ingress_apply_creates_the_ifb_and_rollback_removes_it() {
     lab.netqos_ok(&["rollback"]);
     assert_eq!(lab.dump(), pristine);
 }
+
+#[test]
+fn a_kernel_refusal_shows_its_extended_ack_text_and_is_undone() {
+    let Some(lab) = Lab::new("extack") else {
+        return;
+    };
+    let p1 = write_policy(&lab, "p1.nq", POLICY);
+    lab.netqos_ok(&["apply", p1.to_str().unwrap()]);
+    // Another tool's filter on the leaf class `batch`, sending to it: the kernel refuses
+    // to delete a class in use.
+    let classes = lab.ok("tc class show dev eth0");
+    let batch = classes
+        .lines()
+        .find(|l| l.contains("rate 100Mbit ceil 300Mbit"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("batch class")
+        .to_string();
+    lab.ok(&format!(
+        "tc filter add dev eth0 parent {batch} protocol ip prio 5 u32 match u32 0 0 flowid {batch}"
+    ));
+    let before = lab.dump();
+    let p2 = write_policy(&lab, "p2.nq", &edited());
+    let (code, out) = lab.netqos(&["apply", p2.to_str().unwrap()], &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("HTB class in use"),
+        "the kernel's own words: {out}"
+    );
+    assert_eq!(lab.dump(), before);
+}

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::diff::{self, Options};
-use crate::apply::kernel::{Kernel, KernelError};
+use crate::apply::kernel::{Kernel, KernelError, batchable};
 use crate::apply::model::Change;
 use crate::apply::state::{self, Live, Target};
 
@@ -321,67 +321,100 @@ impl Hooks {
     }
 }
 
-/// Sends `changes` in order, journaling each inverse first. Returns the number sent, or
-/// the index and error of the first failure.
+/// How many independent changes go to the kernel in one message.
+const WINDOW: usize = 128;
+
+fn journal_error(n: usize, e: StateError) -> (usize, KernelError) {
+    (
+        n,
+        KernelError {
+            what: "journal".into(),
+            errno: None,
+            message: e.0,
+        },
+    )
+}
+
+/// Sends `changes` in order, journaling each inverse before the change is sent. Runs of
+/// changes that need no answer from the kernel first go out `WINDOW` at a time (each still
+/// answered on its own). Returns the number sent, or the index and error of the first
+/// failure; on failure every change that succeeded is marked done in the journal.
 pub fn execute(
     kernel: &mut dyn Kernel,
     changes: &[Change],
     journal: &mut Journal,
     hooks: Hooks,
 ) -> Result<usize, (usize, KernelError)> {
-    for (n, c) in changes.iter().enumerate() {
-        if hooks.pause_after == Some(n) {
+    let mut i = 0;
+    while i < changes.len() {
+        if hooks.pause_after == Some(i) {
             let _ = journal.sync();
             std::thread::sleep(Duration::from_secs(60));
         }
-        let entry = Entry {
-            n,
-            change: Some(c.clone()),
-            inverse: Some(c.inverse()),
-            done: false,
-        };
-        let jerr = |e: StateError| {
-            (
+        // The window: one change, or a run of batchable ones that stops before a hook.
+        let mut end = i + 1;
+        if batchable(&changes[i]) {
+            while end < changes.len()
+                && end - i < WINDOW
+                && batchable(&changes[end])
+                && hooks.fail_after != Some(end)
+                && hooks.pause_after != Some(end)
+            {
+                end += 1;
+            }
+        }
+        for (n, c) in changes.iter().enumerate().take(end).skip(i) {
+            let entry = Entry {
                 n,
-                KernelError {
-                    what: "journal".into(),
-                    errno: None,
-                    message: e.0,
-                },
-            )
-        };
-        journal.append(&entry).map_err(jerr)?;
-        if hooks.fail_after == Some(n) {
+                change: Some(c.clone()),
+                inverse: Some(c.inverse()),
+                done: false,
+            };
+            journal.append(&entry).map_err(|e| journal_error(n, e))?;
+        }
+        if hooks.fail_after == Some(i) {
             let _ = journal.sync();
             return Err((
-                n,
+                i,
                 KernelError {
-                    what: c.describe(),
+                    what: changes[i].describe(),
                     errno: None,
                     message: "failure injected by NETQOS_FAIL_AFTER (test hook)".into(),
                 },
             ));
         }
-        kernel.send(c).map_err(|e| (n, e))?;
-        journal
-            .append(&Entry {
-                n,
-                change: None,
-                inverse: None,
-                done: true,
-            })
-            .map_err(jerr)?;
+        let results = if end - i == 1 {
+            vec![kernel.send(&changes[i])]
+        } else {
+            kernel.send_many(&changes[i..end])
+        };
+        let mut first_err = None;
+        for (k, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(()) => journal
+                    .append(&Entry {
+                        n: i + k,
+                        change: None,
+                        inverse: None,
+                        done: true,
+                    })
+                    .map_err(|e| journal_error(i + k, e))?,
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some((i + k, e));
+                    }
+                }
+            }
+        }
+        if let Some(err) = first_err {
+            let _ = journal.sync();
+            return Err(err);
+        }
+        i = end;
     }
-    journal.sync().map_err(|e| {
-        (
-            changes.len(),
-            KernelError {
-                what: "journal".into(),
-                errno: None,
-                message: e.0,
-            },
-        )
-    })?;
+    journal
+        .sync()
+        .map_err(|e| journal_error(changes.len(), e))?;
     Ok(changes.len())
 }
 

@@ -121,6 +121,44 @@ impl Netlink {
         }
     }
 
+    /// Sends several requests (each with `NLM_F_ACK`) in one datagram and returns each one's
+    /// outcome, in order. The kernel processes them one by one and goes on after a failure,
+    /// answering every one. An `Err` means the exchange itself failed (outcomes unknown).
+    pub fn request_many(&mut self, ws: &[MsgWriter]) -> Result<Vec<Result<(), NlError>>, NlError> {
+        let first = self.seq.wrapping_add(1);
+        let mut buf = Vec::new();
+        for w in ws {
+            self.seq = self.seq.wrapping_add(1);
+            buf.extend_from_slice(&w.finish(self.seq));
+        }
+        self.sock.send(&buf, 0)?;
+        let mut out: Vec<Option<Result<(), NlError>>> = (0..ws.len()).map(|_| None).collect();
+        let mut left = ws.len();
+        while left > 0 {
+            let buf = self.recv()?;
+            for m in nla::messages(&buf)? {
+                let i = m.seq.wrapping_sub(first) as usize;
+                if m.kind != nla::NLMSG_ERROR || i >= out.len() || out[i].is_some() {
+                    continue;
+                }
+                let (errno, text) = parse_error(m.flags, m.payload)?;
+                out[i] = Some(if errno == 0 {
+                    if let Some(t) = text {
+                        self.warnings.push(t);
+                    }
+                    Ok(())
+                } else {
+                    Err(NlError::Kernel {
+                        errno: -errno,
+                        message: text,
+                    })
+                });
+                left -= 1;
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
     /// Sends a request with `NLM_F_ACK` and returns the messages that came before the ACK.
     pub fn query(&mut self, w: &MsgWriter) -> Result<Vec<Vec<u8>>, NlError> {
         let seq = self.send(w)?;
