@@ -52,21 +52,22 @@ fresh() {
     ip -n "$1" link set eth0 up
 }
 echo "objects: $objects (classes, leaf qdiscs and filters of $n tenant classes, plus the root)"
+# The kernel keeps some tc state in global lists (one entry per HTB class block): a tree
+# alive in another namespace slows the next build down. So each measurement runs with no
+# other tree alive, after the previous namespace is deleted and the kernel has settled.
+settle() { ip netns del "$1" 2>/dev/null || true; sleep 5; }
+measure_tc() { fresh "$nsa"; tc_t=$(run ip netns exec "$nsa" tc -batch "$tmp/batch"); settle "$nsa"; }
 for i in $(seq "$runs"); do
-    fresh "$nsa"
-    fresh "$nsb"
     rm -rf "$tmp/state"
-    # Alternate which goes first, so neither always meets the same background load.
-    if [ $((i % 2)) -eq 1 ]; then
-        tc_t=$(run ip netns exec "$nsa" tc -batch "$tmp/batch")
-        full_t=$(run ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p.nq")
-    else
-        full_t=$(run ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p.nq")
-        tc_t=$(run ip netns exec "$nsa" tc -batch "$tmp/batch")
-    fi
+    # Alternate which goes first.
+    if [ $((i % 2)) -eq 1 ]; then measure_tc; fi
+    fresh "$nsb"
+    full_t=$(run ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p.nq")
     changes=$(ip netns exec "$nsb" "$bin" plan --format json "$tmp/p2.nq" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
     one_t=$(run ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p2.nq")
     none_t=$(run ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p2.nq")
+    settle "$nsb"
+    if [ $((i % 2)) -eq 0 ]; then measure_tc; fi
     python3 - "$i" "$tc_t" "$full_t" "$one_t" "$none_t" "$changes" <<'PY'
 import sys
 run, tc, full, one, none, changes = sys.argv[1:]

@@ -283,7 +283,6 @@ fn fail_and_undo(from: Option<&str>, to: &str, dir: &StateDir) -> usize {
             source: "test".into(),
             target: t.clone(),
             snapshot: before.clone(),
-            previous_applied: None,
             outcome: "applying".into(),
         };
         let mut j = dir.journal(&record.id).unwrap();

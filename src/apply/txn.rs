@@ -9,7 +9,9 @@
 //! last                   id of the last transaction
 //! applied.json           the target of the last successful apply (for drift in status)
 //! pending.json           an unconfirmed apply: {"id", "deadline"} (see --confirm)
-//! txn/ID.json            the record: source, target, snapshot, outcome
+//! txn/ID.json            the record: source, target, snapshot
+//! txn/ID.outcome         how it ended: applied, rolled back, failed, …
+//! txn/ID.applied-before.json  the applied target it replaced (restored by rollback)
 //! txn/ID.journal         one JSON line per change, written before it is sent, with its
 //!                        inverse; a "done" line after it succeeded
 //! ```
@@ -85,8 +87,6 @@ pub struct Record {
     pub target: Target,
     /// The managed state of those devices before the first change.
     pub snapshot: Live,
-    /// The target of the apply before this one, restored as "applied" by a rollback.
-    pub previous_applied: Option<Target>,
     /// `applying`, `applied`, `rolled back`, `failed, rolled back`, `failed, rollback failed`.
     pub outcome: String,
 }
@@ -177,6 +177,16 @@ impl StateDir {
         self.write(&format!("txn/{}.json", r.id), &json)
     }
 
+    /// Records how a transaction ended, in `txn/ID.outcome` (the record itself, which can
+    /// be megabytes, is written once).
+    pub fn set_outcome(&self, r: &mut Record, outcome: &str) -> Result<(), StateError> {
+        r.outcome = outcome.to_string();
+        self.write(
+            &format!("txn/{}.outcome", r.id),
+            format!("{outcome}\n").as_bytes(),
+        )
+    }
+
     /// The record of the last transaction, if any.
     pub fn last(&self) -> Result<Option<Record>, StateError> {
         let p = self.path.join("last");
@@ -188,7 +198,13 @@ impl StateDir {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(StateError(format!("{} holds a bad id `{id}`", p.display())));
         }
-        self.read_json(&format!("txn/{id}.json"))
+        let mut r: Option<Record> = self.read_json(&format!("txn/{id}.json"))?;
+        if let Some(r) = &mut r
+            && let Ok(o) = std::fs::read_to_string(self.path.join(format!("txn/{id}.outcome")))
+        {
+            r.outcome = o.trim().to_string();
+        }
+        Ok(r)
     }
 
     pub fn set_last(&self, id: &str) -> Result<(), StateError> {
@@ -201,11 +217,37 @@ impl StateDir {
 
     pub fn set_applied(&self, t: Option<&Target>) -> Result<(), StateError> {
         match t {
-            Some(t) => self.write(
-                "applied.json",
-                &serde_json::to_vec(t).map_err(|e| StateError(e.to_string()))?,
-            ),
+            Some(t) => {
+                let bytes = serde_json::to_vec(t).map_err(|e| StateError(e.to_string()))?;
+                if std::fs::read(self.path.join("applied.json")).is_ok_and(|b| b == bytes) {
+                    return Ok(());
+                }
+                self.write("applied.json", &bytes)
+            }
             None => self.remove("applied.json"),
+        }
+    }
+
+    /// Makes `target` the applied one, keeping the one it replaces beside transaction `id`
+    /// (`txn/ID.applied-before.json`) for `restore_applied`.
+    pub fn replace_applied(&self, id: &str, target: &Target) -> Result<(), StateError> {
+        let old = self.path.join("applied.json");
+        let keep = self.path.join(format!("txn/{id}.applied-before.json"));
+        match std::fs::rename(&old, &keep) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("cannot keep", &old, e)),
+        }
+        self.set_applied(Some(target))
+    }
+
+    /// After a rollback of `id`: the applied target is again the one before it.
+    pub fn restore_applied(&self, id: &str) -> Result<(), StateError> {
+        let keep = self.path.join(format!("txn/{id}.applied-before.json"));
+        match std::fs::read(&keep) {
+            Ok(b) => self.write("applied.json", &b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove("applied.json"),
+            Err(e) => Err(io_err("cannot read", &keep, e)),
         }
     }
 

@@ -114,7 +114,6 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         source: name.clone(),
         target: target.clone(),
         snapshot: live,
-        previous_applied,
         outcome: "applying".into(),
     };
     let saved = dir
@@ -153,9 +152,8 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
     }
     match result {
         Ok(n) => {
-            record.outcome = "applied".into();
-            let _ = dir.save_record(&record);
-            if let Err(e) = dir.set_applied(Some(&target)) {
+            let _ = dir.set_outcome(&mut record, "applied");
+            if let Err(e) = dir.replace_applied(&record.id, &target) {
                 eprintln!("netqos: {e}");
             }
             if !ui.quiet {
@@ -184,14 +182,12 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             let _ = dir.set_pending(None);
             match undone {
                 Ok(_) => {
-                    record.outcome = "failed, rolled back".into();
-                    let _ = dir.save_record(&record);
+                    let _ = dir.set_outcome(&mut record, "failed, rolled back");
                     eprintln!("netqos: the devices are as they were before the apply");
                     Exit::Failed
                 }
                 Err(e2) => {
-                    record.outcome = "failed, rollback failed".into();
-                    let _ = dir.save_record(&record);
+                    let _ = dir.set_outcome(&mut record, "failed, rollback failed");
                     eprintln!(
                         "netqos: undo failed too: {e2}\nnetqos: inspect with `netqos status`, then \
                          retry `netqos rollback`"

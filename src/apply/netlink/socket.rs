@@ -65,6 +65,7 @@ impl From<std::io::Error> for NlError {
 pub struct Netlink {
     sock: Socket,
     seq: u32,
+    rbuf: Vec<u8>,
     /// Extended-ack texts of successful requests (for example quantum warnings).
     pub warnings: Vec<String>,
 }
@@ -79,6 +80,7 @@ impl Netlink {
         Ok(Netlink {
             sock,
             seq: 1,
+            rbuf: Vec::with_capacity(1 << 20),
             warnings: Vec::new(),
         })
     }
@@ -90,9 +92,19 @@ impl Netlink {
         Ok(self.seq)
     }
 
+    /// One datagram (one syscall; `MSG_TRUNC` reports a datagram larger than the buffer,
+    /// which is an error rather than a silent cut).
     fn recv(&mut self) -> Result<Vec<u8>, NlError> {
-        let (buf, _) = self.sock.recv_from_full()?;
-        Ok(buf)
+        const MSG_TRUNC: i32 = 0x20;
+        self.rbuf.clear();
+        let n = self.sock.recv(&mut self.rbuf, MSG_TRUNC)?;
+        if n > self.rbuf.len() {
+            return Err(NlError::Decode(DecodeError(format!(
+                "a netlink datagram of {n} bytes exceeds the {} byte buffer",
+                self.rbuf.capacity()
+            ))));
+        }
+        Ok(self.rbuf[..n].to_vec())
     }
 
     /// Sends a request with `NLM_F_ACK` and waits for the ACK.
