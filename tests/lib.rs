@@ -4,6 +4,7 @@ mod support;
 
 mod check_fixtures;
 mod cli;
+mod cni;
 mod compile;
 mod examples;
 mod explain;

@@ -15,7 +15,7 @@ use crate::plan::{DevicePlan, Plan};
 pub const REDIRECT_PRIO: u16 = 65261;
 
 /// Artefact kinds `compile --emit` knows.
-pub const KINDS: &[&str] = &["tc", "rollback", "plan", "tree"];
+pub const KINDS: &[&str] = &["tc", "rollback", "plan", "tree", "conflist", "annotations"];
 
 const APPLY_TEMPLATE: &str = include_str!("templates/apply.sh.j2");
 const ROLLBACK_TEMPLATE: &str = include_str!("templates/rollback.sh.j2");

@@ -88,7 +88,10 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
         classify::check(d, default, &mut diags);
         defaults.push(default);
     }
-    let fastest_link = drafts.iter().filter_map(|d| d.rate.as_ref().map(|r| r.v)).max();
+    let fastest_link = drafts
+        .iter()
+        .filter_map(|d| d.rate.as_ref().map(|r| r.v))
+        .max();
     pods::post_check(&pod_sites, fastest_link, &mut diags);
     diags.extend(unused);
     let model = if diags.has_errors() {

@@ -4,8 +4,8 @@
 use super::build::Builder;
 use super::suggest;
 use super::values;
-use crate::codes::Code;
 use crate::cni::runtime_burst;
+use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{Cni, PodLimit, Pods};
 use crate::span::Span;
@@ -288,9 +288,15 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span, sites: &mut Sites) -> 
 pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnostics) {
     if let Some((cni, span)) = &sites.cni {
         let msg = match cni {
-            Cni::K3s => Some("K3s chains the bandwidth plugin by default (since May 2023): no conflist patch is needed"),
-            Cni::Rke2Canal => Some("rke2-canal chains the bandwidth plugin by default: no conflist patch is needed"),
-            Cni::Canal | Cni::Calico => Some("Calico 3.30+ shapes pods itself from the same annotations, and earlier Calico manifests chain the plugin: netqos adds no bandwidth entry"),
+            Cni::K3s => Some(
+                "K3s chains the bandwidth plugin by default (since May 2023): no conflist patch is needed",
+            ),
+            Cni::Rke2Canal => Some(
+                "rke2-canal chains the bandwidth plugin by default: no conflist patch is needed",
+            ),
+            Cni::Canal | Cni::Calico => Some(
+                "Calico 3.30+ shapes pods itself from the same annotations, and earlier Calico manifests chain the plugin: netqos adds no bandwidth entry",
+            ),
             _ => None,
         };
         if let Some(msg) = msg {
@@ -315,7 +321,10 @@ pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnost
                     ),
                 )
                 .label(site.span, "never limits")
-                .help(format!("use a rate below {}, or drop the limit", fmt_rate(link))),
+                .help(format!(
+                    "use a rate below {}, or drop the limit",
+                    fmt_rate(link)
+                )),
             );
         }
         let rate_bytes = site.bits as f64 / 8.0;
@@ -325,9 +334,9 @@ pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnost
             let secs = bytes as f64 / rate_bytes;
             if secs > UNSHAPED_SECS {
                 parts.push(format!(
-                    "{} lets the first {} through at full speed ({:.0} s of this limit)",
-                    rt.name,
+                    "{} under {} ({:.0} s at this rate)",
                     megabytes(bytes),
+                    rt.name,
                     secs
                 ));
             }
@@ -337,7 +346,7 @@ pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnost
                 Diagnostic::new(
                     Code::NQ066,
                     format!(
-                        "pod {dir} limit {} for `{}`: {}",
+                        "pod {dir} limit {} for `{}` lets the first {} pass unshaped",
                         fmt_rate(site.bits),
                         site.selector,
                         parts.join("; ")
@@ -354,5 +363,5 @@ pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnost
 const UNSHAPED_SECS: f64 = 2.0;
 
 fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
+    format!("{:.0} MB", bytes as f64 / 1e6)
 }

@@ -26,7 +26,7 @@ pub fn quantity(bits: u64) -> String {
     ];
     for table in [DECIMAL, BINARY] {
         for &(unit, suffix) in table {
-            if bits >= unit && bits % unit == 0 {
+            if bits >= unit && bits.is_multiple_of(unit) {
                 return format!("{}{suffix}", bits / unit);
             }
         }

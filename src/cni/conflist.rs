@@ -13,14 +13,7 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::span::Span;
 
 /// Chained plugins that modify an interface but never create one.
-const CHAINED: &[&str] = &[
-    "bandwidth",
-    "portmap",
-    "tuning",
-    "firewall",
-    "sbr",
-    "vrf",
-];
+const CHAINED: &[&str] = &["bandwidth", "portmap", "tuning", "firewall", "sbr", "vrf"];
 
 /// Keys that make the plugin ignore every pod's annotations (research/cni.md §1.1).
 pub const STATIC_KEYS: &[&str] = &["ingressRate", "ingressBurst", "egressRate", "egressBurst"];
@@ -158,7 +151,9 @@ fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> O
         ));
         return None;
     };
-    let bw: Vec<usize> = (0..types.len()).filter(|&i| types[i] == "bandwidth").collect();
+    let bw: Vec<usize> = (0..types.len())
+        .filter(|&i| types[i] == "bandwidth")
+        .collect();
     if bw.len() > 1 {
         let mut d = structure(
             format!("the chain has {} `bandwidth` entries", bw.len()),
@@ -219,9 +214,7 @@ fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> O
             .and_then(|c| c.get("bandwidth"))
             .and_then(Value::as_bool);
         if cap != Some(true) {
-            let span = node
-                .get("capabilities")
-                .map_or(node.span, |m| m.value.span);
+            let span = node.get("capabilities").map_or(node.span, |m| m.value.span);
             diags.push(structure(
                 "the bandwidth entry does not declare `\"capabilities\": {\"bandwidth\": true}`",
                 span,
@@ -238,7 +231,12 @@ fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> O
                 Code::NQ067,
                 "the conflist chains `calico` without `bandwidth`: Calico 3.30 and later shape pods themselves",
             )
-            .label(plugin_nodes[main].span, "calico")
+            .label(
+                plugin_nodes[main]
+                    .get("type")
+                    .map_or(plugin_nodes[main].span, |m| m.key_span.to(m.value.span)),
+                "calico",
+            )
             .help("netqos leaves this file alone: Felix applies kubernetes.io/*-bandwidth itself and calico/cni no longer ships the bandwidth binary, so adding it would fail every pod sandbox"),
         );
         return Some(Outcome::CalicoNative);
@@ -314,7 +312,7 @@ fn static_values(entry: &Value, node: &Node, main: Option<&Value>, diags: &mut V
             [Some((r, span)), None] if r > 0 => diags.push(
                 Diagnostic::new(Code::NQ036, format!("`{rate_key}` is set without `{burst_key}`"))
                     .label(span, "rate without burst")
-                    .help(format!("set both: the plugin fails with \"if rate is set, burst must also be set\"")),
+                    .help("set both: the plugin fails with \"if rate is set, burst must also be set\""),
             ),
             [None, Some((b, span))] if b > 0 => diags.push(
                 Diagnostic::new(Code::NQ036, format!("`{burst_key}` is set without `{rate_key}`"))
@@ -351,22 +349,26 @@ fn insert_after(text: &str, main: &Node) -> String {
     let element = &text[main.span.start..main.span.end];
     let entry = if own_line && element.contains('\n') {
         // Multi-line element: use its indentation and the step of its first member.
+        // The step is whatever the first member's indentation adds to the element's (tabs
+        // stay tabs).
         let step = main
             .get("type")
-            .map(|m| {
+            .and_then(|m| {
                 let b = &text[..m.key_span.start];
                 let ls = b.rfind('\n').map_or(0, |i| i + 1);
-                b[ls..].len().saturating_sub(lead.len())
+                b[ls..].strip_prefix(lead).map(str::to_string)
             })
-            .filter(|&n| n > 0)
-            .unwrap_or(2);
-        let inner = format!("{lead}{}", " ".repeat(step));
-        let inner2 = format!("{inner}{}", " ".repeat(step));
+            .filter(|s| !s.is_empty() && s.chars().all(|c| c == ' ' || c == '\t'))
+            .unwrap_or_else(|| "  ".to_string());
+        let inner = format!("{lead}{step}");
+        let inner2 = format!("{inner}{step}");
         format!(
             ",\n{lead}{{\n{inner}\"type\": \"bandwidth\",\n{inner}\"capabilities\": {{\n{inner2}\"bandwidth\": true\n{inner}}}\n{lead}}}"
         )
     } else if own_line {
-        format!(",\n{lead}{{ \"type\": \"bandwidth\", \"capabilities\": {{ \"bandwidth\": true }} }}")
+        format!(
+            ",\n{lead}{{ \"type\": \"bandwidth\", \"capabilities\": {{ \"bandwidth\": true }} }}"
+        )
     } else {
         ", {\"type\": \"bandwidth\", \"capabilities\": {\"bandwidth\": true}}".to_string()
     };
@@ -418,9 +420,15 @@ mod tests {
         // Reverse restores the original.
         let back = json_patch::apply(&from_patch, &p.reverse).unwrap();
         let orig: Value = serde_json::from_str(FLANNEL).unwrap();
-        assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&orig).unwrap());
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&orig).unwrap()
+        );
         // Re-reading the patched file finds the entry: a no-op.
-        assert_eq!(analyse(&p.patched_text, true).0, Some(Outcome::Present { index: 1 }));
+        assert_eq!(
+            analyse(&p.patched_text, true).0,
+            Some(Outcome::Present { index: 1 })
+        );
     }
 
     #[test]
@@ -430,15 +438,30 @@ mod tests {
             ("[]", Code::NQ034),
             (r#"{"name":"x","type":"bridge"}"#, Code::NQ034),
             (r#"{"plugins":[{"type":"portmap"}]}"#, Code::NQ034),
-            (r#"{"plugins":[{"type":"bandwidth","capabilities":{"bandwidth":true}},{"type":"ptp"}]}"#, Code::NQ034),
-            (r#"{"plugins":[{"type":"ptp"},{"type":"bandwidth"}]}"#, Code::NQ034),
-            (r#"{"plugins":[{"type":"ptp"},{"type":"bandwidth","ingressRate":0}]}"#, Code::NQ035),
-            (r#"{"plugins":[{"type":"ptp"},{"type":"bandwidth","ingressRate":"10M","ingressBurst":1}]}"#, Code::NQ036),
+            (
+                r#"{"plugins":[{"type":"bandwidth","capabilities":{"bandwidth":true}},{"type":"ptp"}]}"#,
+                Code::NQ034,
+            ),
+            (
+                r#"{"plugins":[{"type":"ptp"},{"type":"bandwidth"}]}"#,
+                Code::NQ034,
+            ),
+            (
+                r#"{"plugins":[{"type":"ptp"},{"type":"bandwidth","ingressRate":0}]}"#,
+                Code::NQ035,
+            ),
+            (
+                r#"{"plugins":[{"type":"ptp"},{"type":"bandwidth","ingressRate":"10M","ingressBurst":1}]}"#,
+                Code::NQ036,
+            ),
         ];
         for (text, code) in cases {
             let (o, d) = analyse(text, true);
             assert!(o.is_none(), "{text}");
-            assert!(d.iter().any(|d| d.code == *code && d.is_error()), "{text}: {d:?}");
+            assert!(
+                d.iter().any(|d| d.code == *code && d.is_error()),
+                "{text}: {d:?}"
+            );
         }
     }
 }

@@ -151,8 +151,14 @@ mod tests {
             },
         ];
         let once = apply(&doc, &ops).unwrap();
-        assert_eq!(once, json!({"plugins": [{"type": "a"}, {"type": "b"}, {"type": "c"}]}));
-        assert!(matches!(apply(&once, &ops), Err(PatchError::TestFailed { index: 0, .. })));
+        assert_eq!(
+            once,
+            json!({"plugins": [{"type": "a"}, {"type": "b"}, {"type": "c"}]})
+        );
+        assert!(matches!(
+            apply(&once, &ops),
+            Err(PatchError::TestFailed { index: 0, .. })
+        ));
         let back = apply(
             &once,
             &[Op::Remove {
@@ -167,10 +173,20 @@ mod tests {
     fn bad_paths_fail_without_panicking() {
         let doc = json!({"a": [1]});
         for p in ["a", "/a/5", "/a/01", "/b/c", "/a/-"] {
-            assert!(apply(&doc, &[Op::Remove { path: p.into() }]).is_err(), "{p}");
+            assert!(
+                apply(&doc, &[Op::Remove { path: p.into() }]).is_err(),
+                "{p}"
+            );
         }
         assert_eq!(
-            apply(&doc, &[Op::Add { path: "/a/-".into(), value: json!(2) }]).unwrap(),
+            apply(
+                &doc,
+                &[Op::Add {
+                    path: "/a/-".into(),
+                    value: json!(2)
+                }]
+            )
+            .unwrap(),
             json!({"a": [1, 2]})
         );
     }

@@ -85,90 +85,91 @@ impl Scanner<'_> {
     fn value(&mut self) -> Option<Node> {
         self.ws();
         let start = self.i;
-        let kind = match *self.b.get(self.i)? {
-            b'{' => {
-                self.depth += 1;
-                if self.depth > 512 {
-                    return None;
-                }
-                self.i += 1;
-                let mut members = Vec::new();
-                self.ws();
-                if self.b.get(self.i) == Some(&b'}') {
+        let kind =
+            match *self.b.get(self.i)? {
+                b'{' => {
+                    self.depth += 1;
+                    if self.depth > 512 {
+                        return None;
+                    }
                     self.i += 1;
-                } else {
-                    loop {
-                        self.ws();
-                        let key_start = self.i;
-                        self.string()?;
-                        let key_span = Span::new(key_start, self.i);
-                        let key = std::str::from_utf8(&self.b[key_start + 1..self.i - 1])
-                            .ok()?
-                            .to_string();
-                        self.eat(b':')?;
-                        let value = self.value()?;
-                        members.push(Member {
-                            key,
-                            key_span,
-                            value,
-                        });
-                        self.ws();
-                        match self.b.get(self.i)? {
-                            b',' => self.i += 1,
-                            b'}' => {
-                                self.i += 1;
-                                break;
+                    let mut members = Vec::new();
+                    self.ws();
+                    if self.b.get(self.i) == Some(&b'}') {
+                        self.i += 1;
+                    } else {
+                        loop {
+                            self.ws();
+                            let key_start = self.i;
+                            self.string()?;
+                            let key_span = Span::new(key_start, self.i);
+                            let key = std::str::from_utf8(&self.b[key_start + 1..self.i - 1])
+                                .ok()?
+                                .to_string();
+                            self.eat(b':')?;
+                            let value = self.value()?;
+                            members.push(Member {
+                                key,
+                                key_span,
+                                value,
+                            });
+                            self.ws();
+                            match self.b.get(self.i)? {
+                                b',' => self.i += 1,
+                                b'}' => {
+                                    self.i += 1;
+                                    break;
+                                }
+                                _ => return None,
                             }
-                            _ => return None,
                         }
                     }
+                    self.depth -= 1;
+                    Kind::Object(members)
                 }
-                self.depth -= 1;
-                Kind::Object(members)
-            }
-            b'[' => {
-                self.depth += 1;
-                if self.depth > 512 {
-                    return None;
-                }
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.b.get(self.i) == Some(&b']') {
+                b'[' => {
+                    self.depth += 1;
+                    if self.depth > 512 {
+                        return None;
+                    }
                     self.i += 1;
-                } else {
-                    loop {
-                        items.push(self.value()?);
-                        self.ws();
-                        match self.b.get(self.i)? {
-                            b',' => self.i += 1,
-                            b']' => {
-                                self.i += 1;
-                                break;
+                    let mut items = Vec::new();
+                    self.ws();
+                    if self.b.get(self.i) == Some(&b']') {
+                        self.i += 1;
+                    } else {
+                        loop {
+                            items.push(self.value()?);
+                            self.ws();
+                            match self.b.get(self.i)? {
+                                b',' => self.i += 1,
+                                b']' => {
+                                    self.i += 1;
+                                    break;
+                                }
+                                _ => return None,
                             }
-                            _ => return None,
                         }
                     }
+                    self.depth -= 1;
+                    Kind::Array(items)
                 }
-                self.depth -= 1;
-                Kind::Array(items)
-            }
-            b'"' => {
-                self.string()?;
-                Kind::Scalar
-            }
-            _ => {
-                while self.b.get(self.i).is_some_and(|c| {
-                    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.')
-                }) {
-                    self.i += 1;
+                b'"' => {
+                    self.string()?;
+                    Kind::Scalar
                 }
-                if self.i == start {
-                    return None;
+                _ => {
+                    while self.b.get(self.i).is_some_and(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.')
+                    }) {
+                        self.i += 1;
+                    }
+                    if self.i == start {
+                        return None;
+                    }
+                    Kind::Scalar
                 }
-                Kind::Scalar
-            }
-        };
+            };
         Some(Node {
             span: Span::new(start, self.i),
             kind,
@@ -203,10 +204,19 @@ mod tests {
         let t = r#"{ "a": [1, {"b": "x\"y"}], "c": true }"#;
         let n = scan(t).unwrap();
         let a = n.get("a").unwrap();
-        assert_eq!(&t[a.value.span.start..a.value.span.end], r#"[1, {"b": "x\"y"}]"#);
+        assert_eq!(
+            &t[a.value.span.start..a.value.span.end],
+            r#"[1, {"b": "x\"y"}]"#
+        );
         let items = a.value.elements().unwrap();
-        assert_eq!(&t[items[1].span.start..items[1].span.end], r#"{"b": "x\"y"}"#);
-        assert_eq!(&t[n.get("c").unwrap().key_span.start..n.get("c").unwrap().key_span.end], "\"c\"");
+        assert_eq!(
+            &t[items[1].span.start..items[1].span.end],
+            r#"{"b": "x\"y"}"#
+        );
+        assert_eq!(
+            &t[n.get("c").unwrap().key_span.start..n.get("c").unwrap().key_span.end],
+            "\"c\""
+        );
     }
 
     #[test]

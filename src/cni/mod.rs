@@ -130,13 +130,15 @@ pub fn conflist_artefacts(
 }
 
 fn flavour_name(pods: &Pods) -> String {
-    pods.cni
-        .as_ref()
-        .map_or_else(|| "the CNI".to_string(), |c| format!("`cni {}`", flavour::name(c)))
+    pods.cni.as_ref().map_or_else(
+        || "the CNI".to_string(),
+        |c| format!("`cni {}`", flavour::name(c)),
+    )
 }
 
 fn empty_patches(out: &mut ConflistArtefacts) {
-    out.files.push(("conflist/patch.json".into(), "[]\n".into()));
+    out.files
+        .push(("conflist/patch.json".into(), "[]\n".into()));
     out.files
         .push(("conflist/rollback-patch.json".into(), "[]\n".into()));
 }

@@ -55,7 +55,13 @@ mod tests {
         // containerd at 100 Mbit/s → "burst 512Mb"; dockershim at 10 Mbit/s → "burst 256Mb"
         // (tc rounds to Mb within 1024/16 bytes)
         let near = |a: u64, b: u64| a.abs_diff(b) < 64;
-        assert!(near(effective_burst_bytes(100_000_000, 4_294_967_295), 512 << 20));
-        assert!(near(effective_burst_bytes(10_000_000, 2_147_483_647), 256 << 20));
+        assert!(near(
+            effective_burst_bytes(100_000_000, 4_294_967_295),
+            512 << 20
+        ));
+        assert!(near(
+            effective_burst_bytes(10_000_000, 2_147_483_647),
+            256 << 20
+        ));
     }
 }

@@ -1,0 +1,329 @@
+//! The `conflist` and `annotations` artefacts: every fixture conflist (real upstream
+//! defaults and hand-made bad ones) is snapshotted with its patch, reverse patch and patched
+//! text or its diagnostics; the patch, the patched text and the reverse agree; the CLI
+//! refuses bad input without writing anything.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+use netqos::cni::conflist::{self, Outcome};
+use netqos::cni::json_patch;
+use netqos::report::{self, Source};
+use serde_json::Value;
+
+fn fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/conflists"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Serialised with key order kept: equal strings mean equal documents, order included.
+fn canon(v: &Value) -> String {
+    serde_json::to_string(v).unwrap()
+}
+
+#[test]
+fn every_fixture_conflist_is_patched_or_left_alone() {
+    let mut patched = 0;
+    for path in fixtures() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (outcome, diags) = conflist::analyse(&text, true);
+        let mut snap = String::new();
+        if !diags.is_empty() {
+            let src = Source {
+                name: name.clone(),
+                text: text.clone(),
+            };
+            snap.push_str(&report::human(&diags, &src, false));
+        }
+        let bad = name.starts_with("bad-");
+        match &outcome {
+            None => assert!(bad, "{name}: refused: {diags:?}"),
+            Some(o) => assert!(!bad, "{name}: accepted: {o:?}"),
+        }
+        match outcome {
+            None => assert!(diags.iter().any(|d| d.is_error()), "{name}"),
+            Some(Outcome::Present { index }) => {
+                snap.push_str(&format!(
+                    "already present at /plugins/{index}: nothing to do\n"
+                ));
+            }
+            Some(Outcome::CalicoNative) => snap.push_str("calico without bandwidth: left alone\n"),
+            Some(Outcome::Patch(p)) => {
+                patched += 1;
+                let original: Value = serde_json::from_str(&text).unwrap();
+                let once = json_patch::apply(&original, &p.ops).unwrap();
+                // The patched text says exactly what the patch says, key order included.
+                let from_text: Value = serde_json::from_str(&p.patched_text).unwrap();
+                assert_eq!(canon(&once), canon(&from_text), "{name}");
+                // Only the entry was added: removing it gives back the original document.
+                // Applying twice equals applying once (the guard refuses the second time).
+                assert!(
+                    json_patch::apply(&once, &p.ops).is_err(),
+                    "{name}: applied twice"
+                );
+                // The reverse patch restores the original exactly.
+                let back = json_patch::apply(&once, &p.reverse).unwrap();
+                assert_eq!(canon(&back), canon(&original), "{name}");
+                // The patched file is recognised as done; the original bytes are all kept.
+                assert_eq!(
+                    conflist::analyse(&p.patched_text, true).0,
+                    Some(Outcome::Present { index: p.index }),
+                    "{name}"
+                );
+                assert_eq!(
+                    p.patched_text.len() - text.len(),
+                    diff_insertion(&text, &p.patched_text).len(),
+                    "{name}: more than one insertion"
+                );
+                snap.push_str(&format!(
+                    "patch:\n{}\nreverse:\n{}\npatched:\n{}",
+                    serde_json::to_string_pretty(&p.ops).unwrap(),
+                    serde_json::to_string_pretty(&p.reverse).unwrap(),
+                    p.patched_text
+                ));
+            }
+        }
+        insta_settings().bind(|| insta::assert_snapshot!(format!("conflist__{name}"), snap));
+    }
+    assert!(
+        patched >= 3,
+        "fixtures must include conflists that need the patch"
+    );
+}
+
+/// The inserted text, when `new` is `old` with one contiguous insertion.
+fn diff_insertion(old: &str, new: &str) -> String {
+    let pre = old
+        .bytes()
+        .zip(new.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let post = old[pre..]
+        .bytes()
+        .rev()
+        .zip(new[pre..].bytes().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert_eq!(
+        pre + post,
+        old.len(),
+        "old text is not a prefix+suffix of new"
+    );
+    new[pre..new.len() - post].to_string()
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("netqos-cni-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn compile_with_a_node_conflist_writes_the_patch_durable_source_and_annotations() {
+    let dir = tempdir("compile");
+    let conf = root().join("tests/fixtures/conflists/flannel-upstream.conflist");
+    let before = std::fs::read(&conf).unwrap();
+    let out = netqos(
+        &[
+            "compile",
+            "examples/pods.nq",
+            "-o",
+            dir.to_str().unwrap(),
+            "--conflist",
+            conf.to_str().unwrap(),
+            "--allow",
+            "NQ066",
+        ],
+        &root(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("conflist: adds the bandwidth entry at /plugins/1"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("NQ066"),
+        "--allow NQ066 hides it: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&conf).unwrap(),
+        before,
+        "the node's file is never touched"
+    );
+    let patched = std::fs::read_to_string(dir.join("conflist/flannel-upstream.conflist")).unwrap();
+    assert!(patched.contains("\"bandwidth\": true"));
+    let helm = std::fs::read_to_string(dir.join("conflist/rke2-flannel-config.yaml")).unwrap();
+    assert!(helm.contains("kind: HelmChartConfig") && helm.contains("\"type\": \"bandwidth\""));
+    let ann = std::fs::read_to_string(dir.join("annotations.yaml")).unwrap();
+    assert!(
+        ann.contains("kubernetes.io/egress-bandwidth: \"50M\""),
+        "{ann}"
+    );
+    assert!(
+        ann.contains("namespace: batch")
+            && ann.contains("kubernetes.io/ingress-bandwidth: \"20M\"")
+    );
+    // `-o -` prints the RFC 6902 patch.
+    let out = netqos(
+        &[
+            "compile",
+            "examples/pods.nq",
+            "-o",
+            "-",
+            "--emit",
+            "conflist",
+            "-q",
+            "--conflist",
+            conf.to_str().unwrap(),
+        ],
+        &root(),
+    );
+    let ops: Vec<Value> = serde_json::from_slice(&out.stdout).expect("a JSON patch");
+    assert_eq!(ops.last().unwrap()["path"], "/plugins/1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn malformed_conflists_change_nothing_and_exit_1() {
+    for bad in [
+        "bad-malformed.conflist",
+        "bad-single-plugin.conf",
+        "bad-no-main-plugin.conflist",
+        "bad-bandwidth-first.conflist",
+        "bad-duplicate.conflist",
+        "bad-no-capability.conflist",
+        "bad-static-rates.conflist",
+    ] {
+        let dir = tempdir("bad");
+        let conf = root().join("tests/fixtures/conflists").join(bad);
+        let before = std::fs::read(&conf).unwrap();
+        let out = netqos(
+            &[
+                "compile",
+                "examples/pods.nq",
+                "-o",
+                dir.to_str().unwrap(),
+                "--conflist",
+                conf.to_str().unwrap(),
+            ],
+            &root(),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {stderr}");
+        assert!(stderr.contains("error[NQ03"), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(bad),
+            "{bad}: the diagnostic names the file: {stderr}"
+        );
+        assert_eq!(
+            files_under(&dir),
+            Vec::<String>::new(),
+            "{bad}: nothing written"
+        );
+        assert_eq!(std::fs::read(&conf).unwrap(), before);
+        // `check --conflist` reports the same problem.
+        let out = netqos(
+            &[
+                "check",
+                "examples/pods.nq",
+                "--conflist",
+                conf.to_str().unwrap(),
+            ],
+            &root(),
+        );
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn output_into_the_cni_directory_is_refused() {
+    let dir = tempdir("netd");
+    let conf = dir.join("10-flannel.conflist");
+    std::fs::copy(
+        root().join("tests/fixtures/conflists/flannel-upstream.conflist"),
+        &conf,
+    )
+    .unwrap();
+    let out = netqos(
+        &[
+            "compile",
+            "examples/pods.nq",
+            "-o",
+            dir.to_str().unwrap(),
+            "--conflist",
+            conf.to_str().unwrap(),
+        ],
+        &root(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("NQ037"), "{stderr}");
+    assert_eq!(files_under(&dir), vec![conf.display().to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn flavours_without_a_patch_say_so_and_allow_rejects_errors() {
+    let dir = tempdir("flavour");
+    let policy = dir.join("k3s.nq");
+    std::fs::write(
+        &policy,
+        "netqos 1\n\npods {\n    cni k3s\n    limit app=web egress 5gbit\n}\n",
+    )
+    .unwrap();
+    let out = netqos(&["check", policy.to_str().unwrap()], &root());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("NQ067"), "{stderr}");
+    let o = dir.join("out");
+    let out = netqos(
+        &[
+            "compile",
+            policy.to_str().unwrap(),
+            "-o",
+            o.to_str().unwrap(),
+        ],
+        &root(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(o.join("conflist/patch.json")).unwrap(),
+        "[]\n"
+    );
+    let out = netqos(
+        &["check", policy.to_str().unwrap(), "--allow", "NQ038"],
+        &root(),
+    );
+    assert_eq!(out.status.code(), Some(2), "errors cannot be allowed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
