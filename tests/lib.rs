@@ -5,6 +5,7 @@ mod support;
 mod check_fixtures;
 mod cli;
 mod cni;
+mod cni_run;
 mod compile;
 mod examples;
 mod explain;
