@@ -327,3 +327,129 @@ fn flavours_without_a_patch_say_so_and_allow_rejects_errors() {
     assert_eq!(out.status.code(), Some(2), "errors cannot be allowed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `sh script` inside a fresh namespace holding a veth `eth0`, with the conflist and
+/// state directory redirected to `dir`.
+fn run_in_ns(ns: &str, script: &Path, dir: &Path) -> std::process::Output {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "sh"])
+        .arg(script)
+        .env("NETQOS_CNI_CONF", dir.join("net.d/10-flannel.conflist"))
+        .env("NETQOS_STATE_DIR", dir.join("state"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_scripts_install_the_conflist_over_the_exact_original_and_restore_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = format!("nqcniscript-{}", std::process::id());
+    let made = std::process::Command::new("ip")
+        .args(["netns", "add", &ns])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !made {
+        assert!(
+            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
+            "no namespaces"
+        );
+        return;
+    }
+    let sh = |cmd: &str| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    };
+    assert!(sh("ip link add eth0 type veth peer name eth0p && ip link set eth0 up && ip link set eth0p up").status.success());
+    let dir = tempdir("scripts");
+    std::fs::create_dir_all(dir.join("net.d")).unwrap();
+    let original =
+        std::fs::read(root().join("tests/fixtures/conflists/flannel-upstream.conflist")).unwrap();
+    let conf = dir.join("net.d/10-flannel.conflist");
+    std::fs::write(&conf, &original).unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let policy = dir.join("node.nq");
+    std::fs::write(
+        &policy,
+        "netqos 1\n\ninterface eth0 {\n    rate 100mbit\n    class all {\n        rate 100mbit\n        default\n    }\n}\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n",
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let out = netqos(
+        &[
+            "compile",
+            policy.to_str().unwrap(),
+            "-o",
+            out_dir.to_str().unwrap(),
+            "--conflist",
+            conf.to_str().unwrap(),
+            "--allow",
+            "NQ066",
+            "-q",
+        ],
+        &root(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let patched = std::fs::read(out_dir.join("conflist/10-flannel.conflist")).unwrap();
+    let (apply, rollback) = (
+        out_dir.join("netqos-apply.sh"),
+        out_dir.join("netqos-rollback.sh"),
+    );
+    let backup = dir.join("state/cni/10-flannel.conflist.orig");
+
+    // Apply twice: the patched file, owner and mode kept, backup outside the CNI directory.
+    for _ in 0..2 {
+        let o = run_in_ns(&ns, &apply, &dir);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(&conf).unwrap(), patched);
+        assert_eq!(
+            std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        assert_eq!(std::fs::read(&backup).unwrap(), original);
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.join("net.d")).unwrap().count(),
+        1,
+        "no temporary or backup file left in the CNI directory"
+    );
+    // Rollback twice: the original back, the backup gone, then nothing to do.
+    for _ in 0..2 {
+        let o = run_in_ns(&ns, &rollback, &dir);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(&conf).unwrap(), original);
+        assert!(!backup.exists());
+    }
+    assert!(!String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"));
+    // A conflist that changed since compile stops the apply before anything changes.
+    std::fs::write(
+        &conf,
+        b"{\"name\":\"cbr0\",\"plugins\":[{\"type\":\"flannel\"}]}\n",
+    )
+    .unwrap();
+    let o = run_in_ns(&ns, &apply, &dir);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("not the file this script was compiled against")
+    );
+    assert!(
+        !String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"),
+        "nothing applied"
+    );
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &ns])
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -139,11 +139,35 @@ fn display_name(source: &str) -> String {
         .collect()
 }
 
+/// The patched CNI conflist the scripts install and restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct CniInstall {
+    /// Where the conflist lives on the node (`NETQOS_CNI_CONF` overrides it at run time).
+    pub path: String,
+    /// The exact text the patch was computed from: the scripts only replace that.
+    pub original: String,
+    pub patched: String,
+    /// Computed from the node's own file (`--conflist`): a different file on the node stops
+    /// the apply script before it changes anything. Otherwise (a flavour's default) it is
+    /// skipped with a warning.
+    pub strict: bool,
+}
+
 /// Renders the apply script for the whole node.
 pub fn tc_script(
     plan: &Plan,
     source: &str,
     templates: &Templates,
+) -> Result<String, minijinja::Error> {
+    tc_script_for_node(plan, source, templates, None)
+}
+
+/// The apply script, also installing the patched CNI conflist when `cni` is given.
+pub fn tc_script_for_node(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+    cni: Option<&CniInstall>,
 ) -> Result<String, minijinja::Error> {
     let env = env(templates)?;
     let source = &display_name(source);
@@ -202,6 +226,7 @@ pub fn tc_script(
         required => required,
         map => map,
         redirect_prio => REDIRECT_PRIO,
+        cni => cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
     })?;
     Ok(with_newline(out))
 }
@@ -218,6 +243,16 @@ pub fn rollback_script(
     plan: &Plan,
     source: &str,
     templates: &Templates,
+) -> Result<String, minijinja::Error> {
+    rollback_script_for_node(plan, source, templates, None)
+}
+
+/// The rollback script, also restoring the conflist backup when `cni` is given.
+pub fn rollback_script_for_node(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+    cni: Option<&CniInstall>,
 ) -> Result<String, minijinja::Error> {
     let env = env(templates)?;
     let source = &display_name(source);
@@ -251,6 +286,7 @@ pub fn rollback_script(
         ingress => minijinja::Value::from(minijinja::value::Serde(&ingress)),
         egress => egress,
         redirect_prio => REDIRECT_PRIO,
+        cni => cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
     })?;
     Ok(with_newline(out))
 }

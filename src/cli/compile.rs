@@ -129,12 +129,34 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         print(&[d], &cmd, Format::Human, ui, &mut json);
         return Exit::Invalid;
     }
+    // The conflist change, which the scripts install and restore too.
+    let wants = |k: &str| kinds.iter().any(|x| x == k);
+    let cni = match pods {
+        Some(p) if wants("conflist") || wants("tc") || wants("rollback") => {
+            match conflist_files(p, node_conflist.as_ref(), &allowed, ui, &mut json) {
+                Ok(c) => Some(c),
+                Err(e) => return e,
+            }
+        }
+        _ => None,
+    };
+    let install = cni
+        .as_ref()
+        .and_then(|c| c.install.as_ref())
+        .map(|i| backend::CniInstall {
+            path: i.path.clone(),
+            original: i.original.clone(),
+            patched: i.patched.clone(),
+            strict: i.from_node,
+        });
     // (relative path, contents) of every file to write, in a fixed order.
     let mut outputs: Vec<(String, String)> = Vec::new();
     for kind in &kinds {
         let text = match kind.as_str() {
-            "tc" => backend::tc_script(&plan, &source_name, &templates),
-            "rollback" => backend::rollback_script(&plan, &source_name, &templates),
+            "tc" => backend::tc_script_for_node(&plan, &source_name, &templates, install.as_ref()),
+            "rollback" => {
+                backend::rollback_script_for_node(&plan, &source_name, &templates, install.as_ref())
+            }
             "plan" => Ok(backend::plan_json(&plan)),
             "conflist" | "annotations" => {
                 let Some(pods) = pods else {
@@ -147,18 +169,14 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
                 if kind == "annotations" {
                     Ok(netqos::cni::annotations::component(pods, &source_name))
                 } else {
-                    match conflist_files(pods, node_conflist.as_ref(), &allowed, ui, &mut json) {
-                        Ok(files) => {
-                            if to_stdout {
-                                // `-o -` prints the RFC 6902 patch itself.
-                                let patch = files.iter().find(|f| f.0 == "conflist/patch.json");
-                                Ok(patch.map_or_else(|| "[]\n".to_string(), |f| f.1.clone()))
-                            } else {
-                                outputs.extend(files);
-                                continue;
-                            }
-                        }
-                        Err(e) => return e,
+                    let files = cni.as_ref().map_or(&[][..], |c| &c.files[..]);
+                    if to_stdout {
+                        // `-o -` prints the RFC 6902 patch itself.
+                        let patch = files.iter().find(|f| f.0 == "conflist/patch.json");
+                        Ok(patch.map_or_else(|| "[]\n".to_string(), |f| f.1.clone()))
+                    } else {
+                        outputs.extend(files.iter().cloned());
+                        continue;
                     }
                 }
             }
@@ -227,7 +245,7 @@ fn conflist_files(
     allowed: &[netqos::codes::Code],
     ui: Ui,
     json: &mut Vec<netqos::report::JsonDiagnostic>,
-) -> Result<Vec<(String, String)>, Exit> {
+) -> Result<netqos::cni::ConflistArtefacts, Exit> {
     let input = node.map(|n| netqos::cni::NodeConflist {
         path: &n.name,
         text: &n.text,
@@ -252,7 +270,7 @@ fn conflist_files(
                     eprintln!("conflist: {line}");
                 }
             }
-            Ok(a.files)
+            Ok(a)
         }
         Err(diags) => {
             print(&diags, src, Format::Human, ui, json);

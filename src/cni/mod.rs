@@ -22,8 +22,20 @@ use flavour::{Default as FlavourDefault, Durable};
 pub struct ConflistArtefacts {
     pub files: Vec<(String, String)>,
     pub summary: Vec<String>,
-    /// The patched conflist text, when there is something to change.
-    pub patched: Option<String>,
+    /// What the scripts install on the node, when there is something to change.
+    pub install: Option<Install>,
+}
+
+/// The conflist change for the apply and rollback scripts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Install {
+    /// The conflist's path on the node.
+    pub path: String,
+    /// The text the patch was computed from, and the patched text.
+    pub original: String,
+    pub patched: String,
+    /// Computed from the node's own file (`--conflist`) rather than a flavour's default.
+    pub from_node: bool,
 }
 
 /// The node's conflist as read from `--conflist FILE`.
@@ -123,7 +135,17 @@ pub fn conflist_artefacts(
             if let Some(f) = &flavour {
                 durable(f.durable, &f.conflist_path, &p.patched_text, &mut out);
             }
-            out.patched = Some(p.patched_text);
+            let path = flavour
+                .as_ref()
+                .map(|f| f.conflist_path.clone())
+                .or(node.map(|n| n.path.to_string()))
+                .unwrap_or_default();
+            out.install = Some(Install {
+                path,
+                original: base.clone(),
+                patched: p.patched_text,
+                from_node: node.is_some(),
+            });
         }
     }
     Ok(out)
