@@ -179,7 +179,7 @@ fn compile_with_a_node_conflist_writes_the_patch_durable_source_and_annotations(
         before,
         "the node's file is never touched"
     );
-    let patched = std::fs::read_to_string(dir.join("conflist/flannel-upstream.conflist")).unwrap();
+    let patched = std::fs::read_to_string(dir.join("conflist/10-flannel.conflist")).unwrap();
     assert!(patched.contains("\"bandwidth\": true"));
     let helm = std::fs::read_to_string(dir.join("conflist/rke2-flannel-config.yaml")).unwrap();
     assert!(helm.contains("kind: HelmChartConfig") && helm.contains("\"type\": \"bandwidth\""));
@@ -452,4 +452,70 @@ fn the_scripts_install_the_conflist_over_the_exact_original_and_restore_it() {
         .args(["netns", "del", &ns])
         .output();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_flavour_names_its_durable_source() {
+    use netqos::cni::{NodeConflist, conflist_artefacts};
+    use netqos::model::{Cni, Pods};
+    let fixture =
+        |n: &str| std::fs::read_to_string(root().join("tests/fixtures/conflists").join(n)).unwrap();
+    let lacking = fixture("flannel-upstream.conflist");
+    let cases: Vec<(Cni, Option<String>)> = vec![
+        (Cni::Flannel, None),
+        (Cni::Rke2Flannel, None),
+        (
+            Cni::Rke2Flannel,
+            Some(fixture("rke2-flannel-with-bandwidth.conflist")),
+        ),
+        (Cni::K3s, None),
+        (Cni::K3s, Some(lacking.clone())),
+        (Cni::Rke2Canal, Some(fixture("rke2-canal.conflist"))),
+        (Cni::Canal, None),
+        (Cni::Canal, Some(fixture("canal-v3.29.conflist"))),
+        (Cni::Calico, Some(fixture("canal-v3.30.conflist"))),
+        (Cni::File("/etc/cni/net.d/20-lab.conflist".into()), None),
+        (
+            Cni::File("/etc/cni/net.d/20-lab.conflist".into()),
+            Some(fixture("compact-ptp.conflist")),
+        ),
+    ];
+    let mut snap = String::new();
+    for (cni, text) in cases {
+        let pods = Pods {
+            cni: Some(cni.clone()),
+            limits: Vec::new(),
+        };
+        let node = text.as_ref().map(|t| NodeConflist {
+            path: "node.conflist",
+            text: t,
+        });
+        let a = conflist_artefacts(&pods, node.as_ref()).unwrap();
+        snap.push_str(&format!(
+            "=== cni {} ({})\n",
+            netqos::cni::flavour::name(&cni),
+            if text.is_some() {
+                "--conflist"
+            } else {
+                "default"
+            }
+        ));
+        for s in &a.summary {
+            snap.push_str(&format!("summary: {s}\n"));
+        }
+        for (path, content) in &a.files {
+            if path.ends_with("patch.json") || path.ends_with(".conflist") {
+                snap.push_str(&format!("file {path} ({} bytes)\n", content.len()));
+            } else {
+                snap.push_str(&format!("file {path}:\n{content}"));
+            }
+        }
+        if let Some(i) = &a.install {
+            snap.push_str(&format!(
+                "install: {} (from node: {})\n",
+                i.path, i.from_node
+            ));
+        }
+    }
+    insta_settings().bind(|| insta::assert_snapshot!("conflist__durable_sources", snap));
 }

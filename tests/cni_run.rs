@@ -335,7 +335,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         String::from_utf8_lossy(&out.stderr)
     );
     let patched: Value = serde_json::from_str(
-        &std::fs::read_to_string(out_dir.join("conflist/10-standin.conflist")).unwrap(),
+        &std::fs::read_to_string(out_dir.join("conflist/10-flannel.conflist")).unwrap(),
     )
     .unwrap();
     // The same change netqos makes to the real flannel default: the entry at /plugins/1.

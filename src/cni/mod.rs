@@ -123,9 +123,11 @@ pub fn conflist_artefacts(
                 .push(("conflist/patch.json".into(), ops_json(&p.ops)));
             out.files
                 .push(("conflist/rollback-patch.json".into(), ops_json(&p.reverse)));
-            let file_name = node
-                .map(|n| n.path)
-                .or(flavour.as_ref().map(|f| f.conflist_path.as_str()))
+            // Named like the file it replaces on the node.
+            let file_name = flavour
+                .as_ref()
+                .map(|f| f.conflist_path.as_str())
+                .or(node.map(|n| n.path))
                 .and_then(|p| p.rsplit('/').next())
                 .filter(|n| !n.is_empty() && *n != "." && *n != "..")
                 .unwrap_or("cni.conflist")
@@ -197,8 +199,9 @@ fn durable(d: Durable, path: &str, patched: &str, out: &mut ConflistArtefacts) {
             out.files.push((
                 file.clone(),
                 format!(
-                    "# netqos: the durable source of {path}. The CNI's install-cni container rewrites\n\
-                     # that file from this ConfigMap whenever its pod starts, so patch both.\n\
+                    "# netqos: the durable source of {path}.\n\
+                     # The CNI's install-cni container rewrites that file from this ConfigMap\n\
+                     # whenever its pod starts, so patch both.\n\
                      #   kubectl -n {namespace} patch configmap {name} --type merge --patch-file {name}.patch.yaml\n\
                      #   kubectl -n {namespace} rollout restart daemonset {daemonset}\n\
                      # Only pods created afterwards are shaped.\n\
@@ -215,7 +218,8 @@ fn durable(d: Durable, path: &str, patched: &str, out: &mut ConflistArtefacts) {
             out.files.push((
                 file.clone(),
                 format!(
-                    "# netqos: the durable source of {path} on RKE2 with cni: flannel. Put this file in\n\
+                    "# netqos: the durable source of {path}\n\
+                     # on RKE2 with cni: flannel. Put this file in\n\
                      # /var/lib/rancher/rke2/server/manifests/ on a server node (merge it by hand if a\n\
                      # HelmChartConfig named rke2-flannel exists already). RKE2 redeploys the chart and\n\
                      # flannel rewrites the conflist on every node.\n\
@@ -234,9 +238,10 @@ fn durable(d: Durable, path: &str, patched: &str, out: &mut ConflistArtefacts) {
             out.files.push((
                 "conflist/k3s-config.yaml".into(),
                 format!(
-                    "# netqos: K3s rewrites {path} at every start unless --flannel-cni-conf names\n\
-                     # another file. Install conflist/flannel-cni.conflist as {target} and this file as\n\
-                     # /etc/rancher/k3s/config.yaml.d/netqos.yaml, then restart k3s.\n\
+                    "# netqos: K3s rewrites {path}\n\
+                     # at every start unless --flannel-cni-conf names another file. Install\n\
+                     # conflist/flannel-cni.conflist as {target}\n\
+                     # and this file as /etc/rancher/k3s/config.yaml.d/netqos.yaml, then restart k3s.\n\
                      flannel-cni-conf: {target}\n"
                 ),
             ));
