@@ -448,6 +448,38 @@ fn the_scripts_install_the_conflist_over_the_exact_original_and_restore_it() {
         !String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"),
         "nothing applied"
     );
+    // A policy with only a pods block: the scripts handle the conflist alone.
+    std::fs::write(&conf, &original).unwrap();
+    std::fs::write(
+        &policy,
+        "netqos 1\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n",
+    )
+    .unwrap();
+    let out = netqos(
+        &[
+            "compile",
+            policy.to_str().unwrap(),
+            "-o",
+            out_dir.to_str().unwrap(),
+            "--conflist",
+            conf.to_str().unwrap(),
+            "--allow",
+            "NQ066",
+            "-q",
+        ],
+        &root(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let o = run_in_ns(&ns, &apply, &dir);
+    assert!(
+        o.status.success(),
+        "pods-only apply: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(&conf).unwrap(), patched);
+    let o = run_in_ns(&ns, &rollback, &dir);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&conf).unwrap(), original);
     let _ = std::process::Command::new("ip")
         .args(["netns", "del", &ns])
         .output();
