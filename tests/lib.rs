@@ -10,5 +10,6 @@ mod explain;
 mod fuzz;
 mod kernel;
 mod man;
+mod node;
 mod scale;
 mod traffic;

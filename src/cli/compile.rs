@@ -14,6 +14,8 @@ fn file_name(kind: &str) -> &'static str {
         "tc" => "netqos-apply.sh",
         "rollback" => "netqos-rollback.sh",
         "plan" => "plan.json",
+        "cloud-init" => "cloud-init.yaml",
+        "systemd" => "netqos.service",
         _ => "tree.txt",
     }
 }
@@ -112,6 +114,9 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             "tc" => backend::tc_script(&plan, &source_name, &templates),
             "rollback" => backend::rollback_script(&plan, &source_name, &templates),
             "plan" => Ok(backend::plan_json(&plan)),
+            "cloud-init" => backend::node_files(&plan, &source_name, &templates)
+                .and_then(|files| backend::cloud_config(&files, &source_name)),
+            "systemd" => backend::unit(&plan, &source_name),
             _ => Ok(backend::tree(&plan)),
         };
         match text {

@@ -125,7 +125,7 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Compile a policy into the node's artefacts: tc apply script, rollback, plan, tree.
+    /// Compile a policy into the node's artefacts: tc apply script, rollback, plan, tree, cloud-init, systemd unit.
     #[command(
         after_help = "Examples:\n  netqos compile policy.nq -o out/\n  netqos compile policy.nq -o - --emit tc | sh\n  netqos compile --vars host1.toml policy.nq -o hosts/host1"
     )]
@@ -136,7 +136,7 @@ enum Command {
         /// Output directory, or `-` to print one artefact on stdout.
         #[arg(short, long, value_name = "DIR")]
         out: std::path::PathBuf,
-        /// Artefact kinds to write (tc, rollback, plan, tree), comma separated; default all.
+        /// Artefact kinds to write (tc, rollback, plan, tree, cloud-init, systemd), comma separated; default all.
         #[arg(long, value_name = "KIND,…")]
         emit: Vec<String>,
         /// Directory with templates overriding the built-in ones (apply.sh.j2, rollback.sh.j2).
