@@ -5,6 +5,7 @@ mod support;
 mod check_fixtures;
 mod cli;
 mod compile;
+mod completions;
 mod examples;
 mod explain;
 mod fuzz;

@@ -19,6 +19,7 @@ macro_rules! outln {
 
 mod check;
 mod compile;
+mod completions;
 mod explain;
 mod fmt;
 
@@ -154,6 +155,15 @@ enum Command {
         /// A code such as NQ010.
         code: Option<String>,
     },
+    /// Print a shell completion script for bash, zsh or fish.
+    #[command(
+        after_help = "Examples:\n  netqos completions bash > /etc/bash_completion.d/netqos\n  netqos completions zsh > \"${fpath[1]}/_netqos\"\n  netqos completions fish > ~/.config/fish/completions/netqos.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
 }
 
 /// Output settings shared by every command.
@@ -217,6 +227,9 @@ pub fn run() -> ExitCode {
             ui,
         ),
         Command::Explain { code } => explain::run(code.as_deref()),
+        Command::Completions { shell } => {
+            completions::run(shell, &mut <Cli as clap::CommandFactory>::command())
+        }
     };
     exit.into()
 }
