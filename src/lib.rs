@@ -10,6 +10,7 @@ pub mod backend;
 pub mod check;
 pub mod codes;
 pub mod diagnostic;
+pub mod diff;
 pub mod format;
 pub mod lower;
 pub mod model;

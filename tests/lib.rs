@@ -6,6 +6,7 @@ mod check_fixtures;
 mod cli;
 mod compile;
 mod completions;
+mod diff;
 mod examples;
 mod explain;
 mod fuzz;

@@ -20,6 +20,7 @@ macro_rules! outln {
 mod check;
 mod compile;
 mod completions;
+mod diff;
 mod explain;
 mod fmt;
 
@@ -155,6 +156,23 @@ enum Command {
         /// A code such as NQ010.
         code: Option<String>,
     },
+    /// Show what changes between two policies, in words and numbers; exit 1 when they differ.
+    #[command(
+        after_help = "Examples:\n  netqos diff old/policy.nq policy.nq\n  git show main:policy.nq | netqos diff - policy.nq\n  netqos diff --format github --vars host1.toml old.nq new.nq"
+    )]
+    Diff {
+        /// The policy before the change (`-` reads stdin).
+        #[arg(value_name = "OLD")]
+        old: std::path::PathBuf,
+        /// The policy after the change.
+        #[arg(value_name = "NEW")]
+        new: std::path::PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = diff::DiffFormat::Human)]
+        format: diff::DiffFormat,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
     /// Print a shell completion script for bash, zsh or fish.
     #[command(
         after_help = "Examples:\n  netqos completions bash > /etc/bash_completion.d/netqos\n  netqos completions zsh > \"${fpath[1]}/_netqos\"\n  netqos completions fish > ~/.config/fish/completions/netqos.fish"
@@ -227,6 +245,12 @@ pub fn run() -> ExitCode {
             ui,
         ),
         Command::Explain { code } => explain::run(code.as_deref()),
+        Command::Diff {
+            old,
+            new,
+            format,
+            vars,
+        } => diff::run(&old, &new, format, &vars, ui),
         Command::Completions { shell } => {
             completions::run(shell, &mut <Cli as clap::CommandFactory>::command())
         }
