@@ -11,6 +11,7 @@ mod examples;
 mod explain;
 mod fuzz;
 mod kernel;
+mod make;
 mod man;
 mod node;
 mod scale;
