@@ -2,6 +2,7 @@
 
 mod support;
 
+mod ansible;
 mod check_fixtures;
 mod cli;
 mod compile;
