@@ -11,6 +11,7 @@ pub mod check;
 pub mod cni;
 pub mod codes;
 pub mod diagnostic;
+pub mod diff;
 pub mod format;
 pub mod lower;
 pub mod model;

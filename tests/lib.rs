@@ -2,15 +2,20 @@
 
 mod support;
 
+mod ansible;
 mod check_fixtures;
 mod cli;
 mod cni;
 mod cni_run;
 mod compile;
+mod completions;
+mod diff;
 mod examples;
 mod explain;
 mod fuzz;
 mod kernel;
+mod make;
 mod man;
+mod node;
 mod scale;
 mod traffic;

@@ -15,6 +15,8 @@ fn file_name(kind: &str) -> &'static str {
         "rollback" => "netqos-rollback.sh",
         "plan" => "plan.json",
         "annotations" => "annotations.yaml",
+        "cloud-init" => "cloud-init.yaml",
+        "systemd" => "netqos.service",
         _ => "tree.txt",
     }
 }
@@ -132,7 +134,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
     // The conflist change, which the scripts install and restore too.
     let wants = |k: &str| kinds.iter().any(|x| x == k);
     let cni = match pods {
-        Some(p) if wants("conflist") || wants("tc") || wants("rollback") => {
+        Some(p) if wants("conflist") || wants("tc") || wants("rollback") || wants("cloud-init") => {
             match conflist_files(p, node_conflist.as_ref(), &allowed, ui, &mut json) {
                 Ok(c) => Some(c),
                 Err(e) => return e,
@@ -180,6 +182,11 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
                     }
                 }
             }
+            "cloud-init" => {
+                backend::node_files_for_node(&plan, &source_name, &templates, install.as_ref())
+                    .and_then(|files| backend::cloud_config(&files, &source_name))
+            }
+            "systemd" => backend::unit(&plan, &source_name),
             _ => Ok(backend::tree(&plan)),
         };
         match text {

@@ -20,6 +20,8 @@ macro_rules! outln {
 mod check;
 mod cni;
 mod compile;
+mod completions;
+mod diff;
 mod explain;
 mod fmt;
 
@@ -166,7 +168,7 @@ enum Command {
         check: bool,
     },
     /// Compile a policy into the node's artefacts: tc apply script, rollback, plan, tree,
-    /// conflist patch, pod annotations.
+    /// cloud-init, systemd unit, conflist patch, pod annotations.
     #[command(
         after_help = "Examples:\n  netqos compile policy.nq -o out/\n  netqos compile policy.nq -o - --emit tc | sh\n  netqos compile --vars host1.toml policy.nq -o hosts/host1\n  netqos compile pods.nq -o out/ --conflist /etc/cni/net.d/10-flannel.conflist"
     )]
@@ -177,8 +179,8 @@ enum Command {
         /// Output directory, or `-` to print one artefact on stdout.
         #[arg(short, long, value_name = "DIR")]
         out: std::path::PathBuf,
-        /// Artefact kinds to write (tc, rollback, plan, tree, conflist, annotations), comma
-        /// separated; default all.
+        /// Artefact kinds to write (tc, rollback, plan, tree, cloud-init, systemd, conflist,
+        /// annotations), comma separated; default all.
         #[arg(long, value_name = "KIND,…")]
         emit: Vec<String>,
         /// Directory with templates overriding the built-in ones (apply.sh.j2, rollback.sh.j2).
@@ -197,6 +199,32 @@ enum Command {
     Explain {
         /// A code such as NQ010.
         code: Option<String>,
+    },
+    /// Show what changes between two policies, in words and numbers; exit 1 when they differ.
+    #[command(
+        after_help = "Examples:\n  netqos diff old/policy.nq policy.nq\n  git show main:policy.nq | netqos diff - policy.nq\n  netqos diff --format github --vars host1.toml old.nq new.nq"
+    )]
+    Diff {
+        /// The policy before the change (`-` reads stdin).
+        #[arg(value_name = "OLD")]
+        old: std::path::PathBuf,
+        /// The policy after the change.
+        #[arg(value_name = "NEW")]
+        new: std::path::PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = diff::DiffFormat::Human)]
+        format: diff::DiffFormat,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Print a shell completion script for bash, zsh or fish.
+    #[command(
+        after_help = "Examples:\n  netqos completions bash > /etc/bash_completion.d/netqos\n  netqos completions zsh > \"${fpath[1]}/_netqos\"\n  netqos completions fish > ~/.config/fish/completions/netqos.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: completions::Shell,
     },
 }
 
@@ -264,6 +292,15 @@ pub fn run() -> ExitCode {
             ui,
         ),
         Command::Explain { code } => explain::run(code.as_deref()),
+        Command::Diff {
+            old,
+            new,
+            format,
+            vars,
+        } => diff::run(&old, &new, format, &vars, ui),
+        Command::Completions { shell } => {
+            completions::run(shell, &mut <Cli as clap::CommandFactory>::command())
+        }
     };
     exit.into()
 }
