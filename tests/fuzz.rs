@@ -215,6 +215,24 @@ fn exercise(src: &str) -> Option<String> {
         for d in checked.diagnostics.iter() {
             let _ = render("fuzz.nq", src, std::slice::from_ref(d));
         }
+        if let Some(model) = &checked.model {
+            // The later stages of a valid policy: no panic, a policy equals itself.
+            if !netqos::diff::diff(model, model).is_empty() {
+                return Err("diff of a policy with itself is not empty".to_string());
+            }
+            let other = reference_model();
+            let _ = netqos::diff::diff(other, model);
+            let _ = netqos::diff::diff(model, other);
+            let plan = netqos::lower::lower(model);
+            let _ = netqos::backend::unit(&plan, "fuzz.nq");
+            if let Ok(files) = netqos::backend::node_files(
+                &plan,
+                "fuzz.nq",
+                &netqos::backend::Templates::default(),
+            ) {
+                let _ = netqos::backend::cloud_config(&files, "fuzz.nq");
+            }
+        }
         if let Ok(formatted) = netqos::format::format(src) {
             let again = netqos::format::format(&formatted)
                 .map_err(|_| "formatted output does not format".to_string())?;
@@ -229,6 +247,9 @@ fn exercise(src: &str) -> Option<String> {
             if let (Some(mut b), Some(mut a)) = (before, after) {
                 strip_lines(&mut b);
                 strip_lines(&mut a);
+                if !netqos::diff::diff(&b, &a).is_empty() {
+                    return Err("diff reports a change fmt made".to_string());
+                }
                 if a != b {
                     return Err("fmt changed the policy's meaning".to_string());
                 }
@@ -241,6 +262,20 @@ fn exercise(src: &str) -> Option<String> {
         Ok(Err(e)) => Some(e),
         Err(_) => Some("panic".to_string()),
     }
+}
+
+/// A fixed valid policy to compare random ones against.
+fn reference_model() -> &'static netqos::model::Model {
+    static MODEL: std::sync::OnceLock<netqos::model::Model> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let src = std::fs::read_to_string(root().join("examples/pods.nq")).unwrap_or_default();
+        netqos::check_source(&src, &ExternalVars::default())
+            .model
+            .unwrap_or(netqos::model::Model {
+                interfaces: Vec::new(),
+                pods: None,
+            })
+    })
 }
 
 /// Source lines move when formatting; meaning does not.

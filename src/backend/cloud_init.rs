@@ -40,7 +40,7 @@ pub fn yaml_quote(text: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if yaml_printable(c) && c != '\t' && !is_yaml_break(c) => out.push(c),
+            c if yaml_printable(c) && !matches!(c, '\t' | '\n') && !is_yaml_break(c) => out.push(c),
             c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
         }
     }

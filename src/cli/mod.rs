@@ -49,10 +49,10 @@ impl From<Exit> for ExitCode {
 #[command(
     name = "netqos",
     version,
-    about = "Check and compile node bandwidth policy into tc/HTB scripts",
+    about = "Check, compare and compile node bandwidth policy into tc/HTB scripts, systemd and cloud-init",
     long_about = "netqos checks a small policy file saying what a Kubernetes node's links must guarantee \
 (control-plane reservations, pod and bulk limits) like a type checker.",
-    after_help = "Examples:\n  netqos check examples/control-plane.nq\n  netqos check --format json --var uplink=eth1 policy.nq\n  netqos fmt --check examples/*.nq\n  netqos explain NQ010"
+    after_help = "Examples:\n  netqos check examples/control-plane.nq\n  netqos check --format json --var uplink=eth1 policy.nq\n  netqos fmt --check examples/*.nq\n  netqos compile --vars host1.toml policy.nq -o out/host1\n  netqos diff old.nq policy.nq\n  netqos explain NQ010\n  netqos completions bash > /etc/bash_completion.d/netqos"
 )]
 struct Cli {
     /// When to colour output: auto (a terminal without NO_COLOR), always or never.
