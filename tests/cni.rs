@@ -645,3 +645,120 @@ fn the_annotations_component_works_with_the_real_kustomize() {
     assert!(!doc("lone").contains("bandwidth"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn live_apply_patches_the_conflist_last_and_rollback_restores_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let ns = format!("nqcniapply-{}", std::process::id());
+    let made = std::process::Command::new("ip")
+        .args(["netns", "add", &ns])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !made {
+        assert!(
+            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
+            "no namespaces"
+        );
+        return;
+    }
+    let sh = |cmd: &str| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    };
+    assert!(
+        sh("ip link add eth0 type veth peer name eth0p && ip link set eth0 up")
+            .status
+            .success()
+    );
+    let dir = tempdir("liveapply");
+    std::fs::create_dir_all(dir.join("net.d")).unwrap();
+    let original =
+        std::fs::read(root().join("tests/fixtures/conflists/flannel-upstream.conflist")).unwrap();
+    let conf = dir.join("net.d/10-flannel.conflist");
+    std::fs::write(&conf, &original).unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let policy = dir.join("node.nq");
+    std::fs::write(
+        &policy,
+        "netqos 1\n\ninterface eth0 {\n    rate 100mbit\n    class all {\n        rate 100mbit\n        default\n    }\n}\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n",
+    )
+    .unwrap();
+    let state = dir.join("state");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_netqos")])
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .env_remove("NETQOS_FAIL_AFTER");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let apply_args = [
+        "apply",
+        policy.to_str().unwrap(),
+        "--conflist",
+        conf.to_str().unwrap(),
+    ];
+    // A failing kernel change: nothing applied, the conflist untouched.
+    let o = run(&apply_args, &[("NETQOS_FAIL_AFTER", "0")]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(&conf).unwrap(), original);
+    // Applied: the kernel first, then the conflist; owner and mode kept; backup outside.
+    let o = run(&apply_args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let patched = std::fs::read_to_string(&conf).unwrap();
+    assert!(patched.contains("\"type\": \"bandwidth\""), "{patched}");
+    assert_eq!(
+        std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(std::fs::read_dir(dir.join("net.d")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read(state.join("cni/10-flannel.conflist.orig")).unwrap(),
+        original
+    );
+    assert!(String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"));
+    // Again: nothing to change anywhere.
+    let o = run(&apply_args, &[]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("nothing to change"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // Rollback: the kernel and the conflist as before.
+    let o = run(&["rollback"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&conf).unwrap(), original);
+    assert!(!state.join("cni/10-flannel.conflist.orig").exists());
+    assert!(!String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"));
+    // A conflist netqos cannot patch stops the apply before any change.
+    std::fs::write(
+        &conf,
+        "{ \"plugins\": [ { \"type\": \"bandwidth\" }, { \"type\": \"flannel\" } ] }",
+    )
+    .unwrap();
+    let o = run(&apply_args, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NQ034"));
+    assert!(!String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"));
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &ns])
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -240,7 +240,10 @@ mod tests {
         assert_eq!(std::fs::metadata(&conf).unwrap().mode() & 0o777, 0o640);
         assert_eq!(std::fs::read_dir(d.join("net.d")).unwrap().count(), 1);
         // Applying again finds nothing to do.
-        assert!(matches!(prepare(&pods, &conf).unwrap(), Prepared::Nothing(_)));
+        assert!(matches!(
+            prepare(&pods, &conf).unwrap(),
+            Prepared::Nothing(_)
+        ));
         assert_eq!(restore(&rec).unwrap(), Restored::Restored);
         assert_eq!(std::fs::read_to_string(&conf).unwrap(), original);
         assert_eq!(restore(&rec).unwrap(), Restored::AlreadyDone);

@@ -237,6 +237,9 @@ enum Command {
         /// Where snapshots, journals and the lock live (default: $NETQOS_STATE_DIR or /var/lib/netqos).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<std::path::PathBuf>,
+        /// The node's CNI conflist to patch for the `pods` block (default: the flavour's path).
+        #[arg(long, value_name = "FILE")]
+        conflist: Option<std::path::PathBuf>,
         #[command(flatten)]
         vars: VarArgs,
     },
@@ -401,6 +404,7 @@ pub fn run() -> ExitCode {
             confirm,
             replace_foreign,
             state_dir,
+            conflist,
             vars,
         } => apply::run(
             &apply::Args {
@@ -408,6 +412,7 @@ pub fn run() -> ExitCode {
                 confirm,
                 opts: netqos::apply::diff::Options { replace_foreign },
                 state_dir: state_dir.as_deref(),
+                conflist: conflist.as_deref(),
                 vars: &vars,
             },
             ui,
