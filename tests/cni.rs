@@ -328,112 +328,185 @@ fn flavours_without_a_patch_say_so_and_allow_rejects_errors() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Runs `sh script` inside a fresh namespace holding a veth `eth0`, with the conflist and
-/// state directory redirected to `dir`.
-fn run_in_ns(ns: &str, script: &Path, dir: &Path) -> std::process::Output {
-    std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "sh"])
-        .arg(script)
-        .env("NETQOS_CNI_CONF", dir.join("net.d/10-flannel.conflist"))
-        .env("NETQOS_STATE_DIR", dir.join("state"))
-        .output()
-        .unwrap()
+const NODE_POLICY: &str = "netqos 1\n\ninterface eth0 {\n    rate 100mbit\n    class all {\n        rate 100mbit\n        default\n    }\n}\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n";
+
+/// A node in a namespace: a veth `eth0`, and in a temporary directory flannel's default
+/// conflist (mode `mode`) in `net.d/`, a state directory and a policy. Removed on drop.
+struct Node {
+    ns: String,
+    dir: PathBuf,
+    conf: PathBuf,
+    policy: PathBuf,
+    original: Vec<u8>,
+}
+
+impl Node {
+    fn new(tag: &str, mode: u32) -> Option<Node> {
+        use std::os::unix::fs::PermissionsExt;
+        let ns = format!("nqcni{tag}-{}", std::process::id());
+        let made = std::process::Command::new("ip")
+            .args(["netns", "add", &ns])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !made {
+            assert!(
+                std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
+                "no namespaces"
+            );
+            return None;
+        }
+        let dir = tempdir(tag);
+        std::fs::create_dir_all(dir.join("net.d")).unwrap();
+        let original =
+            std::fs::read(root().join("tests/fixtures/conflists/flannel-upstream.conflist"))
+                .unwrap();
+        let conf = dir.join("net.d/10-flannel.conflist");
+        std::fs::write(&conf, &original).unwrap();
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(mode)).unwrap();
+        let policy = dir.join("node.nq");
+        std::fs::write(&policy, NODE_POLICY).unwrap();
+        let node = Node {
+            ns,
+            dir,
+            conf,
+            policy,
+            original,
+        };
+        assert!(
+            node.sh("ip link add eth0 type veth peer name eth0p && ip link set eth0 up")
+                .status
+                .success()
+        );
+        Some(node)
+    }
+
+    fn sh(&self, cmd: &str) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    }
+
+    fn has_htb(&self) -> bool {
+        String::from_utf8_lossy(&self.sh("tc qdisc show dev eth0").stdout).contains("htb")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn backup(&self) -> PathBuf {
+        self.state().join("cni/10-flannel.conflist.orig")
+    }
+
+    fn mode(&self) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&self.conf).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Files in the CNI directory (only the conflist, after any step).
+    fn cni_dir_files(&self) -> usize {
+        std::fs::read_dir(self.dir.join("net.d")).unwrap().count()
+    }
+
+    /// Runs `sh script` in the namespace with the conflist and state directory redirected.
+    fn script(&self, script: &Path) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sh"])
+            .arg(script)
+            .env("NETQOS_CNI_CONF", &self.conf)
+            .env("NETQOS_STATE_DIR", self.state())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `netqos ARGS --state-dir STATE` in the namespace.
+    fn netqos(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_netqos")])
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.state())
+            .env_remove("NETQOS_FAIL_AFTER");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[test]
 fn the_scripts_install_the_conflist_over_the_exact_original_and_restore_it() {
-    use std::os::unix::fs::PermissionsExt;
-    let ns = format!("nqcniscript-{}", std::process::id());
-    let made = std::process::Command::new("ip")
-        .args(["netns", "add", &ns])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !made {
-        assert!(
-            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-            "no namespaces"
-        );
+    let Some(node) = Node::new("script", 0o640) else {
         return;
-    }
-    let sh = |cmd: &str| {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &ns, "sh", "-c", cmd])
-            .output()
-            .unwrap()
     };
-    assert!(sh("ip link add eth0 type veth peer name eth0p && ip link set eth0 up && ip link set eth0p up").status.success());
-    let dir = tempdir("scripts");
-    std::fs::create_dir_all(dir.join("net.d")).unwrap();
-    let original =
-        std::fs::read(root().join("tests/fixtures/conflists/flannel-upstream.conflist")).unwrap();
-    let conf = dir.join("net.d/10-flannel.conflist");
-    std::fs::write(&conf, &original).unwrap();
-    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let policy = dir.join("node.nq");
-    std::fs::write(
-        &policy,
-        "netqos 1\n\ninterface eth0 {\n    rate 100mbit\n    class all {\n        rate 100mbit\n        default\n    }\n}\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n",
-    )
-    .unwrap();
-    let out_dir = dir.join("out");
-    let out = netqos(
-        &[
-            "compile",
-            policy.to_str().unwrap(),
-            "-o",
-            out_dir.to_str().unwrap(),
-            "--conflist",
-            conf.to_str().unwrap(),
-            "--allow",
-            "NQ066",
-            "-q",
-        ],
-        &root(),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out_dir = node.dir.join("out");
+    let compile = || {
+        let out = netqos(
+            &[
+                "compile",
+                node.policy.to_str().unwrap(),
+                "-o",
+                out_dir.to_str().unwrap(),
+                "--conflist",
+                node.conf.to_str().unwrap(),
+                "--allow",
+                "NQ066",
+                "-q",
+            ],
+            &root(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    compile();
     let patched = std::fs::read(out_dir.join("conflist/10-flannel.conflist")).unwrap();
     let (apply, rollback) = (
         out_dir.join("netqos-apply.sh"),
         out_dir.join("netqos-rollback.sh"),
     );
-    let backup = dir.join("state/cni/10-flannel.conflist.orig");
 
     // Apply twice: the patched file, owner and mode kept, backup outside the CNI directory.
     for _ in 0..2 {
-        let o = run_in_ns(&ns, &apply, &dir);
+        let o = node.script(&apply);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(std::fs::read(&conf).unwrap(), patched);
-        assert_eq!(
-            std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777,
-            0o640
-        );
-        assert_eq!(std::fs::read(&backup).unwrap(), original);
+        assert_eq!(std::fs::read(&node.conf).unwrap(), patched);
+        assert_eq!(node.mode(), 0o640);
+        assert_eq!(std::fs::read(node.backup()).unwrap(), node.original);
     }
     assert_eq!(
-        std::fs::read_dir(dir.join("net.d")).unwrap().count(),
+        node.cni_dir_files(),
         1,
-        "no temporary or backup file left in the CNI directory"
+        "no temporary or backup file in the CNI directory"
     );
     // Rollback twice: the original back, the backup gone, then nothing to do.
     for _ in 0..2 {
-        let o = run_in_ns(&ns, &rollback, &dir);
+        let o = node.script(&rollback);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(std::fs::read(&conf).unwrap(), original);
-        assert!(!backup.exists());
+        assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
+        assert!(!node.backup().exists());
     }
-    assert!(!String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"));
+    assert!(!node.has_htb());
     // A conflist that changed since compile stops the apply before anything changes.
     std::fs::write(
-        &conf,
+        &node.conf,
         b"{\"name\":\"cbr0\",\"plugins\":[{\"type\":\"flannel\"}]}\n",
     )
     .unwrap();
-    let o = run_in_ns(&ns, &apply, &dir);
+    let o = node.script(&apply);
     assert_eq!(
         o.status.code(),
         Some(3),
@@ -444,46 +517,25 @@ fn the_scripts_install_the_conflist_over_the_exact_original_and_restore_it() {
         String::from_utf8_lossy(&o.stderr)
             .contains("not the file this script was compiled against")
     );
-    assert!(
-        !String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"),
-        "nothing applied"
-    );
+    assert!(!node.has_htb(), "nothing applied");
     // A policy with only a pods block: the scripts handle the conflist alone.
-    std::fs::write(&conf, &original).unwrap();
+    std::fs::write(&node.conf, &node.original).unwrap();
     std::fs::write(
-        &policy,
+        &node.policy,
         "netqos 1\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n",
     )
     .unwrap();
-    let out = netqos(
-        &[
-            "compile",
-            policy.to_str().unwrap(),
-            "-o",
-            out_dir.to_str().unwrap(),
-            "--conflist",
-            conf.to_str().unwrap(),
-            "--allow",
-            "NQ066",
-            "-q",
-        ],
-        &root(),
-    );
-    assert_eq!(out.status.code(), Some(0));
-    let o = run_in_ns(&ns, &apply, &dir);
+    compile();
+    let o = node.script(&apply);
     assert!(
         o.status.success(),
         "pods-only apply: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(std::fs::read(&conf).unwrap(), patched);
-    let o = run_in_ns(&ns, &rollback, &dir);
+    assert_eq!(std::fs::read(&node.conf).unwrap(), patched);
+    let o = node.script(&rollback);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(&conf).unwrap(), original);
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", &ns])
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
 }
 
 #[test]
@@ -648,117 +700,48 @@ fn the_annotations_component_works_with_the_real_kustomize() {
 
 #[test]
 fn live_apply_patches_the_conflist_last_and_rollback_restores_it() {
-    use std::os::unix::fs::PermissionsExt;
-    let ns = format!("nqcniapply-{}", std::process::id());
-    let made = std::process::Command::new("ip")
-        .args(["netns", "add", &ns])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !made {
-        assert!(
-            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-            "no namespaces"
-        );
+    let Some(node) = Node::new("apply", 0o600) else {
         return;
-    }
-    let sh = |cmd: &str| {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &ns, "sh", "-c", cmd])
-            .output()
-            .unwrap()
     };
-    assert!(
-        sh("ip link add eth0 type veth peer name eth0p && ip link set eth0 up")
-            .status
-            .success()
-    );
-    let dir = tempdir("liveapply");
-    std::fs::create_dir_all(dir.join("net.d")).unwrap();
-    let original =
-        std::fs::read(root().join("tests/fixtures/conflists/flannel-upstream.conflist")).unwrap();
-    let conf = dir.join("net.d/10-flannel.conflist");
-    std::fs::write(&conf, &original).unwrap();
-    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let policy = dir.join("node.nq");
-    std::fs::write(
-        &policy,
-        "netqos 1\n\ninterface eth0 {\n    rate 100mbit\n    class all {\n        rate 100mbit\n        default\n    }\n}\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n",
-    )
-    .unwrap();
-    let state = dir.join("state");
-    let run = |args: &[&str], env: &[(&str, &str)]| {
-        let mut c = std::process::Command::new("ip");
-        c.args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_netqos")])
-            .args(args)
-            .arg("--state-dir")
-            .arg(&state)
-            .env_remove("NETQOS_FAIL_AFTER");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
-    };
-    let apply_args = [
+    let apply = [
         "apply",
-        policy.to_str().unwrap(),
+        node.policy.to_str().unwrap(),
         "--conflist",
-        conf.to_str().unwrap(),
+        node.conf.to_str().unwrap(),
     ];
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
     // A failing kernel change: nothing applied, the conflist untouched.
-    let o = run(&apply_args, &[("NETQOS_FAIL_AFTER", "0")]);
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(std::fs::read(&conf).unwrap(), original);
+    let o = node.netqos(&apply, &[("NETQOS_FAIL_AFTER", "0")]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
     // Applied: the kernel first, then the conflist; owner and mode kept; backup outside.
-    let o = run(&apply_args, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let patched = std::fs::read_to_string(&conf).unwrap();
+    let o = node.netqos(&apply, &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    let patched = std::fs::read_to_string(&node.conf).unwrap();
     assert!(patched.contains("\"type\": \"bandwidth\""), "{patched}");
-    assert_eq!(
-        std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    assert_eq!(std::fs::read_dir(dir.join("net.d")).unwrap().count(), 1);
-    assert_eq!(
-        std::fs::read(state.join("cni/10-flannel.conflist.orig")).unwrap(),
-        original
-    );
-    assert!(String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"));
+    assert_eq!(node.mode(), 0o600);
+    assert_eq!(node.cni_dir_files(), 1);
+    assert_eq!(std::fs::read(node.backup()).unwrap(), node.original);
+    assert!(node.has_htb());
     // Again: nothing to change anywhere.
-    let o = run(&apply_args, &[]);
+    let o = node.netqos(&apply, &[]);
     assert!(o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("nothing to change"),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("nothing to change"), "{out}");
     // Rollback: the kernel and the conflist as before.
-    let o = run(&["rollback"], &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(&conf).unwrap(), original);
-    assert!(!state.join("cni/10-flannel.conflist.orig").exists());
-    assert!(!String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"));
+    let o = node.netqos(&["rollback"], &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
+    assert!(!node.backup().exists());
+    assert!(!node.has_htb());
     // A conflist netqos cannot patch stops the apply before any change.
     std::fs::write(
-        &conf,
+        &node.conf,
         "{ \"plugins\": [ { \"type\": \"bandwidth\" }, { \"type\": \"flannel\" } ] }",
     )
     .unwrap();
-    let o = run(&apply_args, &[]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("NQ034"));
-    assert!(!String::from_utf8_lossy(&sh("tc qdisc show dev eth0").stdout).contains("htb"));
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", &ns])
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
+    let o = node.netqos(&apply, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("NQ034"));
+    assert!(!node.has_htb());
 }
