@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod check;
+pub mod cni;
 pub mod codes;
 pub mod diagnostic;
 pub mod diff;

@@ -5,6 +5,8 @@ mod support;
 mod ansible;
 mod check_fixtures;
 mod cli;
+mod cni;
+mod cni_run;
 mod compile;
 mod completions;
 mod diff;

@@ -21,7 +21,16 @@ use crate::plan::{DevicePlan, Plan};
 pub const REDIRECT_PRIO: u16 = 65261;
 
 /// Artefact kinds `compile --emit` knows.
-pub const KINDS: &[&str] = &["tc", "rollback", "plan", "tree", "cloud-init", "systemd"];
+pub const KINDS: &[&str] = &[
+    "tc",
+    "rollback",
+    "plan",
+    "tree",
+    "cloud-init",
+    "systemd",
+    "conflist",
+    "annotations",
+];
 
 const APPLY_TEMPLATE: &str = include_str!("templates/apply.sh.j2");
 const ROLLBACK_TEMPLATE: &str = include_str!("templates/rollback.sh.j2");
@@ -145,11 +154,35 @@ fn display_name(source: &str) -> String {
         .collect()
 }
 
+/// The patched CNI conflist the scripts install and restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct CniInstall {
+    /// Where the conflist lives on the node (`NETQOS_CNI_CONF` overrides it at run time).
+    pub path: String,
+    /// The exact text the patch was computed from: the scripts only replace that.
+    pub original: String,
+    pub patched: String,
+    /// Computed from the node's own file (`--conflist`): a different file on the node stops
+    /// the apply script before it changes anything. Otherwise (a flavour's default) it is
+    /// skipped with a warning.
+    pub strict: bool,
+}
+
 /// Renders the apply script for the whole node.
 pub fn tc_script(
     plan: &Plan,
     source: &str,
     templates: &Templates,
+) -> Result<String, minijinja::Error> {
+    tc_script_for_node(plan, source, templates, None)
+}
+
+/// The apply script, also installing the patched CNI conflist when `cni` is given.
+pub fn tc_script_for_node(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+    cni: Option<&CniInstall>,
 ) -> Result<String, minijinja::Error> {
     let env = env(templates)?;
     let source = &display_name(source);
@@ -208,6 +241,7 @@ pub fn tc_script(
         required => required,
         map => map,
         redirect_prio => REDIRECT_PRIO,
+        cni => cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
     })?;
     Ok(with_newline(out))
 }
@@ -224,6 +258,16 @@ pub fn rollback_script(
     plan: &Plan,
     source: &str,
     templates: &Templates,
+) -> Result<String, minijinja::Error> {
+    rollback_script_for_node(plan, source, templates, None)
+}
+
+/// The rollback script, also restoring the conflist backup when `cni` is given.
+pub fn rollback_script_for_node(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+    cni: Option<&CniInstall>,
 ) -> Result<String, minijinja::Error> {
     let env = env(templates)?;
     let source = &display_name(source);
@@ -257,6 +301,7 @@ pub fn rollback_script(
         ingress => minijinja::Value::from(minijinja::value::Serde(&ingress)),
         egress => egress,
         redirect_prio => REDIRECT_PRIO,
+        cni => cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
     })?;
     Ok(with_newline(out))
 }
@@ -268,16 +313,26 @@ pub fn node_files(
     source: &str,
     templates: &Templates,
 ) -> Result<Vec<NodeFile>, minijinja::Error> {
+    node_files_for_node(plan, source, templates, None)
+}
+
+/// [`node_files`] whose scripts also install and restore the patched CNI conflist.
+pub fn node_files_for_node(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+    cni: Option<&CniInstall>,
+) -> Result<Vec<NodeFile>, minijinja::Error> {
     Ok(vec![
         NodeFile {
             path: APPLY_PATH.to_string(),
             mode: 0o755,
-            content: tc_script(plan, source, templates)?,
+            content: tc_script_for_node(plan, source, templates, cni)?,
         },
         NodeFile {
             path: ROLLBACK_PATH.to_string(),
             mode: 0o755,
-            content: rollback_script(plan, source, templates)?,
+            content: rollback_script_for_node(plan, source, templates, cni)?,
         },
         NodeFile {
             path: UNIT_PATH.to_string(),

@@ -55,6 +55,7 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
     let mut drafts: Vec<IfaceDraft> = Vec::new();
     let mut pods_model = None;
     let mut pods_seen = None;
+    let mut pod_sites = pods::Sites::default();
     for item in &file.items {
         match item {
             Item::Let(_) => {}
@@ -69,7 +70,7 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
                     );
                 } else {
                     pods_seen = Some(p.head);
-                    pods_model = pods::read(&mut b, p);
+                    pods_model = pods::read(&mut b, p, &mut pod_sites);
                 }
             }
             Item::Unknown(u) => b.top_unknown(u),
@@ -87,6 +88,11 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
         classify::check(d, default, &mut diags);
         defaults.push(default);
     }
+    let fastest_link = drafts
+        .iter()
+        .filter_map(|d| d.rate.as_ref().map(|r| r.v))
+        .max();
+    pods::post_check(&pod_sites, fastest_link, &mut diags);
     diags.extend(unused);
     let model = if diags.has_errors() {
         None

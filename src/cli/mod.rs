@@ -18,6 +18,7 @@ macro_rules! outln {
 }
 
 mod check;
+mod cni;
 mod compile;
 mod completions;
 mod diff;
@@ -85,6 +86,43 @@ pub enum Format {
     Github,
 }
 
+/// Options about the node's CNI and which warnings are accepted, shared by check and compile.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// The node's CNI conflist: check it and compute the patch against it.
+    #[arg(long, value_name = "FILE")]
+    pub conflist: Option<std::path::PathBuf>,
+    /// Accept a warning or info code (e.g. NQ066): it is no longer printed or counted.
+    #[arg(long, value_name = "CODE,…")]
+    pub allow: Vec<String>,
+}
+
+impl NodeArgs {
+    /// The `--allow` codes; errors cannot be allowed.
+    pub fn allowed(&self) -> Result<Vec<netqos::codes::Code>, Exit> {
+        let mut out = Vec::new();
+        for text in self.allow.iter().flat_map(|a| a.split(',')) {
+            let text = text.trim();
+            match netqos::codes::Code::parse(text) {
+                Some(c) if c.severity() != netqos::diagnostic::Severity::Error => out.push(c),
+                Some(c) => {
+                    eprintln!(
+                        "netqos: {c} is an error and cannot be allowed; fix the policy instead"
+                    );
+                    return Err(Exit::Usage);
+                }
+                None => {
+                    eprintln!(
+                        "netqos: `{text}` is not a netqos diagnostic code; `netqos explain` lists them"
+                    );
+                    return Err(Exit::Usage);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Variables from outside the policy.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VarArgs {
@@ -114,6 +152,8 @@ enum Command {
         deny_warnings: bool,
         #[command(flatten)]
         vars: VarArgs,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Rewrite policies in the canonical layout (comments kept).
     #[command(
@@ -127,9 +167,10 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Compile a policy into the node's artefacts: tc apply script, rollback, plan, tree, cloud-init, systemd unit.
+    /// Compile a policy into the node's artefacts: tc apply script, rollback, plan, tree,
+    /// cloud-init, systemd unit, conflist patch, pod annotations.
     #[command(
-        after_help = "Examples:\n  netqos compile policy.nq -o out/\n  netqos compile policy.nq -o - --emit tc | sh\n  netqos compile --vars host1.toml policy.nq -o hosts/host1"
+        after_help = "Examples:\n  netqos compile policy.nq -o out/\n  netqos compile policy.nq -o - --emit tc | sh\n  netqos compile --vars host1.toml policy.nq -o hosts/host1\n  netqos compile pods.nq -o out/ --conflist /etc/cni/net.d/10-flannel.conflist"
     )]
     Compile {
         /// The policy file.
@@ -138,7 +179,8 @@ enum Command {
         /// Output directory, or `-` to print one artefact on stdout.
         #[arg(short, long, value_name = "DIR")]
         out: std::path::PathBuf,
-        /// Artefact kinds to write (tc, rollback, plan, tree, cloud-init, systemd), comma separated; default all.
+        /// Artefact kinds to write (tc, rollback, plan, tree, cloud-init, systemd, conflist,
+        /// annotations), comma separated; default all.
         #[arg(long, value_name = "KIND,…")]
         emit: Vec<String>,
         /// Directory with templates overriding the built-in ones (apply.sh.j2, rollback.sh.j2).
@@ -149,6 +191,8 @@ enum Command {
         deny_warnings: bool,
         #[command(flatten)]
         vars: VarArgs,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Explain a diagnostic code, with a bad and a fixed example; without a code, list them.
     #[command(after_help = "Examples:\n  netqos explain NQ001\n  netqos explain")]
@@ -224,7 +268,8 @@ pub fn run() -> ExitCode {
             format,
             deny_warnings,
             vars,
-        } => check::run(&files, format, deny_warnings, &vars, ui),
+            node,
+        } => check::run(&files, format, deny_warnings, &vars, &node, ui),
         Command::Fmt { files, check } => fmt::run(&files, check, ui),
         Command::Compile {
             file,
@@ -233,6 +278,7 @@ pub fn run() -> ExitCode {
             templates,
             deny_warnings,
             vars,
+            node,
         } => compile::run(
             &compile::Args {
                 file: &file,
@@ -240,6 +286,7 @@ pub fn run() -> ExitCode {
                 emit: &emit,
                 templates: templates.as_deref(),
                 vars: &vars,
+                node: &node,
                 deny_warnings,
             },
             ui,
