@@ -201,8 +201,8 @@ fn pods_block_changes_name_cni_and_annotations() {
     assert_eq!(
         texts,
         [
-            "cni flannel → rke2-flannel (another conflist file is patched)",
-            "pod limit app=backup egress 50 → 80 Mbit/s (kubernetes.io/egress-bandwidth)"
+            "cni flannel → rke2-flannel (same conflist /etc/cni/net.d/10-flannel.conflist)",
+            "pod limit app=backup egress 50 → 80 Mbit/s (kubernetes.io/egress-bandwidth: 50M → 80M)"
         ]
     );
     // Pod limits do not touch the node's tc state.
