@@ -228,6 +228,10 @@ fn exit_statuses() {
     );
     assert_eq!(netqos(&["diff", ex], &d).status.code(), Some(2));
     let other = root().join("examples/ingress.nq");
+    let verbose = netqos(&["diff", "-v", ex, ex], &d);
+    assert_eq!(verbose.status.code(), Some(0));
+    assert!(verbose.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&verbose.stderr).ends_with(": equal\n"));
     let quiet = netqos(&["diff", "-q", ex, other.to_str().unwrap()], &d);
     assert_eq!(quiet.status.code(), Some(1));
     assert!(quiet.stdout.is_empty());
