@@ -114,6 +114,41 @@ fn cloud_config_validates_with_cloud_init_and_carries_the_files() {
             assert!(doc.contains("  - [systemctl, enable, --now, netqos.service]\n"));
         }
     }
+    // What users get: `netqos compile --emit cloud-init` of every example (with the CNI
+    // conflist installation the scripts carry for a policy with pod limits).
+    for path in policies(&root().join("examples")) {
+        let out = netqos(
+            &[
+                "compile",
+                path.to_str().unwrap(),
+                "-o",
+                "-",
+                "--emit",
+                "cloud-init",
+            ],
+            &root(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", path.display());
+        let doc = d.join("cli.yaml");
+        std::fs::write(&doc, &out.stdout).unwrap();
+        let (ok, text) = run(Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&doc));
+        assert!(
+            ok && text.contains("Valid cloud-config"),
+            "{}: {text}",
+            path.display()
+        );
+        let files = read_back(&doc);
+        assert_eq!(
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            [
+                backend::APPLY_PATH,
+                backend::ROLLBACK_PATH,
+                backend::UNIT_PATH
+            ]
+        );
+    }
     let _ = std::fs::remove_dir_all(&d);
 }
 
