@@ -3,6 +3,8 @@
 mod support;
 
 mod ansible;
+mod apply;
+mod apply_kernel;
 mod check_fixtures;
 mod cli;
 mod cni;
@@ -16,6 +18,7 @@ mod fuzz;
 mod kernel;
 mod make;
 mod man;
+mod netlink_golden;
 mod node;
 mod scale;
 mod traffic;

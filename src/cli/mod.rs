@@ -17,6 +17,7 @@ macro_rules! outln {
     }};
 }
 
+mod apply;
 mod check;
 mod cni;
 mod compile;
@@ -24,6 +25,10 @@ mod completions;
 mod diff;
 mod explain;
 mod fmt;
+mod live;
+mod plan;
+mod rollback;
+mod status;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -37,6 +42,10 @@ pub enum Exit {
     Invalid = 1,
     Usage = 2,
     Io = 3,
+    /// An apply failed and was rolled back.
+    Failed = 4,
+    /// An apply failed and so did its rollback (or a rollback failed).
+    RollbackFailed = 5,
 }
 
 impl From<Exit> for ExitCode {
@@ -194,6 +203,80 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Show what `apply` would change on this host, changing nothing.
+    #[command(
+        after_help = "Examples:\n  netqos plan policy.nq\n  netqos plan --format json --var uplink=eth1 policy.nq"
+    )]
+    Plan {
+        /// The policy file.
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = plan::PlanFormat::Human)]
+        format: plan::PlanFormat,
+        /// Plan the replacement of a root qdisc netqos did not create.
+        #[arg(long)]
+        replace_foreign: bool,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Change the kernel in place over netlink to match the policy (journaled, undone on failure).
+    #[command(
+        after_help = "Examples:\n  netqos apply policy.nq\n  netqos apply --confirm 120s policy.nq && netqos confirm\n  NETQOS_STATE_DIR=/tmp/nq netqos apply policy.nq"
+    )]
+    Apply {
+        /// The policy file.
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Revert by itself after DURATION (120s, 2m) unless `netqos confirm` runs in time.
+        #[arg(long, value_name = "DURATION", value_parser = apply::parse_duration)]
+        confirm: Option<std::time::Duration>,
+        /// Replace a root qdisc netqos did not create (it is restored by rollback).
+        #[arg(long)]
+        replace_foreign: bool,
+        /// Where snapshots, journals and the lock live (default: $NETQOS_STATE_DIR or /var/lib/netqos).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Keep an apply made with --confirm (from any session).
+    #[command(after_help = "Examples:\n  netqos confirm")]
+    Confirm {
+        /// The state directory (default: $NETQOS_STATE_DIR or /var/lib/netqos).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
+    },
+    /// Return the devices of the last apply to the snapshot taken before it.
+    #[command(after_help = "Examples:\n  netqos rollback")]
+    Rollback {
+        /// The state directory (default: $NETQOS_STATE_DIR or /var/lib/netqos).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
+    },
+    /// Show the live tree with rates and counters, and drift from the last applied policy.
+    #[command(
+        after_help = "Examples:\n  netqos status\n  netqos status eth0\n  netqos status --format json"
+    )]
+    Status {
+        /// Only this interface (and its IFB).
+        #[arg(value_name = "IFACE")]
+        iface: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = plan::PlanFormat::Human)]
+        format: plan::PlanFormat,
+        /// The state directory (default: $NETQOS_STATE_DIR or /var/lib/netqos).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
+    },
+    /// Internal: the detached revert of `apply --confirm`.
+    #[command(name = "__revert-after", hide = true)]
+    RevertAfter {
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
+        id: String,
+        deadline: u64,
+    },
     /// Explain a diagnostic code, with a bad and a fixed example; without a code, list them.
     #[command(after_help = "Examples:\n  netqos explain NQ001\n  netqos explain")]
     Explain {
@@ -301,6 +384,46 @@ pub fn run() -> ExitCode {
         Command::Completions { shell } => {
             completions::run(shell, &mut <Cli as clap::CommandFactory>::command())
         }
+        Command::Plan {
+            file,
+            format,
+            replace_foreign,
+            vars,
+        } => plan::run(
+            &file,
+            format,
+            netqos::apply::diff::Options { replace_foreign },
+            &vars,
+            ui,
+        ),
+        Command::Apply {
+            file,
+            confirm,
+            replace_foreign,
+            state_dir,
+            vars,
+        } => apply::run(
+            &apply::Args {
+                file: &file,
+                confirm,
+                opts: netqos::apply::diff::Options { replace_foreign },
+                state_dir: state_dir.as_deref(),
+                vars: &vars,
+            },
+            ui,
+        ),
+        Command::Confirm { state_dir } => rollback::confirm(state_dir.as_deref(), ui),
+        Command::Rollback { state_dir } => rollback::rollback(state_dir.as_deref(), ui),
+        Command::Status {
+            iface,
+            format,
+            state_dir,
+        } => status::run(iface.as_deref(), format, state_dir.as_deref(), ui),
+        Command::RevertAfter {
+            state_dir,
+            id,
+            deadline,
+        } => rollback::revert_after(state_dir.as_deref(), &id, deadline, ui),
     };
     exit.into()
 }

@@ -1,0 +1,370 @@
+//! Live state + target → the ordered kernel changes that get there, make-before-break:
+//! links; the root; new and changed classes (parents first); leaf queues; new filters and
+//! re-pointed filters; the ingress hook and its redirect; then removals, filters before
+//! the queues and classes they use, children before parents. Pure: no kernel access.
+//!
+//! When the target equals the live state there are no changes (a second apply of the same
+//! plan writes nothing). What the kernel cannot change in place is refused with an
+//! explanation instead of being torn down silently.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::apply::model::*;
+use crate::apply::state::{HookWant, Live, REDIRECT_PRIO, Target, TreeWant, redirect_filter};
+
+/// Choices the operator makes explicitly.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Replace a root qdisc netqos did not create (like the script's NETQOS_REPLACE_FOREIGN).
+    pub replace_foreign: bool,
+}
+
+/// Changes in the order they must be sent.
+#[derive(Debug, Default)]
+struct Phases {
+    links: Vec<Change>,
+    roots: Vec<Change>,
+    classes: Vec<Change>,
+    leaves: Vec<Change>,
+    filters: Vec<Change>,
+    hooks: Vec<Change>,
+    del_hook_filters: Vec<Change>,
+    del_filters: Vec<Change>,
+    del_leaves: Vec<Change>,
+    del_classes: Vec<Change>,
+    del_roots: Vec<Change>,
+    del_hooks: Vec<Change>,
+    del_links: Vec<Change>,
+}
+
+/// Computes the changes from `live` to `target`, or explains why it will not.
+pub fn diff(live: &Live, target: &Target, opts: Options) -> Result<Vec<Change>, String> {
+    let mut p = Phases::default();
+    let mut dying_links = Vec::new();
+    for (name, want) in &target.links {
+        let have = live.link(name);
+        match (want, have) {
+            (Some(w), None) => {
+                p.links.push(Change::AddLink { link: w.clone() });
+                if w.up {
+                    p.links.push(Change::SetLinkUp {
+                        name: name.clone(),
+                        up: true,
+                    });
+                }
+            }
+            (Some(w), Some(h)) => {
+                if h.kind != w.kind {
+                    return Err(format!(
+                        "{name} exists and is a `{}` device, not `{}`; netqos will not take it over \
+                         (rename the device or the IFB)",
+                        if h.kind.is_empty() {
+                            "physical"
+                        } else {
+                            &h.kind
+                        },
+                        w.kind
+                    ));
+                }
+                if h.up != w.up {
+                    p.links.push(Change::SetLinkUp {
+                        name: name.clone(),
+                        up: w.up,
+                    });
+                }
+            }
+            (None, Some(h)) if h.kind == "ifb" => {
+                dying_links.push(name.clone());
+                p.del_links.push(Change::DelLink { link: h.clone() });
+            }
+            (None, _) => {}
+        }
+    }
+    for t in &target.trees {
+        if dying_links.contains(&t.dev) {
+            continue; // its qdiscs go with it
+        }
+        let empty = Default::default();
+        let d = live.dev(&t.dev).unwrap_or(&empty);
+        tree(d, t, opts, &mut p)?;
+    }
+    for (dev, want) in &target.hooks {
+        let empty = Default::default();
+        let d = live.dev(dev).unwrap_or(&empty);
+        hook(d, dev, want, &mut p);
+    }
+    let Phases {
+        links,
+        roots,
+        classes,
+        leaves,
+        filters,
+        hooks,
+        del_hook_filters,
+        del_filters,
+        del_leaves,
+        del_classes,
+        del_roots,
+        del_hooks,
+        del_links,
+    } = p;
+    Ok([
+        links,
+        roots,
+        classes,
+        leaves,
+        filters,
+        hooks,
+        del_hook_filters,
+        del_filters,
+        del_leaves,
+        del_classes,
+        del_roots,
+        del_hooks,
+        del_links,
+    ]
+    .into_iter()
+    .flatten()
+    .collect())
+}
+
+fn tree(
+    d: &crate::apply::state::DevState,
+    t: &TreeWant,
+    opts: Options,
+    p: &mut Phases,
+) -> Result<(), String> {
+    let live_root = d.root.as_ref().filter(|q| !q.is_kernel_default());
+    // Whether the live objects below the root survive (false: they vanish with it).
+    let mut keep_below = true;
+    match (&t.root, live_root) {
+        (None, None) => return Ok(()),
+        (None, Some(have)) => {
+            p.del_roots.push(Change::DelQdisc { q: have.clone() });
+            return Ok(());
+        }
+        (Some(want), None) => {
+            p.roots.push(Change::AddQdisc { q: want.clone() });
+            keep_below = false;
+        }
+        (Some(want), Some(have))
+            if want.handle == have.handle && want.kind.name() == have.kind.name() =>
+        {
+            if !want.kind.satisfied_by(&have.kind) {
+                return Err(format!(
+                    "{}: the root {} has {} but the policy needs {}; HTB cannot change its \
+                     default class or r2q in place, and rebuilding the root would briefly leave \
+                     the device unshaped. Keep the old default class, or remove the tree first \
+                     (`netqos rollback`, or the compiled rollback script) and apply again",
+                    t.dev,
+                    have.describe(),
+                    htb_params(&have.kind),
+                    htb_params(&want.kind)
+                ));
+            }
+        }
+        (Some(want), Some(have)) => {
+            if !opts.replace_foreign {
+                return Err(format!(
+                    "{}: the root holds {}, which netqos did not create; pass --replace-foreign \
+                     to replace it",
+                    t.dev,
+                    have.describe()
+                ));
+            }
+            if have.handle == want.handle
+                || matches!(have.kind, QdiscKind::Other { .. })
+                || !d.classes.is_empty()
+            {
+                return Err(format!(
+                    "{}: the root {} cannot be replaced in one step and restored exactly \
+                     (same handle, unknown kind or classes of its own); remove it by hand first",
+                    t.dev,
+                    have.describe()
+                ));
+            }
+            p.roots.push(Change::ReplaceQdisc {
+                old: have.clone(),
+                new: want.clone(),
+            });
+            keep_below = false;
+        }
+    }
+    let live_classes: &[Class] = if keep_below { &d.classes } else { &[] };
+    let live_leaves: &[Qdisc] = if keep_below { &d.leaves } else { &[] };
+    let live_filters: &[Filter] = if keep_below { &d.filters } else { &[] };
+
+    // Indexes: trees reach 10,000 classes and filters, so no linear searches.
+    let live_class: BTreeMap<u32, &Class> = live_classes.iter().map(|c| (c.classid, c)).collect();
+    let want_class: BTreeSet<u32> = t.classes.iter().map(|c| c.classid).collect();
+    let live_leaf: BTreeMap<u32, &Qdisc> = live_leaves.iter().map(|q| (q.parent, q)).collect();
+    let want_leaf: BTreeSet<u32> = t.leaves.iter().map(|q| q.parent).collect();
+    for c in &t.classes {
+        match live_class.get(&c.classid).copied() {
+            None => p.classes.push(Change::AddClass { c: c.clone() }),
+            Some(l) if l.parent != c.parent => {
+                return Err(format!(
+                    "{}: class {} is under {} but the target puts it under {}; HTB cannot move a \
+                     class. Give it another id, or remove the tree first",
+                    t.dev,
+                    fmt_handle(c.classid),
+                    fmt_handle(l.parent),
+                    fmt_handle(c.parent)
+                ));
+            }
+            Some(l) if !c.params_satisfied_by(l) => p.classes.push(Change::ChangeClass {
+                old: l.clone(),
+                new: c.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    // Deepest first: the kernel refuses to delete a class that has children.
+    let depth = |c: &Class| {
+        let mut n = 0;
+        let mut at = c.parent;
+        while let Some(up) = live_class.get(&at) {
+            n += 1;
+            at = up.parent;
+            if n > live_classes.len() {
+                break; // a loop cannot happen in HTB; stay finite anyway
+            }
+        }
+        n
+    };
+    let mut gone: Vec<&Class> = live_classes
+        .iter()
+        .filter(|l| !want_class.contains(&l.classid))
+        .collect();
+    gone.sort_by_key(|c| (std::cmp::Reverse(depth(c)), c.classid));
+    p.del_classes
+        .extend(gone.into_iter().map(|c| Change::DelClass { c: c.clone() }));
+    for q in &t.leaves {
+        match live_leaf.get(&q.parent).copied() {
+            None => p.leaves.push(Change::AddQdisc { q: q.clone() }),
+            Some(l) if l.handle == q.handle && l.kind.name() == q.kind.name() => {
+                if !q.kind.satisfied_by(&l.kind) {
+                    p.leaves.push(Change::ChangeQdisc {
+                        old: l.clone(),
+                        new: q.clone(),
+                    });
+                }
+            }
+            Some(l) if l.handle != q.handle => p.leaves.push(Change::ReplaceQdisc {
+                old: l.clone(),
+                new: q.clone(),
+            }),
+            Some(l) => {
+                // Same handle, another kind: the kernel cannot graft it in one step. The
+                // class uses a default pfifo in between; it keeps forwarding.
+                p.leaves.push(Change::DelQdisc { q: l.clone() });
+                p.leaves.push(Change::AddQdisc { q: q.clone() });
+            }
+        }
+    }
+    for l in live_leaves {
+        let class_goes = !want_class.contains(&l.parent);
+        if !class_goes && !want_leaf.contains(&l.parent) {
+            p.del_leaves.push(Change::DelQdisc { q: l.clone() });
+        }
+    }
+    filters(live_filters, &t.filters, &mut p.filters, &mut p.del_filters);
+    Ok(())
+}
+
+fn htb_params(k: &QdiscKind) -> String {
+    match k {
+        QdiscKind::Htb {
+            default,
+            r2q,
+            direct_qlen,
+        } => format!("default {default:x}, r2q {r2q}, direct_qlen {direct_qlen}"),
+        other => other.name().to_string(),
+    }
+}
+
+/// A filter's identity: parent, priority, node.
+fn node_key(f: &Filter) -> (u32, u16, u32) {
+    (f.parent, f.prio, f.node())
+}
+
+fn filters(live: &[Filter], want: &[Filter], adds: &mut Vec<Change>, dels: &mut Vec<Change>) {
+    let live_by: BTreeMap<(u32, u16, u32), &Filter> =
+        live.iter().map(|f| (node_key(f), f)).collect();
+    let want_keys: BTreeSet<(u32, u16, u32)> = want.iter().map(node_key).collect();
+    for f in want {
+        match live_by.get(&node_key(f)).copied() {
+            None => adds.push(Change::AddFilter { f: f.clone() }),
+            Some(l) if l.keys == f.keys && l.protocol == f.protocol => {
+                if l.action != f.action {
+                    let mut new = f.clone();
+                    new.handle = l.handle;
+                    adds.push(Change::ReplaceFilter {
+                        old: l.clone(),
+                        new,
+                    });
+                }
+            }
+            Some(l) => {
+                // u32 keeps a node's keys on replace: this node is removed and added anew.
+                // Its packets meet the following rules for that instant; none is dropped.
+                adds.push(Change::DelFilter { f: l.clone() });
+                adds.push(Change::AddFilter { f: f.clone() });
+            }
+        }
+    }
+    for l in live {
+        if !want_keys.contains(&node_key(l)) {
+            dels.push(Change::DelFilter { f: l.clone() });
+        }
+    }
+}
+
+fn hook(d: &crate::apply::state::DevState, dev: &str, want: &HookWant, p: &mut Phases) {
+    match want {
+        HookWant::Redirect { ifb } => {
+            // The ingress hook (ffff:fff2), as `tc filter add … ingress` names it: valid
+            // for an ingress qdisc and for clsact alike.
+            let parent = H_CLSACT_INGRESS;
+            if d.hook.is_none() {
+                p.hooks.push(Change::AddQdisc {
+                    q: Qdisc {
+                        dev: dev.to_string(),
+                        parent: H_INGRESS,
+                        handle: H_INGRESS_QDISC,
+                        kind: QdiscKind::Ingress,
+                    },
+                });
+            }
+            let want = vec![redirect_filter(dev, parent, ifb)];
+            let live: Vec<Filter> = d
+                .hook_filters
+                .iter()
+                .filter(|f| f.prio == REDIRECT_PRIO)
+                .cloned()
+                .collect();
+            filters(&live, &want, &mut p.hooks, &mut p.del_hook_filters);
+        }
+        HookWant::NoRedirect => {
+            for f in &d.hook_filters {
+                if f.prio == REDIRECT_PRIO && matches!(f.action, Action::Redirect { .. }) {
+                    p.del_hook_filters.push(Change::DelFilter { f: f.clone() });
+                }
+            }
+        }
+        HookWant::Exactly {
+            qdisc,
+            filters: want,
+        } => {
+            match (qdisc, &d.hook) {
+                (None, Some(h)) if h.kind == QdiscKind::Ingress => {
+                    p.del_hooks.push(Change::DelQdisc { q: h.clone() });
+                    return; // its filters go with it
+                }
+                (Some(q), None) => p.hooks.push(Change::AddQdisc { q: q.clone() }),
+                _ => {}
+            }
+            filters(&d.hook_filters, want, &mut p.hooks, &mut p.del_hook_filters);
+        }
+    }
+}

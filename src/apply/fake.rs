@@ -1,0 +1,290 @@
+//! An in-memory kernel for tests of the diff, the executor and undo: it keeps the managed
+//! state and enforces the kernel rules the order of changes depends on (no duplicates,
+//! no deletion of a class with children or with filters sending to it, a deleted root
+//! takes everything below it). `fail_at` makes one call of `send` fail.
+
+use crate::apply::kernel::{EEXIST, ENOENT, Kernel, KernelError};
+use crate::apply::model::*;
+use crate::apply::state::{DevState, Live};
+
+const EBUSY: i32 = 16;
+
+/// The in-memory kernel.
+#[derive(Debug, Clone, Default)]
+pub struct FakeKernel {
+    pub live: Live,
+    /// Every change sent successfully, in order.
+    pub sent: Vec<Change>,
+    /// Fail the `send` call with this index (0-based, counting every call).
+    pub fail_at: Option<usize>,
+    calls: usize,
+}
+
+fn err(c: &Change, errno: i32, msg: &str) -> KernelError {
+    KernelError {
+        what: c.describe(),
+        errno: Some(errno),
+        message: msg.into(),
+    }
+}
+
+fn default_root(dev: &str) -> Qdisc {
+    Qdisc {
+        dev: dev.to_string(),
+        parent: H_ROOT,
+        handle: 0,
+        kind: QdiscKind::Other {
+            name: "noqueue".into(),
+        },
+    }
+}
+
+impl FakeKernel {
+    /// A kernel with these (physical) devices, each with a default root qdisc.
+    pub fn with_devices(names: &[&str]) -> FakeKernel {
+        let mut k = FakeKernel::default();
+        for n in names {
+            k.live.links.push(Link {
+                name: n.to_string(),
+                kind: "veth".into(),
+                up: true,
+            });
+            k.live.devs.push(DevState {
+                name: n.to_string(),
+                exists: true,
+                root: Some(default_root(n)),
+                ..DevState::default()
+            });
+        }
+        k
+    }
+
+    fn dev(&mut self, name: &str, c: &Change) -> Result<&mut DevState, KernelError> {
+        self.live
+            .devs
+            .iter_mut()
+            .find(|d| d.name == name && d.exists)
+            .ok_or_else(|| err(c, 19, "no such device"))
+    }
+
+    fn apply(&mut self, c: &Change) -> Result<(), KernelError> {
+        match c {
+            Change::AddLink { link } => {
+                if self.live.link(&link.name).is_some() {
+                    return Err(err(c, EEXIST, "exists"));
+                }
+                let mut l = link.clone();
+                l.up = false;
+                self.live.links.push(l);
+                self.live.devs.retain(|d| d.name != link.name);
+                self.live.devs.push(DevState {
+                    name: link.name.clone(),
+                    exists: true,
+                    root: Some(default_root(&link.name)),
+                    ..DevState::default()
+                });
+            }
+            Change::SetLinkUp { name, up } => {
+                let l = self
+                    .live
+                    .links
+                    .iter_mut()
+                    .find(|l| &l.name == name)
+                    .ok_or_else(|| err(c, 19, "no such device"))?;
+                l.up = *up;
+            }
+            Change::DelLink { link } => {
+                if self.live.link(&link.name).is_none() {
+                    return Err(err(c, ENOENT, "no such device"));
+                }
+                self.live.links.retain(|l| l.name != link.name);
+                self.live.devs.retain(|d| d.name != link.name);
+            }
+            Change::AddQdisc { q } | Change::ReplaceQdisc { new: q, .. } => {
+                let replace = matches!(c, Change::ReplaceQdisc { .. });
+                let d = self.dev(&q.dev.clone(), c)?;
+                match q.parent {
+                    H_ROOT => {
+                        if !replace && d.root.as_ref().is_some_and(|r| !r.is_kernel_default()) {
+                            return Err(err(c, EEXIST, "exists"));
+                        }
+                        d.root = Some(q.clone());
+                        d.classes.clear();
+                        d.leaves.clear();
+                        d.filters.clear();
+                    }
+                    H_INGRESS => {
+                        if d.hook.is_some() {
+                            return Err(err(c, EEXIST, "exists"));
+                        }
+                        d.hook = Some(q.clone());
+                    }
+                    p => {
+                        if !d.classes.iter().any(|k| k.classid == p) {
+                            return Err(err(c, ENOENT, "no such class"));
+                        }
+                        if d.leaves.iter().any(|l| l.parent == p) && !replace {
+                            return Err(err(c, EEXIST, "exists"));
+                        }
+                        d.leaves.retain(|l| l.parent != p);
+                        d.leaves.push(q.clone());
+                    }
+                }
+            }
+            Change::ChangeQdisc { new, .. } => {
+                let d = self.dev(&new.dev.clone(), c)?;
+                let slot = if new.parent == H_ROOT {
+                    d.root.as_mut()
+                } else {
+                    d.leaves.iter_mut().find(|l| l.parent == new.parent)
+                };
+                match slot {
+                    Some(q) if q.handle == new.handle && q.kind.name() == new.kind.name() => {
+                        *q = new.clone()
+                    }
+                    _ => return Err(err(c, ENOENT, "no such qdisc")),
+                }
+            }
+            Change::DelQdisc { q } => {
+                let d = self.dev(&q.dev.clone(), c)?;
+                match q.parent {
+                    H_ROOT => {
+                        if d.root.as_ref().is_none_or(Qdisc::is_kernel_default) {
+                            return Err(err(c, ENOENT, "no qdisc"));
+                        }
+                        d.root = Some(default_root(&q.dev));
+                        d.classes.clear();
+                        d.leaves.clear();
+                        d.filters.clear();
+                    }
+                    H_INGRESS => {
+                        if d.hook.take().is_none() {
+                            return Err(err(c, ENOENT, "no qdisc"));
+                        }
+                        d.hook_filters.clear();
+                    }
+                    p => {
+                        let n = d.leaves.len();
+                        d.leaves.retain(|l| l.parent != p);
+                        if n == d.leaves.len() {
+                            return Err(err(c, ENOENT, "no qdisc"));
+                        }
+                    }
+                }
+            }
+            Change::AddClass { c: k } => {
+                let d = self.dev(&k.dev.clone(), c)?;
+                if d.classes.iter().any(|x| x.classid == k.classid) {
+                    return Err(err(c, EEXIST, "exists"));
+                }
+                d.classes.push(k.clone());
+            }
+            Change::ChangeClass { new, .. } => {
+                let d = self.dev(&new.dev.clone(), c)?;
+                let Some(x) = d.classes.iter_mut().find(|x| x.classid == new.classid) else {
+                    return Err(err(c, ENOENT, "no class"));
+                };
+                *x = new.clone();
+            }
+            Change::DelClass { c: k } => {
+                let d = self.dev(&k.dev.clone(), c)?;
+                if !d.classes.iter().any(|x| x.classid == k.classid) {
+                    return Err(err(c, ENOENT, "no class"));
+                }
+                if d.classes.iter().any(|x| x.parent == k.classid)
+                    || d.filters.iter().any(
+                        |f| matches!(f.action, Action::Flow { classid } if classid == k.classid),
+                    )
+                {
+                    return Err(err(c, EBUSY, "HTB class in use"));
+                }
+                d.classes.retain(|x| x.classid != k.classid);
+                d.leaves.retain(|l| l.parent != k.classid);
+                d.filters.retain(|f| f.parent != k.classid);
+            }
+            Change::AddFilter { f } => {
+                let d = self.dev(&f.dev.clone(), c)?;
+                let hook = f.parent >= H_INGRESS_QDISC;
+                let parent_exists = if hook {
+                    d.hook.is_some()
+                } else {
+                    d.root
+                        .as_ref()
+                        .is_some_and(|r| r.handle == f.parent && r.handle != 0)
+                        || d.classes.iter().any(|k| k.classid == f.parent)
+                };
+                if !parent_exists {
+                    return Err(err(c, ENOENT, "no such parent"));
+                }
+                let list = if hook {
+                    &mut d.hook_filters
+                } else {
+                    &mut d.filters
+                };
+                if list
+                    .iter()
+                    .any(|l| l.parent == f.parent && l.prio == f.prio && l.node() == f.node())
+                {
+                    return Err(err(c, EEXIST, "Filter already exists"));
+                }
+                let mut f = f.clone();
+                f.handle = 0x8000_0000 | f.node();
+                list.push(f);
+            }
+            Change::ReplaceFilter { new: f, .. } | Change::DelFilter { f } => {
+                let del = matches!(c, Change::DelFilter { .. });
+                let d = self.dev(&f.dev.clone(), c)?;
+                let list = if f.parent >= H_INGRESS_QDISC {
+                    &mut d.hook_filters
+                } else {
+                    &mut d.filters
+                };
+                let Some(i) = list
+                    .iter()
+                    .position(|l| l.parent == f.parent && l.prio == f.prio && l.node() == f.node())
+                else {
+                    return Err(err(c, ENOENT, "no filter"));
+                };
+                if del {
+                    list.remove(i);
+                } else {
+                    list[i].action = f.action.clone();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Kernel for FakeKernel {
+    fn read(&mut self, devices: &[String]) -> Result<Live, KernelError> {
+        let mut live = Live {
+            links: self.live.links.clone(),
+            devs: Vec::new(),
+        };
+        live.links.sort_by(|a, b| a.name.cmp(&b.name));
+        for n in devices {
+            let mut d = self.live.dev(n).cloned().unwrap_or_else(|| DevState {
+                name: n.clone(),
+                ..DevState::default()
+            });
+            d.classes.sort_by_key(|c| c.classid);
+            d.leaves.sort_by_key(|q| q.parent);
+            d.filters.sort_by_key(|f| (f.parent, f.prio, f.node()));
+            d.hook_filters.sort_by_key(|f| (f.parent, f.prio, f.node()));
+            live.devs.push(d);
+        }
+        Ok(live)
+    }
+
+    fn send(&mut self, change: &Change) -> Result<(), KernelError> {
+        let call = self.calls;
+        self.calls += 1;
+        if self.fail_at == Some(call) {
+            return Err(err(change, 22, "injected failure"));
+        }
+        self.apply(change)?;
+        self.sent.push(change.clone());
+        Ok(())
+    }
+}

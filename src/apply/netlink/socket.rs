@@ -1,0 +1,223 @@
+//! A blocking rtnetlink socket: one request, then its ACK (with the kernel's extended-ack
+//! text on failure and warnings on success), or a dump read to its end. Every message of
+//! the reply is decoded; a malformed one fails the call.
+
+use std::fmt;
+
+use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+
+use super::nla::{self, DecodeError, MsgWriter, NLM_F_ACK_TLVS, NLM_F_CAPPED};
+
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// A failed netlink exchange.
+#[derive(Debug)]
+pub enum NlError {
+    Io(std::io::Error),
+    Decode(DecodeError),
+    /// The kernel refused: errno and its extended-ack message, if it gave one.
+    Kernel {
+        errno: i32,
+        message: Option<String>,
+    },
+}
+
+impl NlError {
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NlError::Kernel { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for NlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NlError::Io(e) => write!(f, "netlink socket: {e}"),
+            NlError::Decode(e) => write!(f, "{e}"),
+            NlError::Kernel { errno, message } => {
+                let text = std::io::Error::from_raw_os_error(*errno);
+                match message {
+                    Some(m) => write!(f, "kernel: {m} ({text})"),
+                    None => write!(f, "kernel: {text}"),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for NlError {}
+
+impl From<DecodeError> for NlError {
+    fn from(e: DecodeError) -> Self {
+        NlError::Decode(e)
+    }
+}
+
+impl From<std::io::Error> for NlError {
+    fn from(e: std::io::Error) -> Self {
+        NlError::Io(e)
+    }
+}
+
+/// The route netlink socket of the current network namespace.
+pub struct Netlink {
+    sock: Socket,
+    seq: u32,
+    /// Extended-ack texts of successful requests (for example quantum warnings).
+    pub warnings: Vec<String>,
+}
+
+impl Netlink {
+    pub fn open() -> Result<Netlink, NlError> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.set_ext_ack(true)?;
+        // Large dumps (10,000 classes) arrive faster than they are read.
+        let _ = sock.set_rx_buf_sz(4 << 20);
+        Ok(Netlink {
+            sock,
+            seq: 1,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn send(&mut self, w: &MsgWriter) -> Result<u32, NlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let buf = w.finish(self.seq);
+        self.sock.send(&buf, 0)?;
+        Ok(self.seq)
+    }
+
+    fn recv(&mut self) -> Result<Vec<u8>, NlError> {
+        let (buf, _) = self.sock.recv_from_full()?;
+        Ok(buf)
+    }
+
+    /// Sends a request with `NLM_F_ACK` and waits for the ACK.
+    pub fn request(&mut self, w: &MsgWriter) -> Result<(), NlError> {
+        let seq = self.send(w)?;
+        loop {
+            let buf = self.recv()?;
+            for m in nla::messages(&buf)? {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.kind == nla::NLMSG_ERROR {
+                    let (errno, text) = parse_error(m.flags, m.payload)?;
+                    if errno == 0 {
+                        if let Some(t) = text {
+                            self.warnings.push(t);
+                        }
+                        return Ok(());
+                    }
+                    return Err(NlError::Kernel {
+                        errno: -errno,
+                        message: text,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends a request with `NLM_F_ACK` and returns the messages that came before the ACK.
+    pub fn query(&mut self, w: &MsgWriter) -> Result<Vec<Vec<u8>>, NlError> {
+        let seq = self.send(w)?;
+        let mut out = Vec::new();
+        loop {
+            let buf = self.recv()?;
+            for m in nla::messages(&buf)? {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.kind == nla::NLMSG_ERROR {
+                    let (errno, text) = parse_error(m.flags, m.payload)?;
+                    if errno == 0 {
+                        return Ok(out);
+                    }
+                    return Err(NlError::Kernel {
+                        errno: -errno,
+                        message: text,
+                    });
+                }
+                out.push(m.payload.to_vec());
+            }
+        }
+    }
+
+    /// Sends a dump request and returns the payload of every reply message.
+    pub fn dump(&mut self, w: &MsgWriter) -> Result<Vec<Vec<u8>>, NlError> {
+        let seq = self.send(w)?;
+        let mut out = Vec::new();
+        loop {
+            let buf = self.recv()?;
+            for m in nla::messages(&buf)? {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.kind {
+                    nla::NLMSG_DONE => {
+                        let errno = nla::i32_at(m.payload, 0).unwrap_or(0);
+                        if errno < 0 {
+                            return Err(NlError::Kernel {
+                                errno: -errno,
+                                message: None,
+                            });
+                        }
+                        return Ok(out);
+                    }
+                    nla::NLMSG_ERROR => {
+                        let (errno, text) = parse_error(m.flags, m.payload)?;
+                        return Err(NlError::Kernel {
+                            errno: -errno,
+                            message: text,
+                        });
+                    }
+                    _ => out.push(m.payload.to_vec()),
+                }
+            }
+        }
+    }
+}
+
+/// `struct nlmsgerr` and its extended-ack attributes: (negative errno or 0, message).
+pub fn parse_error(flags: u16, payload: &[u8]) -> Result<(i32, Option<String>), DecodeError> {
+    let errno = nla::i32_at(payload, 0)?;
+    let orig_len = nla::u32_at(payload, 4)? as usize;
+    let skip = if flags & NLM_F_CAPPED != 0 {
+        4 + 16
+    } else {
+        4 + ((orig_len + 3) & !3)
+    };
+    let mut text = None;
+    if flags & NLM_F_ACK_TLVS != 0 && skip <= payload.len() {
+        for a in nla::attrs(&payload[skip..])? {
+            if a.kind == NLMSGERR_ATTR_MSG {
+                let t = nla::string(a.payload)?;
+                if !t.is_empty() {
+                    text = Some(t);
+                }
+            }
+        }
+    }
+    Ok((errno, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_ack_text_is_read() {
+        // error -22, echoed header only (capped), then NLMSGERR_ATTR_MSG "bad".
+        let mut p = Vec::new();
+        p.extend_from_slice(&(-22i32).to_ne_bytes());
+        p.extend_from_slice(&[0u8; 16]);
+        p.extend_from_slice(&8u16.to_ne_bytes());
+        p.extend_from_slice(&1u16.to_ne_bytes());
+        p.extend_from_slice(b"bad\0");
+        let (e, t) = parse_error(NLM_F_CAPPED | NLM_F_ACK_TLVS, &p).unwrap();
+        assert_eq!((e, t.as_deref()), (-22, Some("bad")));
+    }
+}

@@ -1,0 +1,397 @@
+//! Live state (what a dump found) and target state (what must be there: from a plan, or
+//! from a snapshot when rolling back), both limited to the objects netqos manages: the
+//! root qdisc, HTB classes, leaf qdiscs and filters of each shaped device; the ingress
+//! hook qdisc and netqos's redirect filter of each ingress device; IFB devices.
+
+use serde::{Deserialize, Serialize};
+
+use crate::apply::keys;
+use crate::apply::model::*;
+use crate::plan::{DevicePlan, Plan};
+
+/// The priority of netqos's ingress redirect filter (as in the tc script).
+pub const REDIRECT_PRIO: u16 = crate::backend::REDIRECT_PRIO;
+/// u32 node numbers netqos gives filters: 0x800 + position within (parent, priority),
+/// the numbers the kernel itself would hand out, so evaluation order is plan order.
+pub const FIRST_NODE: u32 = 0x800;
+
+/// What a dump found on one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevState {
+    pub name: String,
+    /// False when the device does not exist.
+    pub exists: bool,
+    /// The qdisc at the root (a kernel default has handle 0).
+    pub root: Option<Qdisc>,
+    /// Qdiscs below the root (leaf queues).
+    pub leaves: Vec<Qdisc>,
+    pub classes: Vec<Class>,
+    /// Filters of the root qdisc and of the classes.
+    pub filters: Vec<Filter>,
+    /// The ingress or clsact qdisc.
+    pub hook: Option<Qdisc>,
+    /// Filters on the ingress hook at netqos's redirect priority.
+    pub hook_filters: Vec<Filter>,
+}
+
+/// A dump of every device a plan touches, and the links of the namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Live {
+    pub links: Vec<Link>,
+    pub devs: Vec<DevState>,
+}
+
+impl Live {
+    pub fn dev(&self, name: &str) -> Option<&DevState> {
+        self.devs.iter().find(|d| d.name == name)
+    }
+
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+}
+
+/// What the ingress hook of a device must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HookWant {
+    /// An ingress or clsact qdisc (an existing clsact is used as it is), and the redirect.
+    Redirect { ifb: String },
+    /// No netqos redirect any more (the policy dropped this ingress block): the redirect
+    /// filter goes, the hook qdisc stays (other tools may use it).
+    NoRedirect,
+    /// Exactly this (a snapshot): the qdisc or its absence, and these redirect-prio filters.
+    Exactly {
+        qdisc: Option<Qdisc>,
+        filters: Vec<Filter>,
+    },
+}
+
+/// The wanted state of one HTB tree; `root: None` means no qdisc of anyone's at the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeWant {
+    pub dev: String,
+    pub root: Option<Qdisc>,
+    /// Parents before children.
+    pub classes: Vec<Class>,
+    pub leaves: Vec<Qdisc>,
+    pub filters: Vec<Filter>,
+}
+
+/// Everything that must hold after an apply or a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Links that must exist (Some) or must not exist (None, only ever an IFB).
+    pub links: Vec<(String, Option<Link>)>,
+    pub trees: Vec<TreeWant>,
+    pub hooks: Vec<(String, HookWant)>,
+}
+
+impl Target {
+    /// Every device whose state the target speaks of, sorted.
+    pub fn devices(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .trees
+            .iter()
+            .map(|t| t.dev.clone())
+            .chain(self.hooks.iter().map(|(d, _)| d.clone()))
+            .chain(self.links.iter().map(|(n, _)| n.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Parses `1:`, `1:3c3a`, `3c3a:` (hex, as tc reads them).
+pub fn parse_handle(s: &str) -> Result<u32, String> {
+    let (maj, min) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not a tc handle"))?;
+    let maj = u32::from_str_radix(maj, 16).map_err(|_| format!("`{s}`: bad major"))?;
+    let min = if min.is_empty() {
+        0
+    } else {
+        u32::from_str_radix(min, 16).map_err(|_| format!("`{s}`: bad minor"))?
+    };
+    if maj > 0xffff || min > 0xffff {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok((maj << 16) | min)
+}
+
+fn protocol(p: &str) -> Result<u16, String> {
+    match p {
+        "ip" => Ok(ETH_P_IP),
+        "ipv6" => Ok(ETH_P_IPV6),
+        "all" => Ok(ETH_P_ALL),
+        _ => Err(format!("protocol `{p}` is not ip, ipv6 or all")),
+    }
+}
+
+/// The value after `key` in tc arguments (`limit 5000`).
+fn arg<'a>(args: &'a [String], key: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == key)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn number_with(s: &str, suffix: &str) -> Result<u64, String> {
+    s.strip_suffix(suffix)
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of {suffix}"))
+}
+
+fn u32_of(v: u64, what: &str) -> Result<u32, String> {
+    u32::try_from(v).map_err(|_| format!("{what} {v} does not fit in 32 bits"))
+}
+
+/// A leaf queue of the plan as a qdisc.
+fn leaf(dev: &str, parent: u32, l: &crate::plan::LeafPlan) -> Result<Qdisc, String> {
+    let limit = |suffix: &str| -> Result<Option<u32>, String> {
+        arg(&l.args, "limit")
+            .map(|v| number_with(v, suffix).and_then(|n| u32_of(n, "limit")))
+            .transpose()
+    };
+    let kind = match l.kind.as_str() {
+        "pfifo" => QdiscKind::Pfifo { limit: limit("")? },
+        "bfifo" => QdiscKind::Bfifo { limit: limit("b")? },
+        "tbf" => {
+            let rate = number_with(arg(&l.args, "rate").unwrap_or("0"), "bit")? / 8;
+            let burst = number_with(arg(&l.args, "burst").unwrap_or("0"), "b")?;
+            let peak = arg(&l.args, "peakrate")
+                .map(|v| number_with(v, "bit"))
+                .transpose()?
+                .map_or(0, |p| p / 8);
+            let mtu = arg(&l.args, "mtu")
+                .map(|v| number_with(v, ""))
+                .transpose()?
+                .unwrap_or(0);
+            if rate == 0 || burst == 0 {
+                return Err(format!("tbf leaf {} needs a rate and a burst", l.handle));
+            }
+            let limit = match (
+                arg(&l.args, "limit"),
+                arg(&l.args, "latency").map(|v| number_with(v, "us")),
+            ) {
+                (Some(v), _) => number_with(v, "b")?,
+                (None, Some(lat)) => {
+                    // tc: the bytes that arrive during the latency, plus the burst.
+                    let lat = lat?;
+                    let l1 = rate.saturating_mul(lat) / 1_000_000 + burst;
+                    if peak > 0 {
+                        l1.min(peak.saturating_mul(lat) / 1_000_000 + mtu)
+                    } else {
+                        l1
+                    }
+                }
+                (None, None) => return Err(format!("tbf leaf {} needs a limit", l.handle)),
+            };
+            QdiscKind::Tbf {
+                rate,
+                peakrate: peak,
+                limit: u32_of(limit, "tbf limit")?,
+                buffer: ticks(rate, burst),
+                mtu: if peak > 0 { ticks(peak, mtu) } else { 0 },
+                burst: Some(u32_of(burst, "tbf burst")?),
+                pburst: (peak > 0).then(|| u32_of(mtu, "tbf mtu")).transpose()?,
+            }
+        }
+        other => {
+            return Err(format!(
+                "leaf queue `{other}` of class {} is not supported by the netlink apply \
+                 (pfifo, bfifo and tbf are); use `netqos compile --emit tc` for it",
+                fmt_handle(parent)
+            ));
+        }
+    };
+    Ok(Qdisc {
+        dev: dev.to_string(),
+        parent,
+        handle: parse_handle(&l.handle)?,
+        kind,
+    })
+}
+
+fn tree(d: &DevicePlan) -> Result<TreeWant, String> {
+    let dev = d.shaped_device.clone();
+    let root = Qdisc {
+        dev: dev.clone(),
+        parent: H_ROOT,
+        handle: parse_handle(&d.root.handle)?,
+        kind: QdiscKind::Htb {
+            default: u32::from_str_radix(&d.root.default, 16)
+                .map_err(|_| format!("default `{}` is not hex", d.root.default))?,
+            r2q: d.root.r2q.unwrap_or(10),
+            direct_qlen: d.root.direct_qlen,
+        },
+    };
+    let mut classes = Vec::new();
+    let mut leaves = Vec::new();
+    for c in &d.classes {
+        let classid = parse_handle(&c.classid)?;
+        let rate = c.rate / 8;
+        let ceil = c.ceil / 8;
+        classes.push(Class {
+            dev: dev.clone(),
+            classid,
+            parent: parse_handle(&c.parent)?,
+            rate,
+            ceil,
+            buffer: ticks(rate, c.burst),
+            cbuffer: ticks(ceil, c.cburst),
+            quantum: c.quantum,
+            prio: u32::from(c.prio),
+        });
+        if let Some(l) = &c.leaf {
+            leaves.push(leaf(&dev, classid, l)?);
+        }
+    }
+    let mut filters: Vec<Filter> = Vec::new();
+    let mut next: Vec<((u32, u16), u32)> = Vec::new();
+    for f in &d.filters {
+        let parent = parse_handle(&f.parent)?;
+        let slot = match next.iter_mut().find(|(k, _)| *k == (parent, f.prio)) {
+            Some((_, n)) => n,
+            None => {
+                next.push(((parent, f.prio), FIRST_NODE));
+                &mut next.last_mut().expect("just pushed").1
+            }
+        };
+        let handle = *slot;
+        *slot += 1;
+        if handle > 0xfff {
+            return Err(format!(
+                "more than {} filters at priority {} of {}",
+                0xfff - FIRST_NODE + 1,
+                f.prio,
+                f.parent
+            ));
+        }
+        filters.push(Filter {
+            dev: dev.clone(),
+            parent,
+            prio: f.prio,
+            protocol: protocol(&f.protocol)?,
+            handle,
+            keys: keys::encode(&f.keys)?,
+            action: Action::Flow {
+                classid: parse_handle(&f.target)?,
+            },
+        });
+    }
+    Ok(TreeWant {
+        dev,
+        root: Some(root),
+        classes,
+        leaves,
+        filters,
+    })
+}
+
+/// The target state of a plan.
+pub fn from_plan(plan: &Plan) -> Result<Target, String> {
+    let mut t = Target {
+        links: Vec::new(),
+        trees: Vec::new(),
+        hooks: Vec::new(),
+    };
+    for d in &plan.devices {
+        if let Some(ifb) = &d.ifb {
+            t.links.push((
+                ifb.clone(),
+                Some(Link {
+                    name: ifb.clone(),
+                    kind: "ifb".into(),
+                    up: true,
+                }),
+            ));
+            t.hooks
+                .push((d.device.clone(), HookWant::Redirect { ifb: ifb.clone() }));
+        }
+        t.trees.push(tree(d)?);
+    }
+    Ok(t)
+}
+
+/// The redirect filter netqos puts on `dev`'s ingress hook (`parent` depends on whether the
+/// hook is an ingress or a clsact qdisc).
+pub fn redirect_filter(dev: &str, parent: u32, ifb: &str) -> Filter {
+    Filter {
+        dev: dev.to_string(),
+        parent,
+        prio: REDIRECT_PRIO,
+        protocol: ETH_P_ALL,
+        handle: FIRST_NODE,
+        keys: vec![Key {
+            mask: 0,
+            val: 0,
+            off: 0,
+            offmask: 0,
+        }],
+        action: Action::Redirect {
+            to: ifb.to_string(),
+        },
+    }
+}
+
+/// The target that returns `target.devices()` to what `snap` recorded.
+pub fn from_snapshot(snap: &Live, target_of_apply: &Target) -> Target {
+    let mut t = Target {
+        links: Vec::new(),
+        trees: Vec::new(),
+        hooks: Vec::new(),
+    };
+    for (name, _) in &target_of_apply.links {
+        t.links.push((name.clone(), snap.link(name).cloned()));
+    }
+    for tw in &target_of_apply.trees {
+        let d = snap.dev(&tw.dev).cloned().unwrap_or_default();
+        t.trees.push(TreeWant {
+            dev: tw.dev.clone(),
+            root: d.root.filter(|q| !q.is_kernel_default()),
+            classes: d.classes,
+            leaves: d.leaves,
+            filters: d.filters,
+        });
+    }
+    for (dev, _) in &target_of_apply.hooks {
+        let d = snap.dev(dev).cloned().unwrap_or_default();
+        t.hooks.push((
+            dev.clone(),
+            HookWant::Exactly {
+                qdisc: d.hook,
+                filters: d.hook_filters,
+            },
+        ));
+    }
+    t
+}
+
+/// `new`, plus the removal of what `previous` (the last applied target) installed on
+/// devices `new` no longer shapes: their HTB root, their redirect, their IFB.
+pub fn with_removals(mut new: Target, previous: &Target) -> Target {
+    for (name, link) in &previous.links {
+        if link.is_some() && !new.links.iter().any(|(n, _)| n == name) {
+            new.links.push((name.clone(), None));
+        }
+    }
+    for t in &previous.trees {
+        if !new.trees.iter().any(|n| n.dev == t.dev) {
+            new.trees.push(TreeWant {
+                dev: t.dev.clone(),
+                root: None,
+                classes: Vec::new(),
+                leaves: Vec::new(),
+                filters: Vec::new(),
+            });
+        }
+    }
+    for (dev, _) in &previous.hooks {
+        if !new.hooks.iter().any(|(d, _)| d == dev) {
+            new.hooks.push((dev.clone(), HookWant::NoRedirect));
+        }
+    }
+    new
+}

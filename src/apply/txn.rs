@@ -1,0 +1,446 @@
+//! Transactions: the state directory, the single-writer lock, the snapshot taken before
+//! an apply (every managed object of every device the plan touches, absences included),
+//! the journal of inverse changes, execution with undo, and the return to a snapshot.
+//!
+//! Layout of the state directory (default `/var/lib/netqos`):
+//!
+//! ```text
+//! lock                   flock(2) held by apply, rollback, confirm and the reverter
+//! last                   id of the last transaction
+//! applied.json           the target of the last successful apply (for drift in status)
+//! pending.json           an unconfirmed apply: {"id", "deadline"} (see --confirm)
+//! txn/ID.json            the record: source, target, snapshot, outcome
+//! txn/ID.journal         one JSON line per change, written before it is sent, with its
+//!                        inverse; a "done" line after it succeeded
+//! ```
+//!
+//! Recovery never depends on the journal alone: undo replays the journal's inverses and
+//! then diffs the live state against the snapshot until they are equal, so a transaction
+//! killed at any point is returned to the snapshot by `netqos rollback`. The snapshot is
+//! fsynced before the first change; the journal is fsynced every `JOURNAL_SYNC` (1024) entries
+//! and at the end (an fsync per change costs ~1.2 ms here: 36 s for the 30,000 objects of
+//! 10,000 classes, against ~7 s for the changes themselves).
+//!
+//! More kinds of resource (the CNI conflist, a file with a backup) hook in as further
+//! fields of `Record` restored by `restore`.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::apply::diff::{self, Options};
+use crate::apply::kernel::{Kernel, KernelError};
+use crate::apply::model::Change;
+use crate::apply::state::{self, Live, Target};
+
+const JOURNAL_SYNC: usize = 1024;
+
+/// A state-directory or journal problem (exit 3 before any change).
+#[derive(Debug)]
+pub struct StateError(pub String);
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StateError {}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> StateError {
+    StateError(format!("{what} {}: {e}", path.display()))
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub path: PathBuf,
+}
+
+/// The held lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// An unconfirmed apply and when it reverts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub id: String,
+    /// Unix seconds.
+    pub deadline: u64,
+}
+
+/// What an apply recorded before changing anything.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub source: String,
+    /// The target of the apply: which devices and links the snapshot covers.
+    pub target: Target,
+    /// The managed state of those devices before the first change.
+    pub snapshot: Live,
+    /// The target of the apply before this one, restored as "applied" by a rollback.
+    pub previous_applied: Option<Target>,
+    /// `applying`, `applied`, `rolled back`, `failed, rolled back`, `failed, rollback failed`.
+    pub outcome: String,
+}
+
+/// One journal line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    n: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    change: Option<Change>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inverse: Option<Change>,
+    #[serde(default)]
+    done: bool,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl StateDir {
+    pub fn open(path: &Path) -> Result<StateDir, StateError> {
+        std::fs::create_dir_all(path.join("txn"))
+            .map_err(|e| io_err("cannot create state directory", path, e))?;
+        Ok(StateDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Takes the lock, failing at once if another netqos holds it (`wait`: blocks).
+    pub fn lock(&self, wait: bool) -> Result<Lock, StateError> {
+        let p = self.path.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| io_err("cannot open lock file", &p, e))?;
+        if wait {
+            file.lock().map_err(|e| io_err("cannot lock", &p, e))?;
+        } else {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StateError(format!(
+                        "another netqos apply, rollback or confirm holds {}; wait for it to finish",
+                        p.display()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &p, e)),
+            }
+        }
+        Ok(Lock { _file: file })
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let p = self.path.join(name);
+        write_synced(&p, bytes).map_err(|e| io_err("cannot write", &p, e))
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StateError> {
+        let p = self.path.join(name);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StateError(format!("{} is damaged: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("cannot read", &p, e)),
+        }
+    }
+
+    fn remove(&self, name: &str) -> Result<(), StateError> {
+        let p = self.path.join(name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("cannot remove", &p, e)),
+        }
+    }
+
+    pub fn save_record(&self, r: &Record) -> Result<(), StateError> {
+        let json = serde_json::to_vec(r).map_err(|e| StateError(e.to_string()))?;
+        self.write(&format!("txn/{}.json", r.id), &json)
+    }
+
+    /// The record of the last transaction, if any.
+    pub fn last(&self) -> Result<Option<Record>, StateError> {
+        let p = self.path.join("last");
+        let id = match std::fs::read_to_string(&p) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("cannot read", &p, e)),
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(StateError(format!("{} holds a bad id `{id}`", p.display())));
+        }
+        self.read_json(&format!("txn/{id}.json"))
+    }
+
+    pub fn set_last(&self, id: &str) -> Result<(), StateError> {
+        self.write("last", format!("{id}\n").as_bytes())
+    }
+
+    pub fn applied(&self) -> Result<Option<Target>, StateError> {
+        self.read_json("applied.json")
+    }
+
+    pub fn set_applied(&self, t: Option<&Target>) -> Result<(), StateError> {
+        match t {
+            Some(t) => self.write(
+                "applied.json",
+                &serde_json::to_vec(t).map_err(|e| StateError(e.to_string()))?,
+            ),
+            None => self.remove("applied.json"),
+        }
+    }
+
+    pub fn pending(&self) -> Result<Option<Pending>, StateError> {
+        self.read_json("pending.json")
+    }
+
+    pub fn set_pending(&self, p: Option<&Pending>) -> Result<(), StateError> {
+        match p {
+            Some(p) => self.write(
+                "pending.json",
+                &serde_json::to_vec(p).map_err(|e| StateError(e.to_string()))?,
+            ),
+            None => self.remove("pending.json"),
+        }
+    }
+
+    pub fn journal(&self, id: &str) -> Result<Journal, StateError> {
+        let p = self.path.join(format!("txn/{id}.journal"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| io_err("cannot open journal", &p, e))?;
+        Ok(Journal {
+            file: std::io::BufWriter::new(file),
+            path: p,
+            unsynced: 0,
+        })
+    }
+
+    /// The inverses of the changes a transaction started, newest first.
+    pub fn inverses(&self, id: &str) -> Vec<Change> {
+        let p = self.path.join(format!("txn/{id}.journal"));
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        let mut v: Vec<Change> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+            .filter_map(|e| e.inverse)
+            .collect();
+        v.reverse();
+        v
+    }
+}
+
+/// Writes a file by temp file + fsync + rename, then fsyncs the directory.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().map_or("x".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let r = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// The append-only journal of one transaction.
+pub struct Journal {
+    file: std::io::BufWriter<File>,
+    path: PathBuf,
+    unsynced: usize,
+}
+
+impl Journal {
+    fn append(&mut self, e: &Entry) -> Result<(), StateError> {
+        let mut line = serde_json::to_vec(e).map_err(|e| StateError(e.to_string()))?;
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .map_err(|e| io_err("cannot write journal", &self.path, e))?;
+        self.unsynced += 1;
+        if self.unsynced >= JOURNAL_SYNC {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> Result<(), StateError> {
+        self.unsynced = 0;
+        self.file
+            .flush()
+            .and_then(|()| self.file.get_ref().sync_data())
+            .map_err(|e| io_err("cannot sync journal", &self.path, e))
+    }
+}
+
+/// Test hooks, from the environment (documented in the man page as such):
+/// `NETQOS_FAIL_AFTER=N` makes change N+1 fail as if the kernel refused it;
+/// `NETQOS_PAUSE_AFTER=N` sleeps 60 s after N changes (to kill the process there).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hooks {
+    pub fail_after: Option<usize>,
+    pub pause_after: Option<usize>,
+}
+
+impl Hooks {
+    pub fn from_env() -> Hooks {
+        let n = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+        Hooks {
+            fail_after: n("NETQOS_FAIL_AFTER"),
+            pause_after: n("NETQOS_PAUSE_AFTER"),
+        }
+    }
+}
+
+/// Sends `changes` in order, journaling each inverse first. Returns the number sent, or
+/// the index and error of the first failure.
+pub fn execute(
+    kernel: &mut dyn Kernel,
+    changes: &[Change],
+    journal: &mut Journal,
+    hooks: Hooks,
+) -> Result<usize, (usize, KernelError)> {
+    for (n, c) in changes.iter().enumerate() {
+        if hooks.pause_after == Some(n) {
+            let _ = journal.sync();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        let entry = Entry {
+            n,
+            change: Some(c.clone()),
+            inverse: Some(c.inverse()),
+            done: false,
+        };
+        let jerr = |e: StateError| {
+            (
+                n,
+                KernelError {
+                    what: "journal".into(),
+                    errno: None,
+                    message: e.0,
+                },
+            )
+        };
+        journal.append(&entry).map_err(jerr)?;
+        if hooks.fail_after == Some(n) {
+            let _ = journal.sync();
+            return Err((
+                n,
+                KernelError {
+                    what: c.describe(),
+                    errno: None,
+                    message: "failure injected by NETQOS_FAIL_AFTER (test hook)".into(),
+                },
+            ));
+        }
+        kernel.send(c).map_err(|e| (n, e))?;
+        journal
+            .append(&Entry {
+                n,
+                change: None,
+                inverse: None,
+                done: true,
+            })
+            .map_err(jerr)?;
+    }
+    journal.sync().map_err(|e| {
+        (
+            changes.len(),
+            KernelError {
+                what: "journal".into(),
+                errno: None,
+                message: e.0,
+            },
+        )
+    })?;
+    Ok(changes.len())
+}
+
+/// Returns the devices of `record` to its snapshot: first the journal's inverses (newest
+/// first; objects already in the wanted state are fine), then whatever a fresh diff
+/// against the snapshot still finds, until the live state equals the snapshot. Returns
+/// the number of changes sent.
+pub fn restore(
+    kernel: &mut dyn Kernel,
+    record: &Record,
+    inverses: &[Change],
+) -> Result<usize, String> {
+    let mut sent = 0;
+    for c in inverses {
+        match kernel.send(c) {
+            Ok(()) => sent += 1,
+            Err(e) if e.already_done() => {}
+            // The diff below repairs what an inverse could not.
+            Err(_) => {}
+        }
+    }
+    let want = state::from_snapshot(&record.snapshot, &record.target);
+    let devices = record.target.devices();
+    let opts = Options {
+        replace_foreign: true,
+    };
+    for _ in 0..3 {
+        let live = kernel.read(&devices).map_err(|e| e.to_string())?;
+        let changes = diff::diff(&live, &want, opts)?;
+        if changes.is_empty() {
+            return Ok(sent);
+        }
+        for c in &changes {
+            kernel.send(c).map_err(|e| e.to_string())?;
+            sent += 1;
+        }
+    }
+    let live = kernel.read(&devices).map_err(|e| e.to_string())?;
+    let left = diff::diff(&live, &want, opts)?;
+    if left.is_empty() {
+        Ok(sent)
+    } else {
+        Err(format!(
+            "the live state still differs from the snapshot in {} place(s), first: {}",
+            left.len(),
+            left[0].describe()
+        ))
+    }
+}
+
+/// A new transaction id: time and pid, sortable.
+pub fn new_id() -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{:06}-{}",
+        t.as_secs(),
+        t.subsec_micros(),
+        std::process::id()
+    )
+}

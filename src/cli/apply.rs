@@ -1,0 +1,227 @@
+//! `netqos apply FILE`: changes the kernel in place to match the policy, under the lock,
+//! after recording a snapshot; undoes everything on the first failure (exit 4, or 5 if
+//! the undo fails too). With `--confirm DURATION` a detached process reverts unless
+//! `netqos confirm` arrives in time.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::live::{load_target, open_kernel, print_changes, read_live, state_dir};
+use super::{Exit, Ui, VarArgs};
+use netqos::apply::diff::{self, Options};
+use netqos::apply::state;
+use netqos::apply::txn::{self, Hooks, Pending, Record, StateDir};
+
+pub struct Args<'a> {
+    pub file: &'a Path,
+    pub confirm: Option<Duration>,
+    pub opts: Options,
+    pub state_dir: Option<&'a Path>,
+    pub vars: &'a VarArgs,
+}
+
+/// Parses `120s`, `2m`, `90` (seconds), `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (s, 1),
+        Some((i, _)) => (
+            &s[..i],
+            match &s[i..] {
+                "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                u => return Err(format!("unknown unit `{u}` in `{s}`: use s, m or h (120s)")),
+            },
+        ),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 120s"))?;
+    if n == 0 {
+        return Err("a confirm window of 0 would revert at once; use at least 1s".into());
+    }
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
+    let (target, name) = match load_target(a.file, a.vars, ui) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let dir = match state_dir(a.state_dir) {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    let _lock = match dir.lock(false) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("netqos: {e}");
+            return Exit::Io;
+        }
+    };
+    match dir.pending() {
+        Ok(None) => {}
+        Ok(Some(p)) => {
+            eprintln!(
+                "netqos: apply {} awaits confirmation; run `netqos confirm` to keep it or \
+                 `netqos rollback` to undo it first",
+                p.id
+            );
+            return Exit::Io;
+        }
+        Err(e) => {
+            eprintln!("netqos: {e}");
+            return Exit::Io;
+        }
+    }
+    // Devices the last applied policy shaped and this one does not: remove netqos's tree,
+    // redirect and IFB there too.
+    let previous_applied = dir.applied().ok().flatten();
+    let target = match &previous_applied {
+        Some(prev) => state::with_removals(target, prev),
+        None => target,
+    };
+    let mut kernel = match open_kernel(Some(&target)) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    let started = Instant::now();
+    let live = match read_live(&mut kernel, &target) {
+        Ok(l) => l,
+        Err(e) => return e,
+    };
+    let changes = match diff::diff(&live, &target, a.opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("netqos: {e}");
+            return Exit::Io;
+        }
+    };
+    if changes.is_empty() {
+        if let Err(e) = dir.set_applied(Some(&target)) {
+            eprintln!("netqos: {e}");
+            return Exit::Io;
+        }
+        if !ui.quiet {
+            outln!("{name}: nothing to change; the kernel already matches the policy");
+        }
+        return Exit::Ok;
+    }
+    let mut record = Record {
+        id: txn::new_id(),
+        created: txn::now(),
+        source: name.clone(),
+        target: target.clone(),
+        snapshot: live,
+        previous_applied,
+        outcome: "applying".into(),
+    };
+    let saved = dir
+        .save_record(&record)
+        .and_then(|()| dir.set_last(&record.id));
+    if let Err(e) = saved {
+        eprintln!("netqos: {e}; nothing changed");
+        return Exit::Io;
+    }
+    if let Some(window) = a.confirm {
+        let pending = Pending {
+            id: record.id.clone(),
+            deadline: txn::now() + window.as_secs(),
+        };
+        if let Err(e) = dir.set_pending(Some(&pending)) {
+            eprintln!("netqos: {e}; nothing changed");
+            return Exit::Io;
+        }
+        if let Err(e) = spawn_reverter(&dir, &pending) {
+            let _ = dir.set_pending(None);
+            eprintln!("netqos: cannot start the revert timer: {e}; nothing changed");
+            return Exit::Io;
+        }
+    }
+    let mut journal = match dir.journal(&record.id) {
+        Ok(j) => j,
+        Err(e) => {
+            let _ = dir.set_pending(None);
+            eprintln!("netqos: {e}; nothing changed");
+            return Exit::Io;
+        }
+    };
+    let result = txn::execute(&mut kernel, &changes, &mut journal, Hooks::from_env());
+    for w in kernel.warnings() {
+        eprintln!("netqos: kernel warning: {w}");
+    }
+    match result {
+        Ok(n) => {
+            record.outcome = "applied".into();
+            let _ = dir.save_record(&record);
+            if let Err(e) = dir.set_applied(Some(&target)) {
+                eprintln!("netqos: {e}");
+            }
+            if !ui.quiet {
+                outln!(
+                    "{name}: applied {n} change(s) in {} ms (transaction {})",
+                    started.elapsed().as_millis(),
+                    record.id
+                );
+                if ui.verbose {
+                    print_changes(&changes);
+                }
+                if let Some(w) = a.confirm {
+                    outln!(
+                        "reverts in {} s unless `netqos confirm` runs (from any session)",
+                        w.as_secs()
+                    );
+                }
+            }
+            Exit::Ok
+        }
+        Err((n, e)) => {
+            eprintln!("netqos: change {} of {} failed: {e}", n + 1, changes.len());
+            eprintln!("netqos: undoing the {n} change(s) made, back to the snapshot");
+            let inverses = dir.inverses(&record.id);
+            let undone = txn::restore(&mut kernel, &record, &inverses);
+            let _ = dir.set_pending(None);
+            match undone {
+                Ok(_) => {
+                    record.outcome = "failed, rolled back".into();
+                    let _ = dir.save_record(&record);
+                    eprintln!("netqos: the devices are as they were before the apply");
+                    Exit::Failed
+                }
+                Err(e2) => {
+                    record.outcome = "failed, rollback failed".into();
+                    let _ = dir.save_record(&record);
+                    eprintln!(
+                        "netqos: undo failed too: {e2}\nnetqos: inspect with `netqos status`, then \
+                         retry `netqos rollback`"
+                    );
+                    Exit::RollbackFailed
+                }
+            }
+        }
+    }
+}
+
+/// Starts `netqos __revert-after` detached: its own session (it calls setsid), no
+/// terminal, output to `revert.log` in the state directory. It outlives this process.
+fn spawn_reverter(dir: &StateDir, p: &Pending) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path.join("revert.log"))?;
+    Command::new(exe)
+        .arg("__revert-after")
+        .arg("--state-dir")
+        .arg(&dir.path)
+        .arg(&p.id)
+        .arg(p.deadline.to_string())
+        .env_remove("NETQOS_FAIL_AFTER")
+        .env_remove("NETQOS_PAUSE_AFTER")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    Ok(())
+}

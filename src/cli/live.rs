@@ -1,0 +1,121 @@
+//! Helpers of the live commands (plan, apply, rollback, confirm, status): loading a
+//! policy's target, the state directory, opening the kernel, printing changes.
+
+use std::path::{Path, PathBuf};
+
+use super::check::{external_vars, print, read_source};
+use super::{Exit, Format, Ui, VarArgs};
+use netqos::apply::kernel::{Kernel, NetlinkKernel};
+use netqos::apply::model::Change;
+use netqos::apply::state::{self, Live, Target};
+use netqos::apply::txn::StateDir;
+
+/// `--state-dir`, else `NETQOS_STATE_DIR`, else `/var/lib/netqos`.
+pub fn state_dir(arg: Option<&Path>) -> Result<StateDir, Exit> {
+    let path = arg.map(Path::to_path_buf).unwrap_or_else(|| {
+        std::env::var_os("NETQOS_STATE_DIR")
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from("/var/lib/netqos"), PathBuf::from)
+    });
+    StateDir::open(&path).map_err(|e| {
+        eprintln!("netqos: {e}");
+        Exit::Io
+    })
+}
+
+/// Checks and lowers a policy into its target state.
+pub fn load_target(file: &Path, vars: &VarArgs, ui: Ui) -> Result<(Target, String), Exit> {
+    let mut json = Vec::new();
+    let vars = match external_vars(vars) {
+        Ok(v) => v,
+        Err((diags, exit)) => {
+            let src = netqos::report::Source {
+                name: "<command line>".into(),
+                text: String::new(),
+            };
+            print(&diags, &src, Format::Human, ui, &mut json);
+            return Err(exit);
+        }
+    };
+    let src = read_source(file).map_err(|e| {
+        eprintln!("netqos: cannot read {}: {e}", file.display());
+        Exit::Io
+    })?;
+    let checked = netqos::check_source(&src.text, &vars);
+    let diags = checked.diagnostics.into_sorted();
+    print(&diags, &src, Format::Human, ui, &mut json);
+    let Some(model) = checked.model else {
+        eprintln!("netqos: {} has errors: nothing applied", src.name);
+        return Err(Exit::Invalid);
+    };
+    let plan = netqos::lower::lower(&model);
+    let target = state::from_plan(&plan).map_err(|e| {
+        eprintln!("netqos: {e}");
+        Exit::Invalid
+    })?;
+    Ok((target, src.name))
+}
+
+/// Opens rtnetlink, hinting the filter priorities of `target`.
+pub fn open_kernel(target: Option<&Target>) -> Result<NetlinkKernel, Exit> {
+    let mut k = NetlinkKernel::open().map_err(|e| {
+        eprintln!("netqos: {e} (apply needs CAP_NET_ADMIN: run as root)");
+        Exit::Io
+    })?;
+    if let Some(t) = target {
+        for tree in &t.trees {
+            for f in &tree.filters {
+                if !k.prio_hints.contains(&f.prio) {
+                    k.prio_hints.push(f.prio);
+                }
+            }
+        }
+    }
+    Ok(k)
+}
+
+/// Reads the devices of `target`; a device the policy names that does not exist (other
+/// than an IFB netqos creates) is an error.
+pub fn read_live(kernel: &mut dyn Kernel, target: &Target) -> Result<Live, Exit> {
+    let live = kernel.read(&target.devices()).map_err(|e| {
+        eprintln!("netqos: {e}");
+        Exit::Io
+    })?;
+    for d in &live.devs {
+        let created = target
+            .links
+            .iter()
+            .any(|(n, l)| n == &d.name && l.is_some());
+        if !d.exists && !created {
+            eprintln!(
+                "netqos: device {} does not exist; check the interface name (`ip link`)",
+                d.name
+            );
+            return Err(Exit::Io);
+        }
+    }
+    Ok(live)
+}
+
+/// Prints changes for people, one per line.
+pub fn print_changes(changes: &[Change]) {
+    for c in changes {
+        outln!("  {}", c.describe());
+    }
+}
+
+/// Changes as JSON: `{"changes": [{"op": …, "text": …}, …]}`.
+pub fn changes_json(changes: &[Change]) -> String {
+    let items: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| {
+            let mut v = serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("text".into(), serde_json::Value::String(c.describe()));
+            }
+            v
+        })
+        .collect();
+    let doc = serde_json::json!({ "changes": items, "count": changes.len() });
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}

@@ -1,0 +1,505 @@
+//! `netqos apply` over netlink on a real kernel, each test in its own network namespaces:
+//! the same objects as the tc script (netlink plans nothing over a script-built tree, and
+//! both trees dump alike); a one-class change keeps every other class's counters while a
+//! ping flow loses nothing; a failure injected at every step, and SIGKILL at several
+//! steps followed by `netqos rollback`, return the kernel exactly to the snapshot;
+//! `--confirm` reverts without confirmation, keeps with it, and reverts when the applying
+//! process is killed; ingress creates and rollback removes the IFB.
+//!
+//! Skips only when namespaces are unavailable and `NETQOS_REQUIRE_NETNS` is unset.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A network namespace (deleted on drop) with `eth0` ↔ `peer0` (in a second namespace),
+/// 10.0.0.1/24 and 10.0.0.2/24, and a state directory for netqos.
+struct Lab {
+    ns: String,
+    peer: String,
+    state: PathBuf,
+}
+
+fn netqos_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_netqos")
+}
+
+impl Lab {
+    fn new(tag: &str) -> Option<Lab> {
+        let ns = format!("nqa-{tag}-{}", std::process::id());
+        let peer = format!("nqb-{tag}-{}", std::process::id());
+        for n in [&ns, &peer] {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+        let ok = [&ns, &peer].iter().all(|n| {
+            Command::new("ip")
+                .args(["netns", "add", n])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        let state = std::env::temp_dir().join(format!("nqa-state-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let lab = Lab { ns, peer, state };
+        if !ok {
+            assert!(
+                std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
+                "NETQOS_REQUIRE_NETNS is set but `ip netns add` failed (need root and iproute2)"
+            );
+            eprintln!("skipping kernel test: cannot create network namespaces");
+            return None;
+        }
+        lab.ok(&format!(
+            "ip link add eth0 type veth peer name peer0 netns {p} && ip addr add 10.0.0.1/24 dev eth0 \
+             && ip link set eth0 up && ip link set lo up",
+            p = lab.peer
+        ));
+        lab.peer_ok(
+            "ip addr add 10.0.0.2/24 dev peer0 && ip link set peer0 up && ip link set lo up",
+        );
+        Some(lab)
+    }
+
+    fn sh_in(ns: &str, cmd: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", cmd])
+            .output()
+            .expect("ip netns exec runs")
+    }
+
+    fn ok(&self, cmd: &str) -> String {
+        let o = Self::sh_in(&self.ns, cmd);
+        assert!(o.status.success(), "`{cmd}`: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn peer_ok(&self, cmd: &str) {
+        let o = Self::sh_in(&self.peer, cmd);
+        assert!(o.status.success(), "`{cmd}`: {}", text(&o));
+    }
+
+    fn netqos_cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns, netqos_bin()])
+            .args(args)
+            .env("NETQOS_STATE_DIR", &self.state)
+            .env("NO_COLOR", "1")
+            .env_remove("NETQOS_FAIL_AFTER")
+            .env_remove("NETQOS_PAUSE_AFTER");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs netqos in the namespace: (exit code, stdout + stderr).
+    fn netqos(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+        let o = self.netqos_cmd(args, env).output().expect("netqos runs");
+        (o.status.code().unwrap_or(-1), text(&o))
+    }
+
+    fn netqos_ok(&self, args: &[&str]) -> String {
+        let (code, out) = self.netqos(args, &[]);
+        assert_eq!(code, 0, "netqos {args:?}: {out}");
+        out
+    }
+
+    /// Everything tc and ip say about the namespace, normalised: kernel-chosen action
+    /// indexes and u32 hash-table ids (which depend on creation order) removed.
+    fn dump(&self) -> String {
+        let t = self.ok(
+            "for d in $(ls /sys/class/net | sort); do echo \"== $d $(cat /sys/class/net/$d/operstate)\"; \
+             tc qdisc show dev $d; tc class show dev $d; tc filter show dev $d; \
+             for c in $(tc class show dev $d | awk '{print $3}'); do tc filter show dev $d parent $c; done; \
+             tc filter show dev $d ingress 2>/dev/null; done",
+        );
+        normalise(&t)
+    }
+
+    /// `tc -s class show` bytes per class id.
+    fn class_bytes(&self, dev: &str) -> Vec<(String, u64)> {
+        let t = self.ok(&format!("tc -s class show dev {dev}"));
+        let mut out = Vec::new();
+        let mut current = None;
+        for l in t.lines() {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.first() == Some(&"class") {
+                current = w.get(2).map(|s| s.to_string());
+            } else if w.first() == Some(&"Sent")
+                && let (Some(c), Some(b)) = (current.take(), w.get(1))
+            {
+                out.push((c, b.parse().unwrap_or(0)));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Processes this test started in its namespaces (ping, a detached revert).
+        for n in [&self.ns, &self.peer] {
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", n]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).output();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+fn text(o: &Output) -> String {
+    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&o.stderr));
+    s
+}
+
+/// Drops what depends on creation order: u32 hash-table ids and action indexes.
+fn normalise(t: &str) -> String {
+    let mut out = Vec::new();
+    for l in t.lines() {
+        let trimmed = l.trim_start();
+        if trimmed.starts_with("index ") {
+            continue;
+        }
+        let mut words = Vec::new();
+        let mut it = l.split_whitespace().peekable();
+        while let Some(w) = it.next() {
+            match w {
+                "fh" => {
+                    let h = it.next().unwrap_or("");
+                    words.push("fh".to_string());
+                    words.push(match h.split_once("::") {
+                        Some((_, node)) => format!("::{node}"),
+                        None => "table".to_string(),
+                    });
+                }
+                // A counter: packets sent while the tree was being built.
+                "direct_packets_stat" => {
+                    it.next();
+                }
+                "key" if it.peek() == Some(&"ht") => {
+                    it.next();
+                    it.next();
+                }
+                _ => words.push(w.to_string()),
+            }
+        }
+        out.push(words.join(" "));
+    }
+    out.join("\n")
+}
+
+fn write_policy(lab: &Lab, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(&lab.state).unwrap();
+    let p = lab.state.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const POLICY: &str = "netqos 1
+interface eth0 {
+    rate 1gbit
+    class control-plane {
+        rate 200mbit
+        prio 0
+        match dst 10.0.0.10, 10.0.0.11
+        match tcp dport 2379-2380, 6443, 10250
+    }
+    class pings { rate 100mbit  match icmp }
+    class pods {
+        rate 500mbit
+        match udp dport 8472
+        class batch { rate 100mbit ceil 300mbit match src 10.42.3.0/24 }
+        class web { rate 300mbit default }
+    }
+    class bulk { rate 100mbit default }
+}
+";
+
+/// The edit of the multi-step tests: a rate, a filter's keys, a new class, a removed one.
+fn edited() -> String {
+    POLICY
+        .replace("class pings { rate 100mbit", "class pings { rate 90mbit")
+        .replace("10.42.3.0/24", "10.42.4.0/24")
+        .replace(
+            "        class web { rate 300mbit default }\n",
+            "        class web { rate 300mbit default }\n        class cron { rate 10mbit match dst 10.7.7.7 }\n",
+        )
+        .replace("        class batch { rate 100mbit ceil 300mbit match src 10.42.4.0/24 }\n", "")
+}
+
+#[test]
+fn netlink_apply_builds_what_the_tc_script_builds() {
+    let Some(a) = Lab::new("eqa") else { return };
+    let Some(b) = Lab::new("eqb") else { return };
+    for policy in [POLICY, INGRESS] {
+        let pa = write_policy(&a, "p.nq", policy);
+        let out = Command::new(netqos_bin())
+            .args(["compile", pa.to_str().unwrap(), "-o", "-", "--emit", "tc"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let script = a.state.join("apply.sh");
+        std::fs::write(&script, &out.stdout).unwrap();
+        a.ok(&format!("sh {}", script.display()));
+        // Netlink reads the script's tree and finds nothing to change…
+        let plan = a.netqos_ok(&["plan", pa.to_str().unwrap()]);
+        assert!(plan.contains("nothing to change"), "{plan}");
+        // …and builds the same objects itself.
+        let pb = write_policy(&b, "p.nq", policy);
+        b.netqos_ok(&["apply", pb.to_str().unwrap()]);
+        let (da, db) = (a.dump(), b.dump());
+        let strip = |s: &str| {
+            s.lines()
+                .filter(|l| !l.starts_with("== peer0") && !l.contains("peer0"))
+                .map(|l| l.replace(" ref 1 bind 1", ""))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            strip(&da),
+            strip(&db),
+            "tc script (left) vs netlink apply (right)"
+        );
+        a.ok(&format!(
+            "{} compile {} -o - --emit rollback | sh",
+            netqos_bin(),
+            pa.display()
+        ));
+        b.netqos_ok(&["rollback"]);
+    }
+}
+
+const INGRESS: &str = "netqos 1
+interface eth0 ingress {
+    rate 1gbit
+    class control-plane { rate 300mbit prio 0 match src 10.0.0.10 match tcp sport 6443 }
+    class rest { rate 700mbit default }
+}
+";
+
+#[test]
+fn one_class_change_keeps_the_other_counters_and_drops_no_packet() {
+    let Some(lab) = Lab::new("inplace") else {
+        return;
+    };
+    let p = write_policy(&lab, "p.nq", POLICY);
+    lab.netqos_ok(&["apply", p.to_str().unwrap()]);
+    lab.ok("ping -c 20 -i 0.01 -W 1 10.0.0.2 >/dev/null");
+    let before = lab.class_bytes("eth0");
+    assert!(before.iter().any(|(_, b)| *b > 0), "{before:?}");
+    let p2 = write_policy(
+        &lab,
+        "p2.nq",
+        &POLICY.replace(
+            "class control-plane {\n        rate 200mbit",
+            "class control-plane {\n        rate 250mbit",
+        ),
+    );
+    let plan = lab.netqos_ok(&["plan", p2.to_str().unwrap()]);
+    assert!(plan.contains("2 change(s)"), "{plan}");
+    // A ping flow through the tree while the change is applied: nothing lost.
+    let ping = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.ns, "ping", "-c", "200", "-i", "0.005", "-W", "1", "10.0.0.2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    lab.netqos_ok(&["apply", p2.to_str().unwrap()]);
+    let out = ping.wait_with_output().unwrap();
+    let ping_text = text(&out);
+    assert!(ping_text.contains(" 0% packet loss"), "{ping_text}");
+    let after = lab.class_bytes("eth0");
+    assert_eq!(before.len(), after.len());
+    for ((c1, b1), (c2, b2)) in before.iter().zip(&after) {
+        assert_eq!(c1, c2);
+        assert!(
+            b2 >= b1,
+            "class {c1} counter went from {b1} to {b2}: it was re-created"
+        );
+    }
+    assert!(
+        lab.netqos_ok(&["plan", p2.to_str().unwrap()])
+            .contains("nothing to change")
+    );
+    let status = lab.netqos_ok(&["status", "eth0"]);
+    assert!(status.contains("drift: none"), "{status}");
+}
+
+/// (exit, dump) of an apply of `to` over a kernel holding `from`, failing at `step`.
+fn changes_between(lab: &Lab, to: &Path) -> usize {
+    let plan = lab.netqos_ok(&["plan", "--format", "json", to.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    v["count"].as_u64().unwrap() as usize
+}
+
+#[test]
+fn a_failure_at_every_step_is_undone_exactly() {
+    let Some(lab) = Lab::new("failstep") else {
+        return;
+    };
+    let p1 = write_policy(&lab, "p1.nq", POLICY);
+    let p2 = write_policy(&lab, "p2.nq", &edited());
+    for (from, to) in [(None, &p1), (Some(&p1), &p2)] {
+        if let Some(f) = from {
+            lab.netqos_ok(&["apply", f.to_str().unwrap()]);
+        }
+        let before = lab.dump();
+        let n = changes_between(&lab, to);
+        assert!(n >= 4, "{n} changes");
+        for step in 0..n {
+            let (code, out) = lab.netqos(
+                &["apply", to.to_str().unwrap()],
+                &[("NETQOS_FAIL_AFTER", &step.to_string())],
+            );
+            assert_eq!(code, 4, "step {step}: {out}");
+            assert_eq!(lab.dump(), before, "after a failure at step {step} of {n}");
+        }
+    }
+}
+
+#[test]
+fn sigkill_mid_apply_then_rollback_returns_to_the_snapshot() {
+    let Some(lab) = Lab::new("kill") else { return };
+    let p1 = write_policy(&lab, "p1.nq", POLICY);
+    let p2 = write_policy(&lab, "p2.nq", &edited());
+    lab.netqos_ok(&["apply", p1.to_str().unwrap()]);
+    let before = lab.dump();
+    let n = changes_between(&lab, &p2);
+    for step in [1, n / 2, n - 1] {
+        let mut child = lab
+            .netqos_cmd(
+                &["apply", p2.to_str().unwrap()],
+                &[("NETQOS_PAUSE_AFTER", &step.to_string())],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the journal shows `step` finished changes, then kill.
+        let t0 = Instant::now();
+        loop {
+            let done = std::fs::read_dir(lab.state.join("txn"))
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "journal"))
+                        .map(|e| {
+                            std::fs::read_to_string(e.path())
+                                .unwrap_or_default()
+                                .matches("\"done\":true")
+                                .count()
+                        })
+                        .max()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0);
+            if done >= step || t0.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        child.kill().unwrap();
+        let _ = child.wait();
+        assert_ne!(
+            lab.dump(),
+            before,
+            "the kill at step {step} left nothing to undo"
+        );
+        lab.netqos_ok(&["rollback"]);
+        assert_eq!(
+            lab.dump(),
+            before,
+            "rollback after SIGKILL at step {step} of {n}"
+        );
+        // Journals of killed transactions stay for the record; start the next clean.
+        let _ = std::fs::remove_dir_all(lab.state.join("txn"));
+        std::fs::create_dir_all(lab.state.join("txn")).unwrap();
+    }
+}
+
+fn wait_for(mut ok: impl FnMut() -> bool, secs: u64) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok()
+}
+
+#[test]
+fn confirm_window_reverts_keeps_and_survives_the_applying_process() {
+    let Some(lab) = Lab::new("confirm") else {
+        return;
+    };
+    let p = write_policy(&lab, "p.nq", POLICY);
+    let pristine = lab.dump();
+    let path = p.to_str().unwrap();
+
+    // Not confirmed: reverts by itself.
+    lab.netqos_ok(&["apply", "--confirm", "3s", path]);
+    let applied = lab.dump();
+    assert_ne!(applied, pristine);
+    let status = lab.netqos_ok(&["status"]);
+    assert!(status.contains("pending: transaction"), "{status}");
+    assert!(
+        wait_for(|| lab.dump() == pristine, 12),
+        "no revert after 3 s"
+    );
+
+    // Confirmed: stays.
+    lab.netqos_ok(&["apply", "--confirm", "3s", path]);
+    lab.netqos_ok(&["confirm"]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(lab.dump(), applied, "a confirmed apply was reverted");
+    let (code, _) = lab.netqos(&["confirm"], &[]);
+    assert_eq!(code, 3, "nothing left to confirm");
+    lab.netqos_ok(&["rollback"]);
+    assert_eq!(lab.dump(), pristine);
+
+    // The applying process killed mid-way: the detached revert still runs.
+    let mut child = lab
+        .netqos_cmd(
+            &["apply", "--confirm", "3s", path],
+            &[("NETQOS_PAUSE_AFTER", "3")],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_ne!(lab.dump(), pristine);
+    assert!(
+        wait_for(|| lab.dump() == pristine, 15),
+        "no revert after the applying process was killed:\n{}",
+        std::fs::read_to_string(lab.state.join("revert.log")).unwrap_or_default()
+    );
+}
+
+#[test]
+fn ingress_apply_creates_the_ifb_and_rollback_removes_it() {
+    let Some(lab) = Lab::new("ifb") else { return };
+    let pristine = lab.dump();
+    let p = write_policy(&lab, "p.nq", INGRESS);
+    lab.netqos_ok(&["apply", p.to_str().unwrap()]);
+    let links = lab.ok("ip -br link");
+    assert!(links.contains("ifb-eth0"), "{links}");
+    let f = lab.ok("tc filter show dev eth0 ingress");
+    assert!(f.contains("Redirect to device ifb-eth0"), "{f}");
+    assert!(
+        lab.netqos_ok(&["plan", p.to_str().unwrap()])
+            .contains("nothing to change")
+    );
+    lab.netqos_ok(&["rollback"]);
+    assert_eq!(lab.dump(), pristine);
+}
