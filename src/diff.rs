@@ -8,6 +8,7 @@
 
 use serde::Serialize;
 
+use crate::cni::annotations::quantity;
 use crate::model::{Class, Cni, Interface, LeafQdisc, Match, Model, PodLimit, Pods};
 use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Plan};
 use crate::units::{fmt_duration_us, fmt_rate, fmt_size};
@@ -515,18 +516,13 @@ fn selector_key(l: &PodLimit) -> Vec<(String, String)> {
 }
 
 fn fmt_cni(c: &Option<Cni>) -> String {
-    match c {
-        None => "none".to_string(),
-        Some(Cni::File(p)) => format!("file \"{p}\""),
-        Some(c) => serde_json::to_value(c)
-            .ok()
-            .and_then(|v| {
-                v.get("flavour")
-                    .and_then(|f| f.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_default(),
-    }
+    c.as_ref()
+        .map_or("none".to_string(), crate::cni::flavour::name)
+}
+
+/// Where a CNI keeps the conflist netqos patches.
+fn conflist_path(c: &Option<Cni>) -> Option<String> {
+    c.as_ref().map(|c| crate::cni::flavour::of(c).conflist_path)
 }
 
 const ANNOTATION: [&str; 2] = [
@@ -549,12 +545,15 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
         })
     };
     if o.cni != n.cni {
+        let files = match (conflist_path(&o.cni), conflist_path(&n.cni)) {
+            (Some(a), Some(b)) if a == b => format!(" (same conflist {b})"),
+            (Some(a), Some(b)) => format!(" (conflist {a} → {b})"),
+            (None, Some(b)) => format!(" (conflist {b} now patched)"),
+            (Some(a), None) => format!(" (conflist {a} no longer patched)"),
+            (None, None) => String::new(),
+        };
         push(
-            format!(
-                "cni {} → {} (another conflist file is patched)",
-                fmt_cni(&o.cni),
-                fmt_cni(&n.cni)
-            ),
+            format!("cni {} → {}{files}", fmt_cni(&o.cni), fmt_cni(&n.cni)),
             None,
             false,
         );
@@ -585,7 +584,9 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
             let dirs: Vec<String> = [("ingress", nl.ingress), ("egress", nl.egress)]
                 .iter()
                 .zip(ANNOTATION)
-                .filter_map(|((d, r), a)| r.map(|r| format!("{d} {} ({a})", fmt_rate(r))))
+                .filter_map(|((d, r), a)| {
+                    r.map(|r| format!("{d} {} ({a}: {})", fmt_rate(r), quantity(r)))
+                })
                 .collect();
             push(
                 format!("pod limit {name} added: {}", dirs.join(", ")),
@@ -602,12 +603,16 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
         .zip(ANNOTATION)
         {
             let text = match (a, b) {
-                (Some(a), Some(b)) if a != b => {
-                    format!("pod limit {name} {dir} {} ({annotation})", arrow_rate(a, b))
-                }
+                (Some(a), Some(b)) if a != b => format!(
+                    "pod limit {name} {dir} {} ({annotation}: {} → {})",
+                    arrow_rate(a, b),
+                    quantity(a),
+                    quantity(b)
+                ),
                 (None, Some(b)) => format!(
-                    "pod limit {name} {dir} added: {} ({annotation})",
-                    fmt_rate(b)
+                    "pod limit {name} {dir} added: {} ({annotation}: {})",
+                    fmt_rate(b),
+                    quantity(b)
                 ),
                 (Some(a), None) => format!(
                     "pod limit {name} {dir} removed (was {}; {annotation} dropped)",

@@ -201,8 +201,8 @@ fn pods_block_changes_name_cni_and_annotations() {
     assert_eq!(
         texts,
         [
-            "cni flannel → rke2-flannel (another conflist file is patched)",
-            "pod limit app=backup egress 50 → 80 Mbit/s (kubernetes.io/egress-bandwidth)"
+            "cni flannel → rke2-flannel (same conflist /etc/cni/net.d/10-flannel.conflist)",
+            "pod limit app=backup egress 50 → 80 Mbit/s (kubernetes.io/egress-bandwidth: 50M → 80M)"
         ]
     );
     // Pod limits do not touch the node's tc state.
@@ -228,6 +228,10 @@ fn exit_statuses() {
     );
     assert_eq!(netqos(&["diff", ex], &d).status.code(), Some(2));
     let other = root().join("examples/ingress.nq");
+    let verbose = netqos(&["diff", "-v", ex, ex], &d);
+    assert_eq!(verbose.status.code(), Some(0));
+    assert!(verbose.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&verbose.stderr).ends_with(": equal\n"));
     let quiet = netqos(&["diff", "-q", ex, other.to_str().unwrap()], &d);
     assert_eq!(quiet.status.code(), Some(1));
     assert!(quiet.stdout.is_empty());

@@ -1,7 +1,7 @@
 //! The node artefacts with the real tools: every example's `#cloud-config` passes
 //! `cloud-init schema` and carries the compiled files byte for byte (read back with
 //! PyYAML), and its systemd unit passes `systemd-analyze verify` with the scripts installed
-//! at the paths it names.
+//! at the paths it names and is enabled by `systemctl --root` for boot and for each device.
 
 use std::path::Path;
 use std::process::Command;
@@ -114,6 +114,41 @@ fn cloud_config_validates_with_cloud_init_and_carries_the_files() {
             assert!(doc.contains("  - [systemctl, enable, --now, netqos.service]\n"));
         }
     }
+    // What users get: `netqos compile --emit cloud-init` of every example (with the CNI
+    // conflist installation the scripts carry for a policy with pod limits).
+    for path in policies(&root().join("examples")) {
+        let out = netqos(
+            &[
+                "compile",
+                path.to_str().unwrap(),
+                "-o",
+                "-",
+                "--emit",
+                "cloud-init",
+            ],
+            &root(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", path.display());
+        let doc = d.join("cli.yaml");
+        std::fs::write(&doc, &out.stdout).unwrap();
+        let (ok, text) = run(Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&doc));
+        assert!(
+            ok && text.contains("Valid cloud-config"),
+            "{}: {text}",
+            path.display()
+        );
+        let files = read_back(&doc);
+        assert_eq!(
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            [
+                backend::APPLY_PATH,
+                backend::ROLLBACK_PATH,
+                backend::UNIT_PATH
+            ]
+        );
+    }
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -160,6 +195,25 @@ fn systemd_unit_verifies_with_systemd_analyze() {
                 "{unit}"
             );
         }
+        // `systemctl enable` (offline, in the root) wires it to multi-user.target and to
+        // every device unit, so it runs at boot and again when a device comes back.
+        let systemctl = |verb: &str| {
+            run(Command::new("systemctl")
+                .arg(format!("--root={}", d.join("root").display()))
+                .arg(verb)
+                .arg(backend::UNIT_NAME))
+        };
+        let (ok, text) = systemctl("enable");
+        assert!(ok, "{name}: systemctl enable:\n{text}");
+        let etc = d.join("root/etc/systemd/system");
+        let mut wanted_by = vec!["multi-user.target".to_string()];
+        wanted_by.extend(plan.devices.iter().map(|x| backend::device_unit(&x.device)));
+        for w in wanted_by {
+            let link = etc.join(format!("{w}.wants")).join(backend::UNIT_NAME);
+            assert!(link.is_symlink(), "{name}: {} missing", link.display());
+        }
+        let (ok, text) = systemctl("disable");
+        assert!(ok, "{name}: systemctl disable:\n{text}");
         assert!(unit.contains("Type=oneshot\nRemainAfterExit=yes\n"));
     }
     let _ = std::fs::remove_dir_all(&d);

@@ -7,7 +7,9 @@
 //! also ordered after `network-online.target`, so a network manager that configures the
 //! link at boot has finished before the tree is installed, and before the container
 //! runtimes and kubelets, so pods never send unshaped traffic. IFB devices are not listed:
-//! the apply script creates them.
+//! the apply script creates them. A device that goes away stops the unit (the rollback
+//! runs); the device units also want the unit, so when the device comes back (a bond or
+//! VLAN recreated) the policy is applied again.
 
 use minijinja::{Environment, context};
 

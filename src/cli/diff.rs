@@ -83,6 +83,18 @@ pub fn run(old: &Path, new: &Path, format: DiffFormat, var_args: &VarArgs, ui: U
             DiffFormat::Github => out!("{}", github(&d, &old_src.name, &new_src.name)),
         }
     }
+    if ui.verbose {
+        let what = if d.is_empty() {
+            "equal".to_string()
+        } else {
+            format!(
+                "{} policy changes, {} on the node",
+                d.changes.len(),
+                d.node.len()
+            )
+        };
+        eprintln!("netqos: {} → {}: {what}", old_src.name, new_src.name);
+    }
     if d.is_empty() {
         Exit::Ok
     } else {
