@@ -102,6 +102,8 @@ codes! {
     NQ065 = 65, Warning, "pod limit above every link";
     NQ066 = 66, Warning, "runtime burst lets pods run unshaped";
     NQ067 = 67, Info, "the CNI needs no bandwidth patch";
+    NQ068 = 68, Error, "allow names an error or no code";
+    NQ069 = 69, Warning, "allow without effect";
 }
 
 impl Code {

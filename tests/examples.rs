@@ -18,8 +18,7 @@ fn examples_check_clean() {
     for path in files {
         let src = std::fs::read_to_string(&path).unwrap();
         let checked = netqos::check_source(&src, &ExternalVars::default());
-        let mut diags = checked.diagnostics.into_sorted();
-        diags.retain(|d| !crate::check_fixtures::ACCEPTED.contains(&d.code));
+        let diags = checked.diagnostics.into_sorted();
         assert!(
             diags.is_empty(),
             "{}:\n{}",
