@@ -69,6 +69,10 @@ codes! {
     NQ029 = 29, Error, "redirect from an ifb device";
     NQ030 = 30, Error, "invalid interface name";
     NQ032 = 32, Error, "control-plane traffic left in a starved class";
+    NQ034 = 34, Error, "CNI conflist cannot take the bandwidth plugin as it is";
+    NQ035 = 35, Warning, "static CNI bandwidth overrides every pod's annotations";
+    NQ036 = 36, Error, "CNI bandwidth values the plugin rejects";
+    NQ037 = 37, Error, "output would land in the CNI config directory";
     NQ038 = 38, Error, "pod bandwidth outside what runtimes accept";
     NQ040 = 40, Error, "syntax error";
     NQ041 = 41, Error, "unknown keyword";
@@ -95,6 +99,11 @@ codes! {
     NQ062 = 62, Error, "pod limit without a direction";
     NQ063 = 63, Error, "invalid variable value from outside";
     NQ064 = 64, Error, "percentage out of range";
+    NQ065 = 65, Warning, "pod limit above every link";
+    NQ066 = 66, Warning, "runtime burst lets pods run unshaped";
+    NQ067 = 67, Info, "the CNI needs no bandwidth patch";
+    NQ068 = 68, Error, "allow names an error or no code";
+    NQ069 = 69, Warning, "allow without effect";
 }
 
 impl Code {

@@ -102,6 +102,11 @@ impl Diagnostics {
         self.items.extend(other);
     }
 
+    /// Keeps the diagnostics `keep` says yes to.
+    pub fn retain(&mut self, keep: impl FnMut(&Diagnostic) -> bool) {
+        self.items.retain(keep);
+    }
+
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(Diagnostic::is_error)
     }

@@ -174,6 +174,11 @@ impl Printer<'_> {
                         }
                     });
                 }
+                Item::Allow(a) => {
+                    let codes: Vec<String> =
+                        a.codes.iter().map(|c| c.node.to_uppercase()).collect();
+                    self.simple(&format!("allow {}", codes.join(", ")), a.span, 0, limit);
+                }
                 Item::Unknown(u) => self.simple(&u.text, u.span, 0, limit),
             }
             prev_block = is_block;

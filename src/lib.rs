@@ -9,8 +9,10 @@
 pub mod apply;
 pub mod backend;
 pub mod check;
+pub mod cni;
 pub mod codes;
 pub mod diagnostic;
+pub mod diff;
 pub mod format;
 pub mod lower;
 pub mod model;

@@ -275,6 +275,7 @@ fn fail_and_undo(from: Option<&str>, to: &str, dir: &StateDir) -> usize {
         let before = k.read(&t.devices()).unwrap();
         let changes = diff(&before, &t, Options::default()).unwrap();
         let record = Record {
+            conflist: None,
             id: format!(
                 "t{}-{fail}",
                 ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)

@@ -22,6 +22,10 @@ fn every_artefact_of_every_example() {
         let rollback = backend::rollback_script(&plan, &file, &t).unwrap();
         let json = backend::plan_json(&plan);
         let tree = backend::tree(&plan);
+        let unit = backend::unit(&plan, &file).unwrap();
+        let cloud = backend::node_files(&plan, &file, &t)
+            .and_then(|files| backend::cloud_config(&files, &file))
+            .unwrap();
         serde_json::from_str::<serde_json::Value>(&json).expect("plan is JSON");
         for (kind, script) in [("tc", &tc), ("rollback", &rollback)] {
             let f = std::env::temp_dir()
@@ -55,6 +59,8 @@ fn every_artefact_of_every_example() {
             insta::assert_snapshot!(format!("compile__{name}__rollback"), rollback);
             insta::assert_snapshot!(format!("compile__{name}__plan"), json);
             insta::assert_snapshot!(format!("compile__{name}__tree"), tree);
+            insta::assert_snapshot!(format!("compile__{name}__systemd"), unit);
+            insta::assert_snapshot!(format!("compile__{name}__cloud-init"), cloud);
         });
     }
 }
@@ -68,7 +74,8 @@ fn compile_writes_only_changed_files_and_prints_one_artefact() {
     let (p, o) = (policy.to_str().unwrap(), out.to_str().unwrap());
     let first = netqos(&["compile", p, "-o", o], &root());
     assert_eq!(first.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&first.stdout).lines().count(), 4);
+    // tc, rollback, plan, tree, cloud-init, systemd, annotations and four conflist files.
+    assert_eq!(String::from_utf8_lossy(&first.stdout).lines().count(), 11);
     let mtime = std::fs::metadata(out.join("netqos-apply.sh"))
         .unwrap()
         .modified()

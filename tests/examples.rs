@@ -3,9 +3,17 @@
 use crate::support::*;
 use netqos::vars::ExternalVars;
 
+/// The bundled policies, with those of the Makefile and Ansible examples.
+fn all_examples() -> Vec<std::path::PathBuf> {
+    ["examples", "examples/make", "examples/ansible"]
+        .iter()
+        .flat_map(|d| policies(&root().join(d)))
+        .collect()
+}
+
 #[test]
 fn examples_check_clean() {
-    let files = policies(&root().join("examples"));
+    let files = all_examples();
     assert!(files.len() >= 4);
     for path in files {
         let src = std::fs::read_to_string(&path).unwrap();
@@ -23,7 +31,7 @@ fn examples_check_clean() {
 
 #[test]
 fn examples_are_formatted() {
-    for path in policies(&root().join("examples")) {
+    for path in all_examples() {
         let src = std::fs::read_to_string(&path).unwrap();
         let formatted = netqos::format::format(&src).expect("formats");
         assert_eq!(

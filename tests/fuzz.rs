@@ -55,6 +55,9 @@ const TOKENS: &[&str] = &[
     "pods",
     "cni",
     "limit",
+    "allow",
+    "NQ066",
+    "NQ010",
     "id",
     "mtu",
     "r2q",
@@ -215,6 +218,24 @@ fn exercise(src: &str) -> Option<String> {
         for d in checked.diagnostics.iter() {
             let _ = render("fuzz.nq", src, std::slice::from_ref(d));
         }
+        if let Some(model) = &checked.model {
+            // The later stages of a valid policy: no panic, a policy equals itself.
+            if !netqos::diff::diff(model, model).is_empty() {
+                return Err("diff of a policy with itself is not empty".to_string());
+            }
+            let other = reference_model();
+            let _ = netqos::diff::diff(other, model);
+            let _ = netqos::diff::diff(model, other);
+            let plan = netqos::lower::lower(model);
+            let _ = netqos::backend::unit(&plan, "fuzz.nq");
+            if let Ok(files) = netqos::backend::node_files(
+                &plan,
+                "fuzz.nq",
+                &netqos::backend::Templates::default(),
+            ) {
+                let _ = netqos::backend::cloud_config(&files, "fuzz.nq");
+            }
+        }
         if let Ok(formatted) = netqos::format::format(src) {
             let again = netqos::format::format(&formatted)
                 .map_err(|_| "formatted output does not format".to_string())?;
@@ -229,6 +250,9 @@ fn exercise(src: &str) -> Option<String> {
             if let (Some(mut b), Some(mut a)) = (before, after) {
                 strip_lines(&mut b);
                 strip_lines(&mut a);
+                if !netqos::diff::diff(&b, &a).is_empty() {
+                    return Err("diff reports a change fmt made".to_string());
+                }
                 if a != b {
                     return Err("fmt changed the policy's meaning".to_string());
                 }
@@ -241,6 +265,20 @@ fn exercise(src: &str) -> Option<String> {
         Ok(Err(e)) => Some(e),
         Err(_) => Some("panic".to_string()),
     }
+}
+
+/// A fixed valid policy to compare random ones against.
+fn reference_model() -> &'static netqos::model::Model {
+    static MODEL: std::sync::OnceLock<netqos::model::Model> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let src = std::fs::read_to_string(root().join("examples/pods.nq")).unwrap_or_default();
+        netqos::check_source(&src, &ExternalVars::default())
+            .model
+            .unwrap_or(netqos::model::Model {
+                interfaces: Vec::new(),
+                pods: None,
+            })
+    })
 }
 
 /// Source lines move when formatting; meaning does not.
@@ -305,5 +343,71 @@ fn random_policies_never_panic_and_format_stably() {
     }
     if budget.is_some() {
         eprintln!("fuzz: {n} cases in {:?}, no failure", start.elapsed());
+    }
+}
+
+/// Mutated conflists through the conflist analysis: no panic, and whenever a patch comes
+/// out, the patch, the patched text and the reverse agree and a second run is a no-op.
+fn exercise_conflist(text: &str) -> Option<String> {
+    use netqos::cni::conflist::{Outcome, analyse};
+    use netqos::cni::json_patch::apply;
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let (outcome, diags) = analyse(text, true);
+        for d in &diags {
+            let _ = render("fuzz.conflist", text, std::slice::from_ref(d));
+        }
+        if let Some(Outcome::Patch(p)) = outcome {
+            let original: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| format!("patched invalid JSON: {e}"))?;
+            let once = apply(&original, &p.ops).map_err(|e| format!("patch fails: {e}"))?;
+            let from_text: serde_json::Value = serde_json::from_str(&p.patched_text)
+                .map_err(|e| format!("patched text is not JSON: {e}"))?;
+            if serde_json::to_string(&once).ok() != serde_json::to_string(&from_text).ok() {
+                return Err("patch and patched text disagree".to_string());
+            }
+            if apply(&once, &p.ops).is_ok() {
+                return Err("patch applies twice".to_string());
+            }
+            let back = apply(&once, &p.reverse).map_err(|e| format!("reverse fails: {e}"))?;
+            if serde_json::to_string(&back).ok() != serde_json::to_string(&original).ok() {
+                return Err("reverse does not restore".to_string());
+            }
+            if !matches!(
+                analyse(&p.patched_text, true).0,
+                Some(Outcome::Present { .. })
+            ) {
+                return Err("patched text is not recognised as done".to_string());
+            }
+        }
+        Ok(())
+    }));
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some("panic".to_string()),
+    }
+}
+
+#[test]
+fn random_conflists_never_panic_and_patches_stay_consistent() {
+    let seeds: Vec<String> = std::fs::read_dir(root().join("tests/fixtures/conflists"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let mut rng = Rng(0x51ed_270b_2f0c_9e3d);
+    let prev_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut failure = None;
+    for _ in 0..3000 {
+        let base = &seeds[rng.below(seeds.len())];
+        let input = mutate(&mut rng, base);
+        if let Some(why) = exercise_conflist(&input) {
+            failure = Some((input, why));
+            break;
+        }
+    }
+    std::panic::set_hook(prev_hook);
+    if let Some((input, why)) = failure {
+        panic!("{why} on input:\n{input}");
     }
 }

@@ -2,16 +2,23 @@
 
 mod support;
 
+mod ansible;
 mod apply;
 mod apply_kernel;
 mod check_fixtures;
 mod cli;
+mod cni;
+mod cni_run;
 mod compile;
+mod completions;
+mod diff;
 mod examples;
 mod explain;
 mod fuzz;
 mod kernel;
+mod make;
 mod man;
 mod netlink_golden;
+mod node;
 mod scale;
 mod traffic;

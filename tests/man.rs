@@ -55,6 +55,30 @@ fn every_command_and_flag_is_in_netqos_1() {
 }
 
 #[test]
+fn every_artefact_kind_and_value_is_in_netqos_1() {
+    let text = std::fs::read_to_string(root().join("man/netqos.1"))
+        .unwrap()
+        .replace("\\-", "-");
+    for kind in netqos::backend::KINDS {
+        assert!(
+            text.contains(&format!(".B {kind}")) || text.contains(&format!(".BR {kind} ")),
+            "artefact kind `{kind}` missing from netqos.1"
+        );
+    }
+    for word in [
+        "netqos completions",
+        ".BR bash | zsh | fish",
+        "netqos diff",
+        "netqos.service",
+        "cloud-init.yaml",
+        "/usr/local/lib/netqos",
+        "/etc/systemd/system/netqos.service",
+    ] {
+        assert!(text.contains(word), "`{word}` missing from netqos.1");
+    }
+}
+
+#[test]
 fn every_diagnostic_code_is_in_netqos_5() {
     let page = std::fs::read_to_string(root().join("man/netqos.5")).unwrap();
     for code in Code::ALL {
@@ -86,5 +110,40 @@ fn man_pages_lint_clean() {
                 "mandoc is required in CI (.ci/run installs it)"
             ),
         }
+    }
+}
+
+#[test]
+fn man_pages_render_without_groff_warnings() {
+    if !tool("groff", "groff-base") || !tool("man", "man-db") {
+        return;
+    }
+    for page in ["man/netqos.1", "man/netqos.5"] {
+        let groff = Command::new("groff")
+            .args(["-ww", "-man", "-Tutf8", "-z"])
+            .env("LC_ALL", "C.UTF-8")
+            .arg(root().join(page))
+            .output()
+            .unwrap();
+        let warnings = String::from_utf8_lossy(&groff.stderr);
+        assert!(
+            groff.status.success() && warnings.trim().is_empty(),
+            "{page}: groff -ww:\n{warnings}"
+        );
+        let man = Command::new("man")
+            .arg("-l")
+            .arg(root().join(page))
+            .env("MANWIDTH", "80")
+            .env("LC_ALL", "C.UTF-8")
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&man.stderr);
+        assert!(
+            man.status.success() && err.trim().is_empty(),
+            "{page}: man -l:\n{err}"
+        );
+        assert!(String::from_utf8_lossy(&man.stdout).contains("NAME"));
     }
 }

@@ -57,3 +57,23 @@ pub fn policies(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Whether a tool the test needs is installed. Outside CI a missing tool skips the test
+/// (`false`); in CI (`CI` set) it fails it, since `.ci/run` installs `package`.
+pub fn tool(name: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg("command -v \"$1\" >/dev/null")
+        .arg("sh")
+        .arg(name)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is required in CI (.ci/run installs {package})"
+        );
+        eprintln!("skipping: {name} is not installed");
+    }
+    found
+}

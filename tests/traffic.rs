@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use netqos::vars::ExternalVars;
 
-/// Traffic tests measure throughput: run them one at a time so they do not share the CPU.
+/// Traffic tests measure throughput: run them one at a time so they do not share the CPU
+/// (`cni_run` takes the same lock).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -8,7 +8,9 @@
 //! * `state` — live and target state; `diff` — the pure planner.
 //! * `kernel` — the `Kernel` trait and its netlink implementation.
 //! * `txn` — state directory, lock, snapshot, journal, execution with undo.
+//! * `conflist_file` — the CNI conflist written in place and restored.
 
+pub mod conflist_file;
 pub mod diff;
 pub mod fake;
 pub mod kernel;

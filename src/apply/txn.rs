@@ -89,6 +89,9 @@ pub struct Record {
     pub snapshot: Live,
     /// `applying`, `applied`, `rolled back`, `failed, rolled back`, `failed, rollback failed`.
     pub outcome: String,
+    /// The CNI conflist this apply patches (recorded before it is written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflist: Option<crate::apply::conflist_file::ConflistRecord>,
 }
 
 /// One journal line.

@@ -1,8 +1,14 @@
 //! Backends: plan → artefacts. Logic lives here; the minijinja templates only lay out
 //! values, and every dynamic shell token passes through the `shq` quoting filter.
 
+mod cloud_init;
+mod systemd;
 mod tree;
 
+pub use cloud_init::{NodeFile, cloud_config};
+pub use systemd::{
+    APPLY_PATH, INSTALL_DIR, ROLLBACK_PATH, UNIT_NAME, UNIT_PATH, device_unit, unit,
+};
 pub use tree::tree;
 
 use minijinja::{Environment, context};
@@ -15,7 +21,16 @@ use crate::plan::{DevicePlan, Plan};
 pub const REDIRECT_PRIO: u16 = 65261;
 
 /// Artefact kinds `compile --emit` knows.
-pub const KINDS: &[&str] = &["tc", "rollback", "plan", "tree"];
+pub const KINDS: &[&str] = &[
+    "tc",
+    "rollback",
+    "plan",
+    "tree",
+    "cloud-init",
+    "systemd",
+    "conflist",
+    "annotations",
+];
 
 const APPLY_TEMPLATE: &str = include_str!("templates/apply.sh.j2");
 const ROLLBACK_TEMPLATE: &str = include_str!("templates/rollback.sh.j2");
@@ -139,11 +154,35 @@ fn display_name(source: &str) -> String {
         .collect()
 }
 
+/// The patched CNI conflist the scripts install and restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct CniInstall {
+    /// Where the conflist lives on the node (`NETQOS_CNI_CONF` overrides it at run time).
+    pub path: String,
+    /// The exact text the patch was computed from: the scripts only replace that.
+    pub original: String,
+    pub patched: String,
+    /// Computed from the node's own file (`--conflist`): a different file on the node stops
+    /// the apply script before it changes anything. Otherwise (a flavour's default) it is
+    /// skipped with a warning.
+    pub strict: bool,
+}
+
 /// Renders the apply script for the whole node.
 pub fn tc_script(
     plan: &Plan,
     source: &str,
     templates: &Templates,
+) -> Result<String, minijinja::Error> {
+    tc_script_for_node(plan, source, templates, None)
+}
+
+/// The apply script, also installing the patched CNI conflist when `cni` is given.
+pub fn tc_script_for_node(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+    cni: Option<&CniInstall>,
 ) -> Result<String, minijinja::Error> {
     let env = env(templates)?;
     let source = &display_name(source);
@@ -202,6 +241,7 @@ pub fn tc_script(
         required => required,
         map => map,
         redirect_prio => REDIRECT_PRIO,
+        cni => cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
     })?;
     Ok(with_newline(out))
 }
@@ -218,6 +258,16 @@ pub fn rollback_script(
     plan: &Plan,
     source: &str,
     templates: &Templates,
+) -> Result<String, minijinja::Error> {
+    rollback_script_for_node(plan, source, templates, None)
+}
+
+/// The rollback script, also restoring the conflist backup when `cni` is given.
+pub fn rollback_script_for_node(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+    cni: Option<&CniInstall>,
 ) -> Result<String, minijinja::Error> {
     let env = env(templates)?;
     let source = &display_name(source);
@@ -251,8 +301,45 @@ pub fn rollback_script(
         ingress => minijinja::Value::from(minijinja::value::Serde(&ingress)),
         egress => egress,
         redirect_prio => REDIRECT_PRIO,
+        cni => cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
     })?;
     Ok(with_newline(out))
+}
+
+/// The files a node needs, at their installed paths: the apply and rollback scripts and the
+/// systemd unit that runs them. The `cloud-init` artefact writes these.
+pub fn node_files(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+) -> Result<Vec<NodeFile>, minijinja::Error> {
+    node_files_for_node(plan, source, templates, None)
+}
+
+/// [`node_files`] whose scripts also install and restore the patched CNI conflist.
+pub fn node_files_for_node(
+    plan: &Plan,
+    source: &str,
+    templates: &Templates,
+    cni: Option<&CniInstall>,
+) -> Result<Vec<NodeFile>, minijinja::Error> {
+    Ok(vec![
+        NodeFile {
+            path: APPLY_PATH.to_string(),
+            mode: 0o755,
+            content: tc_script_for_node(plan, source, templates, cni)?,
+        },
+        NodeFile {
+            path: ROLLBACK_PATH.to_string(),
+            mode: 0o755,
+            content: rollback_script_for_node(plan, source, templates, cni)?,
+        },
+        NodeFile {
+            path: UNIT_PATH.to_string(),
+            mode: 0o644,
+            content: unit(plan, source)?,
+        },
+    ])
 }
 
 /// The plan as pretty JSON (schema `netqos-plan/1`).

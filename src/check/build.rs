@@ -108,7 +108,7 @@ impl ClassDraft {
     }
 }
 
-const TOP: &[&str] = &["netqos", "let", "interface", "pods"];
+const TOP: &[&str] = &["netqos", "let", "allow", "interface", "pods"];
 const IFACE: &[&str] = &[
     "rate", "burst", "cburst", "r2q", "mtu", "default", "ifb", "class",
 ];
@@ -918,7 +918,7 @@ pub fn unknown_statements(file: &ast::File) -> Diagnostics {
                     }
                 }
             }
-            ast::Item::Let(_) => {}
+            ast::Item::Let(_) | ast::Item::Allow(_) => {}
         }
     }
     diags

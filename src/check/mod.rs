@@ -55,9 +55,10 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
     let mut drafts: Vec<IfaceDraft> = Vec::new();
     let mut pods_model = None;
     let mut pods_seen = None;
+    let mut pod_sites = pods::Sites::default();
     for item in &file.items {
         match item {
-            Item::Let(_) => {}
+            Item::Let(_) | Item::Allow(_) => {}
             Item::Interface(i) => drafts.push(b.interface(i)),
             Item::Pods(p) => {
                 if let Some(first) = pods_seen {
@@ -69,7 +70,7 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
                     );
                 } else {
                     pods_seen = Some(p.head);
-                    pods_model = pods::read(&mut b, p);
+                    pods_model = pods::read(&mut b, p, &mut pod_sites);
                 }
             }
             Item::Unknown(u) => b.top_unknown(u),
@@ -87,7 +88,13 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
         classify::check(d, default, &mut diags);
         defaults.push(default);
     }
+    let fastest_link = drafts
+        .iter()
+        .filter_map(|d| d.rate.as_ref().map(|r| r.v))
+        .max();
+    pods::post_check(&pod_sites, fastest_link, &mut diags);
     diags.extend(unused);
+    allow(file, &mut diags);
     let model = if diags.has_errors() {
         None
     } else {
@@ -176,4 +183,55 @@ fn class(c: &ClassDraft) -> Option<model::Class> {
 /// NQ041 for every statement the parser could only read as unknown (used by `fmt`).
 pub fn unknown_statements(file: &File) -> Diagnostics {
     build::unknown_statements(file)
+}
+
+/// `allow CODE, …`: drops the warnings and infos the file accepts (NQ068 for a code that is
+/// unknown or an error, NQ069 for one that nothing raised).
+fn allow(file: &File, diags: &mut Diagnostics) {
+    let mut allowed = Vec::new();
+    for item in &file.items {
+        let Item::Allow(a) = item else { continue };
+        for c in &a.codes {
+            match Code::parse(&c.node) {
+                Some(code) if code.severity() != crate::diagnostic::Severity::Error => {
+                    allowed.push((code, c.span))
+                }
+                Some(code) => diags.push(
+                    Diagnostic::new(
+                        Code::NQ068,
+                        format!("{code} is an error and cannot be allowed"),
+                    )
+                    .label(c.span, "an error")
+                    .help(format!(
+                        "fix what {code} reports; `netqos explain {code}` says how"
+                    )),
+                ),
+                None => diags.push(
+                    Diagnostic::new(
+                        Code::NQ068,
+                        format!("`{}` is not a netqos diagnostic code", c.node),
+                    )
+                    .label(c.span, "no such code")
+                    .help("write a code such as NQ066; `netqos explain` lists them"),
+                ),
+            }
+        }
+    }
+    if allowed.is_empty() {
+        return;
+    }
+    let raised: Vec<Code> = diags.iter().map(|d| d.code).collect();
+    diags.retain(|d| d.is_error() || !allowed.iter().any(|(c, _)| *c == d.code));
+    for (code, span) in allowed {
+        if !raised.contains(&code) {
+            diags.push(
+                Diagnostic::new(
+                    Code::NQ069,
+                    format!("`allow {code}` has no effect: nothing raises {code}"),
+                )
+                .label(span, "nothing to allow")
+                .help("remove it, so that a future case is not hidden"),
+            );
+        }
+    }
 }

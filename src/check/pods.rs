@@ -1,11 +1,12 @@
 //! The `pods` block: which CNI the node runs and the pod bandwidth limits (NQ038, NQ061,
-//! NQ062).
+//! NQ062), and what the node's links and runtimes make of them (NQ065–NQ067).
 
 use super::build::Builder;
 use super::suggest;
 use super::values;
+use crate::cni::runtime_burst;
 use crate::codes::Code;
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{Cni, PodLimit, Pods};
 use crate::span::Span;
 use crate::syntax::ast::{self, Direction, PodsStmtKind};
@@ -15,8 +16,23 @@ use crate::units::{RateSpec, fmt_rate};
 pub const MIN_POD_RATE: u64 = 1_000;
 pub const MAX_POD_RATE: u64 = 1_000_000_000_000_000;
 
+/// Where a pod rate was written, for the checks that need the whole policy.
+pub struct RateSite {
+    pub bits: u64,
+    pub span: Span,
+    pub direction: Direction,
+    pub selector: String,
+}
+
+/// What [`post_check`] needs from a `pods` block.
+#[derive(Default)]
+pub struct Sites {
+    pub rates: Vec<RateSite>,
+    pub cni: Option<(Cni, Span)>,
+}
+
 /// Reads one `pods` block.
-pub fn read(b: &mut Builder<'_>, p: &ast::Pods) -> Option<Pods> {
+pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pods> {
     let mut cni: Option<(Cni, Span)> = None;
     let mut limits = Vec::new();
     let mut ok = true;
@@ -60,7 +76,7 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods) -> Option<Pods> {
                 }
                 None => ok = false,
             },
-            PodsStmtKind::Limit(l) => match limit(b, l, stmt.span) {
+            PodsStmtKind::Limit(l) => match limit(b, l, stmt.span, sites) {
                 Some(l) => limits.push(l),
                 None => ok = false,
             },
@@ -70,6 +86,7 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods) -> Option<Pods> {
             }
         }
     }
+    sites.cni = cni.clone();
     ok.then(|| Pods {
         cni: cni.map(|c| c.0),
         limits,
@@ -168,7 +185,7 @@ fn selector(
     Some(out)
 }
 
-fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span) -> Option<PodLimit> {
+fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span, sites: &mut Sites) -> Option<PodLimit> {
     let selector = selector(b, &l.selector);
     let mut ingress: Option<(u64, Span)> = None;
     let mut egress: Option<(u64, Span)> = None;
@@ -250,6 +267,12 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span) -> Option<PodLimit> {
             continue;
         }
         *slot = Some((bits, dir.span));
+        sites.rates.push(RateSite {
+            bits,
+            span: item.span,
+            direction: dir.node,
+            selector: l.selector.node.clone(),
+        });
     }
     let selector = selector?;
     ok.then(|| PodLimit {
@@ -258,4 +281,87 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span) -> Option<PodLimit> {
         egress: egress.map(|x| x.0),
         line: b.lines.line(span.start),
     })
+}
+
+/// Checks of pod limits against the node: limits above every link (NQ065), the runtime's
+/// burst (NQ066), and flavours that need no conflist patch (NQ067).
+pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnostics) {
+    if let Some((cni, span)) = &sites.cni {
+        let msg = match cni {
+            Cni::K3s => Some(
+                "K3s chains the bandwidth plugin by default (since May 2023): no conflist patch is needed",
+            ),
+            Cni::Rke2Canal => Some(
+                "rke2-canal chains the bandwidth plugin by default: no conflist patch is needed",
+            ),
+            Cni::Canal | Cni::Calico => Some(
+                "Calico 3.30+ shapes pods itself from the same annotations, and earlier Calico manifests chain the plugin: netqos adds no bandwidth entry",
+            ),
+            _ => None,
+        };
+        if let Some(msg) = msg {
+            diags.push(
+                Diagnostic::new(Code::NQ067, msg)
+                    .label(*span, "this CNI")
+                    .help("nothing to do; pass --conflist FILE to compile to have netqos confirm it on the node's own file"),
+            );
+        }
+    }
+    for site in &sites.rates {
+        let dir = site.direction.as_str();
+        if let Some(link) = fastest_link.filter(|&l| site.bits > l) {
+            diags.push(
+                Diagnostic::new(
+                    Code::NQ065,
+                    format!(
+                        "pod {dir} limit {} for `{}` is above every link of this node (fastest {})",
+                        fmt_rate(site.bits),
+                        site.selector,
+                        fmt_rate(link)
+                    ),
+                )
+                .label(site.span, "never limits")
+                .help(format!(
+                    "use a rate below {}, or drop the limit",
+                    fmt_rate(link)
+                )),
+            );
+        }
+        let rate_bytes = site.bits as f64 / 8.0;
+        let mut parts = Vec::new();
+        for rt in runtime_burst::RUNTIMES {
+            let bytes = runtime_burst::effective_burst_bytes(site.bits, rt.burst_bits);
+            let secs = bytes as f64 / rate_bytes;
+            if secs > UNSHAPED_SECS {
+                parts.push(format!(
+                    "{} under {} ({:.0} s at this rate)",
+                    megabytes(bytes),
+                    rt.name,
+                    secs
+                ));
+            }
+        }
+        if !parts.is_empty() {
+            diags.push(
+                Diagnostic::new(
+                    Code::NQ066,
+                    format!(
+                        "pod {dir} limit {} for `{}` lets the first {} pass unshaped",
+                        fmt_rate(site.bits),
+                        site.selector,
+                        parts.join("; ")
+                    ),
+                )
+                .label(site.span, "runtime chooses the burst")
+                .help("no runtime lets a pod set its burst: see `netqos explain NQ066` for remedies (Calico burst annotations, an HTB class for the pods' aggregate); `--allow NQ066` once accepted"),
+            );
+        }
+    }
+}
+
+/// Above this many seconds of unshaped traffic the runtime's burst is worth a warning.
+const UNSHAPED_SECS: f64 = 2.0;
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1e6)
 }

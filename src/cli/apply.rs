@@ -18,7 +18,66 @@ pub struct Args<'a> {
     pub confirm: Option<Duration>,
     pub opts: Options,
     pub state_dir: Option<&'a Path>,
+    /// Overrides the flavour's conflist path.
+    pub conflist: Option<&'a Path>,
     pub vars: &'a VarArgs,
+}
+
+/// The conflist change of the policy's `pods` block, worked out against the node's file
+/// before anything changes. `Err` is the exit status (diagnostics printed).
+fn prepare_conflist(
+    a: &Args<'_>,
+    ui: Ui,
+) -> Result<Option<(std::path::PathBuf, String, String)>, Exit> {
+    use netqos::apply::conflist_file::{self, PrepareError, Prepared};
+    let Some(pods) = super::live::load_pods(a.file, a.vars) else {
+        return Ok(None);
+    };
+    let Some(path) = conflist_file::path_for(&pods, a.conflist) else {
+        return Ok(None);
+    };
+    match conflist_file::prepare(&pods, &path) {
+        Ok(Prepared::Nothing(why)) => {
+            if !ui.quiet {
+                eprintln!("conflist: {why}");
+            }
+            Ok(None)
+        }
+        Ok(Prepared::Install {
+            path,
+            original,
+            patched,
+        }) => Ok(Some((path, original, patched))),
+        Err(PrepareError::Invalid {
+            path,
+            text,
+            diagnostics,
+        }) => {
+            let src = netqos::report::Source {
+                name: path.display().to_string(),
+                text,
+            };
+            super::check::print(
+                &diagnostics,
+                &src,
+                super::Format::Human,
+                ui,
+                &mut Vec::new(),
+            );
+            eprintln!(
+                "netqos: {} cannot be patched: nothing applied",
+                path.display()
+            );
+            Err(Exit::Invalid)
+        }
+        Err(PrepareError::Io(path, e)) => {
+            eprintln!(
+                "netqos: cannot read {}: {e}; nothing applied",
+                path.display()
+            );
+            Err(Exit::Io)
+        }
+    }
 }
 
 /// Parses `120s`, `2m`, `90` (seconds), `1h`.
@@ -47,6 +106,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
     let (target, name) = match load_target(a.file, a.vars, ui) {
         Ok(t) => t,
+        Err(e) => return e,
+    };
+    let conflist = match prepare_conflist(a, ui) {
+        Ok(c) => c,
         Err(e) => return e,
     };
     let dir = match state_dir(a.state_dir) {
@@ -98,7 +161,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             return Exit::Io;
         }
     };
-    if changes.is_empty() {
+    if changes.is_empty() && conflist.is_none() {
         if let Err(e) = dir.set_applied(Some(&target)) {
             eprintln!("netqos: {e}");
             return Exit::Io;
@@ -115,7 +178,23 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         target: target.clone(),
         snapshot: live,
         outcome: "applying".into(),
+        conflist: None,
     };
+    if let Some((path, _, patched)) = &conflist {
+        match netqos::apply::conflist_file::backup_path(&dir.path, path) {
+            Ok(backup) => {
+                record.conflist = Some(netqos::apply::conflist_file::ConflistRecord {
+                    path: path.clone(),
+                    backup,
+                    patched: patched.clone(),
+                })
+            }
+            Err(e) => {
+                eprintln!("netqos: {e}; nothing changed");
+                return Exit::Io;
+            }
+        }
+    }
     let saved = dir
         .save_record(&record)
         .and_then(|()| dir.set_last(&record.id));
@@ -146,7 +225,30 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             return Exit::Io;
         }
     };
-    let result = txn::execute(&mut kernel, &changes, &mut journal, Hooks::from_env());
+    let mut result = txn::execute(&mut kernel, &changes, &mut journal, Hooks::from_env());
+    // The conflist last: only once the kernel holds the policy.
+    if let (Ok(_), Some((path, original, patched))) = (&result, &conflist) {
+        match netqos::apply::conflist_file::install(&dir.path, path, original, patched) {
+            Ok(_) => {
+                if !ui.quiet {
+                    eprintln!(
+                        "conflist: patched {}; pods created from now on are shaped",
+                        path.display()
+                    );
+                }
+            }
+            Err(e) => {
+                result = Err((
+                    changes.len(),
+                    netqos::apply::kernel::KernelError {
+                        what: format!("conflist {}", path.display()),
+                        errno: None,
+                        message: e.to_string(),
+                    },
+                ));
+            }
+        }
+    }
     for w in kernel.warnings() {
         eprintln!("netqos: kernel warning: {w}");
     }
@@ -178,7 +280,12 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             eprintln!("netqos: change {} of {} failed: {e}", n + 1, changes.len());
             eprintln!("netqos: undoing the {n} change(s) made, back to the snapshot");
             let inverses = dir.inverses(&record.id);
-            let undone = txn::restore(&mut kernel, &record, &inverses);
+            let mut undone = txn::restore(&mut kernel, &record, &inverses);
+            if let (Ok(_), Some(c)) = (&undone, &record.conflist)
+                && let Err(e) = netqos::apply::conflist_file::restore(c)
+            {
+                undone = Err(format!("conflist {}: {e}", c.path.display()));
+            }
             let _ = dir.set_pending(None);
             match undone {
                 Ok(_) => {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Exit, Format, Ui, VarArgs};
+use super::{Exit, Format, NodeArgs, Ui, VarArgs};
 use netqos::diagnostic::{Diagnostic, Severity};
 use netqos::report::{self, Source};
 use netqos::vars::{ExternalVars, parse_var_arg, parse_vars_toml};
@@ -74,9 +74,18 @@ pub fn run(
     format: Format,
     deny_warnings: bool,
     var_args: &VarArgs,
+    node: &NodeArgs,
     ui: Ui,
 ) -> Exit {
     let mut json = Vec::new();
+    let allowed = match node.allowed() {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let conflist = match super::cni::read(node.conflist.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
     let vars = match external_vars(var_args) {
         Ok(v) => v,
         Err((diags, exit)) => {
@@ -101,22 +110,30 @@ pub fn run(
             }
         };
         let checked = netqos::check_source(&src.text, &vars);
-        let diags = checked.diagnostics.into_sorted();
-        let e = diags
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count();
-        let w = diags
-            .iter()
+        let mut diags = checked.diagnostics.into_sorted();
+        diags.retain(|d| !allowed.contains(&d.code));
+        let mut cni_diags = conflist.as_ref().map_or_else(Vec::new, |c| {
+            super::cni::diagnose(checked.model.as_ref().and_then(|m| m.pods.as_ref()), c)
+        });
+        cni_diags.retain(|d| !allowed.contains(&d.code));
+        let counted = || diags.iter().chain(&cni_diags);
+        let e = counted().filter(|d| d.severity == Severity::Error).count();
+        let w = counted()
             .filter(|d| d.severity == Severity::Warning)
             .count();
         errors += e;
         warnings += w;
         print(&diags, &src, format, ui, &mut json);
+        if let Some(c) = &conflist {
+            print(&cni_diags, c, format, ui, &mut json);
+        }
         if e > 0 || (deny_warnings && w > 0) {
             exit = exit.max(Exit::Invalid);
         }
-        if format == Format::Human && !ui.quiet && (ui.verbose || diags.is_empty()) {
+        if format == Format::Human
+            && !ui.quiet
+            && (ui.verbose || (diags.is_empty() && cni_diags.is_empty()))
+        {
             eprintln!("{}: {}", src.name, summary(e, w));
         }
     }

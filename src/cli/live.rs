@@ -120,3 +120,10 @@ pub fn changes_json(changes: &[Change]) -> String {
     let doc = serde_json::json!({ "changes": items, "count": changes.len() });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
+
+/// The policy's `pods` block, read quietly (`load_target` has printed the diagnostics).
+pub fn load_pods(file: &Path, vars: &VarArgs) -> Option<netqos::model::Pods> {
+    let vars = external_vars(vars).ok()?;
+    let src = read_source(file).ok()?;
+    netqos::check_source(&src.text, &vars).model?.pods
+}

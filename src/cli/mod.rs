@@ -19,7 +19,10 @@ macro_rules! outln {
 
 mod apply;
 mod check;
+mod cni;
 mod compile;
+mod completions;
+mod diff;
 mod explain;
 mod fmt;
 mod live;
@@ -55,10 +58,10 @@ impl From<Exit> for ExitCode {
 #[command(
     name = "netqos",
     version,
-    about = "Check and compile node bandwidth policy into tc/HTB scripts",
+    about = "Check, compare and compile node bandwidth policy into tc/HTB scripts, systemd and cloud-init",
     long_about = "netqos checks a small policy file saying what a Kubernetes node's links must guarantee \
 (control-plane reservations, pod and bulk limits) like a type checker.",
-    after_help = "Examples:\n  netqos check examples/control-plane.nq\n  netqos check --format json --var uplink=eth1 policy.nq\n  netqos fmt --check examples/*.nq\n  netqos explain NQ010"
+    after_help = "Examples:\n  netqos check examples/control-plane.nq\n  netqos check --format json --var uplink=eth1 policy.nq\n  netqos fmt --check examples/*.nq\n  netqos compile --vars host1.toml policy.nq -o out/host1\n  netqos diff old.nq policy.nq\n  netqos explain NQ010\n  netqos completions bash > /etc/bash_completion.d/netqos"
 )]
 struct Cli {
     /// When to colour output: auto (a terminal without NO_COLOR), always or never.
@@ -92,6 +95,43 @@ pub enum Format {
     Github,
 }
 
+/// Options about the node's CNI and which warnings are accepted, shared by check and compile.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// The node's CNI conflist: check it and compute the patch against it.
+    #[arg(long, value_name = "FILE")]
+    pub conflist: Option<std::path::PathBuf>,
+    /// Accept a warning or info code (e.g. NQ066): it is no longer printed or counted.
+    #[arg(long, value_name = "CODE,…")]
+    pub allow: Vec<String>,
+}
+
+impl NodeArgs {
+    /// The `--allow` codes; errors cannot be allowed.
+    pub fn allowed(&self) -> Result<Vec<netqos::codes::Code>, Exit> {
+        let mut out = Vec::new();
+        for text in self.allow.iter().flat_map(|a| a.split(',')) {
+            let text = text.trim();
+            match netqos::codes::Code::parse(text) {
+                Some(c) if c.severity() != netqos::diagnostic::Severity::Error => out.push(c),
+                Some(c) => {
+                    eprintln!(
+                        "netqos: {c} is an error and cannot be allowed; fix the policy instead"
+                    );
+                    return Err(Exit::Usage);
+                }
+                None => {
+                    eprintln!(
+                        "netqos: `{text}` is not a netqos diagnostic code; `netqos explain` lists them"
+                    );
+                    return Err(Exit::Usage);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Variables from outside the policy.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VarArgs {
@@ -121,6 +161,8 @@ enum Command {
         deny_warnings: bool,
         #[command(flatten)]
         vars: VarArgs,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Rewrite policies in the canonical layout (comments kept).
     #[command(
@@ -134,9 +176,10 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Compile a policy into the node's artefacts: tc apply script, rollback, plan, tree.
+    /// Compile a policy into the node's artefacts: tc apply script, rollback, plan, tree,
+    /// cloud-init, systemd unit, conflist patch, pod annotations.
     #[command(
-        after_help = "Examples:\n  netqos compile policy.nq -o out/\n  netqos compile policy.nq -o - --emit tc | sh\n  netqos compile --vars host1.toml policy.nq -o hosts/host1"
+        after_help = "Examples:\n  netqos compile policy.nq -o out/\n  netqos compile policy.nq -o - --emit tc | sh\n  netqos compile --vars host1.toml policy.nq -o hosts/host1\n  netqos compile pods.nq -o out/ --conflist /etc/cni/net.d/10-flannel.conflist"
     )]
     Compile {
         /// The policy file.
@@ -145,7 +188,8 @@ enum Command {
         /// Output directory, or `-` to print one artefact on stdout.
         #[arg(short, long, value_name = "DIR")]
         out: std::path::PathBuf,
-        /// Artefact kinds to write (tc, rollback, plan, tree), comma separated; default all.
+        /// Artefact kinds to write (tc, rollback, plan, tree, cloud-init, systemd, conflist,
+        /// annotations), comma separated; default all.
         #[arg(long, value_name = "KIND,…")]
         emit: Vec<String>,
         /// Directory with templates overriding the built-in ones (apply.sh.j2, rollback.sh.j2).
@@ -156,6 +200,8 @@ enum Command {
         deny_warnings: bool,
         #[command(flatten)]
         vars: VarArgs,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Show what `apply` would change on this host, changing nothing.
     #[command(
@@ -191,6 +237,9 @@ enum Command {
         /// Where snapshots, journals and the lock live (default: $NETQOS_STATE_DIR or /var/lib/netqos).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<std::path::PathBuf>,
+        /// The node's CNI conflist to patch for the `pods` block (default: the flavour's path).
+        #[arg(long, value_name = "FILE")]
+        conflist: Option<std::path::PathBuf>,
         #[command(flatten)]
         vars: VarArgs,
     },
@@ -237,6 +286,32 @@ enum Command {
         /// A code such as NQ010.
         code: Option<String>,
     },
+    /// Show what changes between two policies, in words and numbers; exit 1 when they differ.
+    #[command(
+        after_help = "Examples:\n  netqos diff old/policy.nq policy.nq\n  git show main:policy.nq | netqos diff - policy.nq\n  netqos diff --format github --vars host1.toml old.nq new.nq"
+    )]
+    Diff {
+        /// The policy before the change (`-` reads stdin).
+        #[arg(value_name = "OLD")]
+        old: std::path::PathBuf,
+        /// The policy after the change.
+        #[arg(value_name = "NEW")]
+        new: std::path::PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = diff::DiffFormat::Human)]
+        format: diff::DiffFormat,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Print a shell completion script for bash, zsh or fish.
+    #[command(
+        after_help = "Examples:\n  netqos completions bash > /etc/bash_completion.d/netqos\n  netqos completions zsh > \"${fpath[1]}/_netqos\"\n  netqos completions fish > ~/.config/fish/completions/netqos.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
 }
 
 /// Output settings shared by every command.
@@ -279,7 +354,8 @@ pub fn run() -> ExitCode {
             format,
             deny_warnings,
             vars,
-        } => check::run(&files, format, deny_warnings, &vars, ui),
+            node,
+        } => check::run(&files, format, deny_warnings, &vars, &node, ui),
         Command::Fmt { files, check } => fmt::run(&files, check, ui),
         Command::Compile {
             file,
@@ -288,6 +364,7 @@ pub fn run() -> ExitCode {
             templates,
             deny_warnings,
             vars,
+            node,
         } => compile::run(
             &compile::Args {
                 file: &file,
@@ -295,11 +372,21 @@ pub fn run() -> ExitCode {
                 emit: &emit,
                 templates: templates.as_deref(),
                 vars: &vars,
+                node: &node,
                 deny_warnings,
             },
             ui,
         ),
         Command::Explain { code } => explain::run(code.as_deref()),
+        Command::Diff {
+            old,
+            new,
+            format,
+            vars,
+        } => diff::run(&old, &new, format, &vars, ui),
+        Command::Completions { shell } => {
+            completions::run(shell, &mut <Cli as clap::CommandFactory>::command())
+        }
         Command::Plan {
             file,
             format,
@@ -317,6 +404,7 @@ pub fn run() -> ExitCode {
             confirm,
             replace_foreign,
             state_dir,
+            conflist,
             vars,
         } => apply::run(
             &apply::Args {
@@ -324,6 +412,7 @@ pub fn run() -> ExitCode {
                 confirm,
                 opts: netqos::apply::diff::Options { replace_foreign },
                 state_dir: state_dir.as_deref(),
+                conflist: conflist.as_deref(),
                 vars: &vars,
             },
             ui,

@@ -17,6 +17,20 @@ fn restore_last(dir: &StateDir, record: &mut Record, reason: &str, ui: Ui) -> Ex
     };
     match txn::restore(&mut kernel, record, &[]) {
         Ok(n) => {
+            if let Some(c) = &record.conflist {
+                match netqos::apply::conflist_file::restore(c) {
+                    Ok(netqos::apply::conflist_file::Restored::Restored) => {
+                        if !ui.quiet {
+                            eprintln!("conflist: restored {}", c.path.display());
+                        }
+                    }
+                    Ok(netqos::apply::conflist_file::Restored::AlreadyDone) => {}
+                    Err(e) => {
+                        eprintln!("netqos: rollback of {}: {e}", record.id);
+                        return Exit::RollbackFailed;
+                    }
+                }
+            }
             let _ = dir.set_outcome(record, reason);
             let _ = dir.set_pending(None);
             if let Err(e) = dir.restore_applied(&record.id) {

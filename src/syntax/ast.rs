@@ -14,6 +14,7 @@ pub struct File {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     Let(Let),
+    Allow(Allow),
     Interface(Interface),
     Pods(Pods),
     Unknown(Unknown),
@@ -23,11 +24,19 @@ impl Item {
     pub fn span(&self) -> Span {
         match self {
             Item::Let(l) => l.span,
+            Item::Allow(a) => a.span,
             Item::Interface(i) => i.span,
             Item::Pods(p) => p.span,
             Item::Unknown(u) => u.span,
         }
     }
+}
+
+/// `allow CODE, …`: accepted warnings and infos.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allow {
+    pub codes: Vec<Spanned<String>>,
+    pub span: Span,
 }
 
 /// `let NAME = VALUE`.

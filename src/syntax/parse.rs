@@ -160,6 +160,11 @@ fn file(pair: Pair<'_, Rule>) -> File {
                 header = version;
             }
             Rule::let_stmt => items.push(Item::Let(let_stmt(p))),
+            Rule::allow_stmt => {
+                let span = sp(&p);
+                let codes = p.into_inner().map(|c| spanned(&c)).collect();
+                items.push(Item::Allow(Allow { codes, span }));
+            }
             Rule::interface => items.push(Item::Interface(interface(p))),
             Rule::pods => items.push(Item::Pods(pods(p))),
             Rule::unknown => items.push(Item::Unknown(unknown(p))),

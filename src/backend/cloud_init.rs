@@ -1,0 +1,169 @@
+//! The `cloud-init` artefact: a complete `#cloud-config` document that writes the node's
+//! files (`write_files`) and enables the systemd unit that applies the policy (`runcmd`).
+//!
+//! It takes a list of files, so other artefacts (a patched CNI conflist) can be added
+//! without touching the layout. File contents are YAML literal blocks, readable in review;
+//! a content a literal block cannot carry exactly (characters YAML does not allow, a first
+//! line starting with a space, no or several final newlines) is written base64-encoded.
+
+use minijinja::{Environment, context};
+use serde::Serialize;
+
+use super::systemd::UNIT_NAME;
+
+/// A file cloud-init writes on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFile {
+    /// Absolute path on the node.
+    pub path: String,
+    /// Octal permissions, e.g. `0755`.
+    pub mode: u32,
+    pub content: String,
+}
+
+const TEMPLATE: &str = include_str!("templates/cloud-config.yaml.j2");
+
+#[derive(Serialize)]
+struct FileView {
+    path: String,
+    permissions: String,
+    /// `None` for a literal block, `Some("b64")` for base64.
+    encoding: Option<&'static str>,
+    /// Content lines, already indented for the literal block (or the base64 text).
+    lines: Vec<String>,
+}
+
+/// A YAML double-quoted scalar holding `text` exactly.
+pub fn yaml_quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if yaml_printable(c) && !matches!(c, '\t' | '\n') && !is_yaml_break(c) => out.push(c),
+            c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Characters YAML allows in a document (the printable set of YAML 1.1 and 1.2).
+fn yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\u{20}'..='\u{7e}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+        && c != '\u{feff}'
+}
+
+/// Characters YAML 1.1 reads as line breaks besides `\n`.
+fn is_yaml_break(c: char) -> bool {
+    matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}' | '\r')
+}
+
+/// Whether a literal block (`|`, clip chomping) reads back as exactly `content`.
+fn literal_fits(content: &str) -> bool {
+    content.ends_with('\n')
+        && !content.ends_with("\n\n")
+        && !content.starts_with([' ', '\t', '\n'])
+        && content
+            .chars()
+            .all(|c| c == '\n' || (yaml_printable(c) && !is_yaml_break(c)))
+}
+
+/// Text safe inside a YAML comment: anything YAML would not allow or would read as a line
+/// break becomes `?`.
+fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if yaml_printable(c) && !is_yaml_break(c) && c != '\n' && c != '\t' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Standard base64 with padding, wrapped at 76 columns.
+fn base64(data: &[u8]) -> Vec<String> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                text.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    text.as_bytes()
+        .chunks(76)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect()
+}
+
+/// Renders the `#cloud-config` document for the policy named `source`.
+pub fn cloud_config(files: &[NodeFile], source: &str) -> Result<String, minijinja::Error> {
+    let views: Vec<FileView> = files
+        .iter()
+        .map(|f| {
+            let (encoding, lines) = if literal_fits(&f.content) {
+                (None, f.content.lines().map(str::to_string).collect())
+            } else {
+                (Some("b64"), base64(f.content.as_bytes()))
+            };
+            FileView {
+                path: yaml_quote(&f.path),
+                permissions: yaml_quote(&format!("{:04o}", f.mode)),
+                encoding,
+                lines,
+            }
+        })
+        .collect();
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template("cloud-config", TEMPLATE)?;
+    let out = env.get_template("cloud-config")?.render(context! {
+        source => comment_text(source),
+        files => minijinja::Value::from(minijinja::value::Serde(&views)),
+        unit => UNIT_NAME,
+    })?;
+    Ok(super::with_newline(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b""), Vec::<String>::new());
+        assert_eq!(base64(b"f"), ["Zg=="]);
+        assert_eq!(base64(b"fo"), ["Zm8="]);
+        assert_eq!(base64(b"foo"), ["Zm9v"]);
+        assert_eq!(base64(b"foobar"), ["Zm9vYmFy"]);
+    }
+
+    #[test]
+    fn literal_blocks_only_when_exact() {
+        assert!(literal_fits("#!/bin/sh\necho hi\n\n# end\n"));
+        assert!(!literal_fits("no newline"));
+        assert!(!literal_fits("two newlines\n\n"));
+        assert!(!literal_fits("  indented first line\n"));
+        assert!(!literal_fits("a\rb\n"));
+        assert!(!literal_fits("a\u{2028}b\n"));
+        assert!(!literal_fits("a\u{1b}b\n"));
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(yaml_quote("/a b/\"c\""), "\"/a b/\\\"c\\\"\"");
+        assert_eq!(yaml_quote("a\nb"), "\"a\\U0000000ab\"");
+    }
+}

@@ -1,0 +1,117 @@
+//! The `systemd` artefact: a oneshot unit that re-applies the policy at boot (tc state does
+//! not survive a reboot) and runs the rollback script when stopped.
+//!
+//! Ordering: the unit binds to the device unit of every interface the plan shapes
+//! (`sys-subsystem-net-devices-DEV.device`), because a qdisc needs its device to exist and
+//! nothing more (it may be attached while the link is down and survives link flaps). It is
+//! also ordered after `network-online.target`, so a network manager that configures the
+//! link at boot has finished before the tree is installed, and before the container
+//! runtimes and kubelets, so pods never send unshaped traffic. IFB devices are not listed:
+//! the apply script creates them. A device that goes away stops the unit (the rollback
+//! runs); the device units also want the unit, so when the device comes back (a bond or
+//! VLAN recreated) the policy is applied again.
+
+use minijinja::{Environment, context};
+
+use crate::plan::Plan;
+
+/// Where the generated artefacts are installed on a node (`cloud-init`, `systemd`).
+pub const INSTALL_DIR: &str = "/usr/local/lib/netqos";
+/// The installed apply script.
+pub const APPLY_PATH: &str = "/usr/local/lib/netqos/netqos-apply.sh";
+/// The installed rollback script.
+pub const ROLLBACK_PATH: &str = "/usr/local/lib/netqos/netqos-rollback.sh";
+/// The unit's name and where it is installed.
+pub const UNIT_NAME: &str = "netqos.service";
+pub const UNIT_PATH: &str = "/etc/systemd/system/netqos.service";
+
+/// Units of Kubernetes node agents the policy must be in place before (ordering only:
+/// `Before=` on a unit that is not installed does nothing).
+const BEFORE: &[&str] = &[
+    "containerd.service",
+    "crio.service",
+    "docker.service",
+    "kubelet.service",
+    "k3s.service",
+    "k3s-agent.service",
+    "rke2-server.service",
+    "rke2-agent.service",
+];
+
+const UNIT_TEMPLATE: &str = include_str!("templates/netqos.service.j2");
+
+/// The name of the device unit udev creates for a network interface: the path
+/// `/sys/subsystem/net/devices/NAME` escaped the way `systemd-escape --path` does.
+pub fn device_unit(device: &str) -> String {
+    let mut out = String::from("sys-subsystem-net-devices-");
+    for (i, b) in device.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b == b'_' || (b == b'.' && i > 0) || b == b':';
+        if plain {
+            out.push(char::from(b));
+        } else if b == b'/' {
+            out.push('-');
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push_str(".device");
+    out
+}
+
+/// A value for a unit file setting: `%` starts a specifier and `\` an escape, so both are
+/// doubled; control characters (which would end the line) become `?`.
+fn unit_value(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '%' => "%%".to_string(),
+            '\\' => "\\\\".to_string(),
+            c if c.is_control() => "?".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// Renders the unit for a plan compiled from the policy named `source`.
+pub fn unit(plan: &Plan, source: &str) -> Result<String, minijinja::Error> {
+    let mut devices: Vec<String> = plan
+        .devices
+        .iter()
+        .map(|d| device_unit(&d.device))
+        .collect();
+    devices.sort();
+    devices.dedup();
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template("unit", UNIT_TEMPLATE)?;
+    let out = env.get_template("unit")?.render(context! {
+        source => unit_value(source),
+        devices => devices,
+        before => BEFORE.join(" "),
+        apply => APPLY_PATH,
+        rollback => ROLLBACK_PATH,
+    })?;
+    Ok(super::with_newline(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_units_are_escaped_like_systemd_escape() {
+        assert_eq!(device_unit("eth0"), "sys-subsystem-net-devices-eth0.device");
+        assert_eq!(
+            device_unit("bond0.100"),
+            "sys-subsystem-net-devices-bond0.100.device"
+        );
+        assert_eq!(
+            device_unit("veth-a@b"),
+            "sys-subsystem-net-devices-veth\\x2da\\x40b.device"
+        );
+    }
+
+    #[test]
+    fn unit_values_escape_specifiers() {
+        assert_eq!(unit_value("50%\\x\n"), "50%%\\\\x?");
+    }
+}

@@ -1,0 +1,258 @@
+//! Pod limits and the CNI: the `conflist` artefact (RFC 6902 patch, reverse patch, patched
+//! file and the flavour's durable source) and the `annotations` artefact (kustomize patches).
+//! Pure: the CLI reads the conflist and writes the files.
+
+pub mod annotations;
+pub mod conflist;
+pub mod flavour;
+pub mod json_patch;
+pub mod json_spans;
+pub mod runtime_burst;
+
+use std::fmt::Write as _;
+
+use crate::diagnostic::Diagnostic;
+use crate::model::Pods;
+use conflist::Outcome;
+use flavour::{Default as FlavourDefault, Durable};
+
+/// Files of the `conflist` artefact (paths relative to the output directory) and what they
+/// mean, in sentences for the operator.
+#[derive(Debug, Clone, Default)]
+pub struct ConflistArtefacts {
+    pub files: Vec<(String, String)>,
+    pub summary: Vec<String>,
+    /// What the scripts install on the node, when there is something to change.
+    pub install: Option<Install>,
+}
+
+/// The conflist change for the apply and rollback scripts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Install {
+    /// The conflist's path on the node.
+    pub path: String,
+    /// The text the patch was computed from, and the patched text.
+    pub original: String,
+    pub patched: String,
+    /// Computed from the node's own file (`--conflist`) rather than a flavour's default.
+    pub from_node: bool,
+}
+
+/// The node's conflist as read from `--conflist FILE`.
+pub struct NodeConflist<'a> {
+    pub path: &'a str,
+    pub text: &'a str,
+}
+
+/// Works out the conflist artefacts for the policy's `pods` block. `Err` carries diagnostics
+/// about the conflist text (its own source), at least one of them an error.
+pub fn conflist_artefacts(
+    pods: &Pods,
+    node: Option<&NodeConflist<'_>>,
+) -> Result<ConflistArtefacts, Vec<Diagnostic>> {
+    let mut out = ConflistArtefacts::default();
+    let has_limits = !pods.limits.is_empty();
+    let flavour = pods.cni.as_ref().map(flavour::of);
+    let (base, base_name) = match (node, &flavour) {
+        (Some(n), _) => (n.text.to_string(), format!("the node's {}", n.path)),
+        (None, None) => {
+            out.summary.push(
+                "the pods block names no `cni` and no --conflist was given: no conflist patch"
+                    .into(),
+            );
+            return Ok(out);
+        }
+        (None, Some(f)) => match f.default {
+            FlavourDefault::Lacks(text) => (
+                text.to_string(),
+                "the flavour's default conflist (pass --conflist FILE to patch the node's own file)"
+                    .to_string(),
+            ),
+            FlavourDefault::Has(since) => {
+                out.summary.push(format!(
+                    "{} chains the bandwidth plugin by default since {since}: nothing to patch (pass --conflist {} to check the node's file)",
+                    flavour_name(pods),
+                    f.conflist_path
+                ));
+                empty_patches(&mut out);
+                return Ok(out);
+            }
+            FlavourDefault::CalicoNative => {
+                out.summary.push(format!(
+                    "{}: Calico 3.30 and later shape pods from the same annotations (Felix) and calico/cni no longer ships the bandwidth binary; earlier Calico manifests already chain it. netqos adds nothing",
+                    flavour_name(pods)
+                ));
+                empty_patches(&mut out);
+                return Ok(out);
+            }
+            FlavourDefault::Unknown => {
+                out.summary.push(format!(
+                    "pass --conflist {} to compute the patch for this file",
+                    f.conflist_path
+                ));
+                return Ok(out);
+            }
+        },
+    };
+    let (outcome, diags) = conflist::analyse(&base, has_limits);
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(diags);
+    }
+    let Some(outcome) = outcome else {
+        return Err(diags);
+    };
+    match outcome {
+        Outcome::Present { index } => {
+            out.summary.push(format!(
+                "{base_name} already chains bandwidth (entry {index}) with the capability: nothing to do"
+            ));
+            empty_patches(&mut out);
+        }
+        Outcome::CalicoNative => {
+            out.summary.push(format!(
+                "{base_name} chains calico without bandwidth: Calico 3.30+ shapes pods itself; netqos leaves it alone"
+            ));
+            empty_patches(&mut out);
+        }
+        Outcome::Patch(p) => {
+            out.summary.push(format!(
+                "adds the bandwidth entry at /plugins/{} right after `{}` in {base_name}",
+                p.index, p.main
+            ));
+            out.files
+                .push(("conflist/patch.json".into(), ops_json(&p.ops)));
+            out.files
+                .push(("conflist/rollback-patch.json".into(), ops_json(&p.reverse)));
+            // Named like the file it replaces on the node.
+            let file_name = flavour
+                .as_ref()
+                .map(|f| f.conflist_path.as_str())
+                .or(node.map(|n| n.path))
+                .and_then(|p| p.rsplit('/').next())
+                .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+                .unwrap_or("cni.conflist")
+                .to_string();
+            out.files
+                .push((format!("conflist/{file_name}"), p.patched_text.clone()));
+            if let Some(f) = &flavour {
+                durable(f.durable, &f.conflist_path, &p.patched_text, &mut out);
+            }
+            let path = flavour
+                .as_ref()
+                .map(|f| f.conflist_path.clone())
+                .or(node.map(|n| n.path.to_string()))
+                .unwrap_or_default();
+            out.install = Some(Install {
+                path,
+                original: base.clone(),
+                patched: p.patched_text,
+                from_node: node.is_some(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn flavour_name(pods: &Pods) -> String {
+    pods.cni.as_ref().map_or_else(
+        || "the CNI".to_string(),
+        |c| format!("`cni {}`", flavour::name(c)),
+    )
+}
+
+fn empty_patches(out: &mut ConflistArtefacts) {
+    out.files
+        .push(("conflist/patch.json".into(), "[]\n".into()));
+    out.files
+        .push(("conflist/rollback-patch.json".into(), "[]\n".into()));
+}
+
+fn ops_json(ops: &[json_patch::Op]) -> String {
+    let mut s = serde_json::to_string_pretty(ops).unwrap_or_else(|_| "[]".into());
+    s.push('\n');
+    s
+}
+
+/// The conflist JSON as a YAML block scalar body indented by `n` spaces.
+fn block(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    let mut s = String::new();
+    for line in text.trim_end().lines() {
+        if line.trim().is_empty() {
+            s.push('\n');
+        } else {
+            let _ = writeln!(s, "{pad}{line}");
+        }
+    }
+    s
+}
+
+fn durable(d: Durable, path: &str, patched: &str, out: &mut ConflistArtefacts) {
+    match d {
+        Durable::ConfigMap {
+            namespace,
+            name,
+            key,
+            daemonset,
+        } => {
+            let file = format!("conflist/{name}.patch.yaml");
+            out.files.push((
+                file.clone(),
+                format!(
+                    "# netqos: the durable source of {path}.\n\
+                     # The CNI's install-cni container rewrites that file from this ConfigMap\n\
+                     # whenever its pod starts, so patch both.\n\
+                     #   kubectl -n {namespace} patch configmap {name} --type merge --patch-file {name}.patch.yaml\n\
+                     #   kubectl -n {namespace} rollout restart daemonset {daemonset}\n\
+                     # Only pods created afterwards are shaped.\n\
+                     data:\n  {key}: |\n{}",
+                    block(patched, 4)
+                ),
+            ));
+            out.summary.push(format!(
+                "durable source: ConfigMap {namespace}/{name} key {key} ({file})"
+            ));
+        }
+        Durable::Rke2FlannelChart => {
+            let file = "conflist/rke2-flannel-config.yaml".to_string();
+            out.files.push((
+                file.clone(),
+                format!(
+                    "# netqos: the durable source of {path}\n\
+                     # on RKE2 with cni: flannel. Put this file in\n\
+                     # /var/lib/rancher/rke2/server/manifests/ on a server node (merge it by hand if a\n\
+                     # HelmChartConfig named rke2-flannel exists already). RKE2 redeploys the chart and\n\
+                     # flannel rewrites the conflist on every node.\n\
+                     apiVersion: helm.cattle.io/v1\n\
+                     kind: HelmChartConfig\n\
+                     metadata:\n  name: rke2-flannel\n  namespace: kube-system\n\
+                     spec:\n  valuesContent: |-\n    flannel:\n      cniConf: |\n{}",
+                    block(patched, 8)
+                ),
+            ));
+            out.summary
+                .push(format!("durable source: HelmChartConfig kube-system/rke2-flannel ({file})"));
+        }
+        Durable::K3sFlag => {
+            let target = "/etc/rancher/k3s/flannel-cni.conflist";
+            out.files.push((
+                "conflist/k3s-config.yaml".into(),
+                format!(
+                    "# netqos: K3s rewrites {path}\n\
+                     # at every start unless --flannel-cni-conf names another file. Install\n\
+                     # conflist/flannel-cni.conflist as {target}\n\
+                     # and this file as /etc/rancher/k3s/config.yaml.d/netqos.yaml, then restart k3s.\n\
+                     flannel-cni-conf: {target}\n"
+                ),
+            ));
+            out.files
+                .push(("conflist/flannel-cni.conflist".into(), patched.to_string()));
+            out.summary.push(format!(
+                "durable source: K3s --flannel-cni-conf {target} (conflist/k3s-config.yaml)"
+            ));
+        }
+        Durable::Unknown => out.summary.push(format!(
+            "{path} is patched in place only: if a CNI daemonset writes it, patch that source too or the change is lost at its next restart"
+        )),
+    }
+}

