@@ -4,11 +4,12 @@
 //! ping flow loses nothing; a failure injected at every step, and SIGKILL at every step
 //! followed by `netqos rollback`, return the kernel exactly to the snapshot;
 //! `--confirm` reverts without confirmation, keeps with it, and reverts when the applying
-//! process is killed; ingress creates and rollback removes the IFB.
+//! process and its process group are killed; ingress creates and rollback removes the IFB.
 //!
 //! Skips only when namespaces are unavailable and `NETQOS_REQUIRE_NETNS` is unset.
 
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -235,7 +236,7 @@ fn edited() -> String {
 fn netlink_apply_builds_what_the_tc_script_builds() {
     let Some(a) = Lab::new("eqa") else { return };
     let Some(b) = Lab::new("eqb") else { return };
-    for policy in [POLICY, INGRESS] {
+    for policy in [POLICY, INGRESS, LEAVES] {
         let pa = write_policy(&a, "p.nq", policy);
         let out = Command::new(netqos_bin())
             .args(["compile", pa.to_str().unwrap(), "-o", "-", "--emit", "tc"])
@@ -272,6 +273,24 @@ fn netlink_apply_builds_what_the_tc_script_builds() {
         b.netqos_ok(&["rollback"]);
     }
 }
+
+/// Every leaf queue kind the netlink apply installs.
+const LEAVES: &str = "netqos 1
+interface eth0 {
+    rate 1gbit
+    class control-plane {
+        rate 200mbit
+        prio 0
+        match dst 10.0.0.10
+        match tcp dport 2379-2380, 6443, 10250
+        qdisc pfifo limit 500
+    }
+    class a { rate 100mbit match dst 10.1.0.0/16 qdisc tbf rate 50mbit burst 64kb latency 50ms }
+    class b { rate 100mbit match dst 10.2.0.0/16 qdisc tbf rate 20mbit burst 32kb limit 100kb peakrate 40mbit }
+    class c { rate 100mbit match dst 10.3.0.0/16 qdisc bfifo limit 200kb }
+    class rest { rate 100mbit default }
+}
+";
 
 const INGRESS: &str = "netqos 1
 interface eth0 ingress {
@@ -467,18 +486,21 @@ fn confirm_window_reverts_keeps_and_survives_the_applying_process() {
     lab.netqos_ok(&["rollback"]);
     assert_eq!(lab.dump(), pristine);
 
-    // The applying process killed mid-way: the detached revert still runs.
+    // The applying process and its whole process group (what a dying terminal or SSH
+    // session takes down: SIGHUP, then SIGKILL) killed mid-way: the detached revert, in a
+    // session of its own, still runs.
     let mut child = lab
-        .netqos_cmd(
-            &["apply", "--confirm", "3s", path],
-            &[("NETQOS_PAUSE_AFTER", "3")],
-        )
+        .netqos_cmd(&["apply", "--confirm", "3s", path], &[("NETQOS_PAUSE_AFTER", "3")])
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    child.kill().unwrap();
+    let group = format!("-{}", child.id());
+    for sig in ["-HUP", "-KILL"] {
+        let _ = Command::new("kill").args([sig, "--", &group]).output();
+    }
     let _ = child.wait();
     assert_ne!(lab.dump(), pristine);
     assert!(
