@@ -8,8 +8,8 @@
 //!
 //! Skips only when namespaces are unavailable and `NETQOS_REQUIRE_NETNS` is unset.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -490,7 +490,10 @@ fn confirm_window_reverts_keeps_and_survives_the_applying_process() {
     // session takes down: SIGHUP, then SIGKILL) killed mid-way: the detached revert, in a
     // session of its own, still runs.
     let mut child = lab
-        .netqos_cmd(&["apply", "--confirm", "3s", path], &[("NETQOS_PAUSE_AFTER", "3")])
+        .netqos_cmd(
+            &["apply", "--confirm", "3s", path],
+            &[("NETQOS_PAUSE_AFTER", "3")],
+        )
         .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
