@@ -334,6 +334,10 @@ fn the_lock_admits_one_writer() {
     let held = d.lock(false).unwrap();
     let e = d.lock(false).unwrap_err();
     assert!(e.0.contains("holds"), "{e}");
+    assert!(
+        e.0.contains(&format!("(process {})", std::process::id())),
+        "{e}"
+    );
     drop(held);
     d.lock(false).unwrap();
     let _ = std::fs::remove_dir_all(&dir);

@@ -114,8 +114,14 @@ pub fn now() -> u64 {
 
 impl StateDir {
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
+        let fresh = !path.exists();
         std::fs::create_dir_all(path.join("txn"))
             .map_err(|e| io_err("cannot create state directory", path, e))?;
+        if fresh {
+            // Snapshots describe the node's network: readable by root only.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+        }
         Ok(StateDir {
             path: path.to_path_buf(),
         })
@@ -124,9 +130,10 @@ impl StateDir {
     /// Takes the lock, failing at once if another netqos holds it (`wait`: blocks).
     pub fn lock(&self, wait: bool) -> Result<Lock, StateError> {
         let p = self.path.join("lock");
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&p)
             .map_err(|e| io_err("cannot open lock file", &p, e))?;
@@ -136,14 +143,26 @@ impl StateDir {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(&p).unwrap_or_default();
+                    let holder = holder.trim();
                     return Err(StateError(format!(
-                        "another netqos apply, rollback or confirm holds {}; wait for it to finish",
-                        p.display()
+                        "another netqos apply, rollback or confirm holds {}{}; wait for it to finish",
+                        p.display(),
+                        if holder.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (process {holder})")
+                        }
                     )));
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &p, e)),
             }
         }
+        // Who holds it, for the message above (advisory; the flock is what counts).
+        let _ = file
+            .set_len(0)
+            .and_then(|()| std::io::Seek::rewind(&mut file))
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
         Ok(Lock { _file: file })
     }
 
