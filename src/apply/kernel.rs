@@ -343,11 +343,12 @@ impl NetlinkKernel {
             d.classes.sort_by_key(|c| c.classid);
             // The root and the classes with children: netqos attaches filters nowhere else.
             let mut parents = vec![root_major];
+            let with_children: BTreeSet<u32> = d.classes.iter().map(|c| c.parent).collect();
             parents.extend(
                 d.classes
                     .iter()
-                    .filter(|c| d.classes.iter().any(|k| k.parent == c.classid))
-                    .map(|c| c.classid),
+                    .map(|c| c.classid)
+                    .filter(|id| with_children.contains(id)),
             );
             d.filters = self.tree_filters(ifindex, name, &parents, names)?;
             d.leaves.sort_by_key(|q| q.parent);
