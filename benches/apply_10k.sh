@@ -31,7 +31,20 @@ PY
     sed -n "/^cat >>\"\$batch\" <<'NETQOS_BATCH'$/,/^NETQOS_BATCH$/p" "$tmp/out/netqos-apply.sh" | sed '1d;$d'
 } > "$tmp/batch"
 objects=$(wc -l < "$tmp/batch")
-ms() { echo $(( ($2 - $1) / 1000000 )); }
+# run CMD…: prints "WALL_MS CPU_MS" (CPU = user + system time of the command and its
+# children; the machine is shared, so CPU time is the steadier figure).
+run() {
+    python3 -c '
+import os, subprocess, sys, time
+t = time.monotonic()
+r = subprocess.run(sys.argv[1:])
+w = time.monotonic() - t
+u = os.times()
+if r.returncode != 0:
+    sys.exit(r.returncode)
+print(round(w * 1000), round((u.children_user + u.children_system) * 1000))
+' "$@"
+}
 fresh() {
     ip netns del "$1" 2>/dev/null || true
     ip netns add "$1"
@@ -39,25 +52,29 @@ fresh() {
     ip -n "$1" link set eth0 up
 }
 echo "objects: $objects (classes, leaf qdiscs and filters of $n tenant classes, plus the root)"
-for run in $(seq "$runs"); do
-    fresh "$nsa"
-    fresh "$nsb"
-    s=$(date +%s%N); ip netns exec "$nsa" tc -batch "$tmp/batch"; e=$(date +%s%N)
-    tc_ms=$(ms "$s" "$e")
+# The kernel keeps some tc state in global lists (one entry per HTB class block): a tree
+# alive in another namespace slows the next build down. So each measurement runs with no
+# other tree alive, after the previous namespace is deleted and the kernel has settled.
+settle() { ip netns del "$1" 2>/dev/null || true; sleep 5; }
+measure_tc() { fresh "$nsa"; tc_t=$(run ip netns exec "$nsa" tc -batch "$tmp/batch"); settle "$nsa"; }
+for i in $(seq "$runs"); do
     rm -rf "$tmp/state"
-    s=$(date +%s%N); ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p.nq"; e=$(date +%s%N)
-    full_ms=$(ms "$s" "$e")
+    # Alternate which goes first.
+    if [ $((i % 2)) -eq 1 ]; then measure_tc; fi
+    fresh "$nsb"
+    full_t=$(run ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p.nq")
     changes=$(ip netns exec "$nsb" "$bin" plan --format json "$tmp/p2.nq" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
-    s=$(date +%s%N); ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p2.nq"; e=$(date +%s%N)
-    one_ms=$(ms "$s" "$e")
-    s=$(date +%s%N); ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p2.nq"; e=$(date +%s%N)
-    none_ms=$(ms "$s" "$e")
-    python3 - "$run" "$tc_ms" "$full_ms" "$one_ms" "$none_ms" "$changes" <<'PY'
+    one_t=$(run ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p2.nq")
+    none_t=$(run ip netns exec "$nsb" "$bin" apply -q --state-dir "$tmp/state" "$tmp/p2.nq")
+    settle "$nsb"
+    if [ $((i % 2)) -eq 0 ]; then measure_tc; fi
+    python3 - "$i" "$tc_t" "$full_t" "$one_t" "$none_t" "$changes" <<'PY'
 import sys
 run, tc, full, one, none, changes = sys.argv[1:]
-tc, full, one, none = int(tc), int(full), int(one), int(none)
-print(f"run {run}: tc -batch {tc} ms | netqos apply from scratch {full} ms "
-      f"(ratio to tc -batch {full / max(tc, 1):.2f}) | one-class re-apply ({changes} changes) {one} ms "
-      f"(ratio to full apply {one / max(full, 1):.3f}) | unchanged re-apply {none} ms")
+(tcw, tcc), (fw, fc), (ow, oc), (nw, nc) = [tuple(map(int, x.split())) for x in (tc, full, one, none)]
+print(f"run {run}: tc -batch {tcw} ms wall / {tcc} ms cpu | netqos apply from scratch {fw} / {fc} "
+      f"(ratio to tc -batch: wall {fw / max(tcw, 1):.2f}, cpu {fc / max(tcc, 1):.2f}) | "
+      f"one-class re-apply ({changes} changes) {ow} / {oc} (ratio to full apply: wall {ow / max(fw, 1):.3f}, "
+      f"cpu {oc / max(fc, 1):.3f}) | unchanged re-apply {nw} / {nc}")
 PY
 done

@@ -284,7 +284,6 @@ fn fail_and_undo(from: Option<&str>, to: &str, dir: &StateDir) -> usize {
             source: "test".into(),
             target: t.clone(),
             snapshot: before.clone(),
-            previous_applied: None,
             outcome: "applying".into(),
         };
         let mut j = dir.journal(&record.id).unwrap();
@@ -335,6 +334,10 @@ fn the_lock_admits_one_writer() {
     let held = d.lock(false).unwrap();
     let e = d.lock(false).unwrap_err();
     assert!(e.0.contains("holds"), "{e}");
+    assert!(
+        e.0.contains(&format!("(process {})", std::process::id())),
+        "{e}"
+    );
     drop(held);
     d.lock(false).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -355,4 +358,47 @@ fn dropping_an_ingress_block_removes_its_redirect_and_ifb_but_keeps_the_hook_qdi
     assert!(k.live.link("ifb-eth0").is_none());
     assert!(k.live.dev("eth0").unwrap().hook.is_some());
     assert!(apply(&mut k, &second).is_empty());
+}
+
+#[test]
+fn live_commands_explain_what_they_cannot_do() {
+    let dir = temp_dir("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("p.nq");
+    std::fs::write(
+        &policy,
+        EGRESS.replace(
+            "class bulk { rate 100mbit default }",
+            "class bulk { rate 100mbit default qdisc fq_codel }",
+        ),
+    )
+    .unwrap();
+    let state = dir.join("state");
+    let s = state.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let o = crate::support::netqos(args, &dir);
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (code, out) = run(&["plan", policy.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("fq_codel") && out.contains("not supported by the netlink apply"),
+        "{out}"
+    );
+    let (code, out) = run(&["apply", "--confirm", "0s", "--state-dir", s, "x.nq"]);
+    assert_eq!(code, Some(2), "{out}");
+    let (code, out) = run(&["rollback", "--state-dir", s]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("nothing to roll back"), "{out}");
+    let (code, out) = run(&["confirm", "--state-dir", s]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("no apply awaits confirmation"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,13 +1,14 @@
 //! `netqos apply` over netlink on a real kernel, each test in its own network namespaces:
 //! the same objects as the tc script (netlink plans nothing over a script-built tree, and
 //! both trees dump alike); a one-class change keeps every other class's counters while a
-//! ping flow loses nothing; a failure injected at every step, and SIGKILL at several
-//! steps followed by `netqos rollback`, return the kernel exactly to the snapshot;
+//! ping flow loses nothing; a failure injected at every step, and SIGKILL at every step
+//! followed by `netqos rollback`, return the kernel exactly to the snapshot;
 //! `--confirm` reverts without confirmation, keeps with it, and reverts when the applying
-//! process is killed; ingress creates and rollback removes the IFB.
+//! process and its process group are killed; ingress creates and rollback removes the IFB.
 //!
 //! Skips only when namespaces are unavailable and `NETQOS_REQUIRE_NETNS` is unset.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -235,7 +236,7 @@ fn edited() -> String {
 fn netlink_apply_builds_what_the_tc_script_builds() {
     let Some(a) = Lab::new("eqa") else { return };
     let Some(b) = Lab::new("eqb") else { return };
-    for policy in [POLICY, INGRESS] {
+    for policy in [POLICY, INGRESS, LEAVES] {
         let pa = write_policy(&a, "p.nq", policy);
         let out = Command::new(netqos_bin())
             .args(["compile", pa.to_str().unwrap(), "-o", "-", "--emit", "tc"])
@@ -272,6 +273,24 @@ fn netlink_apply_builds_what_the_tc_script_builds() {
         b.netqos_ok(&["rollback"]);
     }
 }
+
+/// Every leaf queue kind the netlink apply installs.
+const LEAVES: &str = "netqos 1
+interface eth0 {
+    rate 1gbit
+    class control-plane {
+        rate 200mbit
+        prio 0
+        match dst 10.0.0.10
+        match tcp dport 2379-2380, 6443, 10250
+        qdisc pfifo limit 500
+    }
+    class a { rate 100mbit match dst 10.1.0.0/16 qdisc tbf rate 50mbit burst 64kb latency 50ms }
+    class b { rate 100mbit match dst 10.2.0.0/16 qdisc tbf rate 20mbit burst 32kb limit 100kb peakrate 40mbit }
+    class c { rate 100mbit match dst 10.3.0.0/16 qdisc bfifo limit 200kb }
+    class rest { rate 100mbit default }
+}
+";
 
 const INGRESS: &str = "netqos 1
 interface eth0 ingress {
@@ -372,7 +391,7 @@ fn sigkill_mid_apply_then_rollback_returns_to_the_snapshot() {
     lab.netqos_ok(&["apply", p1.to_str().unwrap()]);
     let before = lab.dump();
     let n = changes_between(&lab, &p2);
-    for step in [1, n / 2, n - 1] {
+    for step in 0..n {
         let mut child = lab
             .netqos_cmd(
                 &["apply", p2.to_str().unwrap()],
@@ -407,11 +426,13 @@ fn sigkill_mid_apply_then_rollback_returns_to_the_snapshot() {
         std::thread::sleep(Duration::from_millis(100));
         child.kill().unwrap();
         let _ = child.wait();
-        assert_ne!(
-            lab.dump(),
-            before,
-            "the kill at step {step} left nothing to undo"
-        );
+        if step > 0 {
+            assert_ne!(
+                lab.dump(),
+                before,
+                "the kill at step {step} left nothing to undo"
+            );
+        }
         lab.netqos_ok(&["rollback"]);
         assert_eq!(
             lab.dump(),
@@ -465,18 +486,24 @@ fn confirm_window_reverts_keeps_and_survives_the_applying_process() {
     lab.netqos_ok(&["rollback"]);
     assert_eq!(lab.dump(), pristine);
 
-    // The applying process killed mid-way: the detached revert still runs.
+    // The applying process and its whole process group (what a dying terminal or SSH
+    // session takes down: SIGHUP, then SIGKILL) killed mid-way: the detached revert, in a
+    // session of its own, still runs.
     let mut child = lab
         .netqos_cmd(
             &["apply", "--confirm", "3s", path],
             &[("NETQOS_PAUSE_AFTER", "3")],
         )
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    child.kill().unwrap();
+    let group = format!("-{}", child.id());
+    for sig in ["-HUP", "-KILL"] {
+        let _ = Command::new("kill").args([sig, "--", &group]).output();
+    }
     let _ = child.wait();
     assert_ne!(lab.dump(), pristine);
     assert!(
@@ -502,4 +529,70 @@ fn ingress_apply_creates_the_ifb_and_rollback_removes_it() {
     );
     lab.netqos_ok(&["rollback"]);
     assert_eq!(lab.dump(), pristine);
+}
+
+#[test]
+fn a_kernel_refusal_shows_its_extended_ack_text_and_is_undone() {
+    let Some(lab) = Lab::new("extack") else {
+        return;
+    };
+    let p1 = write_policy(&lab, "p1.nq", POLICY);
+    lab.netqos_ok(&["apply", p1.to_str().unwrap()]);
+    // Another tool's filter on the leaf class `batch`, sending to it: the kernel refuses
+    // to delete a class in use.
+    let classes = lab.ok("tc class show dev eth0");
+    let batch = classes
+        .lines()
+        .find(|l| l.contains("rate 100Mbit ceil 300Mbit"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("batch class")
+        .to_string();
+    lab.ok(&format!(
+        "tc filter add dev eth0 parent {batch} protocol ip prio 5 u32 match u32 0 0 flowid {batch}"
+    ));
+    let before = lab.dump();
+    let p2 = write_policy(&lab, "p2.nq", &edited());
+    let (code, out) = lab.netqos(&["apply", p2.to_str().unwrap()], &[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("HTB class in use"),
+        "the kernel's own words: {out}"
+    );
+    assert_eq!(lab.dump(), before);
+}
+
+#[test]
+fn status_shows_counters_and_drift_and_apply_repairs_it() {
+    let Some(lab) = Lab::new("drift") else { return };
+    let p = write_policy(&lab, "p.nq", POLICY);
+    lab.netqos_ok(&["apply", p.to_str().unwrap()]);
+    lab.ok("ping -c 5 -i 0.01 -W 1 10.0.0.2 >/dev/null");
+    let status = lab.netqos_ok(&["status"]);
+    assert!(status.contains("drift: none"), "{status}");
+    assert!(
+        status.contains("sent ") && status.contains("overlimits"),
+        "{status}"
+    );
+    // Someone changes a class by hand.
+    let classes = lab.ok("tc class show dev eth0");
+    let pings = classes
+        .lines()
+        .find(|l| l.contains("rate 100Mbit ceil 1Gbit") && l.contains("leaf"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("pings class")
+        .to_string();
+    lab.ok(&format!(
+        "tc class change dev eth0 parent 1:1 classid {pings} htb rate 5mbit ceil 1gbit"
+    ));
+    let status = lab.netqos_ok(&["status", "eth0"]);
+    assert!(status.contains("drift: 1 difference(s)"), "{status}");
+    assert!(
+        status.contains(&format!("class {pings} on eth0 rate 100 Mbit/s")),
+        "{status}"
+    );
+    let json = lab.netqos_ok(&["status", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["drift"]["count"], 1, "{json}");
+    lab.netqos_ok(&["apply", p.to_str().unwrap()]);
+    assert!(lab.netqos_ok(&["status"]).contains("drift: none"));
 }

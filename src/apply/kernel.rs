@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::apply::model::*;
+use crate::apply::netlink::nla::MsgWriter;
 use crate::apply::netlink::tc::{self, FilterEntry, Mode, Stats};
 use crate::apply::netlink::{Netlink, NlError, link};
 use crate::apply::state::{DevState, Live, REDIRECT_PRIO};
@@ -51,6 +52,41 @@ pub trait Kernel {
     fn read(&mut self, devices: &[String]) -> Result<Live, KernelError>;
     /// Sends one change.
     fn send(&mut self, change: &Change) -> Result<(), KernelError>;
+    /// Sends changes that do not depend on the kernel's answers to each other (see
+    /// `batchable`), returning one result per change sent. Sequential by default, stopping
+    /// at the first failure; the netlink kernel sends them in one message (the kernel still
+    /// processes them one by one, in order, and answers each).
+    fn send_many(&mut self, changes: &[Change]) -> Vec<Result<(), KernelError>> {
+        sequential(self, changes)
+    }
+}
+
+fn sequential<K: Kernel + ?Sized>(k: &mut K, changes: &[Change]) -> Vec<Result<(), KernelError>> {
+    let mut out = Vec::with_capacity(changes.len());
+    for c in changes {
+        let r = k.send(c);
+        let stop = r.is_err();
+        out.push(r);
+        if stop {
+            break;
+        }
+    }
+    out
+}
+
+/// Changes whose request can be built without asking the kernel anything first.
+pub fn batchable(c: &Change) -> bool {
+    matches!(
+        c,
+        Change::AddQdisc { .. }
+            | Change::ReplaceQdisc { .. }
+            | Change::ChangeQdisc { .. }
+            | Change::DelQdisc { .. }
+            | Change::AddClass { .. }
+            | Change::ChangeClass { .. }
+            | Change::DelClass { .. }
+            | Change::AddFilter { .. }
+    )
 }
 
 /// Counters of the objects last read, by (device, kind, handle).
@@ -307,11 +343,12 @@ impl NetlinkKernel {
             d.classes.sort_by_key(|c| c.classid);
             // The root and the classes with children: netqos attaches filters nowhere else.
             let mut parents = vec![root_major];
+            let with_children: BTreeSet<u32> = d.classes.iter().map(|c| c.parent).collect();
             parents.extend(
                 d.classes
                     .iter()
-                    .filter(|c| d.classes.iter().any(|k| k.parent == c.classid))
-                    .map(|c| c.classid),
+                    .map(|c| c.classid)
+                    .filter(|id| with_children.contains(id)),
             );
             d.filters = self.tree_filters(ifindex, name, &parents, names)?;
             d.leaves.sort_by_key(|q| q.parent);
@@ -335,24 +372,43 @@ impl NetlinkKernel {
         Ok(Some(table | f.node()))
     }
 
-    fn exec(&mut self, change: &Change) -> Result<(), NlError> {
-        let dev_of = |c: &Change| -> Option<String> {
-            match c {
-                Change::AddQdisc { q } | Change::DelQdisc { q } => Some(q.dev.clone()),
-                Change::ReplaceQdisc { new: q, .. } | Change::ChangeQdisc { new: q, .. } => {
-                    Some(q.dev.clone())
-                }
-                Change::AddClass { c } | Change::DelClass { c } => Some(c.dev.clone()),
-                Change::ChangeClass { new: c, .. } => Some(c.dev.clone()),
-                Change::AddFilter { f } | Change::DelFilter { f } => Some(f.dev.clone()),
-                Change::ReplaceFilter { new: f, .. } => Some(f.dev.clone()),
-                Change::AddLink { .. } | Change::SetLinkUp { .. } | Change::DelLink { .. } => None,
+    /// The request of a change that needs nothing from the kernel first (no link created
+    /// just before, no filter to look up): such requests may be sent many at a time.
+    fn encode_simple(&mut self, change: &Change) -> Result<Option<MsgWriter>, NlError> {
+        let w = match change {
+            Change::AddQdisc { q } => {
+                tc::qdisc_request(self.index(&q.dev).map_err(kerr)?, q, Mode::Add)
             }
+            Change::ReplaceQdisc { new, .. } => {
+                tc::qdisc_request(self.index(&new.dev).map_err(kerr)?, new, Mode::Replace)
+            }
+            Change::ChangeQdisc { new, .. } => {
+                tc::qdisc_request(self.index(&new.dev).map_err(kerr)?, new, Mode::Change)
+            }
+            Change::DelQdisc { q } => tc::qdisc_delete(self.index(&q.dev).map_err(kerr)?, q),
+            Change::AddClass { c } => {
+                tc::class_request(self.index(&c.dev).map_err(kerr)?, c, Mode::Add)
+            }
+            Change::ChangeClass { new, .. } => {
+                tc::class_request(self.index(&new.dev).map_err(kerr)?, new, Mode::Change)
+            }
+            Change::DelClass { c } => tc::class_delete(self.index(&c.dev).map_err(kerr)?, c),
+            Change::AddFilter { f } => {
+                let redirect = match &f.action {
+                    Action::Redirect { to } => Some(self.index(to).map_err(kerr)?),
+                    _ => None,
+                };
+                tc::filter_request(self.index(&f.dev).map_err(kerr)?, f, Mode::Add, redirect)
+            }
+            _ => return Ok(None),
         };
-        let idx = match dev_of(change) {
-            Some(d) => self.index(&d).map_err(kerr)?,
-            None => 0,
-        };
+        Ok(Some(w))
+    }
+
+    fn exec(&mut self, change: &Change) -> Result<(), NlError> {
+        if let Some(w) = self.encode_simple(change)? {
+            return self.nl.request(&w);
+        }
         let msg = match change {
             Change::AddLink { link: l } => {
                 let r = self.nl.request(&link::add(l));
@@ -366,36 +422,27 @@ impl NetlinkKernel {
                 self.ifindex.clear();
                 return r;
             }
-            Change::AddQdisc { q } => tc::qdisc_request(idx, q, Mode::Add),
-            Change::ReplaceQdisc { new, .. } => tc::qdisc_request(idx, new, Mode::Replace),
-            Change::ChangeQdisc { new, .. } => tc::qdisc_request(idx, new, Mode::Change),
-            Change::DelQdisc { q } => tc::qdisc_delete(idx, q),
-            Change::AddClass { c } => tc::class_request(idx, c, Mode::Add),
-            Change::ChangeClass { new, .. } => tc::class_request(idx, new, Mode::Change),
-            Change::DelClass { c } => tc::class_delete(idx, c),
-            Change::AddFilter { f } | Change::ReplaceFilter { new: f, .. } => {
+            Change::ReplaceFilter { new: f, .. } => {
                 let redirect = match &f.action {
                     Action::Redirect { to } => Some(self.index(to).map_err(kerr)?),
                     _ => None,
                 };
                 let mut f = f.clone();
-                if matches!(change, Change::ReplaceFilter { .. }) {
-                    match self.resolve_filter(&f).map_err(kerr)? {
-                        Some(h) => f.handle = h,
-                        None => {
-                            return Err(NlError::Kernel {
-                                errno: ENOENT,
-                                message: Some("filter to re-point is gone".into()),
-                            });
-                        }
+                match self.resolve_filter(&f).map_err(kerr)? {
+                    Some(h) => f.handle = h,
+                    None => {
+                        return Err(NlError::Kernel {
+                            errno: ENOENT,
+                            message: Some("filter to re-point is gone".into()),
+                        });
                     }
                 }
-                let mode = if matches!(change, Change::AddFilter { .. }) {
-                    Mode::Add
-                } else {
-                    Mode::Change
-                };
-                tc::filter_request(idx, &f, mode, redirect)
+                tc::filter_request(
+                    self.index(&f.dev).map_err(kerr)?,
+                    &f,
+                    Mode::Change,
+                    redirect,
+                )
             }
             Change::DelFilter { f } => {
                 let Some(h) = self.resolve_filter(f).map_err(kerr)? else {
@@ -406,8 +453,10 @@ impl NetlinkKernel {
                 };
                 let mut f = f.clone();
                 f.handle = h;
-                tc::filter_delete(idx, &f)
+                tc::filter_delete(self.index(&f.dev).map_err(kerr)?, &f)
             }
+            // Handled by encode_simple.
+            _ => return Ok(()),
         };
         self.nl.request(&msg)
     }
@@ -453,5 +502,24 @@ impl Kernel for NetlinkKernel {
     fn send(&mut self, change: &Change) -> Result<(), KernelError> {
         self.exec(change)
             .map_err(|e| KernelError::new(change.describe(), &e))
+    }
+
+    fn send_many(&mut self, changes: &[Change]) -> Vec<Result<(), KernelError>> {
+        let mut msgs = Vec::with_capacity(changes.len());
+        for c in changes {
+            match self.encode_simple(c) {
+                Ok(Some(w)) => msgs.push(w),
+                // Not batchable after all: one at a time.
+                _ => return sequential(self, changes),
+            }
+        }
+        match self.nl.request_many(&msgs) {
+            Ok(results) => results
+                .into_iter()
+                .zip(changes)
+                .map(|(r, c)| r.map_err(|e| KernelError::new(c.describe(), &e)))
+                .collect(),
+            Err(e) => vec![Err(KernelError::new("sending a batch of changes", &e))],
+        }
     }
 }

@@ -249,16 +249,10 @@ fn tree(d: &DevicePlan) -> Result<TreeWant, String> {
         }
     }
     let mut filters: Vec<Filter> = Vec::new();
-    let mut next: Vec<((u32, u16), u32)> = Vec::new();
+    let mut next: std::collections::BTreeMap<(u32, u16), u32> = Default::default();
     for f in &d.filters {
         let parent = parse_handle(&f.parent)?;
-        let slot = match next.iter_mut().find(|(k, _)| *k == (parent, f.prio)) {
-            Some((_, n)) => n,
-            None => {
-                next.push(((parent, f.prio), FIRST_NODE));
-                &mut next.last_mut().expect("just pushed").1
-            }
-        };
+        let slot = next.entry((parent, f.prio)).or_insert(FIRST_NODE);
         let handle = *slot;
         *slot += 1;
         if handle > 0xfff {

@@ -9,7 +9,9 @@
 //! last                   id of the last transaction
 //! applied.json           the target of the last successful apply (for drift in status)
 //! pending.json           an unconfirmed apply: {"id", "deadline"} (see --confirm)
-//! txn/ID.json            the record: source, target, snapshot, outcome
+//! txn/ID.json            the record: source, target, snapshot
+//! txn/ID.outcome         how it ended: applied, rolled back, failed, …
+//! txn/ID.applied-before.json  the applied target it replaced (restored by rollback)
 //! txn/ID.journal         one JSON line per change, written before it is sent, with its
 //!                        inverse; a "done" line after it succeeded
 //! ```
@@ -32,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::diff::{self, Options};
-use crate::apply::kernel::{Kernel, KernelError};
+use crate::apply::kernel::{Kernel, KernelError, batchable};
 use crate::apply::model::Change;
 use crate::apply::state::{self, Live, Target};
 
@@ -85,8 +87,6 @@ pub struct Record {
     pub target: Target,
     /// The managed state of those devices before the first change.
     pub snapshot: Live,
-    /// The target of the apply before this one, restored as "applied" by a rollback.
-    pub previous_applied: Option<Target>,
     /// `applying`, `applied`, `rolled back`, `failed, rolled back`, `failed, rollback failed`.
     pub outcome: String,
     /// The CNI conflist this apply patches (recorded before it is written).
@@ -114,8 +114,14 @@ pub fn now() -> u64 {
 
 impl StateDir {
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
+        let fresh = !path.exists();
         std::fs::create_dir_all(path.join("txn"))
             .map_err(|e| io_err("cannot create state directory", path, e))?;
+        if fresh {
+            // Snapshots describe the node's network: readable by root only.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+        }
         Ok(StateDir {
             path: path.to_path_buf(),
         })
@@ -124,9 +130,10 @@ impl StateDir {
     /// Takes the lock, failing at once if another netqos holds it (`wait`: blocks).
     pub fn lock(&self, wait: bool) -> Result<Lock, StateError> {
         let p = self.path.join("lock");
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&p)
             .map_err(|e| io_err("cannot open lock file", &p, e))?;
@@ -136,14 +143,26 @@ impl StateDir {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(&p).unwrap_or_default();
+                    let holder = holder.trim();
                     return Err(StateError(format!(
-                        "another netqos apply, rollback or confirm holds {}; wait for it to finish",
-                        p.display()
+                        "another netqos apply, rollback or confirm holds {}{}; wait for it to finish",
+                        p.display(),
+                        if holder.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (process {holder})")
+                        }
                     )));
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &p, e)),
             }
         }
+        // Who holds it, for the message above (advisory; the flock is what counts).
+        let _ = file
+            .set_len(0)
+            .and_then(|()| std::io::Seek::rewind(&mut file))
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
         Ok(Lock { _file: file })
     }
 
@@ -180,6 +199,16 @@ impl StateDir {
         self.write(&format!("txn/{}.json", r.id), &json)
     }
 
+    /// Records how a transaction ended, in `txn/ID.outcome` (the record itself, which can
+    /// be megabytes, is written once).
+    pub fn set_outcome(&self, r: &mut Record, outcome: &str) -> Result<(), StateError> {
+        r.outcome = outcome.to_string();
+        self.write(
+            &format!("txn/{}.outcome", r.id),
+            format!("{outcome}\n").as_bytes(),
+        )
+    }
+
     /// The record of the last transaction, if any.
     pub fn last(&self) -> Result<Option<Record>, StateError> {
         let p = self.path.join("last");
@@ -191,7 +220,13 @@ impl StateDir {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(StateError(format!("{} holds a bad id `{id}`", p.display())));
         }
-        self.read_json(&format!("txn/{id}.json"))
+        let mut r: Option<Record> = self.read_json(&format!("txn/{id}.json"))?;
+        if let Some(r) = &mut r
+            && let Ok(o) = std::fs::read_to_string(self.path.join(format!("txn/{id}.outcome")))
+        {
+            r.outcome = o.trim().to_string();
+        }
+        Ok(r)
     }
 
     pub fn set_last(&self, id: &str) -> Result<(), StateError> {
@@ -204,11 +239,37 @@ impl StateDir {
 
     pub fn set_applied(&self, t: Option<&Target>) -> Result<(), StateError> {
         match t {
-            Some(t) => self.write(
-                "applied.json",
-                &serde_json::to_vec(t).map_err(|e| StateError(e.to_string()))?,
-            ),
+            Some(t) => {
+                let bytes = serde_json::to_vec(t).map_err(|e| StateError(e.to_string()))?;
+                if std::fs::read(self.path.join("applied.json")).is_ok_and(|b| b == bytes) {
+                    return Ok(());
+                }
+                self.write("applied.json", &bytes)
+            }
             None => self.remove("applied.json"),
+        }
+    }
+
+    /// Makes `target` the applied one, keeping the one it replaces beside transaction `id`
+    /// (`txn/ID.applied-before.json`) for `restore_applied`.
+    pub fn replace_applied(&self, id: &str, target: &Target) -> Result<(), StateError> {
+        let old = self.path.join("applied.json");
+        let keep = self.path.join(format!("txn/{id}.applied-before.json"));
+        match std::fs::rename(&old, &keep) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("cannot keep", &old, e)),
+        }
+        self.set_applied(Some(target))
+    }
+
+    /// After a rollback of `id`: the applied target is again the one before it.
+    pub fn restore_applied(&self, id: &str) -> Result<(), StateError> {
+        let keep = self.path.join(format!("txn/{id}.applied-before.json"));
+        match std::fs::read(&keep) {
+            Ok(b) => self.write("applied.json", &b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove("applied.json"),
+            Err(e) => Err(io_err("cannot read", &keep, e)),
         }
     }
 
@@ -324,67 +385,100 @@ impl Hooks {
     }
 }
 
-/// Sends `changes` in order, journaling each inverse first. Returns the number sent, or
-/// the index and error of the first failure.
+/// How many independent changes go to the kernel in one message.
+const WINDOW: usize = 128;
+
+fn journal_error(n: usize, e: StateError) -> (usize, KernelError) {
+    (
+        n,
+        KernelError {
+            what: "journal".into(),
+            errno: None,
+            message: e.0,
+        },
+    )
+}
+
+/// Sends `changes` in order, journaling each inverse before the change is sent. Runs of
+/// changes that need no answer from the kernel first go out `WINDOW` at a time (each still
+/// answered on its own). Returns the number sent, or the index and error of the first
+/// failure; on failure every change that succeeded is marked done in the journal.
 pub fn execute(
     kernel: &mut dyn Kernel,
     changes: &[Change],
     journal: &mut Journal,
     hooks: Hooks,
 ) -> Result<usize, (usize, KernelError)> {
-    for (n, c) in changes.iter().enumerate() {
-        if hooks.pause_after == Some(n) {
+    let mut i = 0;
+    while i < changes.len() {
+        if hooks.pause_after == Some(i) {
             let _ = journal.sync();
             std::thread::sleep(Duration::from_secs(60));
         }
-        let entry = Entry {
-            n,
-            change: Some(c.clone()),
-            inverse: Some(c.inverse()),
-            done: false,
-        };
-        let jerr = |e: StateError| {
-            (
+        // The window: one change, or a run of batchable ones that stops before a hook.
+        let mut end = i + 1;
+        if batchable(&changes[i]) {
+            while end < changes.len()
+                && end - i < WINDOW
+                && batchable(&changes[end])
+                && hooks.fail_after != Some(end)
+                && hooks.pause_after != Some(end)
+            {
+                end += 1;
+            }
+        }
+        for (n, c) in changes.iter().enumerate().take(end).skip(i) {
+            let entry = Entry {
                 n,
-                KernelError {
-                    what: "journal".into(),
-                    errno: None,
-                    message: e.0,
-                },
-            )
-        };
-        journal.append(&entry).map_err(jerr)?;
-        if hooks.fail_after == Some(n) {
+                change: Some(c.clone()),
+                inverse: Some(c.inverse()),
+                done: false,
+            };
+            journal.append(&entry).map_err(|e| journal_error(n, e))?;
+        }
+        if hooks.fail_after == Some(i) {
             let _ = journal.sync();
             return Err((
-                n,
+                i,
                 KernelError {
-                    what: c.describe(),
+                    what: changes[i].describe(),
                     errno: None,
                     message: "failure injected by NETQOS_FAIL_AFTER (test hook)".into(),
                 },
             ));
         }
-        kernel.send(c).map_err(|e| (n, e))?;
-        journal
-            .append(&Entry {
-                n,
-                change: None,
-                inverse: None,
-                done: true,
-            })
-            .map_err(jerr)?;
+        let results = if end - i == 1 {
+            vec![kernel.send(&changes[i])]
+        } else {
+            kernel.send_many(&changes[i..end])
+        };
+        let mut first_err = None;
+        for (k, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(()) => journal
+                    .append(&Entry {
+                        n: i + k,
+                        change: None,
+                        inverse: None,
+                        done: true,
+                    })
+                    .map_err(|e| journal_error(i + k, e))?,
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some((i + k, e));
+                    }
+                }
+            }
+        }
+        if let Some(err) = first_err {
+            let _ = journal.sync();
+            return Err(err);
+        }
+        i = end;
     }
-    journal.sync().map_err(|e| {
-        (
-            changes.len(),
-            KernelError {
-                what: "journal".into(),
-                errno: None,
-                message: e.0,
-            },
-        )
-    })?;
+    journal
+        .sync()
+        .map_err(|e| journal_error(changes.len(), e))?;
     Ok(changes.len())
 }
 

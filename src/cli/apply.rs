@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::live::{load_target, open_kernel, print_changes, read_live, state_dir};
 use super::{Exit, Ui, VarArgs};
 use netqos::apply::diff::{self, Options};
+use netqos::apply::kernel::Kernel;
 use netqos::apply::state;
 use netqos::apply::txn::{self, Hooks, Pending, Record, StateDir};
 
@@ -177,7 +178,6 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         source: name.clone(),
         target: target.clone(),
         snapshot: live,
-        previous_applied,
         outcome: "applying".into(),
         conflist: None,
     };
@@ -227,6 +227,33 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         }
     };
     let mut result = txn::execute(&mut kernel, &changes, &mut journal, Hooks::from_env());
+    // Read back: the kernel must now hold the target (a change it accepted but applied
+    // differently, or another writer in between, fails the apply and is undone).
+    if result.is_ok() {
+        let left = kernel
+            .read(&target.devices())
+            .map_err(|e| e.to_string())
+            .and_then(|live| diff::diff(&live, &target, a.opts));
+        let problem = match left {
+            Ok(c) if c.is_empty() => None,
+            Ok(c) => Some(format!(
+                "the kernel does not hold what was sent: {} difference(s), first: {}",
+                c.len(),
+                c[0].describe()
+            )),
+            Err(e) => Some(e),
+        };
+        if let Some(message) = problem {
+            result = Err((
+                changes.len(),
+                netqos::apply::kernel::KernelError {
+                    what: "verifying the applied state".into(),
+                    errno: None,
+                    message,
+                },
+            ));
+        }
+    }
     // The conflist last: only once the kernel holds the policy.
     if let (Ok(_), Some((path, original, patched))) = (&result, &conflist) {
         match netqos::apply::conflist_file::install(&dir.path, path, original, patched) {
@@ -255,9 +282,8 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
     }
     match result {
         Ok(n) => {
-            record.outcome = "applied".into();
-            let _ = dir.save_record(&record);
-            if let Err(e) = dir.set_applied(Some(&target)) {
+            let _ = dir.set_outcome(&mut record, "applied");
+            if let Err(e) = dir.replace_applied(&record.id, &target) {
                 eprintln!("netqos: {e}");
             }
             if !ui.quiet {
@@ -279,7 +305,11 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             Exit::Ok
         }
         Err((n, e)) => {
-            eprintln!("netqos: change {} of {} failed: {e}", n + 1, changes.len());
+            if n < changes.len() {
+                eprintln!("netqos: change {} of {} failed: {e}", n + 1, changes.len());
+            } else {
+                eprintln!("netqos: after all {} change(s): {e}", changes.len());
+            }
             eprintln!("netqos: undoing the {n} change(s) made, back to the snapshot");
             let inverses = dir.inverses(&record.id);
             let mut undone = txn::restore(&mut kernel, &record, &inverses);
@@ -291,14 +321,12 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             let _ = dir.set_pending(None);
             match undone {
                 Ok(_) => {
-                    record.outcome = "failed, rolled back".into();
-                    let _ = dir.save_record(&record);
+                    let _ = dir.set_outcome(&mut record, "failed, rolled back");
                     eprintln!("netqos: the devices are as they were before the apply");
                     Exit::Failed
                 }
                 Err(e2) => {
-                    record.outcome = "failed, rollback failed".into();
-                    let _ = dir.save_record(&record);
+                    let _ = dir.set_outcome(&mut record, "failed, rollback failed");
                     eprintln!(
                         "netqos: undo failed too: {e2}\nnetqos: inspect with `netqos status`, then \
                          retry `netqos rollback`"

@@ -49,9 +49,10 @@ pub fn load_target(file: &Path, vars: &VarArgs, ui: Ui) -> Result<(Target, Strin
         return Err(Exit::Invalid);
     };
     let plan = netqos::lower::lower(&model);
+    // The policy is valid; what fails here is a limit of the netlink apply (exit 3).
     let target = state::from_plan(&plan).map_err(|e| {
         eprintln!("netqos: {e}");
-        Exit::Invalid
+        Exit::Io
     })?;
     Ok((target, src.name))
 }

@@ -31,10 +31,9 @@ fn restore_last(dir: &StateDir, record: &mut Record, reason: &str, ui: Ui) -> Ex
                     }
                 }
             }
-            record.outcome = reason.into();
-            let _ = dir.save_record(record);
+            let _ = dir.set_outcome(record, reason);
             let _ = dir.set_pending(None);
-            if let Err(e) = dir.set_applied(record.previous_applied.as_ref()) {
+            if let Err(e) = dir.restore_applied(&record.id) {
                 eprintln!("netqos: {e}");
             }
             if !ui.quiet {
@@ -102,8 +101,7 @@ pub fn confirm(state: Option<&Path>, ui: Ui) -> Exit {
             if let Ok(Some(mut r)) = dir.last()
                 && r.id == p.id
             {
-                r.outcome = "applied, confirmed".into();
-                let _ = dir.save_record(&r);
+                let _ = dir.set_outcome(&mut r, "applied, confirmed");
             }
             if !ui.quiet {
                 outln!("confirmed transaction {}; it stays", p.id);

@@ -129,7 +129,10 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
         }
     };
     let target = match (&applied, iface) {
-        (Some(t), Some(i)) => Some(restrict(t, i)),
+        // An interface the last applied policy does not shape has no drift to speak of.
+        (Some(t), Some(i)) => {
+            Some(restrict(t, i)).filter(|r| !r.trees.is_empty() || !r.hooks.is_empty())
+        }
         (Some(t), None) => Some(t.clone()),
         (None, _) => None,
     };
@@ -194,7 +197,7 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
         print_dev(d, &kernel.stats);
     }
     match drift {
-        None => outln!("drift: unknown (no applied policy recorded)"),
+        None => outln!("drift: unknown (no applied policy shapes these devices)"),
         Some(Ok(c)) if c.is_empty() => {
             outln!("drift: none; the kernel matches the last applied policy")
         }

@@ -65,6 +65,7 @@ impl From<std::io::Error> for NlError {
 pub struct Netlink {
     sock: Socket,
     seq: u32,
+    rbuf: Vec<u8>,
     /// Extended-ack texts of successful requests (for example quantum warnings).
     pub warnings: Vec<String>,
 }
@@ -79,6 +80,7 @@ impl Netlink {
         Ok(Netlink {
             sock,
             seq: 1,
+            rbuf: Vec::with_capacity(1 << 20),
             warnings: Vec::new(),
         })
     }
@@ -90,9 +92,19 @@ impl Netlink {
         Ok(self.seq)
     }
 
+    /// One datagram (one syscall; `MSG_TRUNC` reports a datagram larger than the buffer,
+    /// which is an error rather than a silent cut).
     fn recv(&mut self) -> Result<Vec<u8>, NlError> {
-        let (buf, _) = self.sock.recv_from_full()?;
-        Ok(buf)
+        const MSG_TRUNC: i32 = 0x20;
+        self.rbuf.clear();
+        let n = self.sock.recv(&mut self.rbuf, MSG_TRUNC)?;
+        if n > self.rbuf.len() {
+            return Err(NlError::Decode(DecodeError(format!(
+                "a netlink datagram of {n} bytes exceeds the {} byte buffer",
+                self.rbuf.capacity()
+            ))));
+        }
+        Ok(self.rbuf[..n].to_vec())
     }
 
     /// Sends a request with `NLM_F_ACK` and waits for the ACK.
@@ -119,6 +131,44 @@ impl Netlink {
                 }
             }
         }
+    }
+
+    /// Sends several requests (each with `NLM_F_ACK`) in one datagram and returns each one's
+    /// outcome, in order. The kernel processes them one by one and goes on after a failure,
+    /// answering every one. An `Err` means the exchange itself failed (outcomes unknown).
+    pub fn request_many(&mut self, ws: &[MsgWriter]) -> Result<Vec<Result<(), NlError>>, NlError> {
+        let first = self.seq.wrapping_add(1);
+        let mut buf = Vec::new();
+        for w in ws {
+            self.seq = self.seq.wrapping_add(1);
+            buf.extend_from_slice(&w.finish(self.seq));
+        }
+        self.sock.send(&buf, 0)?;
+        let mut out: Vec<Option<Result<(), NlError>>> = (0..ws.len()).map(|_| None).collect();
+        let mut left = ws.len();
+        while left > 0 {
+            let buf = self.recv()?;
+            for m in nla::messages(&buf)? {
+                let i = m.seq.wrapping_sub(first) as usize;
+                if m.kind != nla::NLMSG_ERROR || i >= out.len() || out[i].is_some() {
+                    continue;
+                }
+                let (errno, text) = parse_error(m.flags, m.payload)?;
+                out[i] = Some(if errno == 0 {
+                    if let Some(t) = text {
+                        self.warnings.push(t);
+                    }
+                    Ok(())
+                } else {
+                    Err(NlError::Kernel {
+                        errno: -errno,
+                        message: text,
+                    })
+                });
+                left -= 1;
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// Sends a request with `NLM_F_ACK` and returns the messages that came before the ACK.
