@@ -55,7 +55,28 @@ echo "objects: $objects (classes, leaf qdiscs and filters of $n tenant classes, 
 # The kernel keeps some tc state in global lists (one entry per HTB class block): a tree
 # alive in another namespace slows the next build down. So each measurement runs with no
 # other tree alive, after the previous namespace is deleted and the kernel has settled.
-settle() { ip netns del "$1" 2>/dev/null || true; sleep 5; }
+# Deleting a namespace with 30,000 tc objects goes on in a kernel worker after `ip netns del`
+# returns; settle waits until the CPUs have been idle (< 5 % busy) for two seconds in a row
+# (at most 90 s), so that teardown never overlaps the next measurement.
+settle() {
+    ip netns del "$1" 2>/dev/null || true
+    python3 - <<'PY'
+import time
+def busy():
+    with open("/proc/stat") as f:
+        v = list(map(int, f.readline().split()[1:]))
+    idle = v[3] + v[4]
+    return sum(v), idle
+quiet, start = 0, time.monotonic()
+t0, i0 = busy()
+while quiet < 2 and time.monotonic() - start < 90:
+    time.sleep(1)
+    t1, i1 = busy()
+    frac = 1 - (i1 - i0) / max(t1 - t0, 1)
+    quiet = quiet + 1 if frac < 0.05 else 0
+    t0, i0 = t1, i1
+PY
+}
 measure_tc() { fresh "$nsa"; tc_t=$(run ip netns exec "$nsa" tc -batch "$tmp/batch"); settle "$nsa"; }
 for i in $(seq "$runs"); do
     rm -rf "$tmp/state"
