@@ -222,6 +222,7 @@ fn malformed_conflists_change_nothing_and_exit_1() {
         "bad-duplicate.conflist",
         "bad-no-capability.conflist",
         "bad-static-rates.conflist",
+        "bad-duplicate-key.conflist",
     ] {
         let dir = tempdir("bad");
         let conf = root().join("tests/fixtures/conflists").join(bad);

@@ -85,6 +85,10 @@ fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> O
         ));
         return None;
     };
+    if let Some(d) = duplicate_key(&tree, text) {
+        diags.push(d);
+        return None;
+    }
     let Some(obj) = value.as_object() else {
         diags.push(structure(
             "the conflist is not a JSON object",
@@ -281,6 +285,35 @@ fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> O
     }))
 }
 
+/// NQ034 for a key written twice in one object, anywhere in the file: JSON parsers
+/// disagree about which one counts (Go's and serde's keep the last), so netqos would patch
+/// one and the runtime read the other.
+fn duplicate_key(node: &Node, text: &str) -> Option<Diagnostic> {
+    match &node.kind {
+        json_spans::Kind::Object(members) => {
+            for (i, m) in members.iter().enumerate() {
+                if let Some(first) = members[..i].iter().find(|f| f.key == m.key) {
+                    return Some(
+                        structure(
+                            format!(
+                                "key {} is written twice in one object",
+                                &text[m.key_span.start..m.key_span.end]
+                            ),
+                            m.key_span,
+                            "again here",
+                            "keep one of them: runtimes read the last one, so a patch of the first would do nothing",
+                        )
+                        .label(first.key_span, "first here"),
+                    );
+                }
+            }
+            members.iter().find_map(|m| duplicate_key(&m.value, text))
+        }
+        json_spans::Kind::Array(items) => items.iter().find_map(|n| duplicate_key(n, text)),
+        json_spans::Kind::Scalar => None,
+    }
+}
+
 /// NQ036: static values the plugin would reject or that drop every full-size packet.
 fn static_values(entry: &Value, node: &Node, main: Option<&Value>, diags: &mut Vec<Diagnostic>) {
     let mtu = main
@@ -449,6 +482,14 @@ mod tests {
             (
                 r#"{"plugins":[{"type":"ptp"},{"type":"bandwidth","ingressRate":0}]}"#,
                 Code::NQ035,
+            ),
+            (
+                r#"{"plugins":[{"type":"ptp"}],"plugins":[{"type":"bridge"}]}"#,
+                Code::NQ034,
+            ),
+            (
+                r#"{"plugins":[{"type":"ptp","type":"bridge"}]}"#,
+                Code::NQ034,
             ),
             (
                 r#"{"plugins":[{"type":"ptp"},{"type":"bandwidth","ingressRate":"10M","ingressBurst":1}]}"#,
