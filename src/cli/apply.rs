@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::live::{load_target, open_kernel, print_changes, read_live, state_dir};
+use super::live::{load_target, lock, open_kernel, print_changes, read_live, state_dir};
 use super::{Exit, Ui, VarArgs};
 use netqos::apply::diff::{self, Options};
 use netqos::apply::kernel::Kernel;
@@ -117,12 +117,9 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         Ok(d) => d,
         Err(e) => return e,
     };
-    let _lock = match dir.lock(false) {
+    let _lock = match lock(&dir, false) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
+        Err(e) => return e,
     };
     match dir.pending() {
         Ok(None) => {}

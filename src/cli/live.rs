@@ -23,6 +23,14 @@ pub fn state_dir(arg: Option<&Path>) -> Result<StateDir, Exit> {
     })
 }
 
+/// Takes the state directory's lock (`wait`: block until it is free), or says why not.
+pub fn lock(dir: &StateDir, wait: bool) -> Result<netqos::apply::txn::Lock, Exit> {
+    dir.lock(wait).map_err(|e| {
+        eprintln!("netqos: {e}");
+        Exit::Io
+    })
+}
+
 /// Checks and lowers a policy into its target state.
 pub fn load_target(file: &Path, vars: &VarArgs, ui: Ui) -> Result<(Target, String), Exit> {
     let mut json = Vec::new();

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::live::{open_kernel, state_dir};
+use super::live::{lock, open_kernel, state_dir};
 use super::{Exit, Ui};
 use netqos::apply::txn::{self, Record, StateDir};
 
@@ -57,12 +57,9 @@ pub fn rollback(state: Option<&Path>, ui: Ui) -> Exit {
         Ok(d) => d,
         Err(e) => return e,
     };
-    let _lock = match dir.lock(false) {
+    let _lock = match lock(&dir, false) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
+        Err(e) => return e,
     };
     match dir.last() {
         Ok(Some(mut r)) => restore_last(&dir, &mut r, "rolled back", ui),
@@ -85,12 +82,9 @@ pub fn confirm(state: Option<&Path>, ui: Ui) -> Exit {
         Ok(d) => d,
         Err(e) => return e,
     };
-    let _lock = match dir.lock(true) {
+    let _lock = match lock(&dir, true) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
+        Err(e) => return e,
     };
     match dir.pending() {
         Ok(Some(p)) => {
@@ -141,12 +135,9 @@ pub fn revert_after(state: Option<&Path>, id: &str, deadline: u64, ui: Ui) -> Ex
             return Exit::Ok;
         }
     }
-    let _lock = match dir.lock(true) {
+    let _lock = match lock(&dir, true) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
+        Err(e) => return e,
     };
     match dir.pending() {
         Ok(Some(p)) if p.id == id => {}
