@@ -28,16 +28,17 @@ pub struct Args<'a> {
 /// before anything changes. `Err` is the exit status (diagnostics printed).
 fn prepare_conflist(
     a: &Args<'_>,
+    pods: Option<&netqos::model::Pods>,
     ui: Ui,
 ) -> Result<Option<(std::path::PathBuf, String, String)>, Exit> {
     use netqos::apply::conflist_file::{self, PrepareError, Prepared};
-    let Some(pods) = super::live::load_pods(a.file, a.vars) else {
+    let Some(pods) = pods else {
         return Ok(None);
     };
-    let Some(path) = conflist_file::path_for(&pods, a.conflist) else {
+    let Some(path) = conflist_file::path_for(pods, a.conflist) else {
         return Ok(None);
     };
-    match conflist_file::prepare(&pods, &path) {
+    match conflist_file::prepare(pods, &path) {
         Ok(Prepared::Nothing(why)) => {
             if !ui.quiet {
                 eprintln!("conflist: {why}");
@@ -105,11 +106,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
-    let (target, name) = match load_target(a.file, a.vars, ui) {
-        Ok(t) => t,
+    let mut timings = super::timings::Timings::from_env();
+    let (target, name, pods) = match load_target(a.file, a.vars, ui) {
+        Ok(l) => (l.target, l.name, l.pods),
         Err(e) => return e,
     };
-    let conflist = match prepare_conflist(a, ui) {
+    timings.mark("check");
+    let conflist = match prepare_conflist(a, pods.as_ref(), ui) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -152,6 +155,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         Ok(l) => l,
         Err(e) => return e,
     };
+    timings.mark("read");
     let changes = match diff::diff(&live, &target, a.opts) {
         Ok(c) => c,
         Err(e) => {
@@ -215,6 +219,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             return Exit::Io;
         }
     }
+    timings.mark("diff and snapshot");
     let mut journal = match dir.journal(&record.id) {
         Ok(j) => j,
         Err(e) => {
@@ -224,6 +229,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         }
     };
     let mut result = txn::execute(&mut kernel, &changes, &mut journal, Hooks::from_env());
+    timings.mark("send");
     // Read back: the kernel must now hold the target (a change it accepted but applied
     // differently, or another writer in between, fails the apply and is undone).
     if result.is_ok() {
@@ -251,6 +257,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             ));
         }
     }
+    timings.mark("verify");
     // The conflist last: only once the kernel holds the policy.
     if let (Ok(_), Some((path, original, patched))) = (&result, &conflist) {
         match netqos::apply::conflist_file::install(&dir.path, path, original, patched) {
@@ -283,6 +290,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             if let Err(e) = dir.replace_applied(&record.id, &target) {
                 eprintln!("netqos: {e}");
             }
+            timings.mark("record");
             if !ui.quiet {
                 outln!(
                     "{name}: applied {n} change(s) in {} ms (transaction {})",

@@ -29,6 +29,7 @@ mod live;
 mod plan;
 mod rollback;
 mod status;
+mod timings;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

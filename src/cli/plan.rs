@@ -14,7 +14,7 @@ pub enum PlanFormat {
 
 pub fn run(file: &Path, format: PlanFormat, opts: Options, vars: &VarArgs, ui: Ui) -> Exit {
     let (target, name) = match load_target(file, vars, ui) {
-        Ok(t) => t,
+        Ok(l) => (l.target, l.name),
         Err(e) => return e,
     };
     let mut kernel = match open_kernel(Some(&target)) {

@@ -1,0 +1,54 @@
+//! Phase timings of `netqos apply` on stderr when `NETQOS_TIMINGS` is set: how long the
+//! check, the read, the sending and the verification took (for `benches/apply_10k.sh`).
+
+use std::time::Instant;
+
+pub struct Timings {
+    on: bool,
+    last: Instant,
+    last_cpu: (u64, u64),
+}
+
+/// User and system CPU time of this process so far, in clock ticks (from /proc).
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match f[..] {
+        [u, s] => (u, s),
+        _ => (0, 0),
+    }
+}
+
+impl Timings {
+    pub fn from_env() -> Timings {
+        Timings {
+            on: std::env::var_os("NETQOS_TIMINGS").is_some_and(|v| !v.is_empty()),
+            last: Instant::now(),
+            last_cpu: cpu_ticks(),
+        }
+    }
+
+    /// Prints the time since the previous mark as `netqos: timing PHASE MS (user U ticks,
+    /// system S ticks)` (CPU time in clock ticks, usually 10 ms).
+    pub fn mark(&mut self, phase: &str) {
+        if self.on {
+            let now = Instant::now();
+            let cpu = cpu_ticks();
+            eprintln!(
+                "netqos: timing {phase} {:.1} ms (user {} ticks, system {} ticks)",
+                (now - self.last).as_secs_f64() * 1000.0,
+                cpu.0 - self.last_cpu.0,
+                cpu.1 - self.last_cpu.1
+            );
+            self.last = now;
+            self.last_cpu = cpu;
+        }
+    }
+}
