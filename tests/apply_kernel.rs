@@ -596,3 +596,101 @@ fn status_shows_counters_and_drift_and_apply_repairs_it() {
     lab.netqos_ok(&["apply", p.to_str().unwrap()]);
     assert!(lab.netqos_ok(&["status"]).contains("drift: none"));
 }
+
+/// A batch is one datagram in which only the last request (and any whose success may carry
+/// a kernel warning) asks for an ACK. A failure in the middle must still come back with the
+/// kernel's own text, attributed to the right request, and the requests around it succeed.
+/// Runs in a thread moved into a fresh namespace, on its loopback device.
+#[test]
+fn a_batch_attributes_a_middle_failure_and_its_silent_successes() {
+    use netqos::apply::kernel::{Kernel, NetlinkKernel};
+    use netqos::apply::model::{Change, Class, Qdisc, QdiscKind};
+    let ns = format!("nqa-batch-{}", std::process::id());
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    let created = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !created {
+        assert!(
+            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
+            "NETQOS_REQUIRE_NETNS is set but `ip netns add` failed"
+        );
+        eprintln!("skipping kernel test: cannot create network namespaces");
+        return;
+    }
+    let path = format!("/run/netns/{ns}");
+    let outcome = std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).expect("namespace file");
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns into the test namespace");
+        let mut k = NetlinkKernel::open().expect("rtnetlink");
+        let live = k.read(&["lo".to_string()]).expect("read lo");
+        assert!(live.dev("lo").is_some_and(|d| d.exists));
+        let root = Qdisc {
+            dev: "lo".into(),
+            parent: 0xffff_ffff,
+            handle: 0x0001_0000,
+            kind: QdiscKind::Htb {
+                default: 0x10,
+                r2q: 10,
+                direct_qlen: 1000,
+            },
+        };
+        k.send(&Change::AddQdisc { q: root }).expect("htb root");
+        let class = |minor: u32, parent: u32| Change::AddClass {
+            c: Class {
+                dev: "lo".into(),
+                classid: 0x0001_0000 | minor,
+                parent,
+                rate: 125_000,
+                ceil: 125_000,
+                buffer: 100_000,
+                cbuffer: 100_000,
+                quantum: Some(1514),
+                prio: 0,
+            },
+        };
+        let batch = [
+            class(0x10, 0x0001_0000),
+            class(0x11, 0x0001_0000),
+            // 1:10 exists: the kernel refuses to add it again (EEXIST).
+            class(0x10, 0x0001_0000),
+            class(0x30, 0x0001_0000),
+            class(0x31, 0x0001_0000),
+        ];
+        let results = k.send_many(&batch);
+        let after = k.read(&["lo".to_string()]).expect("read lo again");
+        let mut ids: Vec<u32> = after
+            .dev("lo")
+            .unwrap()
+            .classes
+            .iter()
+            .map(|c| c.classid & 0xffff)
+            .collect();
+        ids.sort_unstable();
+        (
+            results
+                .iter()
+                .map(|r| r.as_ref().map_err(|e| format!("{e} {:?}", e.errno)))
+                .map(|r| r.map(|()| "ok".to_string()).unwrap_or_else(|e| e))
+                .collect::<Vec<_>>(),
+            ids,
+        )
+    })
+    .join();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    let (results, ids) = outcome.expect("the namespace thread did not panic");
+    assert_eq!(results.len(), 5, "{results:?}");
+    assert_eq!(results[0], "ok");
+    assert_eq!(results[1], "ok");
+    assert!(
+        results[2].contains("File exists") && results[2].contains("Some(17)"),
+        "EEXIST, in the kernel's words, for the duplicate: {results:?}"
+    );
+    assert_eq!(&results[3..], ["ok", "ok"]);
+    assert_eq!(ids, [0x10, 0x11, 0x30, 0x31], "what the kernel holds");
+}

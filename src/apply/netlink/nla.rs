@@ -45,6 +45,9 @@ fn align4(n: usize) -> usize {
 pub struct MsgWriter {
     buf: Vec<u8>,
     nests: Vec<usize>,
+    /// The kernel may answer a success of this request with a warning (an extended-ack
+    /// text), so a batch must ask for its ACK (see `Netlink::request_many`).
+    pub may_warn: bool,
 }
 
 impl MsgWriter {
@@ -59,6 +62,7 @@ impl MsgWriter {
         MsgWriter {
             buf,
             nests: Vec::new(),
+            may_warn: false,
         }
     }
 
@@ -111,11 +115,23 @@ impl MsgWriter {
 
     /// The finished message with its length, sequence number and port id filled in.
     pub fn finish(&self, seq: u32) -> Vec<u8> {
-        let mut buf = self.buf.clone();
-        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        buf[0..4].copy_from_slice(&len.to_ne_bytes());
-        buf[8..12].copy_from_slice(&seq.to_ne_bytes());
+        let mut buf = Vec::with_capacity(self.buf.len());
+        self.finish_into(seq, &mut buf);
         buf
+    }
+
+    /// Appends the finished message to `out`.
+    pub fn finish_into(&self, seq: u32, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&self.buf);
+        let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
+        out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+        out[start + 8..start + 12].copy_from_slice(&seq.to_ne_bytes());
+    }
+
+    /// The message's flags.
+    pub fn flags(&self) -> u16 {
+        u16::from_ne_bytes([self.buf[6], self.buf[7]])
     }
 }
 

@@ -177,6 +177,9 @@ pub fn qdisc_delete(ifindex: i32, q: &Qdisc) -> MsgWriter {
 /// Create or change an HTB class.
 pub fn class_request(ifindex: i32, c: &Class, mode: Mode) -> MsgWriter {
     let mut w = MsgWriter::new(RTM_NEWTCLASS, mode_flags(mode));
+    // Without a quantum the kernel derives one from r2q and warns when it is out of range
+    // ("quantum of class … is big"), in the ACK of a success.
+    w.may_warn = c.quantum.is_none();
     w.raw(&tcmsg(ifindex, c.classid, c.parent, 0));
     w.attr_str(TCA_KIND, "htb");
     let mut opt = Vec::with_capacity(44);
