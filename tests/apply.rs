@@ -402,3 +402,47 @@ fn live_commands_explain_what_they_cannot_do() {
     assert!(out.contains("no apply awaits confirmation"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Many windows, the kernel refusing a change in the middle of one: the changes before it
+/// are sent, the rest of that window is not (the in-memory kernel stops there), no later
+/// window goes out (the second stage sends a window only after the previous one was
+/// answered without failure), and the undo returns to the snapshot.
+#[test]
+fn a_kernel_refusal_mid_window_sends_nothing_after_it() {
+    let mut src = String::from("netqos 1\ninterface eth0 {\n rate 10gbit\n");
+    for i in 0..300 {
+        src.push_str(&format!(
+            " class c{i} {{ rate 1mbit match dst 10.1.{}.{} }}\n",
+            i / 200,
+            i % 200 + 1
+        ));
+    }
+    src.push_str(" class bulk { rate 1mbit default }\n}\n");
+    let t = target(&src);
+    let dir = temp_dir("midwindow");
+    let d = StateDir::open(&dir).unwrap();
+    for fail in [1, 127, 200, 600] {
+        let mut k = FakeKernel::with_devices(&["eth0"]);
+        let before = k.read(&t.devices()).unwrap();
+        let changes = diff(&before, &t, Options::default()).unwrap();
+        assert!(changes.len() > 800, "{}", changes.len());
+        k.fail_at = Some(fail);
+        let record = Record {
+            conflist: None,
+            id: format!("mid-{fail}"),
+            created: 0,
+            source: "test".into(),
+            target: t.clone(),
+            snapshot: before.clone(),
+            outcome: "applying".into(),
+        };
+        let mut j = d.journal(&record.id).unwrap();
+        let (at, e) = txn::execute(&mut k, &changes, &mut j, Hooks::default()).unwrap_err();
+        assert_eq!(at, fail, "{e}");
+        assert_eq!(k.sent, changes[..fail], "nothing after the refused change");
+        k.fail_at = None;
+        txn::restore(&mut k, &record, &d.inverses(&record.id)).unwrap();
+        assert_eq!(k.read(&t.devices()).unwrap(), before, "undo after {fail}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

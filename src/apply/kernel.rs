@@ -46,8 +46,9 @@ impl KernelError {
     }
 }
 
-/// Reads and writes the kernel's traffic-control state.
-pub trait Kernel {
+/// Reads and writes the kernel's traffic-control state. `Send`: `txn::execute` talks to
+/// the kernel from a second thread while it journals the next changes.
+pub trait Kernel: Send {
     /// The managed state of `devices` (absent ones marked so) and every link.
     fn read(&mut self, devices: &[String]) -> Result<Live, KernelError>;
     /// Sends one change.

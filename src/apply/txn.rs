@@ -28,7 +28,9 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -98,6 +100,9 @@ pub struct Record {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     n: usize,
+    /// With `done`: every change from `from` to `n` succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     change: Option<Change>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -399,23 +404,12 @@ fn journal_error(n: usize, e: StateError) -> (usize, KernelError) {
     )
 }
 
-/// Sends `changes` in order, journaling each inverse before the change is sent. Runs of
-/// changes that need no answer from the kernel first go out `WINDOW` at a time (each still
-/// answered on its own). Returns the number sent, or the index and error of the first
-/// failure; on failure every change that succeeded is marked done in the journal.
-pub fn execute(
-    kernel: &mut dyn Kernel,
-    changes: &[Change],
-    journal: &mut Journal,
-    hooks: Hooks,
-) -> Result<usize, (usize, KernelError)> {
+/// The windows `changes` go out in: a single change, or a run of up to `WINDOW` batchable
+/// ones that stops before a test hook's index.
+fn windows(changes: &[Change], hooks: Hooks) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
     let mut i = 0;
     while i < changes.len() {
-        if hooks.pause_after == Some(i) {
-            let _ = journal.sync();
-            std::thread::sleep(Duration::from_secs(60));
-        }
-        // The window: one change, or a run of batchable ones that stops before a hook.
         let mut end = i + 1;
         if batchable(&changes[i]) {
             while end < changes.len()
@@ -427,59 +421,155 @@ pub fn execute(
                 end += 1;
             }
         }
-        for (n, c) in changes.iter().enumerate().take(end).skip(i) {
-            let entry = Entry {
-                n,
-                change: Some(c.clone()),
-                inverse: Some(c.inverse()),
-                done: false,
-            };
-            journal.append(&entry).map_err(|e| journal_error(n, e))?;
-        }
-        if hooks.fail_after == Some(i) {
-            let _ = journal.sync();
-            return Err((
-                i,
-                KernelError {
-                    what: changes[i].describe(),
-                    errno: None,
-                    message: "failure injected by NETQOS_FAIL_AFTER (test hook)".into(),
-                },
-            ));
-        }
-        let results = if end - i == 1 {
-            vec![kernel.send(&changes[i])]
-        } else {
-            kernel.send_many(&changes[i..end])
+        out.push(i..end);
+        i = end;
+    }
+    out
+}
+
+/// The kernel's answers to one window.
+type Answers = (Range<usize>, Vec<Result<(), KernelError>>);
+
+/// Journals the outcome of a window: one line when every change succeeded, else one per
+/// success. Returns the first failure.
+fn settle(journal: &mut Journal, (range, results): Answers) -> Result<(), (usize, KernelError)> {
+    let mut first_err = None;
+    if results.len() == range.len() && results.iter().all(Result::is_ok) {
+        let entry = Entry {
+            n: range.end - 1,
+            from: Some(range.start),
+            change: None,
+            inverse: None,
+            done: true,
         };
-        let mut first_err = None;
-        for (k, r) in results.into_iter().enumerate() {
-            match r {
-                Ok(()) => journal
-                    .append(&Entry {
-                        n: i + k,
-                        change: None,
-                        inverse: None,
-                        done: true,
-                    })
-                    .map_err(|e| journal_error(i + k, e))?,
-                Err(e) => {
-                    if first_err.is_none() {
-                        first_err = Some((i + k, e));
-                    }
+        journal
+            .append(&entry)
+            .map_err(|e| journal_error(range.end - 1, e))?;
+        return Ok(());
+    }
+    for (k, r) in results.into_iter().enumerate() {
+        let n = range.start + k;
+        match r {
+            Ok(()) => journal
+                .append(&Entry {
+                    n,
+                    from: None,
+                    change: None,
+                    inverse: None,
+                    done: true,
+                })
+                .map_err(|e| journal_error(n, e))?,
+            Err(e) => {
+                if first_err.is_none() {
+                    first_err = Some((n, e));
                 }
             }
         }
-        if let Some(err) = first_err {
-            let _ = journal.sync();
-            return Err(err);
-        }
-        i = end;
     }
-    journal
-        .sync()
-        .map_err(|e| journal_error(changes.len(), e))?;
-    Ok(changes.len())
+    match first_err {
+        Some(err) => {
+            let _ = journal.sync();
+            Err(err)
+        }
+        // A sequential window stops at its first failure and says so; fewer answers
+        // than changes without an error cannot happen, but is not a success either.
+        None => Err((
+            range.start,
+            KernelError {
+                what: "sending changes".into(),
+                errno: None,
+                message: "the kernel answered fewer changes than were sent".into(),
+            },
+        )),
+    }
+}
+
+/// Sends `changes` in order, journaling each inverse before its change is sent. Runs of
+/// changes that need no answer from the kernel first go out `WINDOW` at a time (see
+/// `Netlink::request_many`). Two stages: a second thread talks to the kernel while this
+/// one journals the next window, and a window goes out only after the previous one was
+/// answered without a failure (nothing is sent speculatively). Returns the number sent,
+/// or the index and error of the first failure; on failure every change that succeeded
+/// is marked done in the journal.
+pub fn execute(
+    kernel: &mut dyn Kernel,
+    changes: &[Change],
+    journal: &mut Journal,
+    hooks: Hooks,
+) -> Result<usize, (usize, KernelError)> {
+    let windows = windows(changes, hooks);
+    std::thread::scope(|scope| {
+        let (to_kernel, requests) = mpsc::sync_channel::<Range<usize>>(1);
+        let (answer, answers) = mpsc::channel::<Answers>();
+        scope.spawn(move || {
+            for range in requests {
+                let results = if range.len() == 1 {
+                    vec![kernel.send(&changes[range.start])]
+                } else {
+                    kernel.send_many(&changes[range.clone()])
+                };
+                if answer.send((range, results)).is_err() {
+                    break;
+                }
+            }
+        });
+        let lost = |n: usize| {
+            (
+                n,
+                KernelError {
+                    what: "sending changes".into(),
+                    errno: None,
+                    message: "the thread talking to the kernel stopped".into(),
+                },
+            )
+        };
+        let mut in_flight = false;
+        for range in windows {
+            let i = range.start;
+            let hook_here = hooks.pause_after == Some(i) || hooks.fail_after == Some(i);
+            if hook_here && in_flight {
+                settle(journal, answers.recv().map_err(|_| lost(i))?)?;
+                in_flight = false;
+            }
+            if hooks.pause_after == Some(i) {
+                let _ = journal.sync();
+                std::thread::sleep(Duration::from_secs(60));
+            }
+            for (n, c) in changes.iter().enumerate().take(range.end).skip(i) {
+                let entry = Entry {
+                    n,
+                    from: None,
+                    change: Some(c.clone()),
+                    inverse: Some(c.inverse()),
+                    done: false,
+                };
+                journal.append(&entry).map_err(|e| journal_error(n, e))?;
+            }
+            if hooks.fail_after == Some(i) {
+                let _ = journal.sync();
+                return Err((
+                    i,
+                    KernelError {
+                        what: changes[i].describe(),
+                        errno: None,
+                        message: "failure injected by NETQOS_FAIL_AFTER (test hook)".into(),
+                    },
+                ));
+            }
+            if in_flight {
+                settle(journal, answers.recv().map_err(|_| lost(i))?)?;
+            }
+            to_kernel.send(range).map_err(|_| lost(i))?;
+            in_flight = true;
+        }
+        if in_flight {
+            settle(journal, answers.recv().map_err(|_| lost(changes.len()))?)?;
+        }
+        journal
+            .sync()
+            .map_err(|e| journal_error(changes.len(), e))?;
+        Ok(changes.len())
+    })
 }
 
 /// Returns the devices of `record` to its snapshot: first the journal's inverses (newest
