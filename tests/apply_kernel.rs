@@ -694,3 +694,70 @@ fn a_batch_attributes_a_middle_failure_and_its_silent_successes() {
     assert_eq!(&results[3..], ["ok", "ok"]);
     assert_eq!(ids, [0x10, 0x11, 0x30, 0x31], "what the kernel holds");
 }
+
+/// `--probe`: a new connection to a listener in the peer namespace passes and the apply
+/// stays; a probe nobody answers (connection refused) undoes the apply, exit 4, and the
+/// kernel is as before.
+#[test]
+fn a_failed_probe_undoes_the_apply() {
+    let Some(lab) = Lab::new("probe") else { return };
+    let mut listener = Command::new("ip")
+        .args(["netns", "exec", &lab.peer, "python3", "-c"])
+        .arg(
+            "import socket, time\n\
+             s = socket.socket(); s.bind(('10.0.0.2', 7443)); s.listen(8)\n\
+             print('ready', flush=True)\n\
+             end = time.time() + 60\n\
+             while time.time() < end:\n    c, _ = s.accept(); c.close()\n",
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 listener");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(listener.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let pristine = lab.dump();
+    let p1 = write_policy(&lab, "p1.nq", POLICY);
+    let out = lab.netqos_ok(&[
+        "apply",
+        "--probe",
+        "tcp:10.0.0.2:7443",
+        p1.to_str().unwrap(),
+    ]);
+    assert!(out.contains("probe tcp:10.0.0.2:7443: connected"), "{out}");
+    let applied = lab.dump();
+    assert_ne!(applied, pristine);
+    let p2 = write_policy(&lab, "p2.nq", &edited());
+    let (code, out) = lab.netqos(
+        &[
+            "apply",
+            "--probe",
+            "tcp:10.0.0.2:7443",
+            "--probe",
+            "tcp:10.0.0.2:7444",
+            "--probe-timeout",
+            "3s",
+            p2.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let _ = listener.kill();
+    let _ = listener.wait();
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("probe tcp:10.0.0.2:7444") && out.contains("refused"),
+        "{out}"
+    );
+    assert_eq!(lab.dump(), applied, "undone to the first apply");
+    let (code, out) = lab.netqos(
+        &["apply", "--probe", "10.0.0.2:22", p2.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 2, "a malformed probe is a usage error: {out}");
+    assert!(out.contains("tcp:HOST:PORT"), "{out}");
+    assert_eq!(lab.dump(), applied, "nothing applied");
+}

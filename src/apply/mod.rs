@@ -9,6 +9,7 @@
 //! * `kernel` — the `Kernel` trait and its netlink implementation.
 //! * `txn` — state directory, lock, snapshot, journal, execution with undo.
 //! * `conflist_file` — the CNI conflist written in place and restored.
+//! * `probe` — new TCP connections opened after an apply (`--probe`).
 
 pub mod conflist_file;
 pub mod diff;
@@ -17,5 +18,6 @@ pub mod kernel;
 pub mod keys;
 pub mod model;
 pub mod netlink;
+pub mod probe;
 pub mod state;
 pub mod txn;

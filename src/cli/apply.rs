@@ -17,6 +17,9 @@ use netqos::apply::txn::{self, Hooks, Pending, Record, StateDir};
 pub struct Args<'a> {
     pub file: &'a Path,
     pub confirm: Option<Duration>,
+    /// New connections that must succeed once the kernel holds the policy.
+    pub probes: &'a [netqos::apply::probe::Probe],
+    pub probe_timeout: Duration,
     pub opts: Options,
     pub state_dir: Option<&'a Path>,
     /// Overrides the flavour's conflist path.
@@ -280,6 +283,30 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
                 ));
             }
         }
+    }
+    // Probes last: new connections through the finished tree (and the new conflist).
+    if result.is_ok() {
+        for p in a.probes {
+            match p.run(a.probe_timeout) {
+                Ok(t) => {
+                    if !ui.quiet {
+                        eprintln!("probe {p}: connected in {} ms", t.as_millis());
+                    }
+                }
+                Err(message) => {
+                    result = Err((
+                        changes.len(),
+                        netqos::apply::kernel::KernelError {
+                            what: format!("probe {p}"),
+                            errno: None,
+                            message,
+                        },
+                    ));
+                    break;
+                }
+            }
+        }
+        timings.mark("probes");
     }
     for w in kernel.warnings() {
         eprintln!("netqos: kernel warning: {w}");

@@ -223,7 +223,7 @@ enum Command {
     },
     /// Change the kernel in place over netlink to match the policy (journaled, undone on failure).
     #[command(
-        after_help = "Examples:\n  netqos apply policy.nq\n  netqos apply --confirm 120s policy.nq && netqos confirm\n  NETQOS_STATE_DIR=/tmp/nq netqos apply policy.nq"
+        after_help = "Examples:\n  netqos apply policy.nq\n  netqos apply --confirm 120s policy.nq && netqos confirm\n  netqos apply --probe tcp:10.0.0.1:6443 --probe tcp:10.0.0.1:22 policy.nq\n  NETQOS_STATE_DIR=/tmp/nq netqos apply policy.nq"
     )]
     Apply {
         /// The policy file.
@@ -241,6 +241,13 @@ enum Command {
         /// The node's CNI conflist to patch for the `pods` block (default: the flavour's path).
         #[arg(long, value_name = "FILE")]
         conflist: Option<std::path::PathBuf>,
+        /// After applying, open a new TCP connection to HOST:PORT (tcp:10.0.0.1:6443); if any
+        /// probe fails, undo the apply (exit 4). Repeatable.
+        #[arg(long, value_name = "tcp:HOST:PORT", value_parser = netqos::apply::probe::parse)]
+        probe: Vec<netqos::apply::probe::Probe>,
+        /// How long each probe may take to connect.
+        #[arg(long, value_name = "DURATION", value_parser = apply::parse_duration, default_value = "5s")]
+        probe_timeout: std::time::Duration,
         #[command(flatten)]
         vars: VarArgs,
     },
@@ -406,11 +413,15 @@ pub fn run() -> ExitCode {
             replace_foreign,
             state_dir,
             conflist,
+            probe,
+            probe_timeout,
             vars,
         } => apply::run(
             &apply::Args {
                 file: &file,
                 confirm,
+                probes: &probe,
+                probe_timeout,
                 opts: netqos::apply::diff::Options { replace_foreign },
                 state_dir: state_dir.as_deref(),
                 conflist: conflist.as_deref(),
