@@ -761,3 +761,29 @@ fn a_failed_probe_undoes_the_apply() {
     assert!(out.contains("tcp:HOST:PORT"), "{out}");
     assert_eq!(lab.dump(), applied, "nothing applied");
 }
+
+/// Shaping the device that carries the default route without `--confirm` or `--probe`
+/// draws a warning (reliability F11); with either, or on another device, none.
+#[test]
+fn the_default_route_device_draws_a_warning_without_a_safety_net() {
+    let Some(lab) = Lab::new("defroute") else {
+        return;
+    };
+    let hint = "eth0 carries the default route";
+    let p1 = write_policy(&lab, "p1.nq", POLICY);
+    let out = lab.netqos_ok(&["apply", p1.to_str().unwrap()]);
+    assert!(!out.contains(hint), "no default route yet: {out}");
+    lab.ok(
+        "ip route add default via 10.0.0.2 dev eth0 && ip -6 addr add fd00::1/64 dev eth0 nodad",
+    );
+    let p2 = write_policy(&lab, "p2.nq", &edited());
+    let out = lab.netqos_ok(&["apply", p2.to_str().unwrap()]);
+    assert!(out.contains(hint) && out.contains("--confirm"), "{out}");
+    let out = lab.netqos_ok(&["apply", "--confirm", "60s", p1.to_str().unwrap()]);
+    assert!(!out.contains(hint), "guarded by --confirm: {out}");
+    lab.netqos_ok(&["confirm"]);
+    // IPv6 only: the warning still comes.
+    lab.ok("ip route del default && ip -6 route add default via fd00::2 dev eth0");
+    let out = lab.netqos_ok(&["apply", p2.to_str().unwrap()]);
+    assert!(out.contains(hint), "IPv6 default route: {out}");
+}

@@ -140,6 +140,33 @@ impl NetlinkKernel {
         Ok(out)
     }
 
+    /// The names of the devices that carry a default route (IPv4 or IPv6, any table).
+    pub fn default_route_devices(&mut self) -> Result<Vec<String>, KernelError> {
+        use crate::apply::netlink::route;
+        let what = "listing routes";
+        let mut ifindexes = Vec::new();
+        for family in [route::AF_INET, route::AF_INET6] {
+            let msgs = self
+                .nl
+                .dump(&route::dump_request(family))
+                .map_err(|e| KernelError::new(what, &e))?;
+            for m in msgs {
+                ifindexes.extend(
+                    route::default_route_oifs(&m).map_err(|e| KernelError::new(what, &e.into()))?,
+                );
+            }
+        }
+        let links = self.links()?;
+        let mut names: Vec<String> = links
+            .into_iter()
+            .filter(|(i, _)| ifindexes.contains(i))
+            .map(|(_, l)| l.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     fn index(&mut self, dev: &str) -> Result<i32, KernelError> {
         if let Some(i) = self.ifindex.get(dev) {
             return Ok(*i);

@@ -158,6 +158,9 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         Ok(l) => l,
         Err(e) => return e,
     };
+    if a.confirm.is_none() && a.probes.is_empty() && !ui.quiet {
+        warn_default_route(&mut kernel, &target.devices());
+    }
     timings.mark("read");
     let changes = match diff::diff(&live, &target, a.opts) {
         Ok(c) => c,
@@ -367,6 +370,22 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
                 }
             }
         }
+    }
+}
+
+/// Says so when a device the policy shapes carries a default route and neither
+/// `--confirm` nor `--probe` guards the apply: a wrong tree there can cut the node off
+/// (reliability F11). A warning only: shaping that NIC is the common case.
+fn warn_default_route(kernel: &mut netqos::apply::kernel::NetlinkKernel, devices: &[String]) {
+    let Ok(routed) = kernel.default_route_devices() else {
+        return;
+    };
+    for d in devices.iter().filter(|d| routed.contains(d)) {
+        eprintln!(
+            "netqos: warning: {d} carries the default route; a mistake here can cut this node \
+             off. Consider --confirm 120s (reverts unless `netqos confirm` runs) and --probe \
+             tcp:APISERVER:6443"
+        );
     }
 }
 

@@ -36,7 +36,7 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-fn align4(n: usize) -> usize {
+pub fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
