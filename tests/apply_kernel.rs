@@ -605,21 +605,10 @@ fn status_shows_counters_and_drift_and_apply_repairs_it() {
 fn a_batch_attributes_a_middle_failure_and_its_silent_successes() {
     use netqos::apply::kernel::{Kernel, NetlinkKernel};
     use netqos::apply::model::{Change, Class, Qdisc, QdiscKind};
-    let ns = format!("nqa-batch-{}", std::process::id());
-    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-    let created = Command::new("ip")
-        .args(["netns", "add", &ns])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !created {
-        assert!(
-            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-            "NETQOS_REQUIRE_NETNS is set but `ip netns add` failed"
-        );
-        eprintln!("skipping kernel test: cannot create network namespaces");
+    let Some(ns) = crate::support::Netns::new("batch") else {
         return;
-    }
-    let path = format!("/run/netns/{ns}");
+    };
+    let path = format!("/run/netns/{}", ns.0);
     let outcome = std::thread::spawn(move || {
         let f = std::fs::File::open(&path).expect("namespace file");
         rustix::thread::move_into_link_name_space(
@@ -682,7 +671,7 @@ fn a_batch_attributes_a_middle_failure_and_its_silent_successes() {
         )
     })
     .join();
-    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    drop(ns);
     let (results, ids) = outcome.expect("the namespace thread did not panic");
     assert_eq!(results.len(), 5, "{results:?}");
     assert_eq!(results[0], "ok");

@@ -12,51 +12,6 @@ use crate::support::*;
 use netqos::plan::Plan;
 use netqos::vars::ExternalVars;
 
-/// A network namespace deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Option<Netns> {
-        let name = format!("nqt-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            assert!(
-                std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-                "NETQOS_REQUIRE_NETNS is set but `ip netns add` failed (need root and iproute2)"
-            );
-            eprintln!("skipping kernel test: cannot create network namespaces");
-            return None;
-        }
-        Some(Netns(name))
-    }
-
-    fn sh(&self, cmd: &str) -> (bool, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "sh", "-c", cmd])
-            .output()
-            .expect("ip netns exec runs");
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
-    }
-
-    fn ok(&self, cmd: &str) -> String {
-        let (ok, text) = self.sh(cmd);
-        assert!(ok, "`{cmd}` failed in {}:\n{text}", self.0);
-        text
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 fn compile(src: &str, dir: &Path) -> Plan {
     let model = netqos::check_source(src, &ExternalVars::default())
         .model
