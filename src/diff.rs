@@ -534,6 +534,7 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
     let empty = Pods {
         cni: None,
         limits: Vec::new(),
+        burst: None,
     };
     let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
     let mut push = |text: String, line: Option<usize>, old_file: bool| {

@@ -17,6 +17,7 @@ pub mod format;
 pub mod lower;
 pub mod model;
 pub mod plan;
+pub mod plugin;
 pub mod report;
 pub mod span;
 pub mod syntax;

@@ -570,6 +570,7 @@ fn every_flavour_names_its_durable_source() {
         let pods = Pods {
             cni: Some(cni.clone()),
             limits: Vec::new(),
+            burst: None,
         };
         let node = text.as_ref().map(|t| NodeConflist {
             path: "node.conflist",

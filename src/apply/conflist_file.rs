@@ -226,6 +226,7 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            burst: None,
         };
         let Prepared::Install {
             path,
@@ -259,6 +260,7 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            burst: None,
         };
         let Prepared::Install { path, patched, .. } = prepare(&pods, &conf).unwrap() else {
             panic!()

@@ -3,6 +3,7 @@
 //! Pure: the CLI reads the conflist and writes the files.
 
 pub mod annotations;
+pub mod burst;
 pub mod conflist;
 pub mod flavour;
 pub mod json_patch;
