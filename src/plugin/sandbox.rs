@@ -135,9 +135,9 @@ pub fn targets(
         .iter()
         .find(|l| l.name == ifname)
         .ok_or_else(|| fail(format!("no interface {ifname} in the pod's netns {netns}")))?;
+    // The peer's index is in the host's numbering, and may equal the pod interface's own.
     let peer = pod_if
         .peer
-        .filter(|&p| p != pod_if.index)
         .ok_or_else(|| fail(format!("pod interface {ifname} has no veth peer")))?;
     let host = links(nl).map_err(|e| nl_err("link dump", &e))?;
     let veth = host
