@@ -107,6 +107,7 @@ codes! {
     NQ085 = 85, Error, "pod burst is not a duration or a size";
     NQ086 = 86, Error, "pod burst below one frame";
     NQ087 = 87, Warning, "pod burst without effect on Calico";
+    NQ088 = 88, Error, "netqos CNI entry out of place";
 }
 
 impl Code {

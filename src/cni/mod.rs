@@ -8,6 +8,7 @@ pub mod conflist;
 pub mod flavour;
 pub mod json_patch;
 pub mod json_spans;
+pub mod netqos_entry;
 pub mod runtime_burst;
 
 use std::fmt::Write as _;
@@ -69,6 +70,18 @@ pub fn conflist_artefacts(
                 "the flavour's default conflist (pass --conflist FILE to patch the node's own file)"
                     .to_string(),
             ),
+            FlavourDefault::Has(_) if pods.burst.is_some() && f.durable == Durable::K3sFlag => (
+                flavour::K3S_DEFAULT.to_string(),
+                "K3s's conflist (pass --conflist FILE to patch the node's own file)".to_string(),
+            ),
+            FlavourDefault::Has(_) if pods.burst.is_some() => {
+                out.summary.push(format!(
+                    "{} chains bandwidth already; the netqos entry for `burst` needs the node's file: pass --conflist {}",
+                    flavour_name(pods),
+                    f.conflist_path
+                ));
+                return Ok(out);
+            }
             FlavourDefault::Has(since) => {
                 out.summary.push(format!(
                     "{} chains the bandwidth plugin by default since {since}: nothing to patch (pass --conflist {} to check the node's file)",
@@ -99,9 +112,15 @@ pub fn conflist_artefacts(
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);
     }
-    let Some(outcome) = outcome else {
+    let Some(mut outcome) = outcome else {
         return Err(diags);
     };
+    let mut netqos_summary = None;
+    if let Some(burst) = &pods.burst {
+        let chained = netqos_entry::chain(&base, outcome, burst).map_err(|d| vec![d])?;
+        outcome = chained.outcome;
+        netqos_summary = chained.summary;
+    }
     match outcome {
         Outcome::Present { index } => {
             out.summary.push(format!(
@@ -116,10 +135,14 @@ pub fn conflist_artefacts(
             empty_patches(&mut out);
         }
         Outcome::Patch(p) => {
-            out.summary.push(format!(
-                "adds the bandwidth entry at /plugins/{} right after `{}` in {base_name}",
-                p.index, p.main
-            ));
+            if p.main == "bandwidth" {
+                out.summary.push(format!("patches {base_name}"));
+            } else {
+                out.summary.push(format!(
+                    "adds the bandwidth entry at /plugins/{} right after `{}` in {base_name}",
+                    p.index, p.main
+                ));
+            }
             out.files
                 .push(("conflist/patch.json".into(), ops_json(&p.ops)));
             out.files
@@ -150,6 +173,10 @@ pub fn conflist_artefacts(
                 from_node: node.is_some(),
             });
         }
+    }
+    if let Some(s) = netqos_summary {
+        let at = out.summary.len().min(1);
+        out.summary.insert(at, s);
     }
     Ok(out)
 }
