@@ -89,7 +89,9 @@ fn every_code_is_explained_with_working_examples() {
         diags.retain(|d| d.code == *code || !crate::check_fixtures::ACCEPTED.contains(&d.code));
         // NQ066's fix (`burst`) keeps NQ066 as an info that names the bucket the pods get.
         diags.retain(|d| {
-            !(d.code == *code && d.severity == netqos::diagnostic::Severity::Info && *code == Code::NQ066)
+            !(d.code == *code
+                && d.severity == netqos::diagnostic::Severity::Info
+                && *code == Code::NQ066)
         });
         assert!(
             diags.is_empty(),

@@ -11,6 +11,7 @@
 //! * `conflist_file` — the CNI conflist written in place and restored.
 //! * `probe` — new TCP connections opened after an apply (`--probe`).
 
+pub mod cni_plugin;
 pub mod conflist_file;
 pub mod diff;
 pub mod fake;

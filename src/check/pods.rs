@@ -6,12 +6,12 @@ use super::suggest;
 use super::values;
 use crate::cni::burst::{self, BurstError, PodBurst};
 use crate::cni::runtime_burst;
-use crate::units;
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::model::{Cni, PodLimit, Pods};
 use crate::span::Span;
 use crate::syntax::ast::{self, Direction, PodsStmtKind};
+use crate::units;
 use crate::units::{RateSpec, fmt_rate};
 
 /// Kubernetes refuses annotations outside 1 kbit/s ..= 1 Pbit/s.

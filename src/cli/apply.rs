@@ -24,7 +24,15 @@ pub struct Args<'a> {
     pub state_dir: Option<&'a Path>,
     /// Overrides the flavour's conflist path.
     pub conflist: Option<&'a Path>,
+    pub plugin: PluginArgs<'a>,
     pub vars: &'a VarArgs,
+}
+
+/// Where the netqos CNI plugin must be for a conflist that names it, and whether to put it
+/// there.
+pub struct PluginArgs<'a> {
+    pub bin_dir: Option<&'a Path>,
+    pub install: bool,
 }
 
 /// The conflist change of the policy's `pods` block, worked out against the node's file
@@ -52,7 +60,25 @@ fn prepare_conflist(
             path,
             original,
             patched,
-        }) => Ok(Some((path, original, patched))),
+        }) => {
+            let bin_dir = a.plugin.bin_dir.map_or_else(
+                || netqos::apply::cni_plugin::bin_dir_for(pods),
+                Path::to_path_buf,
+            );
+            match netqos::apply::cni_plugin::ensure(&patched, &bin_dir, a.plugin.install) {
+                Ok(Some(msg)) => {
+                    if !ui.quiet {
+                        eprintln!("conflist: {msg}");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Err(Exit::Io);
+                }
+            }
+            Ok(Some((path, original, patched)))
+        }
         Err(PrepareError::Invalid {
             path,
             text,

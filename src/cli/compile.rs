@@ -150,6 +150,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             original: i.original.clone(),
             patched: i.patched.clone(),
             strict: i.from_node,
+            plugin_dir: i.plugin_dir.clone(),
         });
     // (relative path, contents) of every file to write, in a fixed order.
     let mut outputs: Vec<(String, String)> = Vec::new();

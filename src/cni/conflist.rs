@@ -14,7 +14,13 @@ use crate::span::Span;
 
 /// Chained plugins that modify an interface but never create one.
 const CHAINED: &[&str] = &[
-    "bandwidth", "portmap", "tuning", "firewall", "sbr", "vrf", "netqos",
+    "bandwidth",
+    "portmap",
+    "tuning",
+    "firewall",
+    "sbr",
+    "vrf",
+    "netqos",
 ];
 
 /// Keys that make the plugin ignore every pod's annotations (research/cni.md §1.1).

@@ -37,6 +37,8 @@ pub enum Default {
 
 pub struct Flavour {
     pub conflist_path: String,
+    /// Where the runtime finds CNI plugin binaries (where `netqos` must be for `burst`).
+    pub bin_dir: &'static str,
     pub durable: Durable,
     pub default: Default,
 }
@@ -49,10 +51,17 @@ pub const FLANNEL_DEFAULT: &str = include_str!("defaults/flannel.conflist");
 /// netqos entry when the policy sets `burst`.
 pub const K3S_DEFAULT: &str = include_str!("defaults/k3s.conflist");
 
+/// The CNI bin dir of kubeadm, RKE2, flannel and Calico nodes (containerd's default).
+pub const OPT_CNI_BIN: &str = "/opt/cni/bin";
+
+/// K3s's (`--data-dir` default).
+pub const K3S_BIN_DIR: &str = "/var/lib/rancher/k3s/data/current/bin";
+
 pub fn of(cni: &Cni) -> Flavour {
     match cni {
         Cni::Flannel => Flavour {
             conflist_path: "/etc/cni/net.d/10-flannel.conflist".into(),
+            bin_dir: OPT_CNI_BIN,
             durable: Durable::ConfigMap {
                 namespace: "kube-flannel",
                 name: "kube-flannel-cfg",
@@ -63,6 +72,7 @@ pub fn of(cni: &Cni) -> Flavour {
         },
         Cni::Rke2Flannel => Flavour {
             conflist_path: "/etc/cni/net.d/10-flannel.conflist".into(),
+            bin_dir: OPT_CNI_BIN,
             durable: Durable::Rke2FlannelChart,
             // rke2-charts PR #640 added it in March 2025 (RKE2 v1.32.3, v1.31.7, v1.30.11);
             // older nodes (the seed's) have upstream flannel's chain.
@@ -70,11 +80,15 @@ pub fn of(cni: &Cni) -> Flavour {
         },
         Cni::K3s => Flavour {
             conflist_path: "/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist".into(),
+            // K3s's containerd config names its data dir's bin (a new one at every K3s
+            // upgrade, through the `current` link).
+            bin_dir: K3S_BIN_DIR,
             durable: Durable::K3sFlag,
             default: Default::Has("K3s v1.27 (May 2023, backported to v1.24–v1.26)"),
         },
         Cni::Rke2Canal => Flavour {
             conflist_path: "/etc/cni/net.d/10-canal.conflist".into(),
+            bin_dir: OPT_CNI_BIN,
             durable: Durable::ConfigMap {
                 namespace: "kube-system",
                 name: "rke2-canal-config",
@@ -85,6 +99,7 @@ pub fn of(cni: &Cni) -> Flavour {
         },
         Cni::Canal => Flavour {
             conflist_path: "/etc/cni/net.d/10-canal.conflist".into(),
+            bin_dir: OPT_CNI_BIN,
             durable: Durable::ConfigMap {
                 namespace: "kube-system",
                 name: "canal-config",
@@ -95,6 +110,7 @@ pub fn of(cni: &Cni) -> Flavour {
         },
         Cni::Calico => Flavour {
             conflist_path: "/etc/cni/net.d/10-calico.conflist".into(),
+            bin_dir: OPT_CNI_BIN,
             durable: Durable::ConfigMap {
                 namespace: "kube-system",
                 name: "calico-config",
@@ -105,6 +121,7 @@ pub fn of(cni: &Cni) -> Flavour {
         },
         Cni::File(path) => Flavour {
             conflist_path: path.clone(),
+            bin_dir: OPT_CNI_BIN,
             durable: Durable::Unknown,
             default: Default::Unknown,
         },

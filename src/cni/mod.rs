@@ -38,6 +38,9 @@ pub struct Install {
     pub patched: String,
     /// Computed from the node's own file (`--conflist`) rather than a flavour's default.
     pub from_node: bool,
+    /// The CNI bin dir that must hold an executable `netqos` before this conflist may be
+    /// installed (the patched text names the plugin).
+    pub plugin_dir: Option<String>,
 }
 
 /// The node's conflist as read from `--conflist FILE`.
@@ -166,11 +169,18 @@ pub fn conflist_artefacts(
                 .map(|f| f.conflist_path.clone())
                 .or(node.map(|n| n.path.to_string()))
                 .unwrap_or_default();
+            let plugin_dir = netqos_entry::names_netqos(&p.patched_text).then(|| {
+                flavour
+                    .as_ref()
+                    .map_or(flavour::OPT_CNI_BIN, |f| f.bin_dir)
+                    .to_string()
+            });
             out.install = Some(Install {
                 path,
                 original: base.clone(),
                 patched: p.patched_text,
                 from_node: node.is_some(),
+                plugin_dir,
             });
         }
     }

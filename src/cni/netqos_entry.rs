@@ -99,7 +99,12 @@ fn plugin_node(tree: &Node, i: usize) -> Option<&Node> {
 }
 
 /// `bandwidth` is already chained at `index`: add, keep or update the netqos entry after it.
-fn present(text: &str, index: usize, want: &Value, burst: &PodBurst) -> Result<Chained, Diagnostic> {
+fn present(
+    text: &str,
+    index: usize,
+    want: &Value,
+    burst: &PodBurst,
+) -> Result<Chained, Diagnostic> {
     let value: Value = serde_json::from_str(text).map_err(|_| unreadable(text))?;
     let tree = json_spans::scan(text).ok_or_else(|| unreadable(text))?;
     let plugins = value
@@ -247,7 +252,13 @@ fn render(text: &str, like: &Node, value: &Value) -> String {
             pretty
                 .lines()
                 .enumerate()
-                .map(|(i, l)| if i == 0 { l.to_string() } else { format!("{lead}{l}") })
+                .map(|(i, l)| {
+                    if i == 0 {
+                        l.to_string()
+                    } else {
+                        format!("{lead}{l}")
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("\n")
         }
@@ -301,7 +312,9 @@ mod tests {
     #[test]
     fn flannel_gets_bandwidth_then_netqos() {
         let c = chained(FLANNEL);
-        let Outcome::Patch(p) = c.outcome else { panic!() };
+        let Outcome::Patch(p) = c.outcome else {
+            panic!()
+        };
         let from_text: Value = serde_json::from_str(&p.patched_text).unwrap();
         same(&from_text["plugins"][1]["type"], &json!("bandwidth"));
         same(&from_text["plugins"][2], &entry(&BURST));
@@ -318,7 +331,9 @@ mod tests {
     #[test]
     fn k3s_has_bandwidth_and_gets_netqos_after_it() {
         let c = chained(K3S);
-        let Outcome::Patch(p) = c.outcome else { panic!() };
+        let Outcome::Patch(p) = c.outcome else {
+            panic!()
+        };
         assert_eq!(p.index, 3);
         let from_text: Value = serde_json::from_str(&p.patched_text).unwrap();
         same(&from_text["plugins"][3], &entry(&BURST));
@@ -331,8 +346,15 @@ mod tests {
         ), "{}", p.patched_text);
         // A changed burst replaces the entry in place.
         let (o, _) = analyse(&p.patched_text, true);
-        let c = chain(&p.patched_text, o.unwrap(), &PodBurst::Duration { us: 50_000 }).unwrap();
-        let Outcome::Patch(u) = c.outcome else { panic!() };
+        let c = chain(
+            &p.patched_text,
+            o.unwrap(),
+            &PodBurst::Duration { us: 50_000 },
+        )
+        .unwrap();
+        let Outcome::Patch(u) = c.outcome else {
+            panic!()
+        };
         let v: Value = serde_json::from_str(&u.patched_text).unwrap();
         same(&v["plugins"][3]["burst"], &json!("50ms"));
         same(&apply_to_text(&p.patched_text, &u.ops).unwrap(), &v);

@@ -79,7 +79,15 @@ pub fn main() -> ExitCode {
 fn failure(version: &str, e: CniError) -> Outcome {
     Outcome {
         stdout: e.to_json(version),
-        log: vec![format!("netqos: {}{}", e.msg, if e.details.is_empty() { String::new() } else { format!(": {}", e.details) })],
+        log: vec![format!(
+            "netqos: {}{}",
+            e.msg,
+            if e.details.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", e.details)
+            }
+        )],
         ok: false,
     }
 }
@@ -125,12 +133,19 @@ pub fn run(env: &Env, stdin: &[u8]) -> Outcome {
             if v != "1.1.0" {
                 return failure(
                     &v,
-                    CniError::new(code::INCOMPATIBLE_VERSION, format!("STATUS needs CNI 1.1.0, the config is {v}"), ""),
+                    CniError::new(
+                        code::INCOMPATIBLE_VERSION,
+                        format!("STATUS needs CNI 1.1.0, the config is {v}"),
+                        "",
+                    ),
                 );
             }
             match Netlink::open() {
                 Ok(_) => success(String::new(), Vec::new()),
-                Err(e) => failure(&v, CniError::new(50, "netlink is not available", e.to_string())),
+                Err(e) => failure(
+                    &v,
+                    CniError::new(50, "netlink is not available", e.to_string()),
+                ),
             }
         }
         Command::Add => with_targets(env, &config, |nl, targets| {
@@ -146,7 +161,11 @@ pub fn run(env: &Env, stdin: &[u8]) -> Outcome {
             if !protocol::has_check(&v) {
                 return failure(
                     &v,
-                    CniError::new(code::INCOMPATIBLE_VERSION, format!("CHECK needs CNI 0.4.0 or later, the config is {v}"), ""),
+                    CniError::new(
+                        code::INCOMPATIBLE_VERSION,
+                        format!("CHECK needs CNI 0.4.0 or later, the config is {v}"),
+                        "",
+                    ),
                 );
             }
             with_targets(env, &config, |nl, targets| {
@@ -182,7 +201,10 @@ fn with_targets(
         ("CNI_IFNAME", &env.ifname),
     ] {
         if value.is_empty() {
-            return failure(v, CniError::new(code::INVALID_ENV, format!("{name} is not set"), ""));
+            return failure(
+                v,
+                CniError::new(code::INVALID_ENV, format!("{name} is not set"), ""),
+            );
         }
     }
     if !config.bandwidth.ingress() && !config.bandwidth.egress() {

@@ -203,8 +203,11 @@ pub fn parse_config(stdin: &[u8]) -> Result<Config, CniError> {
 
 /// A key of `obj` regardless of case (Go's `encoding/json` matches this way).
 fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key)
-        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 fn bandwidth_of(obj: &Map<String, Value>) -> Result<Bandwidth, CniError> {

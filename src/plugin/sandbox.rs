@@ -125,10 +125,13 @@ pub fn targets(
     ifname: &str,
 ) -> Result<Vec<Target>, CniError> {
     let fail = |msg: String| CniError::new(code::NOT_ADJUSTED, msg, "");
-    let prev = config
-        .prev_result
-        .as_ref()
-        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "must be called as a chained plugin", "no prevResult: put netqos right after bandwidth in the conflist"))?;
+    let prev = config.prev_result.as_ref().ok_or_else(|| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            "must be called as a chained plugin",
+            "no prevResult: put netqos right after bandwidth in the conflist",
+        )
+    })?;
     let host_side = host_interfaces(prev);
     let pod_links = links_in(netns)?;
     let pod_if = pod_links
@@ -264,7 +267,10 @@ pub fn adjust(nl: &mut Netlink, t: &Target, config: &Config) -> Result<Adjusted,
     else {
         return Err(missing(t));
     };
-    let bytes = config.burst.bucket_bytes(rate, t.mtu).min(u64::from(u32::MAX));
+    let bytes = config
+        .burst
+        .bucket_bytes(rate, t.mtu)
+        .min(u64::from(u32::MAX));
     let want = ticks(bytes, rate);
     let limit = u128::from(rate) * LATENCY_US / 1_000_000 + u128::from(bytes);
     let new = Qdisc {
@@ -315,9 +321,14 @@ pub fn adjust(nl: &mut Netlink, t: &Target, config: &Config) -> Result<Adjusted,
 pub fn check(nl: &mut Netlink, t: &Target, config: &Config) -> Result<(), CniError> {
     let q = root_tbf(nl, t.ifindex)
         .map_err(|e| nl_err(&format!("qdisc dump of {}", t.dev), &e))?
-        .ok_or_else(|| CniError::new(code::DRIFT, format!("no tbf at the root of {}", t.dev), ""))?;
+        .ok_or_else(|| {
+            CniError::new(code::DRIFT, format!("no tbf at the root of {}", t.dev), "")
+        })?;
     let rate = rate_of(&q);
-    let bytes = config.burst.bucket_bytes(rate, t.mtu).min(u64::from(u32::MAX));
+    let bytes = config
+        .burst
+        .bucket_bytes(rate, t.mtu)
+        .min(u64::from(u32::MAX));
     let have = buffer_of(&q);
     if same_buffer(have, ticks(bytes, rate)) {
         Ok(())
