@@ -17,10 +17,6 @@ use crate::units;
 /// Kernel packet-scheduler ticks per second (64 ns each).
 const TICKS_PER_SEC: u128 = 15_625_000;
 
-/// The queue `bandwidth` gives a tbf beyond its bucket: 25 ms of its rate (its fixed
-/// latency); netqos keeps that formula with the new bucket.
-const LATENCY_US: u128 = 25_000;
-
 const RTM_GETLINK: u16 = 18;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
@@ -262,6 +258,7 @@ pub fn adjust(nl: &mut Netlink, t: &Target, config: &Config) -> Result<Adjusted,
         peakrate,
         mtu,
         buffer,
+        limit,
         ..
     } = q.kind
     else {
@@ -272,7 +269,7 @@ pub fn adjust(nl: &mut Netlink, t: &Target, config: &Config) -> Result<Adjusted,
         .bucket_bytes(rate, t.mtu)
         .min(u64::from(u32::MAX));
     let want = ticks(bytes, rate);
-    let limit = u128::from(rate) * LATENCY_US / 1_000_000 + u128::from(bytes);
+    // Only the bucket changes: the queue (`limit`) stays what bandwidth made it.
     let new = Qdisc {
         dev: t.dev.clone(),
         parent: H_ROOT,
@@ -280,7 +277,7 @@ pub fn adjust(nl: &mut Netlink, t: &Target, config: &Config) -> Result<Adjusted,
         kind: QdiscKind::Tbf {
             rate,
             peakrate,
-            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            limit,
             buffer: want,
             mtu,
             burst: Some(u32::try_from(bytes).unwrap_or(u32::MAX)),
