@@ -89,12 +89,9 @@ fn every_code_is_explained_with_working_examples() {
 
 #[test]
 fn explain_command_prints_the_text_and_refuses_unknown_codes() {
-    let out = netqos(&["explain", "nq10"], &root());
-    assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("NQ010: "));
-    let out = netqos(&["explain", "NQ999"], &root());
-    assert_eq!(out.status.code(), Some(2));
-    let out = netqos(&["explain"], &root());
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let out = cli(["explain", "nq10"]).code(0);
+    assert!(out.stdout().starts_with("NQ010: "));
+    cli(["explain", "NQ999"]).code(2);
+    let listing = cli(["explain"]).run().stdout();
     assert_eq!(listing.lines().count(), Code::ALL.len());
 }
