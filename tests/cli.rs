@@ -133,3 +133,118 @@ fn fmt_rewrites_and_checks() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+#[test]
+fn a_typo_reports_its_root_cause_first_and_not_what_it_implies() {
+    let d = TempDir::new("cli-roots");
+    let src = std::fs::read_to_string(root().join("examples/control-plane.nq")).unwrap();
+    d.write("typo.nq", src.replace("class bulk", "clas bulk"));
+    let out = cli(["check", "--format", "json", "typo.nq"])
+        .cwd(&d)
+        .code(1);
+    let v: serde_json::Value = serde_json::from_slice(&out.output.stdout).unwrap();
+    let codes: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    // The lost `default` (NQ001) is implied by the unreadable statement.
+    assert_eq!(codes, ["NQ041"], "{v:#}");
+    // An undefined variable outranks an error earlier in the file.
+    d.write(
+        "both.nq",
+        "netqos 1\ninterface eth0 {\n    rate 1gbit\n    class a {\n        rate 2gbit\n        default\n    }\n}\ninterface eth1 {\n    rate $speed\n    class b {\n        rate 10%\n        default\n    }\n}\n",
+    );
+    let text = cli(["check", "both.nq"]).cwd(&d).code(1).stderr();
+    let first = text.find("NQ043").expect("NQ043 reported");
+    assert_eq!(text.find("error["), Some(first - "error[".len()), "{text}");
+    assert!(
+        !text.contains("NQ064"),
+        "implied by the undefined rate: {text}"
+    );
+}
+
+#[test]
+fn unreadable_input_is_a_diagnostic() {
+    let d = TempDir::new("cli-input");
+    // A stray byte: NQ080 at that byte, exit 1, in every format.
+    d.write(
+        "ff.nq",
+        b"netqos 1\ninterface eth0 {\n    rate 1gbit\xff\n}\n",
+    );
+    cli(["check", "ff.nq"])
+        .cwd(&d)
+        .code(1)
+        .stderr_has("error[NQ080]: byte 0xff at line 3, column 15 is not UTF-8 text")
+        .stderr_has("[ff.nq:3:15]");
+    let out = cli(["check", "--format", "json", "ff.nq"]).cwd(&d).code(1);
+    let v: serde_json::Value = serde_json::from_slice(&out.output.stdout).unwrap();
+    assert_eq!(
+        (v[0]["line"].as_u64(), v[0]["column"].as_u64()),
+        (Some(3), Some(15))
+    );
+    cli(["compile", "ff.nq", "-o", "out"])
+        .cwd(&d)
+        .code(1)
+        .stderr_has("NQ080");
+    cli(["fmt", "ff.nq"]).cwd(&d).code(1).stderr_has("NQ080");
+    cli(["diff", "ff.nq", "ff.nq"])
+        .cwd(&d)
+        .code(2)
+        .stderr_has("NQ080");
+    d.write("ff.toml", b"speed = \"1\xe9\"\n");
+    cli(["check", "--vars"])
+        .arg(d.join("ff.toml"))
+        .arg("examples/control-plane.nq")
+        .code(1)
+        .stderr_has("NQ080");
+    // A device or a FIFO is refused at once, without opening it.
+    let t0 = std::time::Instant::now();
+    cli(["check", "/dev/zero"])
+        .code(1)
+        .stderr_has("error[NQ082]: policy /dev/zero is a character device");
+    cli(["check", "--vars", "/dev/zero", "examples/control-plane.nq"])
+        .code(1)
+        .stderr_has("NQ082");
+    let fifo = d.join("fifo.nq");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    cli(["check"]).arg(&fifo).code(1).stderr_has("is a FIFO");
+    cli(["check"])
+        .arg(d.path())
+        .code(1)
+        .stderr_has("is a directory");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        t0.elapsed()
+    );
+    // Over 16 MiB, as a file and on stdin: NQ081 with the limit.
+    let limit = netqos::input::MAX_INPUT_BYTES as usize;
+    let big = format!("netqos 1\n#{}\n", "x".repeat(limit));
+    d.write("big.nq", &big);
+    cli(["check", "big.nq"])
+        .cwd(&d)
+        .code(1)
+        .stderr_has(&format!(
+            "is {} bytes, over netqos's limit of 16 MiB",
+            big.len()
+        ));
+    cli(["check", "-"])
+        .stdin(big)
+        .code(1)
+        .stderr_has("on standard input is over netqos's limit of 16 MiB (16777216 bytes)");
+    // Exactly at the limit is read.
+    let at = format!("netqos 1\n#{}\n", "x".repeat(limit - 11));
+    assert_eq!(at.len(), limit);
+    let read = cli(["check", "-"]).stdin(at).run();
+    assert!(!read.stderr().contains("NQ081"), "{}", read.stderr());
+    // Missing stays an I/O error.
+    cli(["check", "missing.nq"]).cwd(&d).code(3);
+}
