@@ -248,3 +248,61 @@ fn unreadable_input_is_a_diagnostic() {
     // Missing stays an I/O error.
     cli(["check", "missing.nq"]).cwd(&d).code(3);
 }
+
+#[test]
+fn many_unused_vars_are_linear_and_summarised() {
+    let d = TempDir::new("cli-manyvars");
+    let toml: String = (0..100_000)
+        .map(|i| format!("unused_{i} = \"x\"\n"))
+        .collect();
+    d.write("many.toml", toml);
+    let t0 = std::time::Instant::now();
+    let out = cli(["check", "--vars", "many.toml"])
+        .arg(root().join("examples/control-plane.nq"))
+        .cwd(&d)
+        .code(0)
+        .stderr_has("100000 variables are given but the policy never uses them");
+    // Quadratic matching took 0.9 s for 16,000 in a release build; this is a debug build.
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(out.stderr().matches("NQ045").count(), 1);
+}
+
+#[test]
+fn a_diagnostic_on_a_huge_line_is_summarised() {
+    let d = TempDir::new("cli-hugeline");
+    let word = "x".repeat(2_000_000);
+    d.write(
+        "huge.nq",
+        format!(
+            "netqos 1\ninterface eth0 {{ rate 1gbit {word} class a {{ rate 1mbit default }} }}\n"
+        ),
+    );
+    let out = cli(["check", "huge.nq"])
+        .cwd(&d)
+        .code(1)
+        .stderr_has("NQ041");
+    let err = out.stderr();
+    assert!(err.len() < 4000, "{} bytes printed", err.len());
+    assert!(
+        err.contains("bytes long, not shown") && err.contains("huge.nq:2:"),
+        "{err}"
+    );
+    // Many diagnostics: the first hundred, then a count.
+    let classes: String = (0..300)
+        .map(|i| format!("    class c{i} {{ rate 1mbit match dst 10.0.{i}.0/8 }}\n"))
+        .collect();
+    d.write(
+        "many.nq",
+        format!("netqos 1\ninterface eth0 {{\n    rate 1gbit\n{classes}    class bulk {{ rate 1mbit default }}\n}}\n"),
+    );
+    let err = cli(["check", "many.nq"]).cwd(&d).code(1).stderr();
+    assert!(
+        err.contains("more diagnostics for many.nq not shown"),
+        "{}",
+        &err[err.len().saturating_sub(500)..]
+    );
+}
