@@ -14,6 +14,7 @@ pub mod codes;
 pub mod diagnostic;
 pub mod diff;
 pub mod format;
+pub mod input;
 pub mod lower;
 pub mod model;
 pub mod plan;

@@ -13,7 +13,7 @@
 //! the IFB.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::*;
@@ -36,69 +36,19 @@ fn plugin_dir() -> Option<PathBuf> {
         })
 }
 
-struct Ns(String);
-
-impl Ns {
-    fn new(tag: &str) -> Ns {
-        let name = format!("nqcni-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip netns add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = Ns(name);
-        ns.sh("ip link set lo up");
-        ns
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-
-    fn sh(&self, cmd: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "sh", "-c", cmd])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "`{cmd}`: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        if let Ok(o) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").arg(pid).output();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 /// A minimal container runtime: libcni's chain semantics.
 struct Runtime<'a> {
     bin: &'a Path,
-    host: &'a Ns,
-    pod: &'a Ns,
+    host: &'a Netns,
+    pod: &'a Netns,
     container_id: &'a str,
 }
 
 impl Runtime<'_> {
     fn exec(&self, command: &str, conf: &Value) -> Result<Value, String> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.host.0])
-            .arg(self.bin.join(conf["type"].as_str().unwrap()))
+        let mut child = self
+            .host
+            .command(self.bin.join(conf["type"].as_str().unwrap()))
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", self.container_id)
             .env("CNI_NETNS", self.pod.path())
@@ -210,7 +160,7 @@ fn containerd_caps(ingress: u64, egress: u64, burst: u64) -> Value {
     }})
 }
 
-fn host_veth(host: &Ns, result: &Value) -> String {
+fn host_veth(host: &Netns, result: &Value) -> String {
     let name = result["interfaces"]
         .as_array()
         .unwrap()
@@ -222,7 +172,7 @@ fn host_veth(host: &Ns, result: &Value) -> String {
         .and_then(|i| i["name"].as_str())
         .unwrap()
         .to_string();
-    assert!(host.sh(&format!("ip link show dev {name}")).contains(&name));
+    assert!(host.ok(&format!("ip link show dev {name}")).contains(&name));
     name
 }
 
@@ -236,48 +186,27 @@ fn pod_ip(result: &Value) -> String {
         .to_string()
 }
 
-/// iperf3 for 3 s from host to pod (`reverse`: pod to host), bounded in time: received
-/// Mbit/s in the first second and over the whole run.
-fn iperf(host: &Ns, pod: &Ns, ip: &str, port: u16, reverse: bool) -> (f64, f64) {
-    let mut server = Command::new("timeout")
-        .args([
-            "20",
-            "ip",
-            "netns",
-            "exec",
-            &pod.0,
-            "iperf3",
-            "-s",
-            "-1",
-            "-J",
-            "-p",
-            &port.to_string(),
-        ])
+/// iperf3 for 3 s from host to pod (`reverse`: pod to host), every step under a timeout:
+/// received Mbit/s in the first second and over the whole run, measured where the data
+/// arrives (the server into the pod, the client with -R out of it).
+fn iperf(host: &Netns, pod: &Netns, ip: &str, port: u16, reverse: bool) -> (f64, f64) {
+    let port = port.to_string();
+    let mut server = pod
+        .command("timeout")
+        .args(["20", "iperf3", "-s", "-1", "-J", "-p", &port])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));
-    let mut args = vec![
-        "netns", "exec", &host.0, "iperf3", "-c", ip, "-t", "3", "-J",
-    ];
-    let port = port.to_string();
-    args.extend(["-p", &port]);
-    if reverse {
-        args.push("-R");
-    }
-    args.extend(["-w", "64K"]);
-    args.push(if reverse { "-R" } else { "--get-server-output" });
-    let out = Command::new("timeout")
-        .args(["-k", "5", "25", "ip"])
-        .args(&args)
-        .output()
-        .unwrap();
+    let mut client = host.command("timeout");
+    client.args(["-k", "5", "25", "iperf3", "-c", ip, "-t", "3", "-J", "-w", "64K", "-p", &port]);
+    client.arg(if reverse { "-R" } else { "--get-server-output" });
+    let out = client.output().unwrap();
     let _ = server.kill();
     let _ = server.wait();
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("iperf3: {e}: {}", String::from_utf8_lossy(&out.stdout)));
-    // Measured where the data arrives: the server into the pod, the client (-R) out of it.
     let receiver = if reverse {
         &v
     } else {
@@ -286,41 +215,30 @@ fn iperf(host: &Ns, pod: &Ns, ip: &str, port: u16, reverse: bool) -> (f64, f64) 
     let first = receiver["intervals"][0]["sum"]["bits_per_second"]
         .as_f64()
         .unwrap_or_else(|| panic!("no first interval: {v}"));
-    let total = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap();
+    let total = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap();
     (first / 1e6, total / 1e6)
 }
 
 #[test]
 fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     let Some(bin) = plugin_dir() else {
-        assert!(
-            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-            "NETQOS_REQUIRE_NETNS is set but the CNI plugins are missing (.ci/run installs containernetworking-plugins)"
+        skip_unless_required(
+            "NETQOS_REQUIRE_NETNS",
+            "the CNI plugins are missing (.ci/run installs containernetworking-plugins)",
         );
-        eprintln!("skipping: no CNI plugins (containernetworking-plugins)");
         return;
     };
-    if Command::new("iperf3").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-            "iperf3 missing"
-        );
+    if !kernel_tool("iperf3", "iperf3") {
         return;
     }
     let _serial = crate::traffic::serial();
-    let work = std::env::temp_dir().join(format!("netqos-cni-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = TempDir::new("cni-run");
 
     // Seed 000's pod: `1M` both ways, compiled from a policy into annotations.
-    let policy = work.join("seed000.nq");
-    std::fs::write(
-        &policy,
+    let policy = work.write(
+        "seed000.nq",
         "netqos 1\n\npods {\n    cni flannel\n    limit app=iperf ingress 1mbit egress 1mbit\n}\n",
-    )
-    .unwrap();
+    );
     // The stand-in node conflist: flannel's default chain with ptp in flannel's place.
     let flannel: Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("tests/fixtures/conflists/flannel-upstream.conflist"))
@@ -333,28 +251,19 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         "ipam": {"type": "host-local", "subnet": "10.99.0.0/24",
                  "dataDir": work.join("ipam").display().to_string()}
     });
-    let conf_path = work.join("10-standin.conflist");
-    std::fs::write(&conf_path, serde_json::to_string_pretty(&standin).unwrap()).unwrap();
+    let conf_path = work.write(
+        "10-standin.conflist",
+        serde_json::to_string_pretty(&standin).unwrap(),
+    );
     let out_dir = work.join("out");
-    let out = netqos(
-        &[
-            "compile",
-            policy.to_str().unwrap(),
-            "-o",
-            out_dir.to_str().unwrap(),
-            "--conflist",
-            conf_path.to_str().unwrap(),
-            "--allow",
-            "NQ066",
-        ],
-        &root(),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli(["compile"])
+        .arg(&policy)
+        .arg("-o")
+        .arg(&out_dir)
+        .arg("--conflist")
+        .arg(&conf_path)
+        .args(["--allow", "NQ066"])
+        .code(0);
     let patched: Value = serde_json::from_str(
         &std::fs::read_to_string(out_dir.join("conflist/10-flannel.conflist")).unwrap(),
     )
@@ -380,8 +289,12 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     );
     assert_eq!((ing, eg), (1_000_000, 1_000_000));
 
-    let host = Ns::new("host");
-    let pod = Ns::new("pod");
+    let Some(host) = Netns::new("cnirun-host") else {
+        return;
+    };
+    let Some(pod) = Netns::new("cnirun-pod") else {
+        return;
+    };
     let run = |id: &'static str| Runtime {
         bin: &bin,
         host: &host,
@@ -394,13 +307,13 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     let rt = run("unpatched0001");
     let result = rt.add(&standin, &caps);
     let veth = host_veth(&host, &result);
-    let qdiscs = host.sh(&format!("tc qdisc show dev {veth}"));
+    let qdiscs = host.ok(&format!("tc qdisc show dev {veth}"));
     assert!(
         !qdiscs.contains("tbf"),
         "unpatched chain shaped the pod: {qdiscs}"
     );
     assert!(
-        !host.sh("ip -o link show").contains("bwp"),
+        !host.ok("ip -o link show").contains("bwp"),
         "no IFB without the patch"
     );
     rt.del(&standin, &caps, &result);
@@ -410,7 +323,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     let rt = run("patchedburst01");
     let result = rt.add(&patched, &caps);
     let veth = host_veth(&host, &result);
-    let qdiscs = host.sh(&format!("tc qdisc show dev {veth}"));
+    let qdiscs = host.ok(&format!("tc qdisc show dev {veth}"));
     assert!(
         qdiscs.contains("qdisc tbf 1: root") && qdiscs.contains("rate 1Mbit"),
         "{qdiscs}"
@@ -420,7 +333,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         "containerd's wrapped burst: {qdiscs}"
     );
     assert!(qdiscs.contains("qdisc ingress ffff:"), "{qdiscs}");
-    let links = host.sh("ip -o link show type ifb");
+    let links = host.ok("ip -o link show type ifb");
     let ifb = links
         .split_whitespace()
         .find(|w| w.starts_with("bwp"))
@@ -428,7 +341,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         .trim_end_matches(':')
         .to_string();
     assert!(
-        host.sh(&format!("tc qdisc show dev {ifb}"))
+        host.ok(&format!("tc qdisc show dev {ifb}"))
             .contains("rate 1Mbit")
     );
     let ip = pod_ip(&result);
@@ -443,7 +356,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     );
     rt.del(&patched, &caps, &result);
     assert!(
-        !host.sh("ip -o link show").contains(&ifb),
+        !host.ok("ip -o link show").contains(&ifb),
         "DEL removes the IFB"
     );
 
@@ -462,34 +375,22 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         );
     }
     rt.del(&patched, &caps, &result);
-    assert!(!host.sh("ip -o link show").contains("bwp"), "no IFB left");
+    assert!(!host.ok("ip -o link show").contains("bwp"), "no IFB left");
 
     // 4. netqos's patch for `burst 20ms`, under containerd's own burst: the netqos entry
     //    right after bandwidth sets the bucket, and the limit holds from the first byte.
-    let nq_policy = work.join("burst.nq");
-    std::fs::write(
-        &nq_policy,
+    let nq_policy = work.write(
+        "burst.nq",
         "netqos 1\n\npods {\n    cni flannel\n    burst 20ms\n    limit app=iperf ingress 1mbit egress 1mbit\n}\n",
-    )
-    .unwrap();
+    );
     let nq_out = work.join("out-burst");
-    let out = netqos(
-        &[
-            "compile",
-            nq_policy.to_str().unwrap(),
-            "-o",
-            nq_out.to_str().unwrap(),
-            "--conflist",
-            conf_path.to_str().unwrap(),
-        ],
-        &root(),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli(["compile"])
+        .arg(&nq_policy)
+        .arg("-o")
+        .arg(&nq_out)
+        .arg("--conflist")
+        .arg(&conf_path)
+        .code(0);
     let with_netqos: Value = serde_json::from_str(
         &std::fs::read_to_string(nq_out.join("conflist/10-flannel.conflist")).unwrap(),
     )
@@ -503,7 +404,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     for p in ["ptp", "host-local", "bandwidth", "portmap"] {
         std::os::unix::fs::symlink(bin.join(p), chain_bin.join(p)).unwrap();
     }
-    std::fs::copy(env!("CARGO_BIN_EXE_netqos"), chain_bin.join("netqos")).unwrap();
+    std::fs::copy(netqos_bin(), chain_bin.join("netqos")).unwrap();
     let caps = containerd_caps(ing, eg, 4_294_967_295);
     let rt = Runtime {
         bin: &chain_bin,
@@ -513,7 +414,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     };
     let result = rt.add(&with_netqos, &caps);
     let veth = host_veth(&host, &result);
-    let qdiscs = host.sh(&format!("tc qdisc show dev {veth}"));
+    let qdiscs = host.ok(&format!("tc qdisc show dev {veth}"));
     assert!(qdiscs.contains("rate 1Mbit burst 2500b "), "{qdiscs}");
     let ip = pod_ip(&result);
     let (first_in, total_in) = iperf(&host, &pod, &ip, 5315, false);
@@ -522,16 +423,12 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         "netqos burst 20ms under containerd's burst, 1M: into the pod {first_in:.3} Mbit/s in the first second, {total_in:.3} over 3 s; out of it {first_out:.3}, {total_out:.3}"
     );
     for (first, total) in [(first_in, total_in), (first_out, total_out)] {
-        assert!(
-            first <= 1.25,
-            "first second {first} Mbit/s above 1.25 × the limit"
-        );
+        assert!(first <= 1.25, "first second {first} Mbit/s above 1.25 × the limit");
         assert!(
             (0.9..=1.1).contains(&total),
             "3 s average {total} Mbit/s not within 10 % of the limit"
         );
     }
     rt.del(&with_netqos, &caps, &result);
-    assert!(!host.sh("ip -o link show").contains("bwp"), "no IFB left");
-    let _ = std::fs::remove_dir_all(&work);
+    assert!(!host.ok("ip -o link show").contains("bwp"), "no IFB left");
 }

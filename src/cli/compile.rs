@@ -97,10 +97,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
     };
     let src = match read_source(a.file) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("netqos: cannot read {}: {e}", a.file.display());
-            return Exit::Io;
-        }
+        Err(e) => return e.report(ui),
     };
     let checked = netqos::check_source(&src.text, &vars);
     let mut diags = checked.diagnostics.into_sorted();

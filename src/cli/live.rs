@@ -55,10 +55,7 @@ pub fn load_target(file: &Path, vars: &VarArgs, ui: Ui) -> Result<Loaded, Exit> 
             return Err(exit);
         }
     };
-    let src = read_source(file).map_err(|e| {
-        eprintln!("netqos: cannot read {}: {e}", file.display());
-        Exit::Io
-    })?;
+    let src = read_source(file).map_err(|e| e.report(ui))?;
     let checked = netqos::check_source(&src.text, &vars);
     let diags = checked.diagnostics.into_sorted();
     print(&diags, &src, Format::Human, ui, &mut json);

@@ -25,6 +25,7 @@ mod completions;
 mod diff;
 mod explain;
 mod fmt;
+mod input;
 mod live;
 mod plan;
 mod rollback;
