@@ -13,19 +13,14 @@ use serde_json::{Value, json};
 /// Runs the plugin with `CNI_COMMAND`, optionally inside namespace `ns`: (exit ok, stdout
 /// JSON or Null, stderr).
 fn plugin(
-    ns: Option<&str>,
+    ns: Option<&Netns>,
     command: &str,
     env: &[(&str, &str)],
     stdin: &str,
 ) -> (bool, Value, String) {
-    let bin = env!("CARGO_BIN_EXE_netqos");
     let mut cmd = match ns {
-        Some(n) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", n, bin]);
-            c
-        }
-        None => Command::new(bin),
+        Some(n) => n.command(netqos_bin()),
+        None => Command::new(netqos_bin()),
     };
     cmd.env("CNI_COMMAND", command)
         .env("CNI_PATH", "/nonexistent")
@@ -180,7 +175,7 @@ fn add_sets_the_bucket_check_reports_drift_and_a_missing_tbf_fails_the_sandbox()
     let veth = format!("vq{}", std::process::id() % 100_000);
     host.ok(&format!(
         "ip link add {veth} type veth peer name eth0 netns {}",
-        pod.0
+        pod.name()
     ));
     host.ok(&format!("ip link set {veth} up"));
     pod.ok("ip link set eth0 up");
@@ -193,7 +188,7 @@ fn add_sets_the_bucket_check_reports_drift_and_a_missing_tbf_fails_the_sandbox()
             "tc qdisc add dev {dev} root handle 1: tbf rate 125000bps burst 21474835b limit 536874036"
         ));
     }
-    let netns = format!("/var/run/netns/{}", pod.0);
+    let netns = pod.path();
     let env = [
         ("CNI_CONTAINERID", "c0ffee"),
         ("CNI_NETNS", netns.as_str()),
@@ -207,7 +202,7 @@ fn add_sets_the_bucket_check_reports_drift_and_a_missing_tbf_fails_the_sandbox()
     let rc = json!({"bandwidth": {"IngressRate": 1000000, "IngressBurst": 4294967295u64,
                                   "EgressRate": 1000000, "EgressBurst": 4294967295u64}});
     let add = conf("1.0.0", json!({"prevResult": prev, "runtimeConfig": rc}));
-    let (ok, v, log) = plugin(Some(&host.0), "ADD", &env, &add);
+    let (ok, v, log) = plugin(Some(&host), "ADD", &env, &add);
     assert!(ok, "{v:?} {log}");
     assert_eq!(v, prev, "prevResult passes through unchanged");
     for dev in [&veth, &ifb] {
@@ -221,15 +216,15 @@ fn add_sets_the_bucket_check_reports_drift_and_a_missing_tbf_fails_the_sandbox()
     }
     assert!(log.contains("21.475 MB -> 2500 B"), "{log}");
     // CHECK agrees; a hand edit is drift (101).
-    let (ok, _, err) = plugin(Some(&host.0), "CHECK", &env, &add);
+    let (ok, _, err) = plugin(Some(&host), "CHECK", &env, &add);
     assert!(ok, "{err}");
     host.ok(&format!(
         "tc qdisc change dev {ifb} root handle 1: tbf rate 125000bps burst 9000b limit 20000"
     ));
-    assert_error(&plugin(Some(&host.0), "CHECK", &env, &add), 101, &ifb);
+    assert_error(&plugin(Some(&host), "CHECK", &env, &add), 101, &ifb);
     // A tbf that is not there: the sandbox fails (100), naming the device.
     host.ok(&format!("tc qdisc del dev {ifb} root"));
-    let out = plugin(Some(&host.0), "ADD", &env, &add);
+    let out = plugin(Some(&host), "ADD", &env, &add);
     assert_error(&out, 100, &ifb);
     assert!(
         out.2.contains("netqos: no tbf at the root"),
@@ -238,9 +233,9 @@ fn add_sets_the_bucket_check_reports_drift_and_a_missing_tbf_fails_the_sandbox()
     );
     // No IFB at all: 100 too.
     host.ok(&format!("ip link del {ifb}"));
-    assert_error(&plugin(Some(&host.0), "ADD", &env, &add), 100, "no IFB");
+    assert_error(&plugin(Some(&host), "ADD", &env, &add), 100, "no IFB");
     // DEL succeeds with nothing to remove, whatever is left.
-    let (ok, v, _) = plugin(Some(&host.0), "DEL", &env, &add);
+    let (ok, v, _) = plugin(Some(&host), "DEL", &env, &add);
     assert!(ok && v.is_null());
     // A prevResult whose host interfaces do not include the veth peer: 100.
     let stranger = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "cni0"}]});
@@ -248,5 +243,5 @@ fn add_sets_the_bucket_check_reports_drift_and_a_missing_tbf_fails_the_sandbox()
         "1.0.0",
         json!({"prevResult": stranger, "runtimeConfig": {"bandwidth": {"ingressRate": 1000000, "ingressBurst": 8000000}}}),
     );
-    assert_error(&plugin(Some(&host.0), "ADD", &env, &add), 100, "veth peer");
+    assert_error(&plugin(Some(&host), "ADD", &env, &add), 100, "veth peer");
 }

@@ -200,7 +200,9 @@ fn iperf(host: &Netns, pod: &Netns, ip: &str, port: u16, reverse: bool) -> (f64,
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));
     let mut client = host.command("timeout");
-    client.args(["-k", "5", "25", "iperf3", "-c", ip, "-t", "3", "-J", "-w", "64K", "-p", &port]);
+    client.args([
+        "-k", "5", "25", "iperf3", "-c", ip, "-t", "3", "-J", "-w", "64K", "-p", &port,
+    ]);
     client.arg(if reverse { "-R" } else { "--get-server-output" });
     let out = client.output().unwrap();
     let _ = server.kill();
@@ -215,7 +217,9 @@ fn iperf(host: &Netns, pod: &Netns, ip: &str, port: u16, reverse: bool) -> (f64,
     let first = receiver["intervals"][0]["sum"]["bits_per_second"]
         .as_f64()
         .unwrap_or_else(|| panic!("no first interval: {v}"));
-    let total = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap();
+    let total = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
     (first / 1e6, total / 1e6)
 }
 
@@ -423,7 +427,10 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         "netqos burst 20ms under containerd's burst, 1M: into the pod {first_in:.3} Mbit/s in the first second, {total_in:.3} over 3 s; out of it {first_out:.3}, {total_out:.3}"
     );
     for (first, total) in [(first_in, total_in), (first_out, total_out)] {
-        assert!(first <= 1.25, "first second {first} Mbit/s above 1.25 × the limit");
+        assert!(
+            first <= 1.25,
+            "first second {first} Mbit/s above 1.25 × the limit"
+        );
         assert!(
             (0.9..=1.1).contains(&total),
             "3 s average {total} Mbit/s not within 10 % of the limit"
