@@ -559,6 +559,21 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
             false,
         );
     }
+    if o.burst != n.burst {
+        let show = |b: &Option<crate::cni::burst::PodBurst>| {
+            b.as_ref()
+                .map_or("none (the runtime's)".to_string(), |b| b.config_text())
+        };
+        push(
+            format!(
+                "pod burst {} → {} (the netqos CNI entry in the conflist; pods created from now on get the new bucket)",
+                show(&o.burst),
+                show(&n.burst)
+            ),
+            None,
+            false,
+        );
+    }
     for ol in &o.limits {
         if !n
             .limits

@@ -422,7 +422,11 @@ pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnost
                 ));
             }
         }
-        if let (false, Some((burst, burst_span))) = (parts.is_empty(), &sites.burst) {
+        // On Calico and Canal there is no bandwidth tbf to adjust (NQ087): the limit does
+        // not hold there, so NQ066 stays a warning.
+        let calico = matches!(sites.cni, Some((Cni::Canal | Cni::Calico, _)));
+        let burst = sites.burst.as_ref().filter(|_| !calico);
+        if let (false, Some((burst, burst_span))) = (parts.is_empty(), burst) {
             let bytes = burst.bucket_bytes(site.bits / 8, burst::DEFAULT_MTU);
             diags.push(
                 Diagnostic::new(
