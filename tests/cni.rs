@@ -722,3 +722,70 @@ fn a_conflist_naming_netqos_needs_the_plugin_in_the_cni_bin_dir() {
     node.netqos(&["rollback"]).code(0);
     assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
 }
+
+/// `pods { burst }`: the netqos entry right after bandwidth in the node file, the reverse
+/// patch and every durable source (flannel's ConfigMap, RKE2's HelmChartConfig, K3s's
+/// flag file, built from K3s's own conflist); rke2-canal asks for the node's file.
+#[test]
+fn burst_chains_the_netqos_entry_in_every_durable_source() {
+    let dir = TempDir::new("cni-burst");
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "flannel",
+            "10-flannel.conflist",
+            "kube-flannel-cfg.patch.yaml",
+        ),
+        (
+            "rke2-flannel",
+            "10-flannel.conflist",
+            "rke2-flannel-config.yaml",
+        ),
+        ("k3s", "10-flannel.conflist", "flannel-cni.conflist"),
+    ];
+    for (flavour, node_file, durable) in cases {
+        let policy = dir.write(
+            &format!("{flavour}.nq"),
+            format!("netqos 1\n\npods {{\n    cni {flavour}\n    burst 20ms\n    limit app=x egress 5mbit\n}}\n"),
+        );
+        let out = dir.join(format!("out-{flavour}"));
+        cli(["compile"])
+            .arg(&policy)
+            .arg("-o")
+            .arg(&out)
+            .args(["--emit", "conflist", "-q"])
+            .code(0);
+        let node: serde_json::Value =
+            serde_json::from_str(&dir.read(&format!("out-{flavour}/conflist/{node_file}")))
+                .unwrap();
+        let types: Vec<&str> = node["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["type"].as_str().unwrap())
+            .collect();
+        let bw = types.iter().position(|t| *t == "bandwidth").unwrap();
+        assert_eq!(types.get(bw + 1), Some(&"netqos"), "{flavour}: {types:?}");
+        assert_eq!(
+            node["plugins"][bw + 1],
+            serde_json::json!({"type": "netqos", "burst": "20ms", "capabilities": {"bandwidth": true}})
+        );
+        let source = dir.read(&format!("out-{flavour}/conflist/{durable}"));
+        assert!(
+            source.contains("\"type\": \"netqos\"") || source.contains("\"type\":\"netqos\""),
+            "{flavour} {durable}:\n{source}"
+        );
+        let reverse = dir.read(&format!("out-{flavour}/conflist/rollback-patch.json"));
+        assert!(reverse.contains("\"netqos\""), "{flavour}: {reverse}");
+    }
+    let policy = dir.write(
+        "canal.nq",
+        "netqos 1\n\npods {\n    cni rke2-canal\n    burst 20ms\n    limit app=x egress 5mbit\n}\n",
+    );
+    cli(["compile"])
+        .arg(&policy)
+        .arg("-o")
+        .arg(dir.join("out-canal"))
+        .args(["--emit", "conflist"])
+        .code(0)
+        .stderr_has("needs the node's file: pass --conflist");
+}

@@ -635,4 +635,29 @@ fn containerds_cri_plugin_holds_pod_limits_from_the_first_byte_only_with_netqos(
         !lab.in_ns(10, "ip -o link show").contains("bwp"),
         "no IFB left"
     );
+
+    // 4. The other path: netqos cannot adjust a tbf (chained before bandwidth, so there is
+    //    none yet). The sandbox is refused with the plugin's error, in the CRI answer and
+    //    in containerd's log, and containerd's teardown leaves nothing behind.
+    let mut misplaced = with_netqos.clone();
+    let plugins = misplaced["plugins"].as_array_mut().unwrap();
+    let entry = plugins.remove(2);
+    plugins.insert(1, entry);
+    lab.swap_conflist(&misplaced);
+    let err = lab
+        .cri(&["run", "refused", "uid-refused", &annotations.to_string()])
+        .err()
+        .expect("the sandbox is refused");
+    assert!(
+        err.contains("plugin type=\"netqos\" failed (add): no IFB bwp"),
+        "{err}"
+    );
+    assert!(
+        lab.log().contains("failed (add): no IFB bwp"),
+        "the refusal is in containerd's log"
+    );
+    assert!(
+        !lab.in_ns(10, "ip -o link show").contains("bwp"),
+        "the failed sandbox left an IFB"
+    );
 }
