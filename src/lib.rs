@@ -13,6 +13,7 @@ pub mod cni;
 pub mod codes;
 pub mod diagnostic;
 pub mod diff;
+pub mod exit;
 pub mod format;
 pub mod lower;
 pub mod model;

@@ -36,24 +36,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Exit statuses (see the brief and `man 1 netqos`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    Ok = 0,
-    Invalid = 1,
-    Usage = 2,
-    Io = 3,
-    /// An apply failed and was rolled back.
-    Failed = 4,
-    /// An apply failed and so did its rollback (or a rollback failed).
-    RollbackFailed = 5,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> Self {
-        ExitCode::from(e as u8)
-    }
-}
+pub use netqos::exit::Exit;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -29,7 +29,7 @@ pub fn run(file: &Path, format: PlanFormat, opts: Options, vars: &VarArgs, ui: U
         Ok(c) => c,
         Err(e) => {
             eprintln!("netqos: {e}");
-            return Exit::Io;
+            return e.exit();
         }
     };
     match format {

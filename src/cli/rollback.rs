@@ -7,7 +7,19 @@ use std::time::Duration;
 
 use super::live::{lock, open_kernel, state_dir};
 use super::{Exit, Ui};
-use netqos::apply::txn::{self, Record, StateDir};
+use netqos::apply::state_dir::{self, Record, StateDir};
+use netqos::apply::transaction::{self, Observer};
+
+/// Resource lines (conflist restored) unless quiet.
+struct Notes(Ui);
+
+impl Observer for Notes {
+    fn note(&mut self, line: &str) {
+        if !self.0.quiet {
+            eprintln!("{line}");
+        }
+    }
+}
 
 /// Restores the last record's snapshot; `reason` becomes its outcome.
 fn restore_last(dir: &StateDir, record: &mut Record, reason: &str, ui: Ui) -> Exit {
@@ -15,39 +27,24 @@ fn restore_last(dir: &StateDir, record: &mut Record, reason: &str, ui: Ui) -> Ex
         Ok(k) => k,
         Err(e) => return e,
     };
-    match txn::restore(&mut kernel, record, &[]) {
-        Ok(n) => {
-            if let Some(c) = &record.conflist {
-                match netqos::apply::conflist_file::restore(c) {
-                    Ok(netqos::apply::conflist_file::Restored::Restored) => {
-                        if !ui.quiet {
-                            eprintln!("conflist: restored {}", c.path.display());
-                        }
-                    }
-                    Ok(netqos::apply::conflist_file::Restored::AlreadyDone) => {}
-                    Err(e) => {
-                        eprintln!("netqos: rollback of {}: {e}", record.id);
-                        return Exit::RollbackFailed;
-                    }
-                }
-            }
-            let _ = dir.set_outcome(record, reason);
-            let _ = dir.set_pending(None);
-            if let Err(e) = dir.restore_applied(&record.id) {
+    match transaction::rollback(&mut kernel, dir, record, reason, &mut Notes(ui)) {
+        Ok(done) => {
+            if let Some(e) = &done.unrecorded {
                 eprintln!("netqos: {e}");
             }
             if !ui.quiet {
                 outln!(
-                    "{reason}: transaction {} undone with {n} change(s); the devices are as \
+                    "{reason}: transaction {} undone with {} change(s); the devices are as \
                      before it",
-                    record.id
+                    record.id,
+                    done.changes
                 );
             }
             Exit::Ok
         }
         Err(e) => {
             eprintln!("netqos: rollback of {} failed: {e}", record.id);
-            Exit::RollbackFailed
+            e.exit()
         }
     }
 }
@@ -72,7 +69,7 @@ pub fn rollback(state: Option<&Path>, ui: Ui) -> Exit {
         }
         Err(e) => {
             eprintln!("netqos: {e}");
-            Exit::Io
+            e.exit()
         }
     }
 }
@@ -90,7 +87,7 @@ pub fn confirm(state: Option<&Path>, ui: Ui) -> Exit {
         Ok(Some(p)) => {
             if let Err(e) = dir.set_pending(None) {
                 eprintln!("netqos: {e}");
-                return Exit::Io;
+                return e.exit();
             }
             if let Ok(Some(mut r)) = dir.last()
                 && r.id == p.id
@@ -111,7 +108,7 @@ pub fn confirm(state: Option<&Path>, ui: Ui) -> Exit {
         }
         Err(e) => {
             eprintln!("netqos: {e}");
-            Exit::Io
+            e.exit()
         }
     }
 }
@@ -125,7 +122,7 @@ pub fn revert_after(state: Option<&Path>, id: &str, deadline: u64, ui: Ui) -> Ex
         Err(e) => return e,
     };
     loop {
-        let now = txn::now();
+        let now = state_dir::now();
         if now >= deadline {
             break;
         }

@@ -6,10 +6,11 @@ use std::path::Path;
 use super::live::{changes_json, open_kernel, state_dir};
 use super::plan::PlanFormat;
 use super::{Exit, Ui};
-use netqos::apply::diff::{self, Options};
+use netqos::apply::diff::{self, DiffError, Options};
 use netqos::apply::kernel::{Kernel, StatsMap};
-use netqos::apply::model::{Class, fmt_handle};
-use netqos::apply::state::{DevState, Target};
+use netqos::apply::model::{Change, Class, fmt_handle};
+use netqos::apply::state::{DevState, Live, Target};
+use netqos::apply::state_dir::{Pending, StateDir};
 use netqos::units::fmt_rate;
 
 fn restrict(t: &Target, iface: &str) -> Target {
@@ -116,18 +117,16 @@ fn print_dev(d: &DevState, stats: &StatsMap) {
     }
 }
 
-pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: Ui) -> Exit {
-    let dir = match state_dir(state) {
-        Ok(d) => d,
-        Err(e) => return e,
-    };
-    let applied = match dir.applied() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
-    };
+/// The applied target (restricted to `iface`) and the devices to show; `Err` when there is
+/// nothing to show.
+fn what_to_show(
+    dir: &StateDir,
+    iface: Option<&str>,
+) -> Result<(Option<Target>, Vec<String>), Exit> {
+    let applied = dir.applied().map_err(|e| {
+        eprintln!("netqos: {e}");
+        e.exit()
+    })?;
     let target = match (&applied, iface) {
         // An interface the last applied policy does not shape has no drift to speak of.
         (Some(t), Some(i)) => {
@@ -148,53 +147,37 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
             "netqos: no policy has been applied (state in {}); name an interface: netqos status eth0",
             dir.path.display()
         );
-        return Exit::Io;
+        return Err(Exit::Io);
     }
-    let mut kernel = match open_kernel(target.as_ref()) {
-        Ok(k) => k,
-        Err(e) => return e,
+    Ok((target, devices))
+}
+
+type Drift = Option<Result<Vec<Change>, DiffError>>;
+
+fn print_json(live: &Live, stats: &StatsMap, drift: &Drift, pending: Option<&Pending>) {
+    let stats: Vec<serde_json::Value> = stats
+        .iter()
+        .map(|((dev, kind, handle), s)| {
+            serde_json::json!({"device": dev, "object": kind, "handle": fmt_handle(*handle), "stats": s})
+        })
+        .collect();
+    let drift_json = match drift {
+        None => serde_json::Value::Null,
+        Some(Ok(c)) => serde_json::from_str(&changes_json(c)).unwrap_or_default(),
+        Some(Err(e)) => serde_json::json!({ "error": e.to_string() }),
     };
-    let live = match kernel.read(&devices) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
-    };
-    let drift = target.as_ref().map(|t| {
-        diff::diff(
-            &live,
-            t,
-            Options {
-                replace_foreign: true,
-            },
-        )
+    let doc = serde_json::json!({
+        "live": live,
+        "stats": stats,
+        "drift": drift_json,
+        "pending": pending,
     });
-    let pending = dir.pending().ok().flatten();
-    if format == PlanFormat::Json {
-        let stats: Vec<serde_json::Value> = kernel
-            .stats
-            .iter()
-            .map(|((dev, kind, handle), s)| {
-                serde_json::json!({"device": dev, "object": kind, "handle": fmt_handle(*handle), "stats": s})
-            })
-            .collect();
-        let drift_json = match &drift {
-            None => serde_json::Value::Null,
-            Some(Ok(c)) => serde_json::from_str(&changes_json(c)).unwrap_or_default(),
-            Some(Err(e)) => serde_json::json!({ "error": e }),
-        };
-        let doc = serde_json::json!({
-            "live": live,
-            "stats": stats,
-            "drift": drift_json,
-            "pending": pending,
-        });
-        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return Exit::Ok;
-    }
+    outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
+
+fn print_human(live: &Live, stats: &StatsMap, drift: &Drift, pending: Option<&Pending>) {
     for d in &live.devs {
-        print_dev(d, &kernel.stats);
+        print_dev(d, stats);
     }
     match drift {
         None => outln!("drift: unknown (no applied policy shapes these devices)"),
@@ -206,7 +189,7 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
                 "drift: {} difference(s) from the last applied policy; `netqos apply` would:",
                 c.len()
             );
-            for ch in &c {
+            for ch in c {
                 outln!("  {}", ch.describe());
             }
         }
@@ -216,8 +199,39 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
         outln!(
             "pending: transaction {} reverts in {} s unless `netqos confirm` runs",
             p.id,
-            p.deadline.saturating_sub(netqos::apply::txn::now())
+            p.deadline.saturating_sub(netqos::apply::state_dir::now())
         );
+    }
+}
+
+pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: Ui) -> Exit {
+    let dir = match state_dir(state) {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    let (target, devices) = match what_to_show(&dir, iface) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    let mut kernel = match open_kernel(target.as_ref()) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    let live = match kernel.read(&devices) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("netqos: {e}");
+            return Exit::Io;
+        }
+    };
+    let opts = Options {
+        replace_foreign: true,
+    };
+    let drift = target.as_ref().map(|t| diff::diff(&live, t, opts));
+    let pending = dir.pending().ok().flatten();
+    match format {
+        PlanFormat::Json => print_json(&live, &kernel.stats, &drift, pending.as_ref()),
+        PlanFormat::Human => print_human(&live, &kernel.stats, &drift, pending.as_ref()),
     }
     Exit::Ok
 }
