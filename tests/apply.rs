@@ -287,7 +287,7 @@ fn fail_and_undo(from: Option<&str>, to: &str, dir: &StateDir) -> usize {
         let before = k.read(&t.devices()).unwrap();
         let hooks = Hooks {
             fail_after: Some(fail),
-            pause_after: None,
+            ..Hooks::default()
         };
         let Outcome::RolledBack(f) = transact(&mut k, dir, &t, hooks) else {
             panic!("step {fail}: not rolled back");
@@ -504,8 +504,12 @@ fn a_verify_mismatch_fails_the_apply_and_undoes_it() {
         f.error
     );
     assert_eq!(k.read(&t.devices()).unwrap(), before);
-    let rec = d.1.last().unwrap().unwrap();
+    let rec = d.1.record(&f.id).unwrap().unwrap();
     assert_eq!(rec.outcome, "failed, rolled back");
+    assert!(
+        d.1.last().unwrap().is_none(),
+        "a failed apply is no undo point"
+    );
     assert!(
         d.1.applied().unwrap().is_none(),
         "nothing recorded as applied"
@@ -624,7 +628,7 @@ fn an_undo_that_fails_is_reported_as_such() {
     assert!(e.to_string().contains("injected failure"), "{e}");
     assert_eq!(out.exit(), netqos::exit::Exit::RollbackFailed);
     assert_eq!(
-        d.1.last().unwrap().unwrap().outcome,
+        d.1.record(&f.id).unwrap().unwrap().outcome,
         "failed, rollback failed"
     );
 }
@@ -664,7 +668,7 @@ fn refusals_before_any_change_send_nothing() {
     assert!(k.sent.is_empty());
     d.1.set_pending(Some(&Pending {
         id: "x".into(),
-        deadline: 0,
+        deadline: netqos::apply::state_dir::now() + 3600,
     }))
     .unwrap();
     let e = Transaction::new(&mut k, &d.1, options())
@@ -729,4 +733,105 @@ fn default_route_hint_and_rollback_through_the_library() {
     assert!(done.changes > 0 && done.unrecorded.is_none());
     assert_eq!(k.read(&t.devices()).unwrap(), pristine);
     assert!(d.1.applied().unwrap().is_none());
+}
+
+/// Issue 18.7: a failed apply never replaces the undo point. A applied, B fails and is
+/// undone: rollback still returns to before A.
+#[test]
+fn a_failed_apply_leaves_the_previous_undo_point() {
+    let d = Dir::new("undopoint");
+    let a = target(EGRESS);
+    let b = target(&EGRESS.replace("rate 100mbit ceil 300mbit", "rate 150mbit ceil 300mbit"));
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    let pristine = k.read(&a.devices()).unwrap();
+    let Outcome::Applied(first) = transact(&mut k, &d.1, &a, Hooks::default()) else {
+        panic!("A not applied");
+    };
+    let hooks = Hooks {
+        fail_after: Some(1),
+        ..Hooks::default()
+    };
+    assert!(matches!(
+        transact(&mut k, &d.1, &b, hooks),
+        Outcome::RolledBack(_)
+    ));
+    let mut last = d.1.last().unwrap().unwrap();
+    assert_eq!(last.id, first.id, "the undo point is still A");
+    transaction::rollback(
+        &mut k,
+        &d.1,
+        &mut last,
+        "rolled back",
+        &mut transaction::Silent,
+    )
+    .unwrap();
+    assert_eq!(k.read(&a.devices()).unwrap(), pristine);
+}
+
+/// Issue 18.1: a transaction that never recorded its end (here: its undo failed) is undone
+/// to its own snapshot by the next apply before anything else, so that apply's snapshot
+/// is the state before it, never a half-built tree.
+#[test]
+fn an_unfinished_transaction_is_undone_before_the_next_apply() {
+    let d = Dir::new("unfinished");
+    let a = target(EGRESS);
+    let b = target(&EGRESS.replace("10.42.3.0/24", "10.42.4.0/24"));
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    transact(&mut k, &d.1, &a, Hooks::default());
+    let after_a = k.read(&a.devices()).unwrap();
+    let mut broken = k.clone();
+    broken.fail_from = Some(broken.sent.len() + 1);
+    assert!(matches!(
+        transact(&mut broken, &d.1, &b, Hooks::default()),
+        Outcome::RollbackFailed(..)
+    ));
+    let half = broken.read(&a.devices()).unwrap();
+    assert_ne!(half, after_a, "half-built");
+    let interrupted = d.1.interrupted().unwrap().expect("named as interrupted");
+    broken.fail_from = None;
+    let mut lines = Lines::default();
+    let out = Transaction::new(&mut broken, &d.1, options())
+        .observer(&mut lines)
+        .apply(b.clone())
+        .unwrap();
+    assert!(matches!(out, Outcome::Applied(_)), "{out:?}");
+    assert!(
+        lines
+            .0
+            .iter()
+            .any(|l| l.contains(&interrupted.id) && l.contains("interrupted")),
+        "{:?}",
+        lines.0
+    );
+    assert!(d.1.interrupted().unwrap().is_none());
+    let mut last = d.1.last().unwrap().unwrap();
+    assert_eq!(
+        last.snapshot, after_a,
+        "the snapshot is A, not the half-built tree"
+    );
+    transaction::rollback(
+        &mut broken,
+        &d.1,
+        &mut last,
+        "rolled back",
+        &mut transaction::Silent,
+    )
+    .unwrap();
+    assert_eq!(broken.read(&a.devices()).unwrap(), after_a);
+}
+
+/// Issue 18.4: when the outcome cannot be recorded the apply says so (the CLI exits 3).
+#[test]
+fn an_unrecorded_outcome_is_reported() {
+    let d = Dir::new("unrecorded");
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    let hooks = Hooks {
+        fail_record: true,
+        ..Hooks::default()
+    };
+    let Outcome::Applied(a) = transact(&mut k, &d.1, &t, hooks) else {
+        panic!("not applied");
+    };
+    assert!(a.unrecorded.is_some());
 }

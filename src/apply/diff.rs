@@ -15,6 +15,9 @@ use crate::apply::state::{
 };
 use crate::exit::Exit;
 
+/// The handle of netqos's HTB root (`1:`).
+const NETQOS_ROOT: u32 = 0x1_0000;
+
 /// Choices the operator makes explicitly.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -207,6 +210,15 @@ fn root(
                 });
             }
             Ok(Some(true))
+        }
+        (Some(want), Some(have)) if have.handle == NETQOS_ROOT && have.kind.name() == "htb" => {
+            // netqos's own tree gives way to another root: the return to a snapshot that
+            // held a foreign root (replaced with --replace-foreign). Its classes go with it.
+            p.roots.push(Change::ReplaceQdisc {
+                old: have.clone(),
+                new: want.clone(),
+            });
+            Ok(Some(false))
         }
         (Some(want), Some(have)) => {
             let root = have.describe();

@@ -6,12 +6,16 @@
 //!
 //! ```text
 //! lock                   flock(2) held by apply, rollback, confirm and the reverter
-//! last                   id of the last transaction
+//! last                   id of the last transaction that succeeded: the undo point
+//! current                id of the transaction in flight (written before its first
+//!                        change, removed when it ends); found under the lock, it names
+//!                        an interrupted transaction, undone before anything else
 //! applied.json           the target of the last successful apply (for drift in status)
 //! pending.json           an unconfirmed apply: {"id", "deadline"} (see --confirm)
 //! txn/ID.json            the record: source, target, snapshot, resources
 //! txn/ID.outcome         how it ended: applied, rolled back, failed, …
 //! txn/ID.applied-before.json  the applied target it replaced (restored by rollback)
+//! txn/ID.reverter       flock(2) held by the process that reverts ID at its deadline
 //! txn/ID.journal         one JSON line per change, written before it is sent, with its
 //!                        inverse; a "done" line after it succeeded
 //! cni/NAME.orig          the original of a conflist apply patched
@@ -55,6 +59,8 @@ pub enum StateError {
         path: PathBuf,
         holder: Option<String>,
     },
+    #[error("cannot record the outcome: failure injected by the fail_record test hook")]
+    Injected,
     #[error("cannot encode {what}: {source}")]
     Encode {
         what: &'static str,
@@ -269,14 +275,37 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("cannot read", &p, e)),
         };
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(StateError::BadId { path: p, id });
-        }
+        let id = checked_id(&p, &id)?;
         self.record(&id)
     }
 
     pub fn set_last(&self, id: &str) -> Result<(), StateError> {
         self.write("last", format!("{id}\n").as_bytes())
+    }
+
+    /// Marks transaction `id` as in flight (`None`: it ended).
+    pub fn set_current(&self, id: Option<&str>) -> Result<(), StateError> {
+        match id {
+            Some(id) => self.write("current", format!("{id}\n").as_bytes()),
+            None => self.remove("current"),
+        }
+    }
+
+    /// A transaction that started changing the kernel and never recorded how it ended
+    /// (its process was killed, or its undo failed). Only meaningful under the lock: a
+    /// running transaction holds it. Records of older versions, which made a transaction
+    /// `last` before its first change, count when their outcome is still `applying`.
+    pub fn interrupted(&self) -> Result<Option<Record>, StateError> {
+        let p = self.path.join("current");
+        match std::fs::read_to_string(&p) {
+            Ok(id) => {
+                let id = checked_id(&p, id.trim())?;
+                return self.record(&id);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("cannot read", &p, e)),
+        }
+        Ok(self.last()?.filter(|r| r.outcome == "applying"))
     }
 
     pub fn applied(&self) -> Result<Option<Target>, StateError> {
@@ -319,6 +348,36 @@ impl StateDir {
         }
     }
 
+    /// Opens and locks `txn/ID.reverter` for the process that will revert `id` (the CLI
+    /// hands the locked file to its detached reverter; an agent keeps it): while the lock is
+    /// held, `reverter_alive(id)` is true.
+    pub fn reverter_lock(&self, id: &str) -> Result<File, StateError> {
+        let p = self.path.join(format!("txn/{id}.reverter"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| io_err("cannot open", &p, e))?;
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => StateError::Locked {
+                path: p.clone(),
+                holder: None,
+            },
+            std::fs::TryLockError::Error(e) => io_err("cannot lock", &p, e),
+        })?;
+        Ok(file)
+    }
+
+    /// Whether a process still holds the reverter lock of `id`.
+    pub fn reverter_alive(&self, id: &str) -> bool {
+        let p = self.path.join(format!("txn/{id}.reverter"));
+        match File::open(&p) {
+            Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
     pub fn pending(&self) -> Result<Option<Pending>, StateError> {
         self.read_json("pending.json")
     }
@@ -329,6 +388,17 @@ impl StateDir {
             None => self.remove("pending.json"),
         }
     }
+}
+
+/// A transaction id read from `path`: letters, digits and `-` only (it names files).
+fn checked_id(path: &Path, id: &str) -> Result<String, StateError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(StateError::BadId {
+            path: path.to_path_buf(),
+            id: id.to_string(),
+        });
+    }
+    Ok(id.to_string())
 }
 
 /// Writes a file by temp file + fsync + rename, then fsyncs the directory.

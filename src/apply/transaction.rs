@@ -59,10 +59,15 @@ pub struct Options<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(
-        "apply {id} awaits confirmation; run `netqos confirm` to keep it or `netqos rollback` to \
-         undo it first"
+        "apply {id} {}",
+        if *closed {
+            "was not confirmed in time and its reverter is reverting it; try again in a moment"
+        } else {
+            "awaits confirmation; run `netqos confirm` to keep it or `netqos rollback` to undo \
+             it first"
+        }
     )]
-    Pending { id: String },
+    Pending { id: String, closed: bool },
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -77,11 +82,19 @@ pub enum ApplyError {
     Resource { what: String, error: ResourceError },
     #[error("cannot start the revert timer: {0}; nothing changed")]
     Reverter(std::io::Error),
+    #[error(
+        "transaction {id} was interrupted and cannot be undone: {error}; nothing else changed. \
+         Inspect with `netqos status`, then retry `netqos rollback`"
+    )]
+    Interrupted { id: String, error: Box<UndoError> },
 }
 
 impl ApplyError {
     pub fn exit(&self) -> Exit {
-        Exit::Io
+        match self {
+            ApplyError::Interrupted { .. } => Exit::RollbackFailed,
+            _ => Exit::Io,
+        }
     }
 }
 
@@ -220,9 +233,20 @@ impl<'a> Transaction<'a> {
 
     /// Runs the transaction to `target` (the caller holds the state directory's lock).
     pub fn apply(mut self, target: Target) -> Result<Outcome, ApplyError> {
-        if let Some(p) = self.dir.pending()? {
-            return Err(ApplyError::Pending { id: p.id });
+        if let Some(rec) = self.dir.interrupted()? {
+            let n = undo_interrupted(self.kernel, self.dir, &rec).map_err(|error| {
+                ApplyError::Interrupted {
+                    id: rec.id.clone(),
+                    error: Box::new(error),
+                }
+            })?;
+            self.note(&format!(
+                "netqos: transaction {} ({}) was interrupted; undone to its snapshot first \
+                 ({n} change(s))",
+                rec.id, rec.source
+            ));
         }
+        self.close_window()?;
         // Devices the last applied policy shaped and this one does not: remove netqos's
         // tree, redirect and IFB there too.
         let target = match self.dir.applied().ok().flatten() {
@@ -249,6 +273,43 @@ impl<'a> Transaction<'a> {
         };
         let result = self.run(&run, &mut journal);
         Ok(self.finish(&mut run, result))
+    }
+
+    /// An earlier apply awaiting confirmation: refused while its window is open (or its
+    /// reverter is at work); reverted here when the window closed and its reverter is gone.
+    fn close_window(&mut self) -> Result<(), ApplyError> {
+        let Some(p) = self.dir.pending()? else {
+            return Ok(());
+        };
+        if now() < p.deadline || self.dir.reverter_alive(&p.id) {
+            return Err(ApplyError::Pending {
+                id: p.id,
+                closed: now() >= p.deadline,
+            });
+        }
+        match self.dir.last()?.filter(|r| r.id == p.id) {
+            Some(mut rec) => {
+                rollback(
+                    self.kernel,
+                    self.dir,
+                    &mut rec,
+                    "reverted, not confirmed",
+                    &mut Silent,
+                )
+                .map_err(|error| ApplyError::Interrupted {
+                    id: rec.id.clone(),
+                    error: Box::new(error),
+                })?;
+            }
+            None => self.dir.set_pending(None)?,
+        }
+        self.note(&format!(
+            "netqos: the confirm window of transaction {} closed {} s ago and its reverter is \
+             gone; reverted it first",
+            p.id,
+            now().saturating_sub(p.deadline)
+        ));
+        Ok(())
     }
 
     /// Says so when a device the target shapes carries a default route and neither a
@@ -294,7 +355,7 @@ impl<'a> Transaction<'a> {
         let journal = self
             .dir
             .save_record(record)
-            .and_then(|()| self.dir.set_last(&record.id))
+            .and_then(|()| self.dir.set_current(Some(&record.id)))
             .and_then(|()| self.dir.journal(&record.id))
             .map_err(ApplyError::Unrecorded)?;
         let Some(confirm) = &self.options.confirm else {
@@ -372,7 +433,9 @@ impl<'a> Transaction<'a> {
         let _ = self.dir.set_pending(None);
         match undone {
             Ok(_) => {
+                // The undo point (`last`) stays the previous successful transaction.
                 let _ = self.dir.set_outcome(&mut run.record, "failed, rolled back");
+                let _ = self.dir.set_current(None);
                 Outcome::RolledBack(failure)
             }
             Err(e) => {
@@ -385,11 +448,17 @@ impl<'a> Transaction<'a> {
     }
 
     fn succeeded(&mut self, run: &mut Started) -> Applied {
-        let _ = self.dir.set_outcome(&mut run.record, "applied");
-        let unrecorded = self
-            .dir
-            .replace_applied(&run.record.id, &run.record.target)
-            .err();
+        let dir = self.dir;
+        let id = run.record.id.clone();
+        let unrecorded = if self.options.hooks.fail_record {
+            Err(StateError::Injected)
+        } else {
+            dir.set_outcome(&mut run.record, "applied")
+                .and_then(|()| dir.set_last(&id))
+                .and_then(|()| dir.set_current(None))
+                .and_then(|()| dir.replace_applied(&id, &run.record.target))
+        }
+        .err();
         self.phase("record");
         Applied {
             id: run.record.id.clone(),
@@ -429,6 +498,28 @@ fn undo_observed(
                 });
             }
         }
+    }
+    Ok(n)
+}
+
+/// Undoes an interrupted transaction to its own snapshot (journal inverses first) and
+/// records that it ended so; its confirm window, if any, is closed.
+pub fn undo_interrupted(
+    kernel: &mut dyn Kernel,
+    dir: &StateDir,
+    record: &Record,
+) -> Result<usize, UndoError> {
+    let n = undo(kernel, record, &dir.inverses(&record.id))?;
+    let mut record = record.clone();
+    let _ = dir.set_outcome(&mut record, "interrupted, rolled back");
+    let _ = dir.set_current(None);
+    if dir
+        .pending()
+        .ok()
+        .flatten()
+        .is_some_and(|p| p.id == record.id)
+    {
+        let _ = dir.set_pending(None);
     }
     Ok(n)
 }

@@ -143,13 +143,17 @@ impl Journal {
     }
 }
 
-/// Test hooks (the CLI reads them from `NETQOS_FAIL_AFTER` / `NETQOS_PAUSE_AFTER`, documented
-/// in the man page as such): `fail_after: N` makes change N+1 fail as if the kernel refused
-/// it; `pause_after: N` sleeps 60 s after N changes (to kill the process there).
+/// Test hooks (the CLI reads them from `NETQOS_FAIL_AFTER`, `NETQOS_PAUSE_AFTER`,
+/// `NETQOS_FAIL_RECORD`, documented in the man page as such): `fail_after: N` makes change
+/// N+1 fail as if the kernel refused it; `pause_after: N` sleeps `pause` (default 60 s)
+/// after N changes (to kill the process there, or change the device under it);
+/// `fail_record` makes recording a successful apply fail (as on a full disk).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Hooks {
     pub fail_after: Option<usize>,
     pub pause_after: Option<usize>,
+    pub pause: Option<Duration>,
+    pub fail_record: bool,
 }
 
 /// How many independent changes go to the kernel in one message.
@@ -294,7 +298,7 @@ pub fn execute(
             }
             if hooks.pause_after == Some(i) {
                 let _ = journal.sync();
-                std::thread::sleep(Duration::from_secs(60));
+                std::thread::sleep(hooks.pause.unwrap_or(Duration::from_secs(60)));
             }
             journal_window(journal, changes, range.clone())?;
             if hooks.fail_after == Some(i) {

@@ -145,6 +145,8 @@ fn hooks_from_env() -> Hooks {
     Hooks {
         fail_after: n("NETQOS_FAIL_AFTER"),
         pause_after: n("NETQOS_PAUSE_AFTER"),
+        pause: n("NETQOS_PAUSE_SECS").map(|s| Duration::from_secs(s as u64)),
+        fail_record: n("NETQOS_FAIL_RECORD") == Some(1),
     }
 }
 
@@ -210,7 +212,19 @@ fn report(outcome: &Outcome, name: &str, ui: Ui) -> Exit {
                 outln!("{name}: nothing to change; the kernel already matches the policy");
             }
         }
-        Outcome::Applied(a) => report_applied(a, name, ui),
+        Outcome::Applied(a) => {
+            report_applied(a, name, ui);
+            if let Some(e) = &a.unrecorded {
+                // What is live must not go unsaid: the undo point may be stale.
+                eprintln!(
+                    "netqos: the kernel holds {name} (transaction {}), but its outcome could not \
+                     be recorded: {e}\nnetqos: `netqos status` and `netqos rollback` may not know \
+                     it; fix the state directory, then run `netqos apply` again",
+                    a.id
+                );
+                return Exit::Io;
+            }
+        }
         Outcome::RolledBack(f) => {
             report_failure(f);
             eprintln!("netqos: the devices are as they were before the apply");
@@ -227,9 +241,6 @@ fn report(outcome: &Outcome, name: &str, ui: Ui) -> Exit {
 }
 
 fn report_applied(a: &Applied, name: &str, ui: Ui) {
-    if let Some(e) = &a.unrecorded {
-        eprintln!("netqos: {e}");
-    }
     if ui.quiet {
         return;
     }
@@ -275,6 +286,10 @@ struct Detached;
 impl Reverter for Detached {
     fn start(&self, dir: &StateDir, p: &Pending) -> std::io::Result<()> {
         let exe = std::env::current_exe()?;
+        // The reverter's liveness: it holds this lock for as long as it runs (its stdin).
+        let alive = dir
+            .reverter_lock(&p.id)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -287,7 +302,8 @@ impl Reverter for Detached {
             .arg(p.deadline.to_string())
             .env_remove("NETQOS_FAIL_AFTER")
             .env_remove("NETQOS_PAUSE_AFTER")
-            .stdin(Stdio::null())
+            .env_remove("NETQOS_FAIL_RECORD")
+            .stdin(Stdio::from(alive))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;

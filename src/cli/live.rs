@@ -11,12 +11,17 @@ use netqos::apply::state::{self, Live, Target};
 use netqos::apply::state_dir::StateDir;
 
 /// `--state-dir`, else `NETQOS_STATE_DIR`, else `/var/lib/netqos`.
-pub fn state_dir(arg: Option<&Path>) -> Result<StateDir, Exit> {
-    let path = arg.map(Path::to_path_buf).unwrap_or_else(|| {
+pub fn state_path(arg: Option<&Path>) -> PathBuf {
+    arg.map(Path::to_path_buf).unwrap_or_else(|| {
         std::env::var_os("NETQOS_STATE_DIR")
             .filter(|v| !v.is_empty())
             .map_or_else(|| PathBuf::from("/var/lib/netqos"), PathBuf::from)
-    });
+    })
+}
+
+/// The state directory (created when missing).
+pub fn state_dir(arg: Option<&Path>) -> Result<StateDir, Exit> {
+    let path = state_path(arg);
     StateDir::open(&path).map_err(|e| {
         eprintln!("netqos: {e}");
         e.exit()

@@ -201,6 +201,10 @@ enum Command {
         /// Plan the replacement of a root qdisc netqos did not create.
         #[arg(long)]
         replace_foreign: bool,
+        /// The state directory, to name an interrupted apply (default: $NETQOS_STATE_DIR or
+        /// /var/lib/netqos).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
         #[command(flatten)]
         vars: VarArgs,
     },
@@ -382,11 +386,13 @@ pub fn run() -> ExitCode {
             file,
             format,
             replace_foreign,
+            state_dir,
             vars,
         } => plan::run(
             &file,
             format,
             netqos::apply::diff::Options { replace_foreign },
+            state_dir.as_deref(),
             &vars,
             ui,
         ),

@@ -143,6 +143,10 @@ fn what_to_show(
         devices.sort();
     }
     if devices.is_empty() {
+        if let Ok(Some(r)) = dir.interrupted() {
+            // Nothing succeeded yet, but something is half-done: show its devices.
+            return Ok((None, r.target.devices()));
+        }
         eprintln!(
             "netqos: no policy has been applied (state in {}); name an interface: netqos status eth0",
             dir.path.display()
@@ -175,7 +179,13 @@ fn print_json(live: &Live, stats: &StatsMap, drift: &Drift, pending: Option<&Pen
     outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
 
-fn print_human(live: &Live, stats: &StatsMap, drift: &Drift, pending: Option<&Pending>) {
+fn print_human(
+    live: &Live,
+    stats: &StatsMap,
+    drift: &Drift,
+    pending: Option<&Pending>,
+    dir: &StateDir,
+) {
     for d in &live.devs {
         print_dev(d, stats);
     }
@@ -196,12 +206,50 @@ fn print_human(live: &Live, stats: &StatsMap, drift: &Drift, pending: Option<&Pe
         Some(Err(e)) => outln!("drift: {e}"),
     }
     if let Some(p) = pending {
+        print_pending(p, dir);
+    }
+}
+
+fn print_pending(p: &Pending, dir: &StateDir) {
+    let now = netqos::apply::state_dir::now();
+    if now < p.deadline {
         outln!(
             "pending: transaction {} reverts in {} s unless `netqos confirm` runs",
             p.id,
-            p.deadline.saturating_sub(netqos::apply::state_dir::now())
+            p.deadline - now
+        );
+    } else if dir.reverter_alive(&p.id) {
+        outln!(
+            "pending: transaction {} was not confirmed in time; its reverter is reverting it",
+            p.id
+        );
+    } else {
+        outln!(
+            "pending: transaction {} should have reverted {} s ago but its reverter is gone; \
+             it is still live: `netqos rollback` reverts it (`netqos apply` and `netqos confirm` \
+             revert it first)",
+            p.id,
+            now - p.deadline
         );
     }
+}
+
+/// Says so when a transaction was interrupted (its process died mid-way): the devices
+/// may hold part of it. The state lock tells a dead one from one in progress.
+fn print_interrupted(dir: &StateDir) {
+    let Ok(Some(r)) = dir.interrupted() else {
+        return;
+    };
+    if dir.lock(false).is_err() {
+        outln!("in progress: transaction {} ({})", r.id, r.source);
+        return;
+    }
+    outln!(
+        "interrupted: transaction {} ({}) did not finish; the devices may hold part of it. \
+         `netqos rollback` undoes it (`netqos apply` undoes it first)",
+        r.id,
+        r.source
+    );
 }
 
 pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: Ui) -> Exit {
@@ -231,7 +279,10 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
     let pending = dir.pending().ok().flatten();
     match format {
         PlanFormat::Json => print_json(&live, &kernel.stats, &drift, pending.as_ref()),
-        PlanFormat::Human => print_human(&live, &kernel.stats, &drift, pending.as_ref()),
+        PlanFormat::Human => {
+            print_human(&live, &kernel.stats, &drift, pending.as_ref(), &dir);
+            print_interrupted(&dir);
+        }
     }
     Exit::Ok
 }
