@@ -21,12 +21,13 @@ fn compile(src: &str, dir: &Path) -> Plan {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("apply.sh"),
-        netqos::backend::tc_script(&plan, "policy.nq", &t).unwrap(),
+        netqos::backend::tc_script(&netqos::backend::Render::new(&plan, "policy.nq", &t)).unwrap(),
     )
     .unwrap();
     std::fs::write(
         dir.join("rollback.sh"),
-        netqos::backend::rollback_script(&plan, "policy.nq", &t).unwrap(),
+        netqos::backend::rollback_script(&netqos::backend::Render::new(&plan, "policy.nq", &t))
+            .unwrap(),
     )
     .unwrap();
     plan
