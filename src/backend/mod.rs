@@ -111,9 +111,11 @@ fn device_lines(d: &DevicePlan) -> Vec<(String, usize, String)> {
         if let Some(leaf) = &c.leaf {
             let mut l = format!(
                 "qdisc replace dev {dev} parent {} handle {} {}",
-                c.classid, leaf.handle, leaf.kind
+                c.classid,
+                leaf.handle,
+                leaf.queue.kind()
             );
-            for a in &leaf.args {
+            for a in &leaf.queue.args() {
                 l.push(' ');
                 l.push_str(a);
             }
@@ -214,7 +216,11 @@ fn device_view(d: &DevicePlan, source: &str, map: &mut Vec<String>) -> DeviceVie
         leaves: join(
             d.classes
                 .iter()
-                .filter_map(|c| c.leaf.as_ref().map(|l| format!("{}{}", l.handle, l.kind)))
+                .filter_map(|c| {
+                    c.leaf
+                        .as_ref()
+                        .map(|l| format!("{}{}", l.handle, l.queue.kind()))
+                })
                 .collect(),
         ),
         lines,
