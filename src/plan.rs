@@ -341,12 +341,7 @@ impl fmt::Display for Selector {
                 end,
                 value,
                 mask,
-            } => write!(
-                f,
-                "{} {}port {value} {mask:#06x}",
-                family.tc(),
-                &end.tc()[..1]
-            ),
+            } => write!(f, "{} {} {value} {mask:#06x}", family.tc(), end.tc_port()),
         }
     }
 }
