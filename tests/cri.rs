@@ -646,8 +646,7 @@ fn containerds_cri_plugin_holds_pod_limits_from_the_first_byte_only_with_netqos(
     lab.swap_conflist(&misplaced);
     let err = lab
         .cri(&["run", "refused", "uid-refused", &annotations.to_string()])
-        .err()
-        .expect("the sandbox is refused");
+        .expect_err("the sandbox is refused");
     assert!(
         err.contains("plugin type=\"netqos\" failed (add): no IFB bwp"),
         "{err}"
