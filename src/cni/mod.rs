@@ -120,11 +120,13 @@ pub fn conflist_artefacts(
         return Err(diags);
     };
     let mut netqos_summary = None;
-    if let Some(burst) = &pods.burst {
-        let chained = netqos_entry::chain(&base, outcome, burst).map_err(|d| vec![d])?;
-        outcome = chained.outcome;
-        netqos_summary = chained.summary;
+    let chained = match &pods.burst {
+        Some(burst) => netqos_entry::chain(&base, outcome, burst),
+        None => netqos_entry::unchain(&base, outcome),
     }
+    .map_err(|d| vec![d])?;
+    outcome = chained.outcome;
+    netqos_summary = chained.summary;
     match outcome {
         Outcome::Present { index } => {
             out.summary.push(format!(

@@ -88,6 +88,65 @@ pub fn chain(text: &str, outcome: Outcome, burst: &PodBurst) -> Result<Chained, 
     }
 }
 
+/// The policy sets no `burst`, but `text` still chains netqos right after `bandwidth` (a
+/// burst dropped from the policy): the patch removes that entry, so the node goes back to
+/// the runtime's bucket as the policy now says, rather than keep an old one.
+pub fn unchain(text: &str, outcome: Outcome) -> Result<Chained, Diagnostic> {
+    let Outcome::Present { index } = outcome else {
+        return Ok(Chained {
+            outcome,
+            summary: None,
+        });
+    };
+    let value: Value = serde_json::from_str(text).map_err(|_| unreadable(text))?;
+    let at = index + 1;
+    let Some(e) = value
+        .get("plugins")
+        .and_then(|p| p.get(at))
+        .filter(|e| e.get("type").and_then(Value::as_str) == Some(TYPE))
+    else {
+        return Ok(Chained {
+            outcome,
+            summary: None,
+        });
+    };
+    let tree = json_spans::scan(text).ok_or_else(|| unreadable(text))?;
+    let (bw, node) = plugin_node(&tree, index)
+        .zip(plugin_node(&tree, at))
+        .ok_or_else(|| unreadable(text))?;
+    // From the end of bandwidth's entry to the end of netqos's: the separator and the entry.
+    let patched_text = format!("{}{}", &text[..bw.span.end], &text[node.span.end..]);
+    Ok(Chained {
+        outcome: Outcome::Patch(Patch {
+            index: at,
+            main: "bandwidth".into(),
+            ops: vec![
+                Op::Test {
+                    path: format!("/plugins/{at}"),
+                    value: e.clone(),
+                },
+                Op::Remove {
+                    path: format!("/plugins/{at}"),
+                },
+            ],
+            reverse: vec![
+                Op::Test {
+                    path: format!("/plugins/{index}/type"),
+                    value: json!("bandwidth"),
+                },
+                Op::Add {
+                    path: format!("/plugins/{at}"),
+                    value: e.clone(),
+                },
+            ],
+            patched_text,
+        }),
+        summary: Some(format!(
+            "removes the netqos entry at /plugins/{at}: the policy sets no pod burst"
+        )),
+    })
+}
+
 fn unreadable(text: &str) -> Diagnostic {
     Diagnostic::new(Code::NQ034, "the conflist could not be read for patching")
         .label(crate::span::Span::new(0, text.len().min(1)), "here")
@@ -358,6 +417,32 @@ mod tests {
         let v: Value = serde_json::from_str(&u.patched_text).unwrap();
         same(&v["plugins"][3]["burst"], &json!("50ms"));
         same(&apply_to_text(&p.patched_text, &u.ops).unwrap(), &v);
+    }
+
+    #[test]
+    fn dropping_burst_removes_the_entry_byte_for_byte() {
+        let Outcome::Patch(p) = chained(K3S).outcome else {
+            panic!()
+        };
+        let (o, _) = analyse(&p.patched_text, true);
+        let c = unchain(&p.patched_text, o.unwrap()).unwrap();
+        let Outcome::Patch(u) = c.outcome else {
+            panic!()
+        };
+        assert_eq!(u.patched_text, K3S);
+        same(
+            &apply_to_text(&p.patched_text, &u.ops).unwrap(),
+            &serde_json::from_str(K3S).unwrap(),
+        );
+        let back =
+            crate::cni::json_patch::apply(&serde_json::from_str(K3S).unwrap(), &u.reverse).unwrap();
+        same(&back, &serde_json::from_str(&p.patched_text).unwrap());
+        // Without an entry there is nothing to remove.
+        let (o, _) = analyse(K3S, true);
+        assert!(matches!(
+            unchain(K3S, o.unwrap()).unwrap().outcome,
+            Outcome::Present { .. }
+        ));
     }
 
     #[test]
