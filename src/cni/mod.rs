@@ -116,18 +116,16 @@ pub fn conflist_artefacts(
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);
     }
-    let Some(mut outcome) = outcome else {
+    let Some(outcome) = outcome else {
         return Err(diags);
     };
-    let mut netqos_summary = None;
     let chained = match &pods.burst {
         Some(burst) => netqos_entry::chain(&base, outcome, burst),
         None => netqos_entry::unchain(&base, outcome),
     }
     .map_err(|d| vec![d])?;
-    outcome = chained.outcome;
-    netqos_summary = chained.summary;
-    match outcome {
+    let netqos_summary = chained.summary;
+    match chained.outcome {
         Outcome::Present { index } => {
             out.summary.push(format!(
                 "{base_name} already chains bandwidth (entry {index}) with the capability: nothing to do"
