@@ -71,12 +71,23 @@ pub enum UndoError {
         what: String,
         error: crate::apply::resource::ResourceError,
     },
+    #[error(
+        "device {name} (ifindex {ifindex}) was renamed or replaced while the apply ran: what \
+         was changed there is not undone. Give it back its name and run `netqos rollback`"
+    )]
+    DeviceChanged { name: String, ifindex: i32 },
+    #[error(transparent)]
+    Busy(#[from] crate::apply::device_lock::LockError),
 }
 
 impl UndoError {
-    /// Exit 5: the devices may not be as before.
+    /// Exit 5: the devices may not be as before (3 when a device lock was refused:
+    /// nothing was done).
     pub fn exit(&self) -> crate::exit::Exit {
-        crate::exit::Exit::RollbackFailed
+        match self {
+            UndoError::Busy(_) => crate::exit::Exit::Io,
+            _ => crate::exit::Exit::RollbackFailed,
+        }
     }
 }
 
