@@ -891,3 +891,27 @@ fn a_device_renamed_mid_apply_is_reported_as_renamed() {
         "the changes went to the renamed device"
     );
 }
+
+/// Issue 18.5: the live commands refuse a state directory others may write (the help's
+/// own `/tmp` example made by another user, say): exit 3, before touching the kernel.
+#[test]
+fn a_world_writable_state_dir_is_refused_by_the_live_commands() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("apply-unsafe");
+    let policy = dir.write("p.nq", EGRESS);
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let s = state.to_str().unwrap();
+    for args in [
+        vec!["apply", "--state-dir", s, policy.to_str().unwrap()],
+        vec!["rollback", "--state-dir", s],
+        vec!["status", "--state-dir", s],
+    ] {
+        cli(args)
+            .cwd(&dir)
+            .code(3)
+            .text_has("refusing the state directory")
+            .text_has("writable by every user");
+    }
+}

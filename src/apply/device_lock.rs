@@ -93,6 +93,12 @@ fn lock_one(dir: &Path, device: &str, id: DeviceId, wait: bool) -> Result<File, 
         source,
     };
     create_private_dir(dir).map_err(io)?;
+    if let Some(why) = crate::apply::safe_fs::unsafe_dir(dir).map_err(io)? {
+        return Err(io(std::io::Error::other(format!(
+            "{} {why}: refusing locks others could tamper with",
+            dir.display()
+        ))));
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -10,6 +10,7 @@
 //! * `transaction` — the apply transaction and rollback, with a typed outcome.
 //! * `state_dir` — state directory, lock, records, pending confirmation.
 //! * `device_lock` — one lock per device (namespace, ifindex), whatever the state dir.
+//! * `safe_fs` — no symlink followed, exclusive temp files, trusted directories only.
 //! * `txn` — the journal, execution in windows, the return to a snapshot.
 //! * `resource` — what an apply changes or checks besides the tree:
 //!   `conflist_file` (the CNI conflist written in place and restored) and
@@ -25,6 +26,7 @@ pub mod model;
 pub mod netlink;
 pub mod probe;
 pub mod resource;
+pub mod safe_fs;
 pub mod state;
 pub mod state_dir;
 pub mod transaction;

@@ -95,7 +95,7 @@ impl StateDir {
     /// Opens (appends to) the journal of transaction `id`.
     pub fn journal(&self, id: &str) -> Result<Journal, StateError> {
         let p = self.path.join(format!("txn/{id}.journal"));
-        let file = std::fs::OpenOptions::new()
+        let file = crate::apply::safe_fs::options()
             .create(true)
             .append(true)
             .open(&p)
@@ -110,7 +110,7 @@ impl StateDir {
     /// The inverses of the changes a transaction started, newest first.
     pub fn inverses(&self, id: &str) -> Vec<Change> {
         let p = self.path.join(format!("txn/{id}.journal"));
-        let text = std::fs::read_to_string(p).unwrap_or_default();
+        let text = crate::apply::safe_fs::read_to_string(&p).unwrap_or_default();
         let mut v: Vec<Change> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
