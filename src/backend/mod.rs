@@ -2,10 +2,12 @@
 //! values, and every dynamic shell token passes through the `shq` quoting filter.
 
 mod cloud_init;
+mod svg;
 mod systemd;
 mod tree;
 
 pub use cloud_init::{NodeFile, cloud_config};
+pub use svg::svg;
 pub use systemd::{
     APPLY_PATH, INSTALL_DIR, ROLLBACK_PATH, UNIT_NAME, UNIT_PATH, device_unit, unit,
 };
@@ -26,6 +28,7 @@ pub const KINDS: &[&str] = &[
     "rollback",
     "plan",
     "tree",
+    "svg",
     "cloud-init",
     "systemd",
     "conflist",

@@ -17,6 +17,7 @@ fn file_name(kind: &str) -> &'static str {
         "annotations" => "annotations.yaml",
         "cloud-init" => "cloud-init.yaml",
         "systemd" => "netqos.service",
+        "svg" => "tree.svg",
         _ => "tree.txt",
     }
 }
@@ -50,6 +51,19 @@ pub struct Args<'a> {
     pub vars: &'a VarArgs,
     pub node: &'a NodeArgs,
     pub deny_warnings: bool,
+}
+
+/// `compile` without `-o`: what to write instead of clap's generic "required argument".
+pub fn no_output(file: &Path) -> Exit {
+    let f = file.display();
+    eprintln!(
+        "netqos: compile needs to know where the artefacts go:\n  \
+         netqos compile {f} -o out/              writes every artefact into out/\n  \
+         netqos compile {f} -o - --emit tree     prints one artefact (tc, rollback, plan, tree, \
+         svg, cloud-init, systemd, conflist, annotations)\n\
+         (`netqos check {f}` only checks.)"
+    );
+    Exit::Usage
 }
 
 pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
@@ -184,7 +198,8 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
                     .and_then(|files| backend::cloud_config(&files, &source_name))
             }
             "systemd" => backend::unit(&plan, &source_name),
-            _ => Ok(backend::tree(&plan)),
+            "svg" => Ok(backend::svg(&plan)),
+            _ => Ok(backend::tree(&plan, ui.verbose)),
         };
         match text {
             Ok(t) => outputs.push((file_name(kind).to_string(), t)),
