@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::support::*;
-use netqos::backend::{self, Templates};
+use netqos::backend::{self, Render, Templates};
 use netqos::vars::ExternalVars;
 
 #[test]
@@ -20,12 +20,12 @@ fn every_artefact_of_every_example() {
         let plan = netqos::lower::lower(&model);
         let file = format!("{name}.nq");
         let t = Templates::default();
-        let tc = backend::tc_script(&plan, &file, &t).unwrap();
-        let rollback = backend::rollback_script(&plan, &file, &t).unwrap();
+        let tc = backend::tc_script(&Render::new(&plan, &file, &t)).unwrap();
+        let rollback = backend::rollback_script(&Render::new(&plan, &file, &t)).unwrap();
         let json = backend::plan_json(&plan);
         let tree = backend::tree(&plan, false);
         let unit = backend::unit(&plan, &file).unwrap();
-        let cloud = backend::node_files(&plan, &file, &t)
+        let cloud = backend::node_files(&Render::new(&plan, &file, &t))
             .and_then(|files| backend::cloud_config(&files, &file))
             .unwrap();
         serde_json::from_str::<serde_json::Value>(&json).expect("plan is JSON");
@@ -103,7 +103,7 @@ fn the_svg_tree_renders() {
                 svg.contains(&format!(">{short}</tspan>")),
                 "{name}: {short}"
             );
-            assert!(svg.contains(&c.classid), "{name}: {}", c.classid);
+            assert!(svg.contains(&c.classid.to_string()), "{name}: {}", c.classid);
             for (words, _) in &c.matches {
                 let shown: String = words.chars().take(20).collect();
                 assert!(svg.contains(&shown), "{name}: {words}");
@@ -173,8 +173,8 @@ fn a_file_name_with_a_newline_cannot_inject_commands() {
     let plan = netqos::lower::lower(&model);
     let name = "p\nid >PWNED #\nNETQOS_MAP\nNETQOS_BATCH\n.nq";
     for script in [
-        backend::tc_script(&plan, name, &Templates::default()).unwrap(),
-        backend::rollback_script(&plan, name, &Templates::default()).unwrap(),
+        backend::tc_script(&Render::new(&plan, name, &Templates::default())).unwrap(),
+        backend::rollback_script(&Render::new(&plan, name, &Templates::default())).unwrap(),
     ] {
         assert!(
             !script.lines().any(|l| l.starts_with("id >PWNED")),

@@ -20,12 +20,13 @@ fn compile(src: &str, dir: &Path) -> Plan {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("apply.sh"),
-        netqos::backend::tc_script(&plan, "policy.nq", &t).unwrap(),
+        netqos::backend::tc_script(&netqos::backend::Render::new(&plan, "policy.nq", &t)).unwrap(),
     )
     .unwrap();
     std::fs::write(
         dir.join("rollback.sh"),
-        netqos::backend::rollback_script(&plan, "policy.nq", &t).unwrap(),
+        netqos::backend::rollback_script(&netqos::backend::Render::new(&plan, "policy.nq", &t))
+            .unwrap(),
     )
     .unwrap();
     plan
@@ -93,7 +94,7 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
         for c in &d.classes {
             let line = classes
                 .lines()
-                .find(|l| l.split_whitespace().nth(2) == Some(c.classid.as_str()))
+                .find(|l| l.split_whitespace().nth(2) == Some(c.classid.to_string().as_str()))
                 .unwrap_or_else(|| {
                     panic!(
                         "{dev}: class {} ({}) missing:\n{classes}",
@@ -103,7 +104,7 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
             let parent = word_after(line, "parent").unwrap_or("1:");
             assert_eq!(
                 parent,
-                c.parent.as_str(),
+                c.parent.to_string(),
                 "{dev} {} parent: {line}",
                 c.classid
             );
@@ -140,8 +141,8 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
         );
         // u32 filters of one qdisc share their hash tables, and a dump of any parent may list
         // nodes of the others: collect every parent's dump, keyed by the node's handle.
-        let mut parents: Vec<&str> = d.filters.iter().map(|f| f.parent.as_str()).collect();
-        parents.push("1:");
+        let mut parents: Vec<String> = d.filters.iter().map(|f| f.parent.to_string()).collect();
+        parents.push("1:".to_string());
         parents.sort_unstable();
         parents.dedup();
         let mut nodes = std::collections::BTreeMap::new();
@@ -162,7 +163,7 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
             shown.push_str(&text);
         }
         let mut got: Vec<String> = nodes.into_values().collect();
-        let mut want: Vec<String> = d.filters.iter().map(|f| f.target.clone()).collect();
+        let mut want: Vec<String> = d.filters.iter().map(|f| f.target.to_string()).collect();
         got.sort();
         want.sort();
         assert_eq!(got, want, "{dev} filter targets:\n{shown}");
@@ -265,7 +266,7 @@ fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue
         .unwrap();
     let bulk = d.classes.iter().find(|c| c.name == "bulk").unwrap();
     let stats = ns.ok("tc -s class show dev eth0");
-    let sent = |classid: &str| sent_bytes(&stats, classid);
+    let sent = |classid: &netqos::plan::Handle| sent_bytes(&stats, &classid.to_string());
     assert!(
         sent(&cp.classid) > 0,
         "control-plane class got no packets:\n{stats}"
@@ -376,7 +377,7 @@ fn source_order_survives_thousands_of_filters() {
     let many = d.classes.iter().find(|c| c.name == "many").unwrap();
     let wide = d.classes.iter().find(|c| c.name == "wide").unwrap();
     let stats = ns.ok("tc -s class show dev eth0");
-    let sent = |classid: &str| sent_bytes(&stats, classid);
+    let sent = |classid: &netqos::plan::Handle| sent_bytes(&stats, &classid.to_string());
     assert!(sent(&many.classid) > 0, "`many` got nothing:\n{stats}");
     assert_eq!(
         sent(&wide.classid),

@@ -59,7 +59,7 @@ fn every_artefact_kind_and_value_is_in_netqos_1() {
     let text = std::fs::read_to_string(root().join("man/netqos.1"))
         .unwrap()
         .replace("\\-", "-");
-    for kind in netqos::backend::KINDS {
+    for kind in netqos::Artefact::ALL.map(netqos::Artefact::name) {
         assert!(
             text.contains(&format!(".B {kind}")) || text.contains(&format!(".BR {kind} ")),
             "artefact kind `{kind}` missing from netqos.1"

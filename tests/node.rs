@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::*;
-use netqos::backend::{self, NodeFile, Templates};
+use netqos::backend::{self, NodeFile, Render, Templates};
 use netqos::vars::ExternalVars;
 
 /// Every example's plan, plus one whose device names need escaping in unit names.
@@ -88,7 +88,7 @@ fn cloud_config_validates_with_cloud_init_and_carries_the_files() {
     };
     for (n, (name, plan)) in plans().iter().enumerate() {
         for templates in [Templates::default(), odd.clone()] {
-            let files = backend::node_files(plan, name, &templates).unwrap();
+            let files = backend::node_files(&Render::new(plan, name, &templates)).unwrap();
             let doc = backend::cloud_config(&files, name).unwrap();
             let path = d.join(format!("{n}.yaml"));
             std::fs::write(&path, &doc).unwrap();
@@ -156,7 +156,7 @@ fn systemd_unit_verifies_with_systemd_analyze() {
     std::fs::copy(root().join("man/netqos.1"), man1.join("netqos.1")).unwrap();
     for (name, plan) in plans() {
         let t = Templates::default();
-        for f in backend::node_files(&plan, &name, &t).unwrap() {
+        for f in backend::node_files(&Render::new(&plan, &name, &t)).unwrap() {
             let p = d.join("root").join(f.path.trim_start_matches('/'));
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, &f.content).unwrap();

@@ -24,7 +24,8 @@ fn script(src: &str) -> String {
         .model
         .expect("valid");
     let plan = netqos::lower::lower(&model);
-    netqos::backend::tc_script(&plan, "traffic.nq", &netqos::backend::Templates::default()).unwrap()
+    let t = netqos::backend::Templates::default();
+    netqos::backend::tc_script(&netqos::backend::Render::new(&plan, "traffic.nq", &t)).unwrap()
 }
 
 /// Runs the reserved (port 5201) and bulk (5202) flows together; returns received Mbit/s.

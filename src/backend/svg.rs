@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::plan::{ClassPlan, DevicePlan, Plan};
+use crate::plan::{ClassPlan, DevicePlan, Handle, Plan};
 use crate::units::fmt_rate;
 
 const WIDTH: u64 = 1000;
@@ -76,9 +76,9 @@ fn device(d: &DevicePlan, mut y: u64, out: &mut String) -> u64 {
         y + 4
     );
     y += 8;
-    let default = format!("1:{}", d.root.default);
+    let default = Handle::class(d.root.default.0);
     let mut rows = Vec::new();
-    order(d, "1:1", 0, &mut rows);
+    order(d, Handle::ROOT_CLASS, 0, &mut rows);
     for (c, depth) in rows {
         y = class(c, depth, link, c.classid == default || c.is_default, y, out);
     }
@@ -86,10 +86,10 @@ fn device(d: &DevicePlan, mut y: u64, out: &mut String) -> u64 {
 }
 
 /// The classes under `parent`, depth first, in plan order.
-fn order<'a>(d: &'a DevicePlan, parent: &str, depth: u64, out: &mut Vec<(&'a ClassPlan, u64)>) {
+fn order<'a>(d: &'a DevicePlan, parent: Handle, depth: u64, out: &mut Vec<(&'a ClassPlan, u64)>) {
     for c in d.classes.iter().skip(1).filter(|c| c.parent == parent) {
         out.push((c, depth));
-        order(d, &c.classid, depth + 1, out);
+        order(d, c.classid, depth + 1, out);
     }
 }
 
@@ -109,7 +109,7 @@ fn class(c: &ClassPlan, depth: u64, link: u64, default: bool, y: u64, out: &mut 
          <tspan fill=\"#555555\">{}{}</tspan></text>",
         top + 14,
         xml(name),
-        xml(&c.classid),
+        xml(&c.classid.to_string()),
         if default { " · default" } else { "" }
     );
     let _ = writeln!(

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Plan};
+use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Handle, LeafQueue, Plan, Protocol};
 use crate::units::{fmt_duration_us, fmt_rate, fmt_size};
 
 /// Renders every device's tree; `verbose` shows the u32 filters too.
@@ -16,20 +16,21 @@ pub fn tree(plan: &Plan, verbose: bool) -> String {
             Some(ifb) => format!("{} ingress (shaped on {ifb})", d.device),
             None => format!("{} egress", d.device),
         };
-        let default = d
+        let default = Handle::class(d.root.default.0);
+        let name = d
             .classes
             .iter()
-            .find(|c| c.classid == format!("1:{}", d.root.default))
+            .find(|c| c.classid == default)
             .map_or(String::new(), |c| format!(" ({})", leaf_name(c)));
         out.push_str(&format!(
-            "{on}: htb 1: default 1:{}{default}; ids as `tc class show dev {}` prints them\n",
-            d.root.default, d.shaped_device
+            "{on}: htb 1: default {default}{name}; ids as `tc class show dev {}` prints them\n",
+            d.shaped_device
         ));
         if let Some(root) = d.classes.first() {
             out.push_str(&format!("└─ 1:1 root  rate {}\n", fmt_rate(root.rate)));
         }
         let index = Index::new(d, verbose);
-        index.walk("1:1", "   ", &mut out);
+        index.walk(Handle::ROOT_CLASS, "   ", &mut out);
         out.push('\n');
     }
     while out.ends_with("\n\n") {
@@ -43,47 +44,54 @@ fn leaf_name(c: &ClassPlan) -> &str {
     c.name.rsplit('/').next().unwrap_or(&c.name)
 }
 
-/// A leaf queue's tc arguments with sizes, rates and times in units.
-fn leaf_words(kind: &str, args: &[String]) -> String {
-    let mut out = vec![kind.to_string()];
-    let mut it = args.iter();
-    while let Some(key) = it.next() {
-        let Some(v) = it.next() else {
-            out.push(key.clone());
-            break;
-        };
-        let num = |suffix: &str| v.strip_suffix(suffix).and_then(|n| n.parse::<u64>().ok());
-        let shown = match (kind, key.as_str()) {
-            ("bfifo", "limit") => num("").map(fmt_size),
-            ("pfifo" | "fq_codel" | "sfq", "limit") => num("").map(|n| format!("{n} packets")),
-            (_, "rate" | "peakrate") => num("bit").map(fmt_rate),
-            (_, "burst" | "limit") => num("b").map(fmt_size),
-            (_, "mtu") => num("").map(fmt_size),
-            (_, "latency") => num("us").map(fmt_duration_us),
-            _ => None,
-        };
-        out.push(format!("{key} {}", shown.unwrap_or_else(|| v.clone())));
+/// A leaf queue with sizes, rates and times in units.
+fn leaf_words(q: &LeafQueue) -> String {
+    let packets = |l: &Option<u32>| l.map_or(String::new(), |n| format!(" limit {n} packets"));
+    match q {
+        LeafQueue::Pfifo { limit } | LeafQueue::FqCodel { limit } | LeafQueue::Sfq { limit } => {
+            format!("{}{}", q.kind(), packets(limit))
+        }
+        LeafQueue::Bfifo { limit } => format!(
+            "bfifo{}",
+            limit.map_or(String::new(), |b| format!(" limit {}", fmt_size(b)))
+        ),
+        LeafQueue::Tbf(t) => {
+            let mut s = format!("tbf rate {} burst {}", fmt_rate(t.rate), fmt_size(t.burst));
+            if let Some(l) = t.limit {
+                s.push_str(&format!(" limit {}", fmt_size(l)));
+            }
+            if let Some(l) = t.latency_us {
+                s.push_str(&format!(" latency {}", fmt_duration_us(l)));
+            }
+            if let Some((rate, mtu)) = t.peak {
+                s.push_str(&format!(
+                    " peakrate {} mtu {}",
+                    fmt_rate(rate),
+                    fmt_size(u64::from(mtu))
+                ));
+            }
+            s
+        }
     }
-    out.join(" ")
 }
 
 /// Children and filters of each class, looked up once (large trees stay linear).
 struct Index<'a> {
     device: &'a DevicePlan,
-    children: BTreeMap<&'a str, Vec<&'a ClassPlan>>,
-    filters: BTreeMap<&'a str, Vec<&'a FilterPlan>>,
+    children: BTreeMap<Handle, Vec<&'a ClassPlan>>,
+    filters: BTreeMap<Handle, Vec<&'a FilterPlan>>,
     verbose: bool,
 }
 
 impl<'a> Index<'a> {
     fn new(d: &'a DevicePlan, verbose: bool) -> Self {
-        let mut children: BTreeMap<&str, Vec<&ClassPlan>> = BTreeMap::new();
+        let mut children: BTreeMap<Handle, Vec<&ClassPlan>> = BTreeMap::new();
         for c in d.classes.iter().skip(1) {
-            children.entry(c.parent.as_str()).or_default().push(c);
+            children.entry(c.parent).or_default().push(c);
         }
-        let mut filters: BTreeMap<&str, Vec<&FilterPlan>> = BTreeMap::new();
+        let mut filters: BTreeMap<Handle, Vec<&FilterPlan>> = BTreeMap::new();
         for f in &d.filters {
-            filters.entry(f.target.as_str()).or_default().push(f);
+            filters.entry(f.target).or_default().push(f);
         }
         Index {
             device: d,
@@ -93,8 +101,8 @@ impl<'a> Index<'a> {
         }
     }
 
-    fn walk(&self, parent: &str, indent: &str, out: &mut String) {
-        let Some(classes) = self.children.get(parent) else {
+    fn walk(&self, parent: Handle, indent: &str, out: &mut String) {
+        let Some(classes) = self.children.get(&parent) else {
             return;
         };
         for (n, c) in classes.iter().enumerate() {
@@ -112,38 +120,41 @@ impl<'a> Index<'a> {
                 fmt_rate(c.ceil),
                 c.prio
             );
-            if c.is_default || self.device.root.default == c.classid.trim_start_matches("1:") {
+            if c.is_default || c.classid == Handle::class(self.device.root.default.0) {
                 line.push_str("  [default]");
             }
             if let Some(leaf) = &c.leaf {
-                line.push_str(&format!("  {}", leaf_words(&leaf.kind, &leaf.args)));
+                line.push_str(&format!("  {}", leaf_words(&leaf.queue)));
             }
             out.push_str(line.trim_end());
             out.push('\n');
             let child_indent = format!("{indent}{more}");
             self.matches(c, &child_indent, out);
-            self.walk(&c.classid, &child_indent, out);
+            self.walk(c.classid, &child_indent, out);
         }
     }
 
     /// The class's match lines; with `verbose`, each followed by its u32 filters, and the
     /// catch-all filter of a default child last.
     fn matches(&self, c: &ClassPlan, indent: &str, out: &mut String) {
-        let filters = self.filters.get(c.classid.as_str());
-        let filters = filters.map_or(&[][..], Vec::as_slice);
+        let filters = self.filters.get(&c.classid).map_or(&[][..], Vec::as_slice);
+        let keys = |f: &FilterPlan| {
+            let k: Vec<String> = f.keys.iter().map(ToString::to_string).collect();
+            k.join(" && ")
+        };
         for (words, line) in &c.matches {
             out.push_str(&format!("{indent}   ◂ {words}\n"));
             if self.verbose {
                 for f in filters
                     .iter()
-                    .filter(|f| f.line == *line && f.protocol != "all")
+                    .filter(|f| f.line == *line && f.protocol != Protocol::All)
                 {
-                    out.push_str(&format!("{indent}       u32 {}\n", f.keys.join(" && ")));
+                    out.push_str(&format!("{indent}       u32 {}\n", keys(f)));
                 }
             }
         }
         if self.verbose {
-            for f in filters.iter().filter(|f| f.protocol == "all") {
+            for f in filters.iter().filter(|f| f.protocol == Protocol::All) {
                 out.push_str(&format!(
                     "{indent}       u32 anything else (catch-all to the default, prio {})\n",
                     f.prio
