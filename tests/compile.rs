@@ -103,7 +103,11 @@ fn the_svg_tree_renders() {
                 svg.contains(&format!(">{short}</tspan>")),
                 "{name}: {short}"
             );
-            assert!(svg.contains(&c.classid.to_string()), "{name}: {}", c.classid);
+            assert!(
+                svg.contains(&c.classid.to_string()),
+                "{name}: {}",
+                c.classid
+            );
             for (words, _) in &c.matches {
                 let shown: String = words.chars().take(20).collect();
                 assert!(svg.contains(&shown), "{name}: {words}");

@@ -15,6 +15,7 @@ mod diff;
 mod examples;
 mod explain;
 mod fuzz;
+mod harness;
 mod kernel;
 mod make;
 mod man;
