@@ -12,6 +12,7 @@ mod cni_run;
 mod compile;
 mod completions;
 mod diff;
+mod docs;
 mod examples;
 mod explain;
 mod fuzz;

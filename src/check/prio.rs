@@ -19,11 +19,16 @@ fn group(classes: &[ClassDraft], diags: &mut Diagnostics) {
         && classes.iter().all(|c| prio(c) == prio(first))
         && let Some((c, p)) = classes.iter().find_map(|c| c.prio.as_ref().map(|p| (c, p)))
     {
-        let others: Vec<String> = classes
+        let mut others: Vec<String> = classes
             .iter()
             .filter(|o| o.name != c.name)
             .map(|o| format!("`{}`", o.name))
             .collect();
+        if others.len() > 4 {
+            let more = others.len() - 3;
+            others.truncate(3);
+            others.push(format!("and {more} more"));
+        }
         let unset = classes.iter().any(|o| o.prio.is_none());
         diags.push(
             Diagnostic::new(
