@@ -311,7 +311,7 @@ impl Reverter for Detached {
         let alive = dir
             .reverter_lock(&p.id)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let log = std::fs::OpenOptions::new()
+        let log = netqos::apply::safe_fs::options()
             .create(true)
             .append(true)
             .open(dir.path.join("revert.log"))?;
