@@ -107,6 +107,7 @@ codes! {
     NQ080 = 80, Error, "policy is not UTF-8 text";
     NQ081 = 81, Error, "input file too large";
     NQ082 = 82, Error, "input is not a regular file";
+    NQ083 = 83, Info, "prio gives no precedence";
 }
 
 impl Code {

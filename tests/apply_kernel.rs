@@ -285,7 +285,11 @@ fn one_class_change_keeps_the_other_counters_and_drops_no_packet() {
 
 /// (exit, dump) of an apply of `to` over a kernel holding `from`, failing at `step`.
 fn changes_between(lab: &Lab, to: &Path) -> usize {
-    let plan = lab.netqos_ok(&["plan", "--format", "json", to.to_str().unwrap()]);
+    // The JSON is stdout; stderr may carry the policy's infos.
+    let plan = lab
+        .netqos(&["plan", "--format", "json", to.to_str().unwrap()])
+        .code(0)
+        .stdout();
     let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
     v["count"].as_u64().unwrap() as usize
 }

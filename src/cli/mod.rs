@@ -151,7 +151,7 @@ enum Command {
     },
     /// Rewrite policies in the canonical layout (comments kept).
     #[command(
-        after_help = "Examples:\n  netqos fmt policy.nq\n  netqos fmt --check examples/*.nq\n  cat policy.nq | netqos fmt -"
+        after_help = "Examples:\n  netqos fmt policy.nq\n  netqos fmt --check examples/*.nq\n  netqos fmt --check --diff policy.nq\n  cat policy.nq | netqos fmt -"
     )]
     Fmt {
         /// Policy files to format in place (`-` reads stdin and writes stdout).
@@ -160,6 +160,10 @@ enum Command {
         /// Change nothing; exit 1 if a file is not formatted, printing its name.
         #[arg(long)]
         check: bool,
+        /// With --check: print a unified diff of each file against its formatted text
+        /// instead of its name.
+        #[arg(long, requires = "check")]
+        diff: bool,
     },
     /// Compile a policy into the node's artefacts: tc apply script, rollback, plan, tree,
     /// cloud-init, systemd unit, conflist patch, pod annotations.
@@ -170,9 +174,9 @@ enum Command {
         /// The policy file.
         #[arg(value_name = "FILE")]
         file: std::path::PathBuf,
-        /// Output directory, or `-` to print one artefact on stdout.
+        /// Output directory, or `-` to print one artefact on stdout (required).
         #[arg(short, long, value_name = "DIR")]
-        out: std::path::PathBuf,
+        out: Option<std::path::PathBuf>,
         /// Artefact kinds to write, comma separated; default all.
         #[arg(long, value_name = "KIND,…", value_enum, value_delimiter = ',')]
         emit: Vec<netqos::Artefact>,
@@ -351,7 +355,7 @@ pub fn run() -> ExitCode {
             vars,
             node,
         } => check::run(&files, format, deny_warnings, &vars, &node, ui),
-        Command::Fmt { files, check } => fmt::run(&files, check, ui),
+        Command::Fmt { files, check, diff } => fmt::run(&files, check, diff, ui),
         Command::Compile {
             file,
             out,
@@ -360,18 +364,21 @@ pub fn run() -> ExitCode {
             deny_warnings,
             vars,
             node,
-        } => compile::run(
-            &compile::Args {
-                file: &file,
-                out: &out,
-                emit: &emit,
-                templates: templates.as_deref(),
-                vars: &vars,
-                node: &node,
-                deny_warnings,
-            },
-            ui,
-        ),
+        } => match out {
+            None => compile::no_output(&file),
+            Some(out) => compile::run(
+                &compile::Args {
+                    file: &file,
+                    out: &out,
+                    emit: &emit,
+                    templates: templates.as_deref(),
+                    vars: &vars,
+                    node: &node,
+                    deny_warnings,
+                },
+                ui,
+            ),
+        },
         Command::Explain { code } => explain::run(code.as_deref()),
         Command::Diff {
             old,
