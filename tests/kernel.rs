@@ -523,8 +523,32 @@ fn the_apply_script_takes_turns_keeps_its_filters_and_cleans_up() {
     );
     assert_eq!(filter_nodes(&ns, dev), want);
     assert_matches_plan(&ns, &plan);
+    // An edited policy whose IPv4 rules change: only that list is made again; the IPv6
+    // list keeps classifying.
+    let edited = src.replace("10.0.0.12 }", "10.0.0.13 }");
+    assert_ne!(edited, src);
+    let dir2 = TempDir::new("kernel-scriptlock-edit");
+    let plan2 = compile(&edited, &dir2);
+    let script2 = format!(
+        "NETQOS_RUN_DIR={} sh {}",
+        run.display(),
+        dir2.join("apply.sh").display()
+    );
+    let out = ns.ok(&format!(
+        "tc monitor > {m} 2>&1 & pid=$!; sleep 0.3; {script2}; sleep 0.3; kill $pid; cat {m}",
+        m = dir.join("monitor2").display()
+    ));
+    let deleted: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("deleted filter"))
+        .collect();
+    assert!(
+        !deleted.is_empty() && deleted.iter().all(|l| l.contains("pref 1 ")),
+        "only the IPv4 list is re-made:\n{out}"
+    );
+    assert_matches_plan(&ns, &plan2);
     // Someone deletes a filter by hand: the next run sees it and installs them all again.
     ns.ok(&format!("tc filter del dev {dev} parent 1: prio 1"));
-    ns.ok(&script);
-    assert_matches_plan(&ns, &plan);
+    ns.ok(&script2);
+    assert_matches_plan(&ns, &plan2);
 }
