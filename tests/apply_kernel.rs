@@ -730,6 +730,10 @@ fn a_killed_apply_is_undone_by_the_next_and_rollback_returns_to_before_it() {
         assert_ne!(lab.dump(), pristine, "half-built at step {step}");
         let status = lab.netqos_ok(&["status"]);
         assert!(status.contains("interrupted: transaction"), "{status}");
+        let json = lab.netqos_ok(&["status", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["interrupted"]["in_progress"], false, "{json}");
+        assert!(v["interrupted"]["id"].is_string(), "{json}");
         lab.netqos(&["plan", "--replace-foreign", path])
             .code(0)
             .text_has("was interrupted");
