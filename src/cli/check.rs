@@ -77,7 +77,7 @@ pub fn run(
         Ok(a) => a,
         Err(e) => return e,
     };
-    let conflist = match super::cni::read(node.conflist.as_deref()) {
+    let conflist = match super::cni::read(node.conflist.as_deref(), ui) {
         Ok(c) => c,
         Err(e) => return e,
     };
