@@ -789,13 +789,9 @@ fn a_dead_reverter_is_noticed_and_its_revert_done() {
     let p = write_policy(&lab, "p.nq", POLICY);
     lab.netqos_ok(&["apply", "--confirm", "2s", p.to_str().unwrap()]);
     // The only process left in the namespace is the detached reverter.
-    let pids = Command::new("ip")
-        .args(["netns", "pids", lab.ns.name()])
-        .output()
-        .unwrap();
-    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
-    assert!(!pids.trim().is_empty(), "a reverter runs");
-    for pid in pids.split_whitespace() {
+    let pids = lab.ns.pids();
+    assert!(!pids.is_empty(), "a reverter runs");
+    for pid in &pids {
         let _ = Command::new("kill").args(["-9", pid]).output();
     }
     std::thread::sleep(Duration::from_secs(3));
