@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::error::{Error, report};
 use super::{Exit, Format, NodeArgs, Ui, VarArgs};
 use netqos::diagnostic::{Diagnostic, Severity};
 use netqos::report::{self, Source};
@@ -17,9 +18,13 @@ pub fn external_vars(args: &VarArgs) -> Result<ExternalVars, (Vec<Diagnostic>, E
                 Ok(v) => vars.vars.extend(v),
                 Err(d) => diags.push(d),
             },
-            Err(e) => {
-                eprintln!("netqos: cannot read vars file {}: {e}", path.display());
-                return Err((Vec::new(), Exit::Io));
+            Err(source) => {
+                let e = Error::ReadInput {
+                    what: "vars file",
+                    path: path.clone(),
+                    source,
+                };
+                return Err((Vec::new(), report(&e)));
             }
         }
     }
@@ -37,16 +42,22 @@ pub fn external_vars(args: &VarArgs) -> Result<ExternalVars, (Vec<Diagnostic>, E
 }
 
 /// Reads a policy file (`-` is stdin).
-pub fn read_source(path: &Path) -> std::io::Result<Source> {
+pub fn read_source(path: &Path) -> Result<Source, Error> {
     let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())?
+        std::io::read_to_string(std::io::stdin())
     } else {
-        std::fs::read_to_string(path)?
+        std::fs::read_to_string(path)
     };
-    Ok(Source {
-        name: path.display().to_string(),
-        text,
-    })
+    match text {
+        Ok(text) => Ok(Source {
+            name: path.display().to_string(),
+            text,
+        }),
+        Err(source) => Err(Error::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// Prints diagnostics of one source in the chosen format.
@@ -76,16 +87,10 @@ pub fn run(
     var_args: &VarArgs,
     node: &NodeArgs,
     ui: Ui,
-) -> Exit {
+) -> Result<Exit, Error> {
     let mut json = Vec::new();
-    let allowed = match node.allowed() {
-        Ok(a) => a,
-        Err(e) => return e,
-    };
-    let conflist = match super::cni::read(node.conflist.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
+    let allowed = node.allowed()?;
+    let conflist = super::cni::read(node.conflist.as_deref())?;
     let vars = match external_vars(var_args) {
         Ok(v) => v,
         Err((diags, exit)) => {
@@ -95,8 +100,15 @@ pub fn run(
             };
             print(&diags, &src, format, ui, &mut json);
             finish_json(format, &json);
-            return exit;
+            return Err(Error::Diagnosed(exit));
         }
+    };
+    let checker = Checker {
+        vars: &vars,
+        allowed: &allowed,
+        conflist: conflist.as_ref(),
+        format,
+        ui,
     };
     let mut exit = Exit::Ok;
     let (mut errors, mut warnings) = (0usize, 0usize);
@@ -104,37 +116,15 @@ pub fn run(
         let src = match read_source(path) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("netqos: cannot read {}: {e}", path.display());
-                exit = exit.max(Exit::Io);
+                exit = exit.max(report(&e));
                 continue;
             }
         };
-        let checked = netqos::check_source(&src.text, &vars);
-        let mut diags = checked.diagnostics.into_sorted();
-        diags.retain(|d| !allowed.contains(&d.code));
-        let mut cni_diags = conflist.as_ref().map_or_else(Vec::new, |c| {
-            super::cni::diagnose(checked.model.as_ref().and_then(|m| m.pods.as_ref()), c)
-        });
-        cni_diags.retain(|d| !allowed.contains(&d.code));
-        let counted = || diags.iter().chain(&cni_diags);
-        let e = counted().filter(|d| d.severity == Severity::Error).count();
-        let w = counted()
-            .filter(|d| d.severity == Severity::Warning)
-            .count();
+        let (e, w) = checker.file(&src, &mut json);
         errors += e;
         warnings += w;
-        print(&diags, &src, format, ui, &mut json);
-        if let Some(c) = &conflist {
-            print(&cni_diags, c, format, ui, &mut json);
-        }
         if e > 0 || (deny_warnings && w > 0) {
             exit = exit.max(Exit::Invalid);
-        }
-        if format == Format::Human
-            && !ui.quiet
-            && (ui.verbose || (diags.is_empty() && cni_diags.is_empty()))
-        {
-            eprintln!("{}: {}", src.name, summary(e, w));
         }
     }
     finish_json(format, &json);
@@ -146,7 +136,51 @@ pub fn run(
         };
         eprintln!("netqos: {}{denied}", summary(errors, warnings));
     }
-    exit
+    Ok(exit)
+}
+
+/// What checking each file needs.
+struct Checker<'a> {
+    vars: &'a ExternalVars,
+    allowed: &'a [netqos::codes::Code],
+    conflist: Option<&'a Source>,
+    format: Format,
+    ui: Ui,
+}
+
+impl Checker<'_> {
+    /// Checks one policy (and the conflist against it) and prints the diagnostics: the
+    /// numbers of errors and warnings.
+    fn file(&self, src: &Source, json: &mut Vec<report::JsonDiagnostic>) -> (usize, usize) {
+        let checked = netqos::check_source(&src.text, self.vars);
+        let mut diags = checked.diagnostics.into_sorted();
+        diags.retain(|d| !self.allowed.contains(&d.code));
+        let pods = checked.model.as_ref().and_then(|m| m.pods.as_ref());
+        let mut cni_diags = self
+            .conflist
+            .map_or_else(Vec::new, |c| super::cni::diagnose(pods, c));
+        cni_diags.retain(|d| !self.allowed.contains(&d.code));
+        let count = |s: Severity| {
+            diags
+                .iter()
+                .chain(&cni_diags)
+                .filter(|d| d.severity == s)
+                .count()
+        };
+        let (e, w) = (count(Severity::Error), count(Severity::Warning));
+        print(&diags, src, self.format, self.ui, json);
+        if let Some(c) = self.conflist {
+            print(&cni_diags, c, self.format, self.ui, json);
+        }
+        let ui = self.ui;
+        if self.format == Format::Human
+            && !ui.quiet
+            && (ui.verbose || (diags.is_empty() && cni_diags.is_empty()))
+        {
+            eprintln!("{}: {}", src.name, summary(e, w));
+        }
+        (e, w)
+    }
 }
 
 fn finish_json(format: Format, json: &[report::JsonDiagnostic]) {

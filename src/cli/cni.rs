@@ -3,24 +3,25 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::Exit;
+use super::error::Error;
 use netqos::codes::Code;
 use netqos::diagnostic::Diagnostic;
 use netqos::model::Pods;
 use netqos::report::Source;
 
 /// Reads the `--conflist` file, if one was given.
-pub fn read(path: Option<&Path>) -> Result<Option<Source>, Exit> {
+pub fn read(path: Option<&Path>) -> Result<Option<Source>, Error> {
     let Some(path) = path else { return Ok(None) };
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(Source {
             name: path.display().to_string(),
             text,
         })),
-        Err(e) => {
-            eprintln!("netqos: cannot read conflist {}: {e}", path.display());
-            Err(Exit::Io)
-        }
+        Err(source) => Err(Error::ReadInput {
+            what: "conflist",
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::check::{external_vars, print, read_source};
+use super::error::Error;
 use super::{Exit, Format, Ui, VarArgs};
 
 /// How the difference is printed (standard output).
@@ -23,15 +24,9 @@ use netqos::model::Model;
 use netqos::report::{Source, escape_data, escape_property};
 use netqos::vars::ExternalVars;
 
-/// Reads and checks one side; diagnostics go to stderr. `Err` is the exit status.
-fn load(path: &Path, vars: &ExternalVars, ui: Ui) -> Result<(Source, Model), Exit> {
-    let src = match read_source(path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("netqos: cannot read {}: {e}", path.display());
-            return Err(Exit::Io);
-        }
-    };
+/// Reads and checks one side; diagnostics go to stderr.
+fn load(path: &Path, vars: &ExternalVars, ui: Ui) -> Result<(Source, Model), Error> {
+    let src = read_source(path)?;
     let checked = netqos::check_source(&src.text, vars);
     // Only errors stop a comparison; warnings are `check`'s business (a diff stays quiet
     // for a valid policy, e.g. one with pod limits and their NQ066).
@@ -40,14 +35,17 @@ fn load(path: &Path, vars: &ExternalVars, ui: Ui) -> Result<(Source, Model), Exi
     print(&diags, &src, Format::Human, ui, &mut Vec::new());
     match checked.model {
         Some(m) => Ok((src, m)),
-        None => {
-            eprintln!("netqos: {} has errors: fix them before comparing", src.name);
-            Err(Exit::Usage)
-        }
+        None => Err(Error::DiffSideInvalid { name: src.name }),
     }
 }
 
-pub fn run(old: &Path, new: &Path, format: DiffFormat, var_args: &VarArgs, ui: Ui) -> Exit {
+pub fn run(
+    old: &Path,
+    new: &Path,
+    format: DiffFormat,
+    var_args: &VarArgs,
+    ui: Ui,
+) -> Result<Exit, Error> {
     let vars = match external_vars(var_args) {
         Ok(v) => v,
         Err((diags, exit)) => {
@@ -56,25 +54,20 @@ pub fn run(old: &Path, new: &Path, format: DiffFormat, var_args: &VarArgs, ui: U
                 text: String::new(),
             };
             print(&diags, &src, Format::Human, ui, &mut Vec::new());
-            return if exit == Exit::Invalid {
+            // Bad variables are a usage error here: 1 means "the policies differ".
+            let exit = if exit == Exit::Invalid {
                 Exit::Usage
             } else {
                 exit
             };
+            return Err(Error::Diagnosed(exit));
         }
     };
     if old == Path::new("-") && new == Path::new("-") {
-        eprintln!("netqos: only one side can be read from stdin");
-        return Exit::Usage;
+        return Err(Error::TwoStdins);
     }
-    let (old_src, old_model) = match load(old, &vars, ui) {
-        Ok(v) => v,
-        Err(e) => return e,
-    };
-    let (new_src, new_model) = match load(new, &vars, ui) {
-        Ok(v) => v,
-        Err(e) => return e,
-    };
+    let (old_src, old_model) = load(old, &vars, ui)?;
+    let (new_src, new_model) = load(new, &vars, ui)?;
     let d = diff(&old_model, &new_model);
     if !ui.quiet {
         match format {
@@ -95,11 +88,11 @@ pub fn run(old: &Path, new: &Path, format: DiffFormat, var_args: &VarArgs, ui: U
         };
         eprintln!("netqos: {} → {}: {what}", old_src.name, new_src.name);
     }
-    if d.is_empty() {
+    Ok(if d.is_empty() {
         Exit::Ok
     } else {
         Exit::Invalid
-    }
+    })
 }
 
 /// Changes grouped under their scope, then what happens on the node. Empty when equal.

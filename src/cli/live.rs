@@ -55,10 +55,7 @@ pub fn load_target(file: &Path, vars: &VarArgs, ui: Ui) -> Result<Loaded, Exit> 
             return Err(exit);
         }
     };
-    let src = read_source(file).map_err(|e| {
-        eprintln!("netqos: cannot read {}: {e}", file.display());
-        Exit::Io
-    })?;
+    let src = read_source(file).map_err(|e| super::error::report(&e))?;
     let checked = match netqos::pipeline::check(&src.text, &vars, &[], false) {
         Ok(c) => c,
         Err(diags) => {
