@@ -222,50 +222,10 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span, sites: &mut Sites) -> 
             ok = false;
             continue;
         }
-        let Some(item) = b.env.one(value, "rate", b.diags) else {
+        let Some((item, bits)) = pod_rate(b, value, dir.node) else {
             ok = false;
             continue;
         };
-        let bits = match values::rate(&item, b.diags) {
-            Some(RateSpec::Bits(bits)) => bits,
-            Some(RateSpec::Percent(_)) => {
-                b.diags.push(
-                    item.label(
-                        Diagnostic::new(
-                            Code::NQ064,
-                            format!("pod limit `{}` is a percentage", item.text),
-                        ),
-                        "no parent rate here",
-                    )
-                    .help("pod annotations are absolute: write e.g. `50mbit`"),
-                );
-                ok = false;
-                continue;
-            }
-            None => {
-                ok = false;
-                continue;
-            }
-        };
-        if !(MIN_POD_RATE..=MAX_POD_RATE).contains(&bits) {
-            let (side, bound) = if bits < MIN_POD_RATE {
-                ("small (< 1 kbit/s)", "at least 1kbit")
-            } else {
-                ("large (> 1 Pbit/s)", "at most 1000tbit")
-            };
-            b.diags.push(item.label(
-                Diagnostic::new(
-                    Code::NQ038,
-                    format!("pod {} limit {} is unreasonably {side} for Kubernetes", dir.node.as_str(), fmt_rate(bits)),
-                ),
-                "outside 1 kbit/s ..= 1 Pbit/s",
-            )
-            .help(format!(
-                "kubelet and containerd refuse such annotations and pod sandbox creation fails: use {bound}"
-            )));
-            ok = false;
-            continue;
-        }
         *slot = Some((bits, dir.span));
         sites.rates.push(RateSite {
             bits,
@@ -281,6 +241,51 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span, sites: &mut Sites) -> 
         egress: egress.map(|x| x.0),
         line: b.lines.line(span.start),
     })
+}
+
+/// One direction's rate of a pod limit: absolute (NQ064) and within what Kubernetes
+/// accepts (NQ038).
+fn pod_rate(
+    b: &mut Builder<'_>,
+    value: &ast::Scalar,
+    dir: Direction,
+) -> Option<(crate::check::env::Item, u64)> {
+    let item = b.env.one(value, "rate", b.diags)?;
+    let bits = match values::rate(&item, b.diags)? {
+        RateSpec::Bits(bits) => bits,
+        RateSpec::Percent(_) => {
+            b.diags.push(
+                item.label(
+                    Diagnostic::new(
+                        Code::NQ064,
+                        format!("pod limit `{}` is a percentage", item.text),
+                    ),
+                    "no parent rate here",
+                )
+                .help("pod annotations are absolute: write e.g. `50mbit`"),
+            );
+            return None;
+        }
+    };
+    if !(MIN_POD_RATE..=MAX_POD_RATE).contains(&bits) {
+        let (side, bound) = if bits < MIN_POD_RATE {
+            ("small (< 1 kbit/s)", "at least 1kbit")
+        } else {
+            ("large (> 1 Pbit/s)", "at most 1000tbit")
+        };
+        b.diags.push(item.label(
+            Diagnostic::new(
+                Code::NQ038,
+                format!("pod {} limit {} is unreasonably {side} for Kubernetes", dir.as_str(), fmt_rate(bits)),
+            ),
+            "outside 1 kbit/s ..= 1 Pbit/s",
+        )
+        .help(format!(
+            "kubelet and containerd refuse such annotations and pod sandbox creation fails: use {bound}"
+        )));
+        return None;
+    }
+    Some((item, bits))
 }
 
 /// Checks of pod limits against the node: limits above every link (NQ065), the runtime's
