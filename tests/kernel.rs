@@ -6,7 +6,6 @@
 //! Skips only when namespaces are unavailable and `NETQOS_REQUIRE_NETNS` is unset.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::*;
 use netqos::plan::Plan;
@@ -205,7 +204,7 @@ fn every_example_applies_matches_its_plan_is_idempotent_and_rolls_back() {
             return;
         };
         let src = std::fs::read_to_string(&path).unwrap();
-        let dir = std::env::temp_dir().join(format!("netqos-kernel-{}-{n}", std::process::id()));
+        let dir = TempDir::new(&format!("kernel-{n}"));
         let plan = compile(&src, &dir);
         for (i, dev) in devices(&plan).iter().enumerate() {
             ns.ok(&format!("ip link add {dev} type veth peer name nqpeer{i} && ip link set {dev} up && ip link set nqpeer{i} up"));
@@ -232,18 +231,12 @@ fn every_example_applies_matches_its_plan_is_idempotent_and_rolls_back() {
         );
         ns.ok(&rollback);
         assert_eq!(dump(&ns), pristine, "{}: second rollback", path.display());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
 #[test]
 fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue() {
-    if Command::new("ping").arg("-V").output().is_err() {
-        assert!(
-            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-            "ping is required (.ci/run installs it)"
-        );
-        eprintln!("skipping classification test: no ping");
+    if !kernel_tool("ping", "iputils-ping") {
         return;
     }
     let Some(ns) = Netns::new("cls") else { return };
@@ -251,7 +244,7 @@ fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue
         return;
     };
     let src = std::fs::read_to_string(root().join("examples/control-plane.nq")).unwrap();
-    let dir = std::env::temp_dir().join(format!("netqos-kernel-cls-{}", std::process::id()));
+    let dir = TempDir::new("kernel-cls");
     let plan = compile(&src, &dir);
     ns.ok(&format!(
         "ip link add eth0 type veth peer name p0 netns {}",
@@ -288,7 +281,6 @@ fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue
         Some("0"),
         "{root}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 const HOSTILE: &[&str] = &[
@@ -304,9 +296,7 @@ const HOSTILE: &[&str] = &[
 
 #[test]
 fn hostile_interface_names_are_refused_and_odd_valid_ones_are_harmless() {
-    let d = std::env::temp_dir().join(format!("netqos-hostile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = TempDir::new("kernel-hostile");
     let policy = "netqos 1\ninterface $dev {\n    rate 10mbit\n    class a {\n        rate 1mbit\n        match tcp dport 22\n    }\n    class b {\n        rate 5mbit\n        default\n    }\n}\n";
     std::fs::write(d.join("p.nq"), policy).unwrap();
     for name in HOSTILE {
@@ -354,7 +344,6 @@ fn hostile_interface_names_are_refused_and_odd_valid_ones_are_harmless() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!entries.iter().any(|e| e.contains("canary")), "{entries:?}");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// More filters than u32 numbers in one priority: source order must still hold.
@@ -371,7 +360,7 @@ fn source_order_survives_thousands_of_filters() {
         "netqos 1\n\ninterface eth0 {{\n    rate 100mbit\n\n    class many {{\n        rate 10mbit\n        match dst {}\n    }}\n    class wide {{\n        rate 10mbit\n        match dst 10.0.0.0/8\n    }}\n    class rest {{\n        rate 10mbit\n        default\n    }}\n}}\n",
         hosts.join(", ")
     );
-    let dir = std::env::temp_dir().join(format!("netqos-kernel-many-{}", std::process::id()));
+    let dir = TempDir::new("kernel-many");
     let plan = compile(&src, &dir);
     ns.ok(&format!(
         "ip link add eth0 type veth peer name p0 netns {}",
@@ -395,7 +384,6 @@ fn source_order_survives_thousands_of_filters() {
         0,
         "`wide` took `many`'s traffic:\n{stats}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A device that already has a clsact qdisc with someone else's filter (Cilium, Calico):
@@ -406,7 +394,7 @@ fn ingress_shaping_coexists_with_clsact_and_foreign_filters() {
         return;
     };
     let src = std::fs::read_to_string(root().join("examples/ingress.nq")).unwrap();
-    let dir = std::env::temp_dir().join(format!("netqos-kernel-clsact-{}", std::process::id()));
+    let dir = TempDir::new("kernel-clsact");
     let plan = compile(&src, &dir);
     ns.ok("ip link add eth0 type veth peer name p0 && ip link set eth0 up && ip link set p0 up");
     ns.ok("tc qdisc add dev eth0 clsact && tc filter add dev eth0 ingress protocol ip prio 100 u32 match ip dst 192.0.2.1/32 flowid 1:1");
@@ -425,7 +413,6 @@ fn ingress_shaping_coexists_with_clsact_and_foreign_filters() {
         before,
         "rollback must leave clsact and its filter as they were"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Running the script of an edited policy over the old tree: removed classes go, a leaf
@@ -441,7 +428,7 @@ fn an_edited_policy_replaces_the_old_tree_without_leftovers() {
         )
         .replace("            rate 400mbit\n            default", "            rate 400mbit\n            qdisc pfifo limit 100\n            default");
     assert_ne!(old, new, "the edit applies");
-    let dir = std::env::temp_dir().join(format!("netqos-kernel-edit-{}", std::process::id()));
+    let dir = TempDir::new("kernel-edit");
     compile(&old, &dir.join("old"));
     let plan = compile(&new, &dir.join("new"));
     ns.ok("ip link add eth0 type veth peer name p0 && ip link set eth0 up && ip link set p0 up");
@@ -468,5 +455,4 @@ fn an_edited_policy_replaces_the_old_tree_without_leftovers() {
             .count(),
         "{qdiscs}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

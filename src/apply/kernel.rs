@@ -60,6 +60,14 @@ pub trait Kernel: Send {
     fn send_many(&mut self, changes: &[Change]) -> Vec<Result<(), KernelError>> {
         sequential(self, changes)
     }
+    /// The names of the devices that carry a default route (IPv4 or IPv6, any table).
+    fn default_route_devices(&mut self) -> Result<Vec<String>, KernelError> {
+        Ok(Vec::new())
+    }
+    /// Warnings the kernel attached to successful requests since the last call.
+    fn warnings(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 fn sequential<K: Kernel + ?Sized>(k: &mut K, changes: &[Change]) -> Vec<Result<(), KernelError>> {
@@ -122,11 +130,6 @@ impl NetlinkKernel {
         })
     }
 
-    /// Warnings the kernel attached to successful requests.
-    pub fn warnings(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.nl.warnings)
-    }
-
     fn links(&mut self) -> Result<Vec<(i32, Link)>, KernelError> {
         let msgs = self
             .nl
@@ -138,33 +141,6 @@ impl NetlinkKernel {
         }
         self.ifindex = out.iter().map(|(i, l)| (l.name.clone(), *i)).collect();
         Ok(out)
-    }
-
-    /// The names of the devices that carry a default route (IPv4 or IPv6, any table).
-    pub fn default_route_devices(&mut self) -> Result<Vec<String>, KernelError> {
-        use crate::apply::netlink::route;
-        let what = "listing routes";
-        let mut ifindexes = Vec::new();
-        for family in [route::AF_INET, route::AF_INET6] {
-            let msgs = self
-                .nl
-                .dump(&route::dump_request(family))
-                .map_err(|e| KernelError::new(what, &e))?;
-            for m in msgs {
-                ifindexes.extend(
-                    route::default_route_oifs(&m).map_err(|e| KernelError::new(what, &e.into()))?,
-                );
-            }
-        }
-        let links = self.links()?;
-        let mut names: Vec<String> = links
-            .into_iter()
-            .filter(|(i, _)| ifindexes.contains(i))
-            .map(|(_, l)| l.name)
-            .collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
     }
 
     fn index(&mut self, dev: &str) -> Result<i32, KernelError> {
@@ -525,6 +501,37 @@ impl Kernel for NetlinkKernel {
         let mut links: Vec<Link> = links.into_iter().map(|(_, l)| l).collect();
         links.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Live { links, devs })
+    }
+
+    fn warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.nl.warnings)
+    }
+
+    /// The names of the devices that carry a default route (IPv4 or IPv6, any table).
+    fn default_route_devices(&mut self) -> Result<Vec<String>, KernelError> {
+        use crate::apply::netlink::route;
+        let what = "listing routes";
+        let mut ifindexes = Vec::new();
+        for family in [route::AF_INET, route::AF_INET6] {
+            let msgs = self
+                .nl
+                .dump(&route::dump_request(family))
+                .map_err(|e| KernelError::new(what, &e))?;
+            for m in msgs {
+                ifindexes.extend(
+                    route::default_route_oifs(&m).map_err(|e| KernelError::new(what, &e.into()))?,
+                );
+            }
+        }
+        let links = self.links()?;
+        let mut names: Vec<String> = links
+            .into_iter()
+            .filter(|(i, _)| ifindexes.contains(i))
+            .map(|(_, l)| l.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     fn send(&mut self, change: &Change) -> Result<(), KernelError> {

@@ -1,15 +1,18 @@
 //! Live apply over netlink: read the managed kernel state, diff it against a plan, send
 //! the changes in a make-before-break order, journal them, and return to the snapshot on
 //! failure or on request. The only module with host side effects, all behind
-//! `kernel::Kernel`.
+//! `kernel::Kernel` and `resource::Resource`.
 //!
 //! * `netlink` — the rtnetlink codec and socket.
 //! * `model` — kernel objects and changes; `keys` — plan selectors → u32 keys.
 //! * `state` — live and target state; `diff` — the pure planner.
-//! * `kernel` — the `Kernel` trait and its netlink implementation.
-//! * `txn` — state directory, lock, snapshot, journal, execution with undo.
-//! * `conflist_file` — the CNI conflist written in place and restored.
-//! * `probe` — new TCP connections opened after an apply (`--probe`).
+//! * `kernel` — the `Kernel` trait and its netlink implementation; `fake` an in-memory one.
+//! * `transaction` — the apply transaction and rollback, with a typed outcome.
+//! * `state_dir` — state directory, lock, records, pending confirmation.
+//! * `txn` — the journal, execution in windows, the return to a snapshot.
+//! * `resource` — what an apply changes or checks besides the tree:
+//!   `conflist_file` (the CNI conflist written in place and restored) and
+//!   `probe` (new TCP connections opened after an apply, `--probe`).
 
 pub mod conflist_file;
 pub mod diff;
@@ -19,5 +22,8 @@ pub mod keys;
 pub mod model;
 pub mod netlink;
 pub mod probe;
+pub mod resource;
 pub mod state;
+pub mod state_dir;
+pub mod transaction;
 pub mod txn;

@@ -26,7 +26,7 @@ use netqos::vars::ExternalVars;
 
 /// Reads and checks one side; diagnostics go to stderr.
 fn load(path: &Path, vars: &ExternalVars, ui: Ui) -> Result<(Source, Model), Error> {
-    let src = read_source(path)?;
+    let src = read_source(path).map_err(Error::DiffInput)?;
     let checked = netqos::check_source(&src.text, vars);
     // Only errors stop a comparison; warnings are `check`'s business (a diff stays quiet
     // for a valid policy, e.g. one with pod limits and their NQ066).

@@ -4,17 +4,23 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::Exit;
+use super::input::Unreadable;
+use super::{Exit, Ui};
 use netqos::backend::{Artefact, RenderError};
 use netqos::codes::Code;
 
 /// Why a command stopped (or, for `check` and `fmt`, gave up on one file).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A policy file (`-` is stdin).
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    /// Another input: `what` is "vars file", "template" or "conflist".
+    /// A policy or vars file that cannot be read (exit 3) or is not usable text (NQ080–NQ082,
+    /// exit 1).
+    #[error("{}", unreadable_text(.0))]
+    Input(Unreadable),
+    /// The same for one side of `netqos diff`, where exit 1 means "different": an unusable
+    /// input is exit 2.
+    #[error("{}", unreadable_text(.0))]
+    DiffInput(Unreadable),
+    /// Another input: `what` is "template" or "conflist".
     #[error("cannot read {what} {}: {source}", path.display())]
     ReadInput {
         what: &'static str,
@@ -57,10 +63,10 @@ impl Error {
     /// The exit status (see `man 1 netqos`).
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Read { .. }
-            | Error::ReadInput { .. }
-            | Error::Write { .. }
-            | Error::CreateDir { .. } => Exit::Io,
+            Error::Input(Unreadable::Io(_)) | Error::DiffInput(Unreadable::Io(_)) => Exit::Io,
+            Error::Input(Unreadable::Invalid(_)) => Exit::Invalid,
+            Error::DiffInput(Unreadable::Invalid(_)) => Exit::Usage,
+            Error::ReadInput { .. } | Error::Write { .. } | Error::CreateDir { .. } => Exit::Io,
             Error::UnknownCode(_)
             | Error::NotAllowable(_)
             | Error::OneArtefact
@@ -84,15 +90,36 @@ impl Error {
     }
 }
 
-/// Prints `e` on stderr (unless diagnostics already did) and gives its exit status.
-pub fn report(e: &Error) -> Exit {
-    if !matches!(e, Error::Diagnosed(_)) {
-        eprintln!("netqos: {e}");
+impl From<Unreadable> for Error {
+    fn from(u: Unreadable) -> Self {
+        Error::Input(u)
     }
-    e.exit()
+}
+
+/// The one-line text of an unreadable input (an unusable one is a diagnostic, shown by
+/// [`report`]).
+fn unreadable_text(u: &Unreadable) -> String {
+    match u {
+        Unreadable::Io(message) => message.clone(),
+        Unreadable::Invalid(b) => b.1.message.clone(),
+    }
+}
+
+/// Prints `e` on stderr (unless diagnostics already did; an unusable input as its
+/// diagnostic) and gives its exit status.
+pub fn report(e: Error, ui: Ui) -> Exit {
+    let exit = e.exit();
+    match e {
+        Error::Diagnosed(_) => {}
+        Error::Input(u) | Error::DiffInput(u) => {
+            u.report(ui);
+        }
+        e => eprintln!("netqos: {e}"),
+    }
+    exit
 }
 
 /// The exit status of a command's result, printing its error.
-pub fn finish(result: Result<Exit, Error>) -> Exit {
-    result.unwrap_or_else(|e| report(&e))
+pub fn finish(result: Result<Exit, Error>, ui: Ui) -> Exit {
+    result.unwrap_or_else(|e| report(e, ui))
 }

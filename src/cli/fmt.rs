@@ -10,7 +10,7 @@ use netqos::report;
 pub fn run(files: &[PathBuf], check: bool, ui: Ui) -> Result<Exit, Error> {
     let mut exit = Exit::Ok;
     for path in files {
-        let status = one(path, check, ui).unwrap_or_else(|e| report(&e));
+        let status = one(path, check, ui).unwrap_or_else(|e| report(e, ui));
         exit = exit.max(status);
     }
     Ok(exit)

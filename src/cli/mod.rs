@@ -26,6 +26,7 @@ mod diff;
 mod error;
 mod explain;
 mod fmt;
+mod input;
 mod live;
 mod plan;
 mod rollback;
@@ -37,24 +38,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Exit statuses (see the brief and `man 1 netqos`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    Ok = 0,
-    Invalid = 1,
-    Usage = 2,
-    Io = 3,
-    /// An apply failed and was rolled back.
-    Failed = 4,
-    /// An apply failed and so did its rollback (or a rollback failed).
-    RollbackFailed = 5,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> Self {
-        ExitCode::from(e as u8)
-    }
-}
+pub use netqos::exit::Exit;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -208,6 +192,10 @@ enum Command {
         /// Plan the replacement of a root qdisc netqos did not create.
         #[arg(long)]
         replace_foreign: bool,
+        /// The state directory, to name an interrupted apply (default: $NETQOS_STATE_DIR or
+        /// /var/lib/netqos).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
         #[command(flatten)]
         vars: VarArgs,
     },
@@ -346,7 +334,7 @@ pub fn run() -> ExitCode {
         quiet: cli.quiet,
         verbose: cli.verbose,
     };
-    error::finish(offline(cli.command, ui)).into()
+    error::finish(offline(cli.command, ui), ui).into()
 }
 
 /// Runs the commands that do not touch the kernel; their errors are printed by
@@ -403,11 +391,13 @@ fn live(command: Command, ui: Ui) -> Exit {
             file,
             format,
             replace_foreign,
+            state_dir,
             vars,
         } => plan::run(
             &file,
             format,
             netqos::apply::diff::Options { replace_foreign },
+            state_dir.as_deref(),
             &vars,
             ui,
         ),

@@ -2,8 +2,6 @@
 //! text on failure and warnings on success), or a dump read to its end. Every message of
 //! the reply is decoded; a malformed one fails the call.
 
-use std::fmt;
-
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 
 use super::nla::{self, DecodeError, MsgWriter, NLM_F_ACK_TLVS, NLM_F_CAPPED};
@@ -11,15 +9,24 @@ use super::nla::{self, DecodeError, MsgWriter, NLM_F_ACK_TLVS, NLM_F_CAPPED};
 const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// A failed netlink exchange.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum NlError {
-    Io(std::io::Error),
-    Decode(DecodeError),
+    #[error("netlink socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
     /// The kernel refused: errno and its extended-ack message, if it gave one.
-    Kernel {
-        errno: i32,
-        message: Option<String>,
-    },
+    #[error("kernel: {}{}", message.as_deref().map(|m| format!("{m} (")).unwrap_or_default(), errno_text(*errno, message.is_some()))]
+    Kernel { errno: i32, message: Option<String> },
+}
+
+fn errno_text(errno: i32, close: bool) -> String {
+    let text = std::io::Error::from_raw_os_error(errno);
+    if close {
+        format!("{text})")
+    } else {
+        text.to_string()
+    }
 }
 
 impl NlError {
@@ -28,36 +35,6 @@ impl NlError {
             NlError::Kernel { errno, .. } => Some(*errno),
             _ => None,
         }
-    }
-}
-
-impl fmt::Display for NlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NlError::Io(e) => write!(f, "netlink socket: {e}"),
-            NlError::Decode(e) => write!(f, "{e}"),
-            NlError::Kernel { errno, message } => {
-                let text = std::io::Error::from_raw_os_error(*errno);
-                match message {
-                    Some(m) => write!(f, "kernel: {m} ({text})"),
-                    None => write!(f, "kernel: {text}"),
-                }
-            }
-        }
-    }
-}
-
-impl std::error::Error for NlError {}
-
-impl From<DecodeError> for NlError {
-    fn from(e: DecodeError) -> Self {
-        NlError::Decode(e)
-    }
-}
-
-impl From<std::io::Error> for NlError {
-    fn from(e: std::io::Error) -> Self {
-        NlError::Io(e)
     }
 }
 
@@ -99,10 +76,10 @@ impl Netlink {
         self.rbuf.clear();
         let n = self.sock.recv(&mut self.rbuf, MSG_TRUNC)?;
         if n > self.rbuf.len() {
-            return Err(NlError::Decode(DecodeError(format!(
-                "a netlink datagram of {n} bytes exceeds the {} byte buffer",
-                self.rbuf.capacity()
-            ))));
+            return Err(NlError::Decode(DecodeError::Datagram {
+                len: n,
+                cap: self.rbuf.capacity(),
+            }));
         }
         Ok(self.rbuf[..n].to_vec())
     }
