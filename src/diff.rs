@@ -6,6 +6,8 @@
 //! filters of the lowered plans that the apply script will create, change or delete).
 //! Source lines are never compared, so a diff of a reformatted policy is empty.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use crate::cni::annotations::quantity;
@@ -44,12 +46,14 @@ pub struct Diff {
 }
 
 impl Diff {
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.node.is_empty()
     }
 }
 
 /// Compares two checked policies (`old` before, `new` after) and their plans.
+#[must_use]
 pub fn diff(old: &Model, new: &Model) -> Diff {
     let mut d = Diff::default();
     interfaces(old, new, &mut d.changes);
@@ -78,6 +82,7 @@ fn without_lines(p: &Plan) -> Plan {
 }
 
 /// `200 → 300 Mbit/s`, or `200 Mbit/s → 1 Gbit/s` when the units differ.
+#[must_use]
 pub fn arrow_rate(old: u64, new: u64) -> String {
     let (a, b) = (fmt_rate(old), fmt_rate(new));
     match (a.split_once(' '), b.split_once(' ')) {
@@ -157,7 +162,7 @@ fn interface(o: &Interface, n: &Interface, out: &mut Vec<Change>) {
             text,
             line: Some(n.line),
             old_file: false,
-        })
+        });
     };
     if o.rate != n.rate {
         push(format!("link rate {}", arrow_rate(o.rate, n.rate)));
@@ -405,13 +410,13 @@ fn fmt_qdisc(q: &LeafQdisc) -> String {
         } => {
             let mut s = format!("tbf rate {} burst {}", fmt_rate(*rate), fmt_size(*burst));
             if let Some(l) = limit_bytes {
-                s.push_str(&format!(" limit {}", fmt_size(*l)));
+                let _ = write!(s, " limit {}", fmt_size(*l));
             }
             if let Some(l) = latency_us {
-                s.push_str(&format!(" latency {}", fmt_duration_us(*l)));
+                let _ = write!(s, " latency {}", fmt_duration_us(*l));
             }
             if let Some(p) = peakrate {
-                s.push_str(&format!(" peakrate {}", fmt_rate(*p)));
+                let _ = write!(s, " peakrate {}", fmt_rate(*p));
             }
             s
         }
@@ -542,7 +547,7 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
             text,
             line,
             old_file,
-        })
+        });
     };
     if o.cni != n.cni {
         push(cni_change(o, n), None, false);

@@ -24,6 +24,7 @@ pub enum Selection {
 
 impl Selection {
     /// The kinds chosen, in order.
+    #[must_use]
     pub fn kinds(&self) -> &[Artefact] {
         match self {
             Selection::All => &Artefact::ALL,

@@ -1,11 +1,14 @@
 //! The `tree` artefact: each hierarchy as text for PR review.
 
+use std::fmt::Write as _;
+
 use std::collections::BTreeMap;
 
 use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Handle, Plan, Protocol};
 use crate::units::fmt_rate;
 
 /// Renders every device's tree.
+#[must_use]
 pub fn tree(plan: &Plan) -> String {
     let mut out = String::new();
     for d in &plan.devices {
@@ -13,9 +16,9 @@ pub fn tree(plan: &Plan) -> String {
             Some(ifb) => format!("{} ingress (shaped on {ifb})", d.device),
             None => format!("{} egress", d.device),
         };
-        out.push_str(&format!("{on}: htb 1: default 1:{}\n", d.root.default));
+        let _ = writeln!(out, "{on}: htb 1: default 1:{}", d.root.default);
         if let Some(root) = d.classes.first() {
-            out.push_str(&format!("└─ 1:1 root  rate {}\n", fmt_rate(root.rate)));
+            let _ = writeln!(out, "└─ 1:1 root  rate {}", fmt_rate(root.rate));
         }
         let index = Index::new(d);
         index.walk(Handle::ROOT_CLASS, "   ", &mut out);
@@ -74,11 +77,12 @@ impl<'a> Index<'a> {
                 line.push_str("  [default]");
             }
             if let Some(leaf) = &c.leaf {
-                line.push_str(&format!(
+                let _ = write!(
+                    line,
                     "  {} {}",
                     leaf.queue.kind(),
                     leaf.queue.args().join(" ")
-                ));
+                );
             }
             out.push_str(line.trim_end());
             out.push('\n');
@@ -90,7 +94,7 @@ impl<'a> Index<'a> {
                     let keys: Vec<String> = f.keys.iter().map(ToString::to_string).collect();
                     keys.join(" && ")
                 };
-                out.push_str(&format!("{child_indent}   ◂ {what}\n"));
+                let _ = writeln!(out, "{child_indent}   ◂ {what}");
             }
             self.walk(c.classid, &child_indent, out);
         }

@@ -482,7 +482,7 @@ impl Builder<'_> {
             StmtKind::Burst(s) if !self.repeated(seen, "burst", stmt) => d.burst = self.size(s),
             StmtKind::Cburst(s) if !self.repeated(seen, "cburst", stmt) => d.cburst = self.size(s),
             StmtKind::Quantum(s) if !self.repeated(seen, "quantum", stmt) => {
-                d.quantum = self.quantum(s)
+                d.quantum = self.quantum(s);
             }
             StmtKind::Id(s) if !self.repeated(seen, "id", stmt) => {
                 d.id = self.one(s, "class id").and_then(|item| {
@@ -490,10 +490,10 @@ impl Builder<'_> {
                 });
             }
             StmtKind::Qdisc(q) if !self.repeated(seen, "qdisc", stmt) => {
-                d.qdisc = self.qdisc(q, stmt.span)
+                d.qdisc = self.qdisc(q, stmt.span);
             }
             StmtKind::DefaultFlag if !self.repeated(seen, "default", stmt) => {
-                d.default = Some(stmt.span)
+                d.default = Some(stmt.span);
             }
             StmtKind::Match(m) => {
                 d.match_lines += 1;
@@ -794,8 +794,12 @@ impl Builder<'_> {
 
     fn mixed_families(&mut self, m: &Match, span: Span) {
         let fams = |v: &Option<Vec<crate::model::Cidr>>| {
-            v.as_ref()
-                .map(|cs| (cs.iter().any(|c| c.is_v4()), cs.iter().any(|c| !c.is_v4())))
+            v.as_ref().map(|cs| {
+                (
+                    cs.iter().any(super::super::model::Cidr::is_v4),
+                    cs.iter().any(|c| !c.is_v4()),
+                )
+            })
         };
         if let (Some((s4, s6)), Some((d4, d6))) = (fams(&m.src), fams(&m.dst))
             && !((s4 && d4) || (s6 && d6))

@@ -12,6 +12,7 @@ use crate::model::Direction;
 use crate::span::Span;
 
 /// Why a name is not a safe Linux interface name, if it is not.
+#[must_use]
 pub fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("is empty".to_string());
@@ -63,6 +64,7 @@ fn check_name(item: &Item, diags: &mut Diagnostics) -> bool {
 }
 
 /// The IFB an ingress block shapes on when it names none: `ifb-DEVICE`, cut to 15 bytes.
+#[must_use]
 pub fn default_ifb(device: &str) -> String {
     let mut name = format!("ifb-{device}");
     name.truncate(15);

@@ -64,7 +64,7 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pod
             },
             PodsStmtKind::CniFile(s) => match b.env.one(s, "path", b.diags) {
                 Some(item) if item.text.starts_with('/') => {
-                    cni = Some((Cni::File(item.text), stmt.span))
+                    cni = Some((Cni::File(item.text), stmt.span));
                 }
                 Some(item) => {
                     b.diags.push(item.label(
@@ -147,7 +147,7 @@ fn selector(
             .filter(|(k, v)| valid_key(k) && valid_value(v));
         match pair {
             Some((k, v)) if !out.iter().any(|(ok, _): &(String, String)| ok == k) => {
-                out.push((k.to_string(), v.to_string()))
+                out.push((k.to_string(), v.to_string()));
             }
             Some((k, _)) => {
                 b.diags.push(

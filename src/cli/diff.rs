@@ -1,6 +1,8 @@
 //! `netqos diff OLD NEW`: the semantic difference of two policies for PR review, as text,
 //! JSON or GitHub annotations. Exit 0 when equal, 1 when different (like diff(1)).
 
+use std::fmt::Write as _;
+
 use std::path::Path;
 
 use super::check::{external_vars, print, read_source};
@@ -31,7 +33,7 @@ fn load(path: &Path, vars: &ExternalVars, ui: Ui) -> Result<(Source, Model), Err
     // Only errors stop a comparison; warnings are `check`'s business (a diff stays quiet
     // for a valid policy, e.g. one with pod limits and their NQ066).
     let mut diags = checked.diagnostics.into_sorted();
-    diags.retain(|d| d.is_error());
+    diags.retain(netqos::diagnostic::Diagnostic::is_error);
     print(&diags, &src, Format::Human, ui, &mut Vec::new());
     match checked.model {
         Some(m) => Ok((src, m)),
@@ -105,18 +107,18 @@ pub fn human(d: &Diff) -> String {
         }
     }
     for scope in scopes {
-        out.push_str(&format!("{scope}:\n"));
+        let _ = writeln!(out, "{scope}:");
         for c in d.changes.iter().filter(|c| c.scope == scope) {
-            out.push_str(&format!("  {}\n", c.text));
+            let _ = writeln!(out, "  {}", c.text);
         }
     }
     if !d.node.is_empty() {
         out.push_str("on the node:\n");
         for n in &d.node {
             if n.device.is_empty() {
-                out.push_str(&format!("  {}\n", n.text));
+                let _ = writeln!(out, "  {}", n.text);
             } else {
-                out.push_str(&format!("  {}: {}\n", n.device, n.text));
+                let _ = writeln!(out, "  {}: {}", n.device, n.text);
             }
         }
     }
@@ -154,11 +156,12 @@ fn github(d: &Diff, old: &str, new: &str) -> String {
             "title={}",
             escape_property(&format!("netqos diff: {}", c.scope))
         ));
-        out.push_str(&format!(
-            "::notice {}::{}\n",
+        let _ = writeln!(
+            out,
+            "::notice {}::{}",
             props.join(","),
             escape_data(&c.text)
-        ));
+        );
     }
     for n in &d.node {
         let title = if n.device.is_empty() {
@@ -166,12 +169,13 @@ fn github(d: &Diff, old: &str, new: &str) -> String {
         } else {
             format!("netqos diff: on the node, {}", n.device)
         };
-        out.push_str(&format!(
-            "::notice file={},title={}::{}\n",
+        let _ = writeln!(
+            out,
+            "::notice file={},title={}::{}",
             escape_property(new),
             escape_property(&title),
             escape_data(&n.text)
-        ));
+        );
     }
     out
 }

@@ -19,6 +19,7 @@ const CHAINED: &[&str] = &["bandwidth", "portmap", "tuning", "firewall", "sbr", 
 pub const STATIC_KEYS: &[&str] = &["ingressRate", "ingressBurst", "egressRate", "egressBurst"];
 
 /// The entry netqos adds.
+#[must_use]
 pub fn bandwidth_entry() -> Value {
     json!({"type": "bandwidth", "capabilities": {"bandwidth": true}})
 }
@@ -49,6 +50,7 @@ pub struct Patch {
 
 /// Reads `text` and decides. `has_limits`: the policy sets pod limits, so static rates that
 /// override annotations are an error rather than a warning.
+#[must_use]
 pub fn analyse(text: &str, has_limits: bool) -> (Option<Outcome>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let outcome = analyse_inner(text, has_limits, &mut diags);
@@ -485,6 +487,7 @@ fn offset_of(text: &str, line: usize, column: usize) -> usize {
 }
 
 /// Applies `ops` to the parsed `text` (for checks that the patch and the patched text agree).
+#[must_use]
 pub fn apply_to_text(text: &str, ops: &[Op]) -> Option<Value> {
     let v: Value = serde_json::from_str(text).ok()?;
     json_patch::apply(&v, ops).ok()

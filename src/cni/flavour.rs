@@ -45,6 +45,7 @@ pub struct Flavour {
 /// 2025.
 pub const FLANNEL_DEFAULT: &str = include_str!("defaults/flannel.conflist");
 
+#[must_use]
 pub fn of(cni: &Cni) -> Flavour {
     match cni {
         Cni::Flannel => Flavour {
@@ -108,6 +109,7 @@ pub fn of(cni: &Cni) -> Flavour {
 }
 
 /// The flavour's name as written in a policy.
+#[must_use]
 pub fn name(cni: &Cni) -> String {
     match cni {
         Cni::Flannel => "flannel".into(),

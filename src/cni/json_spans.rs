@@ -32,6 +32,7 @@ pub struct Member {
 
 impl Node {
     /// The member `key` of an object.
+    #[must_use]
     pub fn get(&self, key: &str) -> Option<&Member> {
         match &self.kind {
             Kind::Object(members) => members.iter().find(|m| m.key == key),
@@ -40,6 +41,7 @@ impl Node {
     }
 
     /// The elements of an array.
+    #[must_use]
     pub fn elements(&self) -> Option<&[Node]> {
         match &self.kind {
             Kind::Array(items) => Some(items),
@@ -49,6 +51,7 @@ impl Node {
 }
 
 /// Scans a whole JSON document.
+#[must_use]
 pub fn scan(text: &str) -> Option<Node> {
     let mut s = Scanner {
         b: text.as_bytes(),
