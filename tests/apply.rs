@@ -809,3 +809,109 @@ fn an_unrecorded_outcome_is_reported() {
     };
     assert!(a.unrecorded.is_some());
 }
+
+/// Starts a second apply (its own state directory, the same device) while the first holds
+/// its device locks, and keeps the error it got.
+struct Intruder {
+    k: FakeKernel,
+    dir: Dir,
+    t: Target,
+    refused: Option<String>,
+}
+
+impl transaction::Observer for Intruder {
+    fn phase(&mut self, name: &'static str) {
+        if name == "read" && self.refused.is_none() {
+            let e = Transaction::new(&mut self.k, &self.dir.1, options())
+                .apply(self.t.clone())
+                .err();
+            self.refused = Some(e.map_or("not refused".into(), |e| e.to_string()));
+        }
+    }
+}
+
+/// Issue 18.2: one lock per device, whatever the state directory: a second apply on the
+/// same device (same namespace and ifindex) is refused while the first runs.
+#[test]
+fn a_second_apply_on_the_same_device_is_refused_whatever_its_state_dir() {
+    let locks = TempDir::new("apply-devlocks");
+    let d = Dir::new("devlock1");
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    k.lock_dir = Some(locks.join("dev"));
+    k.netns = 4242;
+    let mut intruder = Intruder {
+        k: k.clone(),
+        dir: Dir::new("devlock2"),
+        t: t.clone(),
+        refused: None,
+    };
+    let out = Transaction::new(&mut k, &d.1, options())
+        .observer(&mut intruder)
+        .apply(t.clone())
+        .unwrap();
+    assert!(matches!(out, Outcome::Applied(_)));
+    let refused = intruder.refused.unwrap();
+    assert!(
+        refused.contains("device eth0 is being changed by another netqos"),
+        "{refused}"
+    );
+    assert!(intruder.k.sent.is_empty(), "the second sent nothing");
+    // Once the first is done, the device is free again.
+    let out = Transaction::new(&mut intruder.k, &intruder.dir.1, options())
+        .apply(t)
+        .unwrap();
+    assert!(matches!(out, Outcome::Applied(_)));
+}
+
+/// Issue 18.3: a device renamed mid-apply (its ifindex stays) fails verification as what
+/// it is, and the undo, which could not reach the same device by its name, says so: exit 5.
+#[test]
+fn a_device_renamed_mid_apply_is_reported_as_renamed() {
+    let locks = TempDir::new("apply-rename");
+    let d = Dir::new("rename");
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    k.lock_dir = Some(locks.join("dev"));
+    k.netns = 4343;
+    k.rename_at = Some((3, "eth0".into(), "eth9".into()));
+    let out = transact(&mut k, &d.1, &t, Hooks::default());
+    let Outcome::RollbackFailed(f, e) = &out else {
+        panic!("{out:?}");
+    };
+    assert!(
+        matches!(&f.error, transaction::FailError::DeviceChanged { name, .. } if name == "eth0"),
+        "{}",
+        f.error
+    );
+    assert!(e.to_string().contains("renamed or replaced"), "{e}");
+    assert_eq!(out.exit(), netqos::exit::Exit::RollbackFailed);
+    assert!(
+        k.live.dev("eth9").is_some_and(|d| !d.classes.is_empty()),
+        "the changes went to the renamed device"
+    );
+}
+
+/// Issue 18.5: the live commands refuse a state directory others may write (the help's
+/// own `/tmp` example made by another user, say): exit 3, before touching the kernel.
+#[test]
+fn a_world_writable_state_dir_is_refused_by_the_live_commands() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("apply-unsafe");
+    let policy = dir.write("p.nq", EGRESS);
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let s = state.to_str().unwrap();
+    for args in [
+        vec!["apply", "--state-dir", s, policy.to_str().unwrap()],
+        vec!["rollback", "--state-dir", s],
+        vec!["status", "--state-dir", s],
+    ] {
+        cli(args)
+            .cwd(&dir)
+            .code(3)
+            .text_has("refusing the state directory")
+            .text_has("writable by every user");
+    }
+}

@@ -285,7 +285,11 @@ fn one_class_change_keeps_the_other_counters_and_drops_no_packet() {
 
 /// (exit, dump) of an apply of `to` over a kernel holding `from`, failing at `step`.
 fn changes_between(lab: &Lab, to: &Path) -> usize {
-    let plan = lab.netqos_ok(&["plan", "--format", "json", to.to_str().unwrap()]);
+    // The JSON is stdout; stderr may carry the policy's infos.
+    let plan = lab
+        .netqos(&["plan", "--format", "json", to.to_str().unwrap()])
+        .code(0)
+        .stdout();
     let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
     v["count"].as_u64().unwrap() as usize
 }
@@ -798,4 +802,74 @@ fn a_dead_reverter_is_noticed_and_its_revert_done() {
         .code(3)
         .text_has("reverting it now");
     assert_eq!(lab.dump(), pristine);
+}
+
+/// Issue 18.2: two applies on one device with different state directories: the second
+/// is refused while the first runs, nothing is half-built by it, and rollback works.
+#[test]
+fn a_second_apply_on_the_device_with_another_state_dir_is_refused() {
+    let Some(lab) = Lab::new("twodirs") else {
+        return;
+    };
+    let pristine = lab.dump();
+    let p = write_policy(&lab, "p.nq", POLICY);
+    let path = p.to_str().unwrap();
+    let mut first = lab
+        .netqos(&["apply", path])
+        .env("NETQOS_PAUSE_AFTER", "3")
+        .env("NETQOS_PAUSE_SECS", "4")
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let other = lab.state.with_file_name("state-other");
+    lab.netqos(&["apply", "--state-dir", other.to_str().unwrap(), path])
+        .code(3)
+        .text_has("device eth0 is being changed by another netqos");
+    assert!(first.wait().unwrap().success(), "the first apply finishes");
+    lab.netqos_ok(&["rollback"]);
+    assert_eq!(lab.dump(), pristine);
+    lab.netqos(&["apply", "--state-dir", other.to_str().unwrap(), path])
+        .code(0);
+}
+
+/// Issue 18.3: the device renamed while the apply runs (changes go by ifindex): the apply
+/// says it was renamed and that the undo could not reach it (exit 5), never "the devices
+/// are as they were". Renamed back, rollback undoes the interrupted transaction.
+#[test]
+fn a_device_renamed_mid_apply_is_reported_and_rollback_works_once_renamed_back() {
+    let Some(lab) = Lab::new("rename") else {
+        return;
+    };
+    let pristine = lab.dump();
+    let p = write_policy(&lab, "p.nq", POLICY);
+    let child = lab
+        .netqos(&["apply", p.to_str().unwrap()])
+        .env("NETQOS_PAUSE_AFTER", "3")
+        .env("NETQOS_PAUSE_SECS", "3")
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    lab.ok("ip link set eth0 down && ip link set eth0 name eth9 && ip link set eth9 up");
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    assert!(said.contains("renamed or replaced"), "{said}");
+    assert!(!said.contains("as they were"), "{said}");
+    assert!(
+        lab.ok("tc class show dev eth9").contains("htb"),
+        "the tree is on eth9"
+    );
+    lab.ok("ip link set eth9 down && ip link set eth9 name eth0 && ip link set eth0 up");
+    lab.netqos_ok(&["rollback"]);
+    assert!(
+        wait_for(|| lab.dump() == pristine, 5),
+        "{}\n---\n{pristine}",
+        lab.dump()
+    );
 }

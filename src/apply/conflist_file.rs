@@ -2,7 +2,6 @@
 //! rename in the same directory, owner and mode kept), the original kept outside the CNI
 //! directory, and put back by `rollback` only over the very file `apply` wrote.
 
-use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -166,7 +165,12 @@ pub fn install(
     }
     let backup = backup_path(state, path)?;
     if let Some(dir) = backup.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("create", dir))?;
     }
     let meta = std::fs::metadata(path).map_err(io("read", path))?;
     let tmp = write_beside(&backup, original.as_bytes(), &meta).map_err(io("write", &backup))?;
@@ -190,7 +194,7 @@ pub enum Restored {
 
 /// Puts the original back, only over exactly what `apply` wrote.
 pub fn restore(r: &ConflistRecord) -> Result<Restored, ConflistError> {
-    let original = match std::fs::read(&r.backup) {
+    let original = match crate::apply::safe_fs::read(&r.backup) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Restored::AlreadyDone),
         Err(e) => return Err(io("read", &r.backup)(e)),
@@ -263,9 +267,7 @@ fn write_beside(path: &Path, bytes: &[u8], meta: &std::fs::Metadata) -> std::io:
         .map_or("conflist".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.netqos-tmp-{}", std::process::id()));
     let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        crate::apply::safe_fs::create_exclusive(&tmp, bytes, 0o600)?;
         std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
     })();
@@ -298,6 +300,7 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            burst: None,
         };
         let Prepared::Install {
             path,
@@ -331,6 +334,7 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            burst: None,
         };
         let Prepared::Install { path, patched, .. } = prepare(&pods, &conf).unwrap() else {
             panic!()

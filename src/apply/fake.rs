@@ -25,6 +25,17 @@ pub struct FakeKernel {
     pub ignore_at: Option<usize>,
     /// What `default_route_devices` answers.
     pub default_routes: Vec<String>,
+    /// Device locks go here when set (the fake's namespace id is `netns`).
+    pub lock_dir: Option<std::path::PathBuf>,
+    pub netns: u64,
+    /// Rename a device (from, to) after the `send` call with this index: the ifindex
+    /// stays, as with `ip link set NAME name NEW`.
+    pub rename_at: Option<(usize, String, String)>,
+    /// Link identities: the ifindex of a name is its position here, plus one.
+    ifindexes: Vec<String>,
+    /// Renamed devices (old name, new name): changes naming the old one still reach the
+    /// device until the next `read`, as netlink's cached ifindexes do.
+    aliases: Vec<(String, String)>,
     calls: usize,
 }
 
@@ -44,6 +55,23 @@ fn default_root(dev: &str) -> Qdisc {
         kind: QdiscKind::Other {
             name: "noqueue".into(),
         },
+    }
+}
+
+fn rename_objects(d: &mut DevState, to: &str) {
+    for q in d
+        .root
+        .iter_mut()
+        .chain(d.hook.iter_mut())
+        .chain(d.leaves.iter_mut())
+    {
+        q.dev = to.to_string();
+    }
+    for c in &mut d.classes {
+        c.dev = to.to_string();
+    }
+    for f in d.filters.iter_mut().chain(d.hook_filters.iter_mut()) {
+        f.dev = to.to_string();
     }
 }
 
@@ -67,7 +95,27 @@ impl FakeKernel {
         k
     }
 
+    /// Renames a device in place (its identity, objects and queues stay).
+    fn rename(&mut self, from: &str, to: &str) {
+        self.aliases.push((from.to_string(), to.to_string()));
+        if let Some(i) = self.ifindexes.iter().position(|x| x == from) {
+            self.ifindexes[i] = to.to_string();
+        }
+        for l in self.live.links.iter_mut().filter(|l| l.name == from) {
+            l.name = to.to_string();
+        }
+        for d in self.live.devs.iter_mut().filter(|d| d.name == from) {
+            d.name = to.to_string();
+            rename_objects(d, to);
+        }
+    }
+
     fn dev(&mut self, name: &str, c: &Change) -> Result<&mut DevState, KernelError> {
+        let name = self
+            .aliases
+            .iter()
+            .find(|(from, _)| from == name)
+            .map_or(name, |(_, to)| to.as_str());
         self.live
             .devs
             .iter_mut()
@@ -309,6 +357,7 @@ impl FakeKernel {
 
 impl Kernel for FakeKernel {
     fn read(&mut self, devices: &[String]) -> Result<Live, KernelError> {
+        self.aliases.clear();
         let mut live = Live {
             links: self.live.links.clone(),
             devs: Vec::new(),
@@ -339,10 +388,45 @@ impl Kernel for FakeKernel {
         }
         self.apply(change)?;
         self.sent.push(change.clone());
+        if let Some((at, from, to)) = self.rename_at.clone()
+            && at == call
+        {
+            self.rename(&from, &to);
+        }
         Ok(())
     }
 
     fn default_route_devices(&mut self) -> Result<Vec<String>, KernelError> {
         Ok(self.default_routes.clone())
+    }
+
+    fn device_ids(
+        &mut self,
+        names: &[String],
+    ) -> Result<Vec<(String, crate::apply::device_lock::DeviceId)>, KernelError> {
+        for l in &self.live.links {
+            if !self.ifindexes.contains(&l.name) {
+                self.ifindexes.push(l.name.clone());
+            }
+        }
+        Ok(names
+            .iter()
+            .filter(|n| self.live.link(n).is_some())
+            .filter_map(|n| {
+                let i = self.ifindexes.iter().position(|x| x == n)?;
+                let ifindex = i32::try_from(i + 1).ok()?;
+                Some((
+                    n.clone(),
+                    crate::apply::device_lock::DeviceId {
+                        netns: self.netns,
+                        ifindex,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    fn lock_dir(&self) -> Option<std::path::PathBuf> {
+        self.lock_dir.clone()
     }
 }

@@ -9,12 +9,16 @@
 //! * `kernel` — the `Kernel` trait and its netlink implementation; `fake` an in-memory one.
 //! * `transaction` — the apply transaction and rollback, with a typed outcome.
 //! * `state_dir` — state directory, lock, records, pending confirmation.
+//! * `device_lock` — one lock per device (namespace, ifindex), whatever the state dir.
+//! * `safe_fs` — no symlink followed, exclusive temp files, trusted directories only.
 //! * `txn` — the journal, execution in windows, the return to a snapshot.
 //! * `resource` — what an apply changes or checks besides the tree:
 //!   `conflist_file` (the CNI conflist written in place and restored) and
 //!   `probe` (new TCP connections opened after an apply, `--probe`).
 
+pub mod cni_plugin;
 pub mod conflist_file;
+pub mod device_lock;
 pub mod diff;
 pub mod fake;
 pub mod kernel;
@@ -23,6 +27,7 @@ pub mod model;
 pub mod netlink;
 pub mod probe;
 pub mod resource;
+pub mod safe_fs;
 pub mod state;
 pub mod state_dir;
 pub mod transaction;

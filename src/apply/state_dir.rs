@@ -29,6 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::resource::Recorded;
+use crate::apply::safe_fs;
 use crate::apply::state::{Live, Target};
 use crate::exit::Exit;
 
@@ -59,6 +60,12 @@ pub enum StateError {
         path: PathBuf,
         holder: Option<String>,
     },
+    #[error(
+        "refusing the state directory {}: it {why}; it holds the snapshots rollback \
+         restores: use a directory only root can write (mode 0700)",
+        path.display()
+    )]
+    Unsafe { path: PathBuf, why: String },
     #[error("cannot record the outcome: failure injected by the fail_record test hook")]
     Injected,
     #[error("cannot encode {what}: {source}")]
@@ -166,14 +173,25 @@ pub fn new_id() -> String {
 }
 
 impl StateDir {
+    /// Opens the state directory, creating it (mode 0700) when missing. An existing one
+    /// (or its `txn/`, `cni/`) that another user owns or that others may write is refused:
+    /// whoever can write it could swap the snapshot rollback restores.
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
-        let fresh = !path.exists();
-        std::fs::create_dir_all(path.join("txn"))
-            .map_err(|e| io_err("cannot create state directory", path, e))?;
-        if fresh {
-            // Snapshots describe the node's network: readable by root only.
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+        use std::os::unix::fs::DirBuilderExt;
+        for dir in [path.to_path_buf(), path.join("txn")] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| io_err("cannot create state directory", &dir, e))?;
+        }
+        for dir in [path.to_path_buf(), path.join("txn"), path.join("cni")] {
+            match crate::apply::safe_fs::unsafe_dir(&dir) {
+                Ok(None) => {}
+                Ok(Some(why)) => return Err(StateError::Unsafe { path: dir, why }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("cannot inspect", &dir, e)),
+            }
         }
         Ok(StateDir {
             path: path.to_path_buf(),
@@ -183,7 +201,7 @@ impl StateDir {
     /// Takes the lock, failing at once if another netqos holds it (`wait`: blocks).
     pub fn lock(&self, wait: bool) -> Result<Lock, StateError> {
         let p = self.path.join("lock");
-        let mut file = std::fs::OpenOptions::new()
+        let mut file = safe_fs::options()
             .create(true)
             .truncate(false)
             .read(true)
@@ -196,7 +214,7 @@ impl StateDir {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    let holder = std::fs::read_to_string(&p).unwrap_or_default();
+                    let holder = safe_fs::read_to_string(&p).unwrap_or_default();
                     let holder = Some(holder.trim().to_string()).filter(|h| !h.is_empty());
                     return Err(StateError::Locked { path: p, holder });
                 }
@@ -221,7 +239,7 @@ impl StateDir {
         name: &str,
     ) -> Result<Option<T>, StateError> {
         let p = self.path.join(name);
-        match std::fs::read(&p) {
+        match safe_fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
                 .map_err(|source| StateError::Damaged { path: p, source }),
@@ -257,7 +275,7 @@ impl StateDir {
     pub fn record(&self, id: &str) -> Result<Option<Record>, StateError> {
         let mut r: Option<Record> = self.read_json(&format!("txn/{id}.json"))?;
         if let Some(r) = &mut r {
-            if let Ok(o) = std::fs::read_to_string(self.path.join(format!("txn/{id}.outcome"))) {
+            if let Ok(o) = safe_fs::read_to_string(&self.path.join(format!("txn/{id}.outcome"))) {
                 r.outcome = o.trim().to_string();
             }
             if let Some(c) = r.conflist.take() {
@@ -270,7 +288,7 @@ impl StateDir {
     /// The record of the last transaction, if any.
     pub fn last(&self) -> Result<Option<Record>, StateError> {
         let p = self.path.join("last");
-        let id = match std::fs::read_to_string(&p) {
+        let id = match safe_fs::read_to_string(&p) {
             Ok(s) => s.trim().to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("cannot read", &p, e)),
@@ -297,7 +315,7 @@ impl StateDir {
     /// `last` before its first change, count when their outcome is still `applying`.
     pub fn interrupted(&self) -> Result<Option<Record>, StateError> {
         let p = self.path.join("current");
-        match std::fs::read_to_string(&p) {
+        match safe_fs::read_to_string(&p) {
             Ok(id) => {
                 let id = checked_id(&p, id.trim())?;
                 return self.record(&id);
@@ -316,7 +334,7 @@ impl StateDir {
         match t {
             Some(t) => {
                 let bytes = encode("the applied target", t)?;
-                if std::fs::read(self.path.join("applied.json")).is_ok_and(|b| b == bytes) {
+                if safe_fs::read(&self.path.join("applied.json")).is_ok_and(|b| b == bytes) {
                     return Ok(());
                 }
                 self.write("applied.json", &bytes)
@@ -341,7 +359,7 @@ impl StateDir {
     /// After a rollback of `id`: the applied target is again the one before it.
     pub fn restore_applied(&self, id: &str) -> Result<(), StateError> {
         let keep = self.path.join(format!("txn/{id}.applied-before.json"));
-        match std::fs::read(&keep) {
+        match safe_fs::read(&keep) {
             Ok(b) => self.write("applied.json", &b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove("applied.json"),
             Err(e) => Err(io_err("cannot read", &keep, e)),
@@ -353,7 +371,7 @@ impl StateDir {
     /// held, `reverter_alive(id)` is true.
     pub fn reverter_lock(&self, id: &str) -> Result<File, StateError> {
         let p = self.path.join(format!("txn/{id}.reverter"));
-        let file = std::fs::OpenOptions::new()
+        let file = safe_fs::options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -372,7 +390,7 @@ impl StateDir {
     /// Whether a process still holds the reverter lock of `id`.
     pub fn reverter_alive(&self, id: &str) -> bool {
         let p = self.path.join(format!("txn/{id}.reverter"));
-        match File::open(&p) {
+        match safe_fs::open_read(&p) {
             Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
             Err(_) => false,
         }
@@ -410,9 +428,7 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id()
     ));
     let r = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        safe_fs::create_exclusive(&tmp, bytes, 0o600)?;
         std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();
@@ -420,4 +436,76 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("netqos-sd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Issue 18.5: a state directory others may write, or another user owns, is refused;
+    /// a new one is made 0700.
+    #[test]
+    fn an_unsafe_state_dir_is_refused_and_a_new_one_is_private() {
+        let d = scratch("unsafe");
+        let fresh = d.join("new");
+        StateDir::open(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        for (m, word) in [(0o777, "every user"), (0o770, "its group")] {
+            std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(m)).unwrap();
+            let e = StateDir::open(&fresh).unwrap_err().to_string();
+            assert!(
+                e.contains("refusing the state directory") && e.contains(word),
+                "{e}"
+            );
+        }
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(fresh.join("txn"), std::fs::Permissions::from_mode(0o733))
+            .unwrap();
+        assert!(StateDir::open(&fresh).is_err(), "txn/ is checked too");
+        std::fs::set_permissions(fresh.join("txn"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&fresh, Some(65534), None).unwrap();
+            let e = StateDir::open(&fresh).unwrap_err().to_string();
+            assert!(e.contains("owned by user 65534"), "{e}");
+            std::os::unix::fs::chown(&fresh, Some(0), None).unwrap();
+        }
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        let e = StateDir::open(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Issue 18.5: symlinks planted in the state directory are never followed: the lock,
+    /// a state file and a temporary file name pointing at a victim leave it untouched.
+    #[test]
+    fn planted_symlinks_are_not_followed() {
+        let d = scratch("links");
+        let victim = d.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let dir = StateDir::open(&d.join("state")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path.join("lock")).unwrap();
+        assert!(dir.lock(false).is_err(), "the lock refuses a symlink");
+        std::os::unix::fs::symlink(&victim, dir.path.join("applied.json")).unwrap();
+        assert!(dir.applied().is_err(), "a symlinked state file is not read");
+        let tmp = dir.path.join(format!(".last.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        dir.set_last("1-2-3").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            std::fs::read_to_string(dir.path.join("last")).unwrap(),
+            "1-2-3\n"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

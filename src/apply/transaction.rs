@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::apply::device_lock::{self, DeviceId, DeviceLocks, LockError};
 use crate::apply::diff::{self, DiffError};
 use crate::apply::kernel::{Kernel, KernelError};
 use crate::apply::model::Change;
@@ -82,6 +83,8 @@ pub enum ApplyError {
     Resource { what: String, error: ResourceError },
     #[error("cannot start the revert timer: {0}; nothing changed")]
     Reverter(std::io::Error),
+    #[error(transparent)]
+    Busy(#[from] LockError),
     #[error(
         "transaction {id} was interrupted and cannot be undone: {error}; nothing else changed. \
          Inspect with `netqos status`, then retry `netqos rollback`"
@@ -114,6 +117,11 @@ pub enum FailError {
     VerifyDiff(Box<DiffError>),
     #[error("{what}: {error}")]
     Resource { what: String, error: ResourceError },
+    #[error(
+        "device {name} (ifindex {ifindex}) was renamed or replaced while the apply ran; the \
+         changes went to that ifindex"
+    )]
+    DeviceChanged { name: String, ifindex: i32 },
 }
 
 /// A failed transaction: which change failed (`at == total`: after all of them) and why.
@@ -182,6 +190,9 @@ pub struct Transaction<'a> {
     options: Options<'a>,
     resources: Vec<Box<dyn Resource + 'a>>,
     observer: Option<&'a mut dyn Observer>,
+    /// The devices locked, by identity: the changes go there, and verification and undo
+    /// must find the same devices under the same names.
+    pinned: Vec<(String, DeviceId)>,
 }
 
 /// The part of a transaction after the record: what undo needs.
@@ -199,6 +210,7 @@ impl<'a> Transaction<'a> {
             options,
             resources: Vec::new(),
             observer: None,
+            pinned: Vec::new(),
         }
     }
 
@@ -233,8 +245,9 @@ impl<'a> Transaction<'a> {
 
     /// Runs the transaction to `target` (the caller holds the state directory's lock).
     pub fn apply(mut self, target: Target) -> Result<Outcome, ApplyError> {
+        let _locks = self.lock(&target)?;
         if let Some(rec) = self.dir.interrupted()? {
-            let n = undo_interrupted(self.kernel, self.dir, &rec).map_err(|error| {
+            let n = undo_interrupted_locked(self.kernel, self.dir, &rec).map_err(|error| {
                 ApplyError::Interrupted {
                     id: rec.id.clone(),
                     error: Box::new(error),
@@ -275,6 +288,26 @@ impl<'a> Transaction<'a> {
         Ok(self.finish(&mut run, result))
     }
 
+    /// Locks every device this apply may change: the target's, and those of an interrupted
+    /// or unconfirmed transaction it may undo first.
+    fn lock(&mut self, target: &Target) -> Result<DeviceLocks, ApplyError> {
+        let mut names = target.devices();
+        if let Some(r) = self.dir.interrupted()? {
+            names.extend(r.target.devices());
+        }
+        if self.dir.pending()?.is_some()
+            && let Some(r) = self.dir.last()?
+        {
+            names.extend(r.target.devices());
+        }
+        names.sort();
+        names.dedup();
+        let (locks, pinned) =
+            device_lock::lock_devices(self.kernel, &names, false, &who(self.dir))?;
+        self.pinned = pinned;
+        Ok(locks)
+    }
+
     /// An earlier apply awaiting confirmation: refused while its window is open (or its
     /// reverter is at work); reverted here when the window closed and its reverter is gone.
     fn close_window(&mut self) -> Result<(), ApplyError> {
@@ -289,7 +322,7 @@ impl<'a> Transaction<'a> {
         }
         match self.dir.last()?.filter(|r| r.id == p.id) {
             Some(mut rec) => {
-                rollback(
+                rollback_locked(
                     self.kernel,
                     self.dir,
                     &mut rec,
@@ -399,6 +432,9 @@ impl<'a> Transaction<'a> {
     /// Reads the devices back: the kernel must now hold the target (a change it accepted
     /// but applied differently, or another writer in between, fails the apply).
     fn verify(&mut self, target: &Target) -> Result<(), FailError> {
+        if let Some((name, ifindex)) = moved(self.kernel, &self.pinned) {
+            return Err(FailError::DeviceChanged { name, ifindex });
+        }
         let live = self
             .kernel
             .read(&target.devices())
@@ -429,7 +465,10 @@ impl<'a> Transaction<'a> {
             error,
         };
         let inverses = self.dir.inverses(&run.record.id);
-        let undone = undo(self.kernel, &run.record, &inverses);
+        let undone = match moved(self.kernel, &self.pinned) {
+            Some((name, ifindex)) => Err(UndoError::DeviceChanged { name, ifindex }),
+            None => undo(self.kernel, &run.record, &inverses),
+        };
         let _ = self.dir.set_pending(None);
         match undone {
             Ok(_) => {
@@ -468,6 +507,38 @@ impl<'a> Transaction<'a> {
             unrecorded,
         }
     }
+}
+
+/// Who holds a device lock, for the refusal of the next one.
+fn who(dir: &StateDir) -> String {
+    format!(
+        "process {}, state directory {}",
+        std::process::id(),
+        dir.path.display()
+    )
+}
+
+/// The first pinned device that no longer has its identity under its name (renamed,
+/// or deleted and another made in its place): (name, the ifindex the changes went to).
+fn moved(kernel: &mut dyn Kernel, pinned: &[(String, DeviceId)]) -> Option<(String, i32)> {
+    if pinned.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = pinned.iter().map(|(n, _)| n.clone()).collect();
+    let now = kernel.device_ids(&names).ok()?;
+    pinned
+        .iter()
+        .find(|(n, id)| !now.iter().any(|(m, i)| m == n && i == id))
+        .map(|(n, id)| (n.clone(), id.ifindex))
+}
+
+/// Locks the devices of `record` for a rollback or revert in another process.
+fn lock_record(
+    kernel: &mut dyn Kernel,
+    dir: &StateDir,
+    record: &Record,
+) -> Result<DeviceLocks, UndoError> {
+    Ok(device_lock::lock_devices(kernel, &record.target.devices(), false, &who(dir))?.0)
 }
 
 /// Returns the kernel to the record's snapshot (the journal's inverses first), then undoes
@@ -509,6 +580,15 @@ pub fn undo_interrupted(
     dir: &StateDir,
     record: &Record,
 ) -> Result<usize, UndoError> {
+    let _locks = lock_record(kernel, dir, record)?;
+    undo_interrupted_locked(kernel, dir, record)
+}
+
+fn undo_interrupted_locked(
+    kernel: &mut dyn Kernel,
+    dir: &StateDir,
+    record: &Record,
+) -> Result<usize, UndoError> {
     let n = undo(kernel, record, &dir.inverses(&record.id))?;
     let mut record = record.clone();
     let _ = dir.set_outcome(&mut record, "interrupted, rolled back");
@@ -534,8 +614,20 @@ pub struct RolledBack {
 }
 
 /// Returns the devices (and resources) of `record` to its snapshot; `reason` becomes its
-/// outcome (`rolled back`, `reverted, not confirmed`). The caller holds the lock.
+/// outcome (`rolled back`, `reverted, not confirmed`). The caller holds the state
+/// directory's lock; this takes the devices' locks.
 pub fn rollback(
+    kernel: &mut dyn Kernel,
+    dir: &StateDir,
+    record: &mut Record,
+    reason: &str,
+    observer: &mut dyn Observer,
+) -> Result<RolledBack, UndoError> {
+    let _locks = lock_record(kernel, dir, record)?;
+    rollback_locked(kernel, dir, record, reason, observer)
+}
+
+fn rollback_locked(
     kernel: &mut dyn Kernel,
     dir: &StateDir,
     record: &mut Record,

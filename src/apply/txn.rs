@@ -71,12 +71,23 @@ pub enum UndoError {
         what: String,
         error: crate::apply::resource::ResourceError,
     },
+    #[error(
+        "device {name} (ifindex {ifindex}) was renamed or replaced while the apply ran: what \
+         was changed there is not undone. Give it back its name and run `netqos rollback`"
+    )]
+    DeviceChanged { name: String, ifindex: i32 },
+    #[error(transparent)]
+    Busy(#[from] crate::apply::device_lock::LockError),
 }
 
 impl UndoError {
-    /// Exit 5: the devices may not be as before.
+    /// Exit 5: the devices may not be as before (3 when a device lock was refused:
+    /// nothing was done).
     pub fn exit(&self) -> crate::exit::Exit {
-        crate::exit::Exit::RollbackFailed
+        match self {
+            UndoError::Busy(_) => crate::exit::Exit::Io,
+            _ => crate::exit::Exit::RollbackFailed,
+        }
     }
 }
 
@@ -84,7 +95,7 @@ impl StateDir {
     /// Opens (appends to) the journal of transaction `id`.
     pub fn journal(&self, id: &str) -> Result<Journal, StateError> {
         let p = self.path.join(format!("txn/{id}.journal"));
-        let file = std::fs::OpenOptions::new()
+        let file = crate::apply::safe_fs::options()
             .create(true)
             .append(true)
             .open(&p)
@@ -99,7 +110,7 @@ impl StateDir {
     /// The inverses of the changes a transaction started, newest first.
     pub fn inverses(&self, id: &str) -> Vec<Change> {
         let p = self.path.join(format!("txn/{id}.journal"));
-        let text = std::fs::read_to_string(p).unwrap_or_default();
+        let text = crate::apply::safe_fs::read_to_string(&p).unwrap_or_default();
         let mut v: Vec<Change> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Entry>(l).ok())

@@ -5,11 +5,13 @@ use std::fmt::Write as _;
 
 mod artefact;
 mod cloud_init;
+mod svg;
 mod systemd;
 mod tree;
 
 pub use artefact::{Artefact, Info, OutFile, Render, RenderError};
 pub use cloud_init::{NodeFile, cloud_config};
+pub use svg::svg;
 pub use systemd::{
     APPLY_PATH, INSTALL_DIR, ROLLBACK_PATH, UNIT_NAME, UNIT_PATH, device_unit, unit,
 };
@@ -161,6 +163,10 @@ pub struct CniInstall {
     /// the apply script before it changes anything. Otherwise (a flavour's default) it is
     /// skipped with a warning.
     pub strict: bool,
+    /// The patched conflist names the netqos plugin: the script refuses to install it
+    /// unless an executable `netqos` is in this CNI bin dir (`NETQOS_CNI_BIN_DIR` overrides
+    /// it; `NETQOS_INSTALL_PLUGIN=PATH` copies the binary there first).
+    pub plugin_dir: Option<String>,
 }
 
 /// The apply script for the whole node; it also installs the patched CNI conflist when

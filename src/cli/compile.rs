@@ -88,6 +88,7 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
         }),
         allow: &allowed,
         deny_warnings: a.deny_warnings,
+        verbose: ui.verbose,
     };
     let checked = check(&src, &vars, &opts, ui)?;
     opts.templates = load_templates(a.templates)?;

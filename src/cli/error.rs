@@ -37,6 +37,9 @@ pub enum Error {
     NotAllowable(Code),
     #[error("`-o -` prints one artefact: choose it with `--emit KIND`")]
     OneArtefact,
+    /// `compile` without `-o`: what to write instead of clap's generic "required argument".
+    #[error("{}", no_output(.0))]
+    NoOutput(PathBuf),
     #[error("only one side can be read from stdin")]
     TwoStdins,
     #[error("{0}")]
@@ -70,6 +73,7 @@ impl Error {
             Error::UnknownCode(_)
             | Error::NotAllowable(_)
             | Error::OneArtefact
+            | Error::NoOutput(_)
             | Error::TwoStdins
             | Error::NeedsPods(_)
             | Error::Template { .. }
@@ -88,6 +92,19 @@ impl Error {
             source @ RenderError::Template(_) => Error::Template { artefact, source },
         }
     }
+}
+
+/// How to call `compile` for `file`.
+fn no_output(file: &std::path::Path) -> String {
+    let f = file.display();
+    let kinds: Vec<&str> = Artefact::ALL.iter().map(|k| k.name()).collect();
+    format!(
+        "compile needs to know where the artefacts go:\n  \
+         netqos compile {f} -o out/              writes every artefact into out/\n  \
+         netqos compile {f} -o - --emit tree     prints one artefact ({})\n\
+         (`netqos check {f}` only checks.)",
+        kinds.join(", ")
+    )
 }
 
 impl From<Unreadable> for Error {

@@ -142,7 +142,7 @@ enum Command {
     },
     /// Rewrite policies in the canonical layout (comments kept).
     #[command(
-        after_help = "Examples:\n  netqos fmt policy.nq\n  netqos fmt --check examples/*.nq\n  cat policy.nq | netqos fmt -"
+        after_help = "Examples:\n  netqos fmt policy.nq\n  netqos fmt --check examples/*.nq\n  netqos fmt --check --diff policy.nq\n  cat policy.nq | netqos fmt -"
     )]
     Fmt {
         /// Policy files to format in place (`-` reads stdin and writes stdout).
@@ -151,6 +151,10 @@ enum Command {
         /// Change nothing; exit 1 if a file is not formatted, printing its name.
         #[arg(long)]
         check: bool,
+        /// With --check: print a unified diff of each file against its formatted text
+        /// instead of its name.
+        #[arg(long, requires = "check")]
+        diff: bool,
     },
     /// Compile a policy into the node's artefacts: tc apply script, rollback, plan, tree,
     /// cloud-init, systemd unit, conflist patch, pod annotations.
@@ -161,9 +165,9 @@ enum Command {
         /// The policy file.
         #[arg(value_name = "FILE")]
         file: std::path::PathBuf,
-        /// Output directory, or `-` to print one artefact on stdout.
+        /// Output directory, or `-` to print one artefact on stdout (required).
         #[arg(short, long, value_name = "DIR")]
-        out: std::path::PathBuf,
+        out: Option<std::path::PathBuf>,
         /// Artefact kinds to write, comma separated; default all.
         #[arg(long, value_name = "KIND,…", value_enum, value_delimiter = ',')]
         emit: Vec<netqos::Artefact>,
@@ -219,6 +223,13 @@ enum Command {
         /// The node's CNI conflist to patch for the `pods` block (default: the flavour's path).
         #[arg(long, value_name = "FILE")]
         conflist: Option<std::path::PathBuf>,
+        /// The CNI bin dir that must hold `netqos` for a conflist naming it (`pods { burst }`;
+        /// default: the flavour's, e.g. /opt/cni/bin).
+        #[arg(long, value_name = "DIR")]
+        cni_bin_dir: Option<std::path::PathBuf>,
+        /// Copy this netqos binary into the CNI bin dir as `netqos` when it is not there.
+        #[arg(long)]
+        install_plugin: bool,
         /// After applying, open a new TCP connection to HOST:PORT (tcp:10.0.0.1:6443); if any
         /// probe fails, undo the apply (exit 4). Repeatable.
         #[arg(long, value_name = "tcp:HOST:PORT", value_parser = netqos::apply::probe::parse)]
@@ -348,7 +359,7 @@ fn offline(command: Command, ui: Ui) -> Result<Exit, error::Error> {
             vars,
             node,
         } => check::run(&files, format, deny_warnings, &vars, &node, ui),
-        Command::Fmt { files, check } => fmt::run(&files, check, ui),
+        Command::Fmt { files, check, diff } => fmt::run(&files, check, diff, ui),
         Command::Compile {
             file,
             out,
@@ -357,18 +368,21 @@ fn offline(command: Command, ui: Ui) -> Result<Exit, error::Error> {
             deny_warnings,
             vars,
             node,
-        } => compile::run(
-            &compile::Args {
-                file: &file,
-                out: &out,
-                emit: &emit,
-                templates: templates.as_deref(),
-                vars: &vars,
-                node: &node,
-                deny_warnings,
-            },
-            ui,
-        ),
+        } => match out {
+            None => Err(error::Error::NoOutput(file)),
+            Some(out) => compile::run(
+                &compile::Args {
+                    file: &file,
+                    out: &out,
+                    emit: &emit,
+                    templates: templates.as_deref(),
+                    vars: &vars,
+                    node: &node,
+                    deny_warnings,
+                },
+                ui,
+            ),
+        },
         Command::Explain { code } => explain::run(code.as_deref()),
         Command::Diff {
             old,
@@ -407,6 +421,8 @@ fn live(command: Command, ui: Ui) -> Exit {
             replace_foreign,
             state_dir,
             conflist,
+            cni_bin_dir,
+            install_plugin,
             probe,
             probe_timeout,
             vars,
@@ -419,6 +435,10 @@ fn live(command: Command, ui: Ui) -> Exit {
                 opts: netqos::apply::diff::Options { replace_foreign },
                 state_dir: state_dir.as_deref(),
                 conflist: conflist.as_deref(),
+                plugin: apply::PluginArgs {
+                    bin_dir: cni_bin_dir.as_deref(),
+                    install: install_plugin,
+                },
                 vars: &vars,
             },
             ui,
