@@ -116,11 +116,13 @@ codes! {
 
 impl Code {
     /// `NQ001`.
+    #[must_use]
     pub fn as_string(self) -> String {
         format!("NQ{:03}", self.number())
     }
 
     /// Parses `NQ001`, `nq1`, `1`.
+    #[must_use]
     pub fn parse(text: &str) -> Option<Code> {
         let t = text.trim();
         let digits = t

@@ -14,6 +14,7 @@ pub enum Severity {
 }
 
 impl Severity {
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -68,16 +69,19 @@ impl Diagnostic {
         self
     }
 
+    #[must_use]
     pub fn severity(mut self, severity: Severity) -> Self {
         self.severity = severity;
         self
     }
 
+    #[must_use]
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
 
     /// The primary span, if any.
+    #[must_use]
     pub fn primary_span(&self) -> Option<Span> {
         self.labels.first().map(|l| l.span)
     }
@@ -90,6 +94,7 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
@@ -111,10 +116,12 @@ impl Diagnostics {
         self.items.iter().any(Diagnostic::is_error)
     }
 
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
+    #[must_use]
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -126,6 +133,7 @@ impl Diagnostics {
     /// Root causes first (syntax, unknown keywords, undefined variables: see
     /// `check::is_root`), then by position (spanless first), then code, so output is stable
     /// and the cause comes before what it implies.
+    #[must_use]
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
         self.items.sort_by(|a, b| {
             let ka = a.primary_span().map(|s| (s.start, s.end));

@@ -6,6 +6,8 @@
 //! filters of the lowered plans that the apply script will create, change or delete).
 //! Source lines are never compared, so a diff of a reformatted policy is empty.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use crate::cni::annotations::quantity;
@@ -44,12 +46,14 @@ pub struct Diff {
 }
 
 impl Diff {
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.node.is_empty()
     }
 }
 
 /// Compares two checked policies (`old` before, `new` after) and their plans.
+#[must_use]
 pub fn diff(old: &Model, new: &Model) -> Diff {
     let mut d = Diff::default();
     interfaces(old, new, &mut d.changes);
@@ -81,6 +85,7 @@ fn without_lines(p: &Plan) -> Plan {
 }
 
 /// `200 → 300 Mbit/s`, or `200 Mbit/s → 1 Gbit/s` when the units differ.
+#[must_use]
 pub fn arrow_rate(old: u64, new: u64) -> String {
     let (a, b) = (fmt_rate(old), fmt_rate(new));
     match (a.split_once(' '), b.split_once(' ')) {
@@ -160,7 +165,7 @@ fn interface(o: &Interface, n: &Interface, out: &mut Vec<Change>) {
             text,
             line: Some(n.line),
             old_file: false,
-        })
+        });
     };
     if o.rate != n.rate {
         push(format!("link rate {}", arrow_rate(o.rate, n.rate)));
@@ -408,13 +413,13 @@ fn fmt_qdisc(q: &LeafQdisc) -> String {
         } => {
             let mut s = format!("tbf rate {} burst {}", fmt_rate(*rate), fmt_size(*burst));
             if let Some(l) = limit_bytes {
-                s.push_str(&format!(" limit {}", fmt_size(*l)));
+                let _ = write!(s, " limit {}", fmt_size(*l));
             }
             if let Some(l) = latency_us {
-                s.push_str(&format!(" latency {}", fmt_duration_us(*l)));
+                let _ = write!(s, " latency {}", fmt_duration_us(*l));
             }
             if let Some(p) = peakrate {
-                s.push_str(&format!(" peakrate {}", fmt_rate(*p)));
+                let _ = write!(s, " peakrate {}", fmt_rate(*p));
             }
             s
         }
@@ -546,21 +551,10 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
             text,
             line,
             old_file,
-        })
+        });
     };
     if o.cni != n.cni {
-        let files = match (conflist_path(&o.cni), conflist_path(&n.cni)) {
-            (Some(a), Some(b)) if a == b => format!(" (same conflist {b})"),
-            (Some(a), Some(b)) => format!(" (conflist {a} → {b})"),
-            (None, Some(b)) => format!(" (conflist {b} now patched)"),
-            (Some(a), None) => format!(" (conflist {a} no longer patched)"),
-            (None, None) => String::new(),
-        };
-        push(
-            format!("cni {} → {}{files}", fmt_cni(&o.cni), fmt_cni(&n.cni)),
-            None,
-            false,
-        );
+        push(cni_change(o, n), None, false);
     }
     if o.burst != n.burst {
         let show = |b: &Option<crate::cni::burst::PodBurst>| {
@@ -614,34 +608,51 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
             );
             continue;
         };
-        for ((dir, a, b), annotation) in [
-            ("ingress", ol.ingress, nl.ingress),
-            ("egress", ol.egress, nl.egress),
-        ]
-        .into_iter()
-        .zip(ANNOTATION)
-        {
-            let text = match (a, b) {
-                (Some(a), Some(b)) if a != b => format!(
-                    "pod limit {name} {dir} {} ({annotation}: {} → {})",
-                    arrow_rate(a, b),
-                    quantity(a),
-                    quantity(b)
-                ),
-                (None, Some(b)) => format!(
-                    "pod limit {name} {dir} added: {} ({annotation}: {})",
-                    fmt_rate(b),
-                    quantity(b)
-                ),
-                (Some(a), None) => format!(
-                    "pod limit {name} {dir} removed (was {}; {annotation} dropped)",
-                    fmt_rate(a)
-                ),
-                _ => continue,
-            };
+        for text in limit_changes(&name, ol, nl) {
             push(text, Some(nl.line), false);
         }
     }
+}
+
+/// The `cni` line's change, with what it means for the conflist.
+fn cni_change(o: &Pods, n: &Pods) -> String {
+    let files = match (conflist_path(&o.cni), conflist_path(&n.cni)) {
+        (Some(a), Some(b)) if a == b => format!(" (same conflist {b})"),
+        (Some(a), Some(b)) => format!(" (conflist {a} → {b})"),
+        (None, Some(b)) => format!(" (conflist {b} now patched)"),
+        (Some(a), None) => format!(" (conflist {a} no longer patched)"),
+        (None, None) => String::new(),
+    };
+    format!("cni {} → {}{files}", fmt_cni(&o.cni), fmt_cni(&n.cni))
+}
+
+/// How the rates of one pod limit (same selector) changed, per direction.
+fn limit_changes(name: &str, ol: &PodLimit, nl: &PodLimit) -> Vec<String> {
+    [
+        ("ingress", ol.ingress, nl.ingress),
+        ("egress", ol.egress, nl.egress),
+    ]
+    .into_iter()
+    .zip(ANNOTATION)
+    .filter_map(|((dir, a, b), annotation)| match (a, b) {
+        (Some(a), Some(b)) if a != b => Some(format!(
+            "pod limit {name} {dir} {} ({annotation}: {} → {})",
+            arrow_rate(a, b),
+            quantity(a),
+            quantity(b)
+        )),
+        (None, Some(b)) => Some(format!(
+            "pod limit {name} {dir} added: {} ({annotation}: {})",
+            fmt_rate(b),
+            quantity(b)
+        )),
+        (Some(a), None) => Some(format!(
+            "pod limit {name} {dir} removed (was {}; {annotation} dropped)",
+            fmt_rate(a)
+        )),
+        _ => None,
+    })
+    .collect()
 }
 
 fn node(old: &Plan, new: &Plan, out: &mut Vec<NodeChange>) {
@@ -689,23 +700,30 @@ fn class_label(c: &ClassPlan) -> String {
     }
 }
 
-fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
-    let dev = n.shaped_device.clone();
-    let mut push = |id: &str, text: String| {
-        out.push(NodeChange {
-            device: dev.clone(),
+/// The node changes of one device, pushed with its name.
+struct DeviceChanges<'a> {
+    dev: &'a str,
+    out: &'a mut Vec<NodeChange>,
+}
+
+impl DeviceChanges<'_> {
+    fn push(&mut self, id: &str, text: String) {
+        self.out.push(NodeChange {
+            device: self.dev.to_string(),
             id: id.to_string(),
             text,
-        })
+        });
+    }
+}
+
+fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
+    let mut push = DeviceChanges {
+        dev: &n.shaped_device,
+        out,
     };
     let rebuilt = o.root.default != n.root.default;
-    let in_place = if rebuilt {
-        "changed"
-    } else {
-        "changed in place"
-    };
     if rebuilt {
-        push(
+        push.push(
             "1:",
             format!(
                 "HTB root rebuilt (its default cannot change in place: 1:{} → 1:{}); every class \
@@ -715,7 +733,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
         );
     }
     if o.root.r2q != n.root.r2q {
-        push(
+        push.push(
             "1:",
             format!(
                 "HTB root r2q {}",
@@ -729,7 +747,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
     }
     for oc in &o.classes {
         if !n.classes.iter().any(|nc| nc.classid == oc.classid) {
-            push(
+            push.push(
                 &oc.classid.to_string(),
                 format!("class {} ({}) deleted", oc.classid, class_label(oc)),
             );
@@ -737,54 +755,20 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
     }
     for nc in &n.classes {
         let Some(oc) = o.classes.iter().find(|oc| oc.classid == nc.classid) else {
-            push(
+            push.push(
                 &nc.classid.to_string(),
                 format!("class {} ({}) created", nc.classid, class_label(nc)),
             );
             continue;
         };
-        let mut what = Vec::new();
-        if oc.name != nc.name {
-            what.push(format!("now class {}", class_label(nc)));
-        }
-        if oc.parent != nc.parent {
-            what.push(format!("parent {} → {}", oc.parent, nc.parent));
-        }
-        if oc.rate != nc.rate {
-            what.push(format!("rate {}", arrow_rate(oc.rate, nc.rate)));
-        }
-        if oc.ceil != nc.ceil {
-            what.push(format!("ceil {}", arrow_rate(oc.ceil, nc.ceil)));
-        }
-        if oc.burst != nc.burst {
-            what.push(format!(
-                "burst {} → {}",
-                fmt_size(oc.burst),
-                fmt_size(nc.burst)
-            ));
-        }
-        if oc.cburst != nc.cburst {
-            what.push(format!(
-                "cburst {} → {}",
-                fmt_size(oc.cburst),
-                fmt_size(nc.cburst)
-            ));
-        }
-        if oc.quantum != nc.quantum {
-            what.push(format!(
-                "quantum {}",
-                arrow_opt(
-                    oc.quantum.map(|q| q.to_string()),
-                    nc.quantum.map(|q| q.to_string()),
-                    "none"
-                )
-            ));
-        }
-        if oc.prio != nc.prio {
-            what.push(format!("prio {} → {}", oc.prio, nc.prio));
-        }
+        let what = class_plan_changes(oc, nc);
         if !what.is_empty() {
-            push(
+            let in_place = if rebuilt {
+                "changed"
+            } else {
+                "changed in place"
+            };
+            push.push(
                 &nc.classid.to_string(),
                 format!(
                     "class {} ({}) {in_place}: {}",
@@ -794,53 +778,101 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
                 ),
             );
         }
-        let leaf = |l: &Option<crate::plan::LeafPlan>| {
-            l.as_ref().map(|l| {
-                format!("{} {}", l.queue.kind(), l.queue.args().join(" "))
-                    .trim_end()
-                    .to_string()
-            })
-        };
         if oc.leaf != nc.leaf {
-            let id = nc
-                .leaf
-                .as_ref()
-                .or(oc.leaf.as_ref())
-                .map_or(String::new(), |l| l.handle.to_string());
-            let verb = match (&oc.leaf, &nc.leaf) {
-                (Some(a), Some(b)) if a.queue.kind() == b.queue.kind() && a.handle == b.handle => {
-                    "replaced in place"
-                }
-                (Some(_), Some(_)) => "deleted and recreated",
-                (None, Some(_)) => "created",
-                _ => "deleted",
-            };
-            push(
-                &id,
-                format!(
-                    "leaf queue {id} (of {}) {verb}: {}",
-                    nc.classid,
-                    arrow_opt(leaf(&oc.leaf), leaf(&nc.leaf), "none")
-                ),
-            );
+            let (id, text) = leaf_change(oc, nc);
+            push.push(&id, text);
         }
     }
-    let filter_key = |f: &FilterPlan| (f.parent, f.protocol, f.prio, f.keys.clone(), f.target);
-    let ok: Vec<_> = o.filters.iter().map(filter_key).collect();
-    let nk: Vec<_> = n.filters.iter().map(filter_key).collect();
-    if ok != nk {
-        let removed = ok.iter().filter(|k| !nk.contains(k)).count();
-        let added = nk.iter().filter(|k| !ok.contains(k)).count();
-        push(
-            "",
-            format!(
-                "u32 filters {} → {} ({removed} removed, {added} added; the apply script \
-                 replaces them all)",
-                ok.len(),
-                nk.len()
-            ),
-        );
+    if let Some(text) = filter_change(&o.filters, &n.filters) {
+        push.push("", text);
     }
+}
+
+/// What changed in a class of the plan, one phrase each.
+fn class_plan_changes(oc: &ClassPlan, nc: &ClassPlan) -> Vec<String> {
+    let mut what = Vec::new();
+    if oc.name != nc.name {
+        what.push(format!("now class {}", class_label(nc)));
+    }
+    if oc.parent != nc.parent {
+        what.push(format!("parent {} → {}", oc.parent, nc.parent));
+    }
+    if oc.rate != nc.rate {
+        what.push(format!("rate {}", arrow_rate(oc.rate, nc.rate)));
+    }
+    if oc.ceil != nc.ceil {
+        what.push(format!("ceil {}", arrow_rate(oc.ceil, nc.ceil)));
+    }
+    for (name, a, b) in [
+        ("burst", oc.burst, nc.burst),
+        ("cburst", oc.cburst, nc.cburst),
+    ] {
+        if a != b {
+            what.push(format!("{name} {} → {}", fmt_size(a), fmt_size(b)));
+        }
+    }
+    if oc.quantum != nc.quantum {
+        what.push(format!(
+            "quantum {}",
+            arrow_opt(
+                oc.quantum.map(|q| q.to_string()),
+                nc.quantum.map(|q| q.to_string()),
+                "none"
+            )
+        ));
+    }
+    if oc.prio != nc.prio {
+        what.push(format!("prio {} → {}", oc.prio, nc.prio));
+    }
+    what
+}
+
+/// The id and text of a changed leaf queue.
+fn leaf_change(oc: &ClassPlan, nc: &ClassPlan) -> (String, String) {
+    let leaf = |l: &Option<crate::plan::LeafPlan>| {
+        l.as_ref().map(|l| {
+            format!("{} {}", l.queue.kind(), l.queue.args().join(" "))
+                .trim_end()
+                .to_string()
+        })
+    };
+    let id = nc
+        .leaf
+        .as_ref()
+        .or(oc.leaf.as_ref())
+        .map_or(String::new(), |l| l.handle.to_string());
+    let verb = match (&oc.leaf, &nc.leaf) {
+        (Some(a), Some(b)) if a.queue.kind() == b.queue.kind() && a.handle == b.handle => {
+            "replaced in place"
+        }
+        (Some(_), Some(_)) => "deleted and recreated",
+        (None, Some(_)) => "created",
+        _ => "deleted",
+    };
+    let text = format!(
+        "leaf queue {id} (of {}) {verb}: {}",
+        nc.classid,
+        arrow_opt(leaf(&oc.leaf), leaf(&nc.leaf), "none")
+    );
+    (id, text)
+}
+
+/// How the filters changed, if they did (the apply script replaces them all).
+fn filter_change(o: &[FilterPlan], n: &[FilterPlan]) -> Option<String> {
+    let filter_key = |f: &FilterPlan| (f.parent, f.protocol, f.prio, f.keys.clone(), f.target);
+    let ok: Vec<_> = o.iter().map(filter_key).collect();
+    let nk: Vec<_> = n.iter().map(filter_key).collect();
+    if ok == nk {
+        return None;
+    }
+    let removed = ok.iter().filter(|k| !nk.contains(k)).count();
+    let added = nk.iter().filter(|k| !ok.contains(k)).count();
+    Some(format!(
+        "u32 filters {} → {} ({removed} removed, {added} added; the apply script \
+         replaces them all)",
+        ok.len(),
+        nk.len()
+    ))
 }
 
 #[cfg(test)]

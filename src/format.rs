@@ -4,6 +4,8 @@
 //! kept where the author left one, a blank line around top-level blocks. Values are printed
 //! as written (units are the author's choice). Formatting is idempotent.
 
+use std::fmt::Write as _;
+
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::span::{LineIndex, Span};
 use crate::syntax::ast::*;
@@ -30,6 +32,7 @@ pub fn format(src: &str) -> Result<String, Vec<Diagnostic>> {
 }
 
 /// Diagnostics collected by a stage, if any (helper for callers wanting a `Diagnostics`).
+#[must_use]
 pub fn into_diagnostics(v: Vec<Diagnostic>) -> Diagnostics {
     let mut d = Diagnostics::new();
     d.extend(v);
@@ -292,7 +295,7 @@ fn stmt_text(k: &StmtKind) -> String {
         StmtKind::Qdisc(q) => {
             let mut t = format!("qdisc {}", q.kind.node);
             for (n, v) in &q.params {
-                t.push_str(&format!(" {} {}", n.node, scalar(v)));
+                let _ = write!(t, " {} {}", n.node, scalar(v));
             }
             t
         }
@@ -330,7 +333,7 @@ fn pods_stmt(s: &PodsStmt) -> String {
         PodsStmtKind::Limit(l) => {
             let mut t = format!("limit {}", l.selector.node);
             for (d, v) in &l.rates {
-                t.push_str(&format!(" {} {}", d.node.as_str(), scalar(v)));
+                let _ = write!(t, " {} {}", d.node.as_str(), scalar(v));
             }
             t
         }

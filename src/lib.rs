@@ -51,6 +51,7 @@ pub use pipeline::compile;
 use diagnostic::Diagnostics;
 
 /// Parses and checks a policy text: the front half of the pipeline.
+#[must_use]
 pub fn check_source(src: &str, vars: &vars::ExternalVars) -> check::Checked {
     match syntax::parse(src) {
         Ok(file) => check::check(&file, src, vars),

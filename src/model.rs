@@ -66,6 +66,7 @@ pub struct Class {
 }
 
 impl Class {
+    #[must_use]
     pub fn is_leaf(&self) -> bool {
         self.children.is_empty()
     }
@@ -106,6 +107,7 @@ pub enum Proto {
 }
 
 impl Proto {
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
@@ -115,6 +117,7 @@ impl Proto {
     }
 
     /// IP protocol number.
+    #[must_use]
     pub fn number(self) -> u8 {
         match self {
             Proto::Tcp => 6,
@@ -132,11 +135,13 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    #[must_use]
     pub fn is_v4(&self) -> bool {
         self.addr.is_ipv4()
     }
 
     /// Whether every address of `other` is in `self`.
+    #[must_use]
     pub fn contains(&self, other: &Cidr) -> bool {
         if self.is_v4() != other.is_v4() || self.prefix > other.prefix {
             return false;
@@ -145,12 +150,14 @@ impl Cidr {
     }
 
     /// Whether the two share any address.
+    #[must_use]
     pub fn overlaps(&self, other: &Cidr) -> bool {
         self.contains(other) || other.contains(self)
     }
 }
 
 /// The address as a 128-bit number with only the first `prefix` bits kept.
+#[must_use]
 pub fn mask_bits(addr: IpAddr, prefix: u8) -> u128 {
     let (value, width) = match addr {
         IpAddr::V4(a) => (u128::from(u32::from(a)), 32u32),
@@ -183,10 +190,12 @@ pub struct PortRange {
 }
 
 impl PortRange {
+    #[must_use]
     pub fn contains(&self, other: &PortRange) -> bool {
         self.lo <= other.lo && other.hi <= self.hi
     }
 
+    #[must_use]
     pub fn overlaps(&self, other: &PortRange) -> bool {
         self.lo <= other.hi && other.lo <= self.hi
     }

@@ -1,5 +1,5 @@
 //! The whole pipeline in one call: parse → check → lower → backends ([`compile`]), and its
-//! two halves ([`check`], then [`Checked::render`]) for callers that act in between (the
+//! two halves ([`check`], then [`Checked::conflist`] and [`Checked::files`]) for callers that act in between (the
 //! CLI refuses an output directory with NQ037 once it knows the policy's CNI).
 //!
 //! Pure like every stage: the caller reads the policy, the variables, the templates and the
@@ -24,6 +24,7 @@ pub enum Selection {
 
 impl Selection {
     /// The kinds chosen, in order.
+    #[must_use]
     pub fn kinds(&self) -> &[Artefact] {
         match self {
             Selection::All => &Artefact::ALL,

@@ -130,6 +130,7 @@ pub struct Tbf {
 
 impl LeafQueue {
     /// The tc qdisc kind.
+    #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
             LeafQueue::Pfifo { .. } => "pfifo",
@@ -207,16 +208,19 @@ impl Handle {
     /// `1:1`, the root class.
     pub const ROOT_CLASS: Handle = Handle::new(1, 1);
 
+    #[must_use]
     pub const fn new(major: u16, minor: u16) -> Self {
         Handle { major, minor }
     }
 
     /// The class `1:minor`.
+    #[must_use]
     pub const fn class(minor: u16) -> Self {
         Handle::new(1, minor)
     }
 
     /// The 32-bit value the kernel uses.
+    #[must_use]
     pub const fn raw(self) -> u32 {
         ((self.major as u32) << 16) | self.minor as u32
     }
@@ -269,6 +273,7 @@ pub enum Family {
 
 impl Family {
     /// The word tc's u32 selectors use: `ip` or `ip6`.
+    #[must_use]
     pub fn tc(self) -> &'static str {
         match self {
             Family::V4 => "ip",

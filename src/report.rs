@@ -1,6 +1,8 @@
 //! Rendering diagnostics: human (miette), JSON (one object per diagnostic) and GitHub
 //! workflow-command annotations for PR review.
 
+use std::fmt::Write as _;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -133,6 +135,7 @@ fn summarised(d: &Diagnostic, src: &Source) -> Diagnostic {
 
 /// Renders diagnostics the way a person reads them; `color` adds ANSI styling. At most
 /// [`MAX_HUMAN`] are rendered, each summarised so that none prints megabytes.
+#[must_use]
 pub fn human(diags: &[Diagnostic], src: &Source, color: bool) -> String {
     let theme = if color {
         GraphicalTheme::unicode()
@@ -160,11 +163,12 @@ pub fn human(diags: &[Diagnostic], src: &Source, color: bool) -> String {
         }
     }
     if diags.len() > MAX_HUMAN {
-        out.push_str(&format!(
-            "… and {} more diagnostics for {} not shown (`--format json` lists them all)\n",
+        let _ = writeln!(
+            out,
+            "… and {} more diagnostics for {} not shown (`--format json` lists them all)",
             diags.len() - MAX_HUMAN,
             src.name
-        ));
+        );
     }
     out
 }
@@ -202,6 +206,7 @@ pub struct JsonLabel {
 }
 
 /// Diagnostics as JSON objects.
+#[must_use]
 pub fn json_values(diags: &[Diagnostic], src: &Source) -> Vec<JsonDiagnostic> {
     diags
         .iter()
@@ -245,6 +250,7 @@ pub fn json_values(diags: &[Diagnostic], src: &Source) -> Vec<JsonDiagnostic> {
 }
 
 /// Escapes the message of a GitHub workflow command.
+#[must_use]
 pub fn escape_data(s: &str) -> String {
     s.replace('%', "%25")
         .replace('\r', "%0D")
@@ -252,11 +258,13 @@ pub fn escape_data(s: &str) -> String {
 }
 
 /// Escapes a property (`file=`, `title=`) of a GitHub workflow command.
+#[must_use]
 pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
 /// GitHub Actions workflow commands (`::error file=…,line=…::message`), one per line.
+#[must_use]
 pub fn github(diags: &[Diagnostic], src: &Source) -> String {
     let mut out = String::new();
     for d in diags {
@@ -285,11 +293,12 @@ pub fn github(diags: &[Diagnostic], src: &Source) -> String {
             message.push_str("\nhelp: ");
             message.push_str(h);
         }
-        out.push_str(&format!(
-            "::{level} {}::{}\n",
+        let _ = writeln!(
+            out,
+            "::{level} {}::{}",
             props.join(","),
             escape_data(&message)
-        ));
+        );
     }
     out
 }

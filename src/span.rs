@@ -10,19 +10,23 @@ pub struct Span {
 }
 
 impl Span {
+    #[must_use]
     pub fn new(start: usize, end: usize) -> Self {
         Span { start, end }
     }
 
+    #[must_use]
     pub fn len(&self) -> usize {
         self.end.saturating_sub(self.start)
     }
 
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The smallest span covering both.
+    #[must_use]
     pub fn to(self, other: Span) -> Span {
         Span::new(self.start.min(other.start), self.end.max(other.end))
     }
@@ -54,6 +58,7 @@ impl<T> Spanned<T> {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
+#[must_use]
 pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = floor_char_boundary(src, offset.min(src.len()));
     let before = &src[..offset];
@@ -77,6 +82,7 @@ pub struct LineIndex {
 }
 
 impl LineIndex {
+    #[must_use]
     pub fn new(src: &str) -> Self {
         let mut starts = vec![0];
         starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
@@ -84,6 +90,7 @@ impl LineIndex {
     }
 
     /// 1-based line of a byte offset.
+    #[must_use]
     pub fn line(&self, offset: usize) -> usize {
         match self.starts.binary_search(&offset) {
             Ok(i) => i + 1,

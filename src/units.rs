@@ -213,6 +213,7 @@ pub fn parse_size(text: &str) -> Result<Size, UnitError> {
 }
 
 /// Parses a plain non-negative integer (prio, r2q, mtu, packets).
+#[must_use]
 pub fn parse_count(text: &str) -> Option<u64> {
     if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -239,12 +240,14 @@ pub fn parse_duration_us(text: &str) -> Result<u64, UnitError> {
 }
 
 /// Applies a percentage (in ppm) to a parent rate.
+#[must_use]
 pub fn percent_of(parent: u64, ppm: u64) -> u64 {
     let v = u128::from(parent) * u128::from(ppm) / 1_000_000;
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
 /// Prints a percentage given in ppm: `60%`, `12.5%`.
+#[must_use]
 pub fn fmt_percent(ppm: u64) -> String {
     format!("{}%", trim_decimal(ppm, 10_000))
 }
@@ -265,6 +268,7 @@ fn trim_decimal(value: u64, unit: u64) -> String {
 }
 
 /// Prints a rate for people: `700 Mbit/s`, `1.5 Gbit/s`, `64 kbit/s`.
+#[must_use]
 pub fn fmt_rate(bits: u64) -> String {
     const STEPS: &[(u64, &str)] = &[
         (1_000_000_000_000_000, "Pbit/s"),
@@ -282,6 +286,7 @@ pub fn fmt_rate(bits: u64) -> String {
 }
 
 /// Prints a size for people: `1514 B`, `64 KiB`, `1.5 MB`.
+#[must_use]
 pub fn fmt_size(bytes: u64) -> String {
     if bytes >= 1_000_000 && bytes.is_multiple_of(1_000_000) {
         format!("{} MB", bytes / 1_000_000)
@@ -301,6 +306,7 @@ pub fn fmt_size(bytes: u64) -> String {
 }
 
 /// Prints a duration given in microseconds.
+#[must_use]
 pub fn fmt_duration_us(us: u64) -> String {
     if us >= 1_000_000 {
         format!("{} s", trim_decimal(us, 1_000_000))

@@ -30,6 +30,7 @@ pub struct ExternalVars {
 
 impl ExternalVars {
     /// The effective value of each name (last one wins), sorted by name.
+    #[must_use]
     pub fn effective(&self) -> Vec<&ExternalVar> {
         let mut last: std::collections::BTreeMap<&str, &ExternalVar> = Default::default();
         for v in &self.vars {
@@ -38,6 +39,7 @@ impl ExternalVars {
         last.into_values().collect()
     }
 
+    #[must_use]
     pub fn get(&self, name: &str) -> Option<&ExternalVar> {
         self.vars.iter().rev().find(|v| v.name == name)
     }

@@ -1,5 +1,8 @@
 //! Integration tests: one binary (links are slow on small machines).
 
+// Test code: a panic is a failed test (the crate's lints keep unwrap/expect out of src/).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod ansible;

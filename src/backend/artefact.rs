@@ -61,6 +61,7 @@ impl Artefact {
     ];
 
     /// The kind's name, file and needs.
+    #[must_use]
     pub const fn info(self) -> Info {
         let (name, file_name, needs_pods, uses_conflist) = match self {
             Artefact::Tc => ("tc", "netqos-apply.sh", false, true),
@@ -82,11 +83,13 @@ impl Artefact {
     }
 
     /// The `--emit` name.
+    #[must_use]
     pub const fn name(self) -> &'static str {
         self.info().name
     }
 
     /// One line saying what the artefact is (the variant's doc comment).
+    #[must_use]
     pub fn description(self) -> String {
         clap::ValueEnum::to_possible_value(&self)
             .and_then(|v| v.get_help().map(ToString::to_string))
@@ -153,6 +156,7 @@ pub struct Render<'a> {
 
 impl<'a> Render<'a> {
     /// A context for a plan alone: no pod limits, no conflist change.
+    #[must_use]
     pub fn new(plan: &'a Plan, source: &'a str, templates: &'a Templates) -> Self {
         Render {
             plan,

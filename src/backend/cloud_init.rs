@@ -6,6 +6,8 @@
 //! a content a literal block cannot carry exactly (characters YAML does not allow, a first
 //! line starting with a space, no or several final newlines) is written base64-encoded.
 
+use std::fmt::Write as _;
+
 use minijinja::{Environment, context};
 use serde::Serialize;
 
@@ -41,7 +43,9 @@ pub fn yaml_quote(text: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             c if yaml_printable(c) && !matches!(c, '\t' | '\n') && !is_yaml_break(c) => out.push(c),
-            c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
+            c => {
+                let _ = write!(out, "\\U{:08x}", u32::from(c));
+            }
         }
     }
     out.push('"');

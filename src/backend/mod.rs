@@ -1,6 +1,8 @@
 //! Backends: plan → artefacts. Logic lives here; the minijinja templates only lay out
 //! values, and every dynamic shell token passes through the `shq` quoting filter.
 
+use std::fmt::Write as _;
+
 mod artefact;
 mod cloud_init;
 mod svg;
@@ -35,6 +37,7 @@ pub struct Templates {
 }
 
 /// Quotes a word for POSIX sh: safe whatever it holds.
+#[must_use]
 pub fn shell_quote(word: &str) -> String {
     if !word.is_empty()
         && word
@@ -91,7 +94,7 @@ fn fmt_root(d: &DevicePlan, verb: &str) -> String {
         d.shaped_device, d.root.default, d.root.direct_qlen
     );
     if let Some(r) = d.root.r2q {
-        s.push_str(&format!(" r2q {r}"));
+        let _ = write!(s, " r2q {r}");
     }
     s
 }
@@ -106,7 +109,7 @@ fn device_lines(d: &DevicePlan) -> Vec<(String, usize, String)> {
             c.parent, c.classid, c.rate, c.ceil, c.burst, c.cburst, c.prio
         );
         if let Some(q) = c.quantum {
-            l.push_str(&format!(" quantum {q}"));
+            let _ = write!(l, " quantum {q}");
         }
         let what = if c.name.is_empty() {
             "root class".to_string()
@@ -313,6 +316,7 @@ pub fn node_files(ctx: &Render<'_>) -> Result<Vec<NodeFile>, minijinja::Error> {
 }
 
 /// The plan as pretty JSON (schema `netqos-plan/1`).
+#[must_use]
 pub fn plan_json(plan: &Plan) -> String {
     let mut s =
         serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));

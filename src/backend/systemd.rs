@@ -11,6 +11,8 @@
 //! runs); the device units also want the unit, so when the device comes back (a bond or
 //! VLAN recreated) the policy is applied again.
 
+use std::fmt::Write as _;
+
 use minijinja::{Environment, context};
 
 use crate::plan::Plan;
@@ -42,6 +44,7 @@ const UNIT_TEMPLATE: &str = include_str!("templates/netqos.service.j2");
 
 /// The name of the device unit udev creates for a network interface: the path
 /// `/sys/subsystem/net/devices/NAME` escaped the way `systemd-escape --path` does.
+#[must_use]
 pub fn device_unit(device: &str) -> String {
     let mut out = String::from("sys-subsystem-net-devices-");
     for (i, b) in device.bytes().enumerate() {
@@ -51,7 +54,7 @@ pub fn device_unit(device: &str) -> String {
         } else if b == b'/' {
             out.push('-');
         } else {
-            out.push_str(&format!("\\x{b:02x}"));
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
     out.push_str(".device");

@@ -329,54 +329,7 @@ impl Builder<'_> {
         };
         let mut seen = BTreeMap::new();
         for stmt in &i.stmts {
-            match &stmt.kind {
-                StmtKind::Rate(s) if !self.repeated(&mut seen, "rate", stmt) => {
-                    d.rate_written = true;
-                    d.rate = self.rate_bits(s, None, "interface rate");
-                }
-                StmtKind::Burst(s) if !self.repeated(&mut seen, "burst", stmt) => {
-                    d.burst = self.size(s)
-                }
-                StmtKind::Cburst(s) if !self.repeated(&mut seen, "cburst", stmt) => {
-                    d.cburst = self.size(s)
-                }
-                StmtKind::R2q(s) if !self.repeated(&mut seen, "r2q", stmt) => {
-                    d.r2q = self
-                        .count(s, "r2q", 1, 1_000_000, Code::NQ057)
-                        .map(|v| val(u32::try_from(v.v).unwrap_or(1), v.span));
-                }
-                StmtKind::Mtu(s) if !self.repeated(&mut seen, "mtu", stmt) => {
-                    d.mtu = self
-                        .count(s, "mtu", 68, 65535, Code::NQ057)
-                        .map(|v| val(u32::try_from(v.v).unwrap_or(1500), v.span));
-                }
-                StmtKind::Ifb(s) if !self.repeated(&mut seen, "ifb", stmt) => {
-                    d.ifb = self.one(s, "interface name");
-                }
-                StmtKind::DefaultRef(s) if !self.repeated(&mut seen, "default", stmt) => {
-                    d.default_ref = self.one(s, "class name or id");
-                }
-                StmtKind::Class(_) => {}
-                StmtKind::Unknown(u) => unknown(u, IFACE, self.diags),
-                StmtKind::Rate(_)
-                | StmtKind::Burst(_)
-                | StmtKind::Cburst(_)
-                | StmtKind::R2q(_)
-                | StmtKind::Mtu(_)
-                | StmtKind::Ifb(_)
-                | StmtKind::DefaultRef(_) => {}
-                other => {
-                    let kw = other.keyword().to_string();
-                    self.diags.push(
-                        Diagnostic::new(
-                            Code::NQ041,
-                            format!("`{kw}` cannot be used in an interface block"),
-                        )
-                        .label(stmt.keyword, format!("`{kw}` belongs in a class"))
-                        .help("move it into a class"),
-                    );
-                }
-            }
+            self.interface_stmt(&mut d, &mut seen, stmt);
         }
         let rate = d.rate.as_ref().map(|r| r.v);
         let prefix = String::new();
@@ -390,6 +343,59 @@ impl Builder<'_> {
             .map(|c| self.class(c, rate, rate, 2, &prefix))
             .collect();
         d
+    }
+
+    /// One statement of an interface block (its classes are read afterwards).
+    fn interface_stmt(
+        &mut self,
+        d: &mut IfaceDraft,
+        seen: &mut BTreeMap<&'static str, Span>,
+        stmt: &ast::Stmt,
+    ) {
+        match &stmt.kind {
+            StmtKind::Rate(s) if !self.repeated(seen, "rate", stmt) => {
+                d.rate_written = true;
+                d.rate = self.rate_bits(s, None, "interface rate");
+            }
+            StmtKind::Burst(s) if !self.repeated(seen, "burst", stmt) => d.burst = self.size(s),
+            StmtKind::Cburst(s) if !self.repeated(seen, "cburst", stmt) => d.cburst = self.size(s),
+            StmtKind::R2q(s) if !self.repeated(seen, "r2q", stmt) => {
+                d.r2q = self
+                    .count(s, "r2q", 1, 1_000_000, Code::NQ057)
+                    .map(|v| val(u32::try_from(v.v).unwrap_or(1), v.span));
+            }
+            StmtKind::Mtu(s) if !self.repeated(seen, "mtu", stmt) => {
+                d.mtu = self
+                    .count(s, "mtu", 68, 65535, Code::NQ057)
+                    .map(|v| val(u32::try_from(v.v).unwrap_or(1500), v.span));
+            }
+            StmtKind::Ifb(s) if !self.repeated(seen, "ifb", stmt) => {
+                d.ifb = self.one(s, "interface name");
+            }
+            StmtKind::DefaultRef(s) if !self.repeated(seen, "default", stmt) => {
+                d.default_ref = self.one(s, "class name or id");
+            }
+            StmtKind::Class(_) => {}
+            StmtKind::Unknown(u) => unknown(u, IFACE, self.diags),
+            StmtKind::Rate(_)
+            | StmtKind::Burst(_)
+            | StmtKind::Cburst(_)
+            | StmtKind::R2q(_)
+            | StmtKind::Mtu(_)
+            | StmtKind::Ifb(_)
+            | StmtKind::DefaultRef(_) => {}
+            other => {
+                let kw = other.keyword().to_string();
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::NQ041,
+                        format!("`{kw}` cannot be used in an interface block"),
+                    )
+                    .label(stmt.keyword, format!("`{kw}` belongs in a class"))
+                    .help("move it into a class"),
+                );
+            }
+        }
     }
 
     fn class(
@@ -430,66 +436,7 @@ impl Builder<'_> {
         };
         let mut seen = BTreeMap::new();
         for stmt in &c.stmts {
-            match &stmt.kind {
-                StmtKind::Rate(s) if !self.repeated(&mut seen, "rate", stmt) => {
-                    d.rate_written = true;
-                    d.rate = self.rate_bits(s, parent_rate, "rate");
-                }
-                StmtKind::Ceil(s) if !self.repeated(&mut seen, "ceil", stmt) => {
-                    d.ceil = self.rate_bits(s, parent_ceil, "ceil");
-                    d.ceil_explicit = true;
-                }
-                StmtKind::Prio(s) if !self.repeated(&mut seen, "prio", stmt) => {
-                    d.prio = self
-                        .count(s, "prio", 0, 7, Code::NQ055)
-                        .map(|v| val(u8::try_from(v.v).unwrap_or(7), v.span));
-                }
-                StmtKind::Burst(s) if !self.repeated(&mut seen, "burst", stmt) => {
-                    d.burst = self.size(s)
-                }
-                StmtKind::Cburst(s) if !self.repeated(&mut seen, "cburst", stmt) => {
-                    d.cburst = self.size(s)
-                }
-                StmtKind::Quantum(s) if !self.repeated(&mut seen, "quantum", stmt) => {
-                    d.quantum = self.quantum(s)
-                }
-                StmtKind::Id(s) if !self.repeated(&mut seen, "id", stmt) => {
-                    d.id = self.one(s, "class id").and_then(|item| {
-                        values::class_id(&item, self.diags).map(|m| val(m, item.span))
-                    });
-                }
-                StmtKind::Qdisc(q) if !self.repeated(&mut seen, "qdisc", stmt) => {
-                    d.qdisc = self.qdisc(q, stmt.span)
-                }
-                StmtKind::DefaultFlag if !self.repeated(&mut seen, "default", stmt) => {
-                    d.default = Some(stmt.span)
-                }
-                StmtKind::Match(m) => {
-                    d.match_lines += 1;
-                    if let Some(m) = self.match_line(m, stmt.span) {
-                        d.matches.push(MatchDraft { m, span: stmt.span });
-                    }
-                }
-                StmtKind::Unknown(u) => unknown(u, CLASS, self.diags),
-                StmtKind::R2q(_)
-                | StmtKind::Mtu(_)
-                | StmtKind::Ifb(_)
-                | StmtKind::DefaultRef(_) => {
-                    let kw = stmt.kind.keyword().to_string();
-                    self.diags.push(
-                        Diagnostic::new(
-                            Code::NQ041,
-                            format!("`{kw}` cannot be used in a class block"),
-                        )
-                        .label(
-                            stmt.keyword,
-                            format!("`{kw}` belongs in the interface block"),
-                        )
-                        .help(format!("move it to the interface; write {}", form(&kw))),
-                    );
-                }
-                _ => {}
-            }
+            self.class_stmt(&mut d, &mut seen, stmt, parent_rate, parent_ceil);
         }
         if !d.ceil_explicit {
             d.ceil = parent_ceil.map(|p| val(p, c.head));
@@ -507,6 +454,70 @@ impl Builder<'_> {
             .map(|child| self.class(child, rate, ceil, depth + 1, &path))
             .collect();
         d
+    }
+
+    /// One statement of a class block (its child classes are read afterwards).
+    fn class_stmt(
+        &mut self,
+        d: &mut ClassDraft,
+        seen: &mut BTreeMap<&'static str, Span>,
+        stmt: &ast::Stmt,
+        parent_rate: Option<u64>,
+        parent_ceil: Option<u64>,
+    ) {
+        match &stmt.kind {
+            StmtKind::Rate(s) if !self.repeated(seen, "rate", stmt) => {
+                d.rate_written = true;
+                d.rate = self.rate_bits(s, parent_rate, "rate");
+            }
+            StmtKind::Ceil(s) if !self.repeated(seen, "ceil", stmt) => {
+                d.ceil = self.rate_bits(s, parent_ceil, "ceil");
+                d.ceil_explicit = true;
+            }
+            StmtKind::Prio(s) if !self.repeated(seen, "prio", stmt) => {
+                d.prio = self
+                    .count(s, "prio", 0, 7, Code::NQ055)
+                    .map(|v| val(u8::try_from(v.v).unwrap_or(7), v.span));
+            }
+            StmtKind::Burst(s) if !self.repeated(seen, "burst", stmt) => d.burst = self.size(s),
+            StmtKind::Cburst(s) if !self.repeated(seen, "cburst", stmt) => d.cburst = self.size(s),
+            StmtKind::Quantum(s) if !self.repeated(seen, "quantum", stmt) => {
+                d.quantum = self.quantum(s);
+            }
+            StmtKind::Id(s) if !self.repeated(seen, "id", stmt) => {
+                d.id = self.one(s, "class id").and_then(|item| {
+                    values::class_id(&item, self.diags).map(|m| val(m, item.span))
+                });
+            }
+            StmtKind::Qdisc(q) if !self.repeated(seen, "qdisc", stmt) => {
+                d.qdisc = self.qdisc(q, stmt.span);
+            }
+            StmtKind::DefaultFlag if !self.repeated(seen, "default", stmt) => {
+                d.default = Some(stmt.span);
+            }
+            StmtKind::Match(m) => {
+                d.match_lines += 1;
+                if let Some(m) = self.match_line(m, stmt.span) {
+                    d.matches.push(MatchDraft { m, span: stmt.span });
+                }
+            }
+            StmtKind::Unknown(u) => unknown(u, CLASS, self.diags),
+            StmtKind::R2q(_) | StmtKind::Mtu(_) | StmtKind::Ifb(_) | StmtKind::DefaultRef(_) => {
+                let kw = stmt.kind.keyword().to_string();
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::NQ041,
+                        format!("`{kw}` cannot be used in a class block"),
+                    )
+                    .label(
+                        stmt.keyword,
+                        format!("`{kw}` belongs in the interface block"),
+                    )
+                    .help(format!("move it to the interface; write {}", form(&kw))),
+                );
+            }
+            _ => {}
+        }
     }
 
     fn qdisc(&mut self, q: &ast::Qdisc, span: Span) -> Option<QdiscDraft> {
@@ -597,109 +608,23 @@ impl Builder<'_> {
         span: Span,
     ) -> Option<QdiscDraft> {
         let mut ok = true;
-        let mut rate_of = |b: &mut Self, key: &str| -> Option<u64> {
-            let i = items.get(key)?;
-            match values::rate(i, b.diags) {
-                Some(RateSpec::Bits(bits)) => Some(bits),
-                Some(RateSpec::Percent(_)) => {
-                    b.diags.push(
-                        i.label(
-                            Diagnostic::new(
-                                Code::NQ020,
-                                format!("tbf {key} must be an absolute rate, not `{}`", i.text),
-                            ),
-                            "percentage",
-                        )
-                        .help("write the rate with a unit, e.g. `rate 50mbit`"),
-                    );
-                    ok = false;
-                    None
-                }
-                None => {
-                    ok = false;
-                    None
-                }
-            }
-        };
-        let rate = rate_of(self, "rate");
-        let peakrate = rate_of(self, "peakrate");
-        let burst = match items.get("burst") {
-            Some(i) => values::size(i, self.diags),
-            None => None,
-        };
-        let limit_bytes = match items.get("limit") {
-            Some(i) => values::size(i, self.diags),
-            None => None,
-        };
-        let latency_us = match items.get("latency") {
-            Some(i) => values::duration_us(i, self.diags),
-            None => None,
-        };
-        let mut missing = Vec::new();
-        if !params.contains_key("rate") {
-            missing.push("rate");
-        }
-        if !params.contains_key("burst") {
-            missing.push("burst");
-        }
-        if !missing.is_empty() {
-            self.diags.push(
-                Diagnostic::new(Code::NQ020, format!("tbf needs {}", missing.join(" and ")))
-                    .label(span, "incomplete tbf")
-                    .help("write `qdisc tbf rate RATE burst SIZE latency 50ms`"),
-            );
+        let rate = self.tbf_rate(items, "rate", &mut ok);
+        let peakrate = self.tbf_rate(items, "peakrate", &mut ok);
+        let burst = items.get("burst").and_then(|i| values::size(i, self.diags));
+        let limit_bytes = items.get("limit").and_then(|i| values::size(i, self.diags));
+        let latency_us = items
+            .get("latency")
+            .and_then(|i| values::duration_us(i, self.diags));
+        if let Some(d) = tbf_shape(&params, span) {
+            self.diags.push(d);
             return None;
-        }
-        match (params.get("limit"), params.get("latency")) {
-            (Some(l), Some(t)) => {
-                self.diags.push(
-                    Diagnostic::new(Code::NQ020, "tbf takes `limit` or `latency`, not both")
-                        .label(*l, "limit")
-                        .label(*t, "latency")
-                        .help("keep one: `latency 50ms` is usually clearer"),
-                );
-                return None;
-            }
-            (None, None) => {
-                self.diags.push(
-                    Diagnostic::new(
-                        Code::NQ020,
-                        "tbf needs `limit` or `latency` (tc refuses it without one)",
-                    )
-                    .label(span, "no queue bound")
-                    .help("add `latency 50ms` (or `limit SIZE`)"),
-                );
-                return None;
-            }
-            _ => {}
         }
         let (rate, burst) = (rate?, burst?);
         if !ok {
             return None;
         }
-        if rate == 0 {
-            self.diags.push(
-                Diagnostic::new(Code::NQ020, "tbf rate is 0 (tc refuses it)")
-                    .label(params.get("rate").copied().unwrap_or(span), "zero rate")
-                    .help("give the tbf a positive rate"),
-            );
-            return None;
-        }
-        if let (Some(p), Some(pspan)) = (peakrate, params.get("peakrate"))
-            && p <= rate
-        {
-            self.diags.push(
-                Diagnostic::new(
-                    Code::NQ020,
-                    format!(
-                        "tbf peakrate {} must be above its rate {} (the kernel refuses it)",
-                        units::fmt_rate(p),
-                        units::fmt_rate(rate)
-                    ),
-                )
-                .label(*pspan, "not above the rate")
-                .help("raise peakrate above rate, or remove it"),
-            );
+        if let Some(d) = tbf_rates(rate, peakrate, &params, span) {
+            self.diags.push(d);
             return None;
         }
         let q = LeafQdisc::Tbf {
@@ -710,6 +635,38 @@ impl Builder<'_> {
             peakrate,
         };
         Some(QdiscDraft { q, span, params })
+    }
+
+    /// A tbf rate parameter (absolute: NQ020 for a percentage); `ok` turns false when it is
+    /// given but unusable.
+    fn tbf_rate(
+        &mut self,
+        items: &BTreeMap<String, Item>,
+        key: &str,
+        ok: &mut bool,
+    ) -> Option<u64> {
+        let i = items.get(key)?;
+        match values::rate(i, self.diags) {
+            Some(RateSpec::Bits(bits)) => Some(bits),
+            Some(RateSpec::Percent(_)) => {
+                self.diags.push(
+                    i.label(
+                        Diagnostic::new(
+                            Code::NQ020,
+                            format!("tbf {key} must be an absolute rate, not `{}`", i.text),
+                        ),
+                        "percentage",
+                    )
+                    .help("write the rate with a unit, e.g. `rate 50mbit`"),
+                );
+                *ok = false;
+                None
+            }
+            None => {
+                *ok = false;
+                None
+            }
+        }
     }
 
     fn match_line(&mut self, m: &ast::Match, span: Span) -> Option<Match> {
@@ -724,25 +681,7 @@ impl Builder<'_> {
         for f in &m.fields {
             match f {
                 MatchField::Proto(p) => {
-                    let proto = match p.node.as_str() {
-                        "tcp" => Proto::Tcp,
-                        "udp" => Proto::Udp,
-                        _ => Proto::Icmp,
-                    };
-                    if let (Some(prev), Some(first)) = (out.proto, proto_span) {
-                        self.diags.push(
-                            Diagnostic::new(
-                                Code::NQ058,
-                                format!("one match line names two protocols, `{}` and `{}`", prev.as_str(), proto.as_str()),
-                            )
-                            .label(p.span, "second protocol")
-                            .label(first, "first protocol")
-                            .help("fields of one match are AND-ed; write two match lines to accept either"),
-                        );
-                        ok = false;
-                    }
-                    out.proto = Some(proto);
-                    proto_span = Some(p.span);
+                    ok &= self.proto_field(&mut out, &mut proto_span, p);
                 }
                 MatchField::Addr(dir, list) => {
                     let key = dir.node.as_str();
@@ -783,18 +722,47 @@ impl Builder<'_> {
             }
         }
         if let (Some(Proto::Icmp), Some(ps), Some(pr)) = (out.proto, port_span, proto_span) {
-            self.diags.push(
-                Diagnostic::new(Code::NQ058, "ports with `icmp`: ICMP has no ports")
-                    .label(ps, "ports")
-                    .label(pr, "icmp")
-                    .help("remove the ports, or match `tcp`/`udp` instead"),
-            );
+            self.diags.push(icmp_ports(ps, pr));
             ok = false;
         }
         if ok {
             self.mixed_families(&out, span);
         }
         ok.then_some(out)
+    }
+
+    /// A match line's protocol; NQ058 (false) when the line already names one.
+    fn proto_field(
+        &mut self,
+        out: &mut Match,
+        proto_span: &mut Option<Span>,
+        p: &crate::span::Spanned<String>,
+    ) -> bool {
+        let proto = match p.node.as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => Proto::Icmp,
+        };
+        let mut ok = true;
+        if let (Some(prev), Some(first)) = (out.proto, *proto_span) {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::NQ058,
+                    format!(
+                        "one match line names two protocols, `{}` and `{}`",
+                        prev.as_str(),
+                        proto.as_str()
+                    ),
+                )
+                .label(p.span, "second protocol")
+                .label(first, "first protocol")
+                .help("fields of one match are AND-ed; write two match lines to accept either"),
+            );
+            ok = false;
+        }
+        out.proto = Some(proto);
+        *proto_span = Some(p.span);
+        ok
     }
 
     /// Every item of a match field's list read with `read`, sorted and deduplicated, and
@@ -826,8 +794,12 @@ impl Builder<'_> {
 
     fn mixed_families(&mut self, m: &Match, span: Span) {
         let fams = |v: &Option<Vec<crate::model::Cidr>>| {
-            v.as_ref()
-                .map(|cs| (cs.iter().any(|c| c.is_v4()), cs.iter().any(|c| !c.is_v4())))
+            v.as_ref().map(|cs| {
+                (
+                    cs.iter().any(super::super::model::Cidr::is_v4),
+                    cs.iter().any(|c| !c.is_v4()),
+                )
+            })
         };
         if let (Some((s4, s6)), Some((d4, d6))) = (fams(&m.src), fams(&m.dst))
             && !((s4 && d4) || (s6 && d6))
@@ -922,4 +894,74 @@ pub fn unknown_statements(file: &ast::File) -> Diagnostics {
         }
     }
     diags
+}
+
+/// NQ058: ports with `icmp`.
+fn icmp_ports(ports: Span, icmp: Span) -> Diagnostic {
+    Diagnostic::new(Code::NQ058, "ports with `icmp`: ICMP has no ports")
+        .label(ports, "ports")
+        .label(icmp, "icmp")
+        .help("remove the ports, or match `tcp`/`udp` instead")
+}
+
+/// NQ020 when a tbf lacks its rate or burst, or has both or neither of `limit` and
+/// `latency`.
+fn tbf_shape(params: &BTreeMap<String, Span>, span: Span) -> Option<Diagnostic> {
+    let missing: Vec<&str> = ["rate", "burst"]
+        .into_iter()
+        .filter(|k| !params.contains_key(*k))
+        .collect();
+    if !missing.is_empty() {
+        return Some(
+            Diagnostic::new(Code::NQ020, format!("tbf needs {}", missing.join(" and ")))
+                .label(span, "incomplete tbf")
+                .help("write `qdisc tbf rate RATE burst SIZE latency 50ms`"),
+        );
+    }
+    match (params.get("limit"), params.get("latency")) {
+        (Some(l), Some(t)) => Some(
+            Diagnostic::new(Code::NQ020, "tbf takes `limit` or `latency`, not both")
+                .label(*l, "limit")
+                .label(*t, "latency")
+                .help("keep one: `latency 50ms` is usually clearer"),
+        ),
+        (None, None) => Some(
+            Diagnostic::new(
+                Code::NQ020,
+                "tbf needs `limit` or `latency` (tc refuses it without one)",
+            )
+            .label(span, "no queue bound")
+            .help("add `latency 50ms` (or `limit SIZE`)"),
+        ),
+        _ => None,
+    }
+}
+
+/// NQ020 for a tbf rate of 0 or a peak rate not above the rate (the kernel refuses both).
+fn tbf_rates(
+    rate: u64,
+    peakrate: Option<u64>,
+    params: &BTreeMap<String, Span>,
+    span: Span,
+) -> Option<Diagnostic> {
+    if rate == 0 {
+        return Some(
+            Diagnostic::new(Code::NQ020, "tbf rate is 0 (tc refuses it)")
+                .label(params.get("rate").copied().unwrap_or(span), "zero rate")
+                .help("give the tbf a positive rate"),
+        );
+    }
+    let (p, pspan) = (peakrate?, params.get("peakrate")?);
+    (p <= rate).then(|| {
+        Diagnostic::new(
+            Code::NQ020,
+            format!(
+                "tbf peakrate {} must be above its rate {} (the kernel refuses it)",
+                units::fmt_rate(p),
+                units::fmt_rate(rate)
+            ),
+        )
+        .label(*pspan, "not above the rate")
+        .help("raise peakrate above rate, or remove it")
+    })
 }

@@ -27,6 +27,7 @@ const IMPLIED: [Code; 6] = [
 ];
 
 /// Whether `code` reports a root cause, sorted before everything else.
+#[must_use]
 pub fn is_root(code: Code) -> bool {
     code == Code::NQ040 || code == Code::NQ052 || ROOTS.contains(&code)
 }

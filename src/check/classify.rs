@@ -44,6 +44,7 @@ fn covers_ports(a: &Option<Vec<PortRange>>, b: &Option<Vec<PortRange>>) -> bool 
 }
 
 /// Whether every packet `b` matches is also matched by `a`.
+#[must_use]
 pub fn covers(a: &Match, b: &Match) -> bool {
     covers_protos(a, b)
         && covers_addrs(&a.src, &b.src)
@@ -71,6 +72,7 @@ fn covers_families(a: &Match, b: &Match) -> bool {
 }
 
 /// Whether some packet could match both.
+#[must_use]
 pub fn overlaps(a: &Match, b: &Match) -> bool {
     let protos_meet = match (protos(a), protos(b)) {
         (Some(pa), Some(pb)) => pa.iter().any(|p| pb.contains(p)),

@@ -12,6 +12,7 @@ use crate::model::Direction;
 use crate::span::Span;
 
 /// Why a name is not a safe Linux interface name, if it is not.
+#[must_use]
 pub fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("is empty".to_string());
@@ -63,6 +64,7 @@ fn check_name(item: &Item, diags: &mut Diagnostics) -> bool {
 }
 
 /// The IFB an ingress block shapes on when it names none: `ifb-DEVICE`, cut to 15 bytes.
+#[must_use]
 pub fn default_ifb(device: &str) -> String {
     let mut name = format!("ifb-{device}");
     name.truncate(15);
@@ -71,6 +73,24 @@ pub fn default_ifb(device: &str) -> String {
 
 /// Checks every interface; returns the IFB name of each draft (ingress only).
 pub fn check(ifaces: &[IfaceDraft], diags: &mut Diagnostics) -> Vec<Option<String>> {
+    let (seen, valid) = blocks(ifaces, diags);
+    let mut owners: BTreeMap<String, Span> = BTreeMap::new();
+    ifaces
+        .iter()
+        .zip(valid)
+        .map(|(i, valid)| {
+            let dev = i.device.as_ref()?;
+            ingress_ifb(i, dev, valid, &seen, &mut owners, diags)
+        })
+        .collect()
+}
+
+/// NQ051 for two blocks on one device and direction, and each device name's problems: the
+/// blocks by (device, direction), and whether each block's device name is valid.
+fn blocks(
+    ifaces: &[IfaceDraft],
+    diags: &mut Diagnostics,
+) -> (BTreeMap<(String, Direction), Span>, Vec<bool>) {
     let mut seen: BTreeMap<(String, Direction), Span> = BTreeMap::new();
     let mut valid = vec![false; ifaces.len()];
     for (n, i) in ifaces.iter().enumerate() {
@@ -95,82 +115,80 @@ pub fn check(ifaces: &[IfaceDraft], diags: &mut Diagnostics) -> Vec<Option<Strin
             seen.insert(key, i.head);
         }
     }
-    let mut ifbs: Vec<Option<String>> = Vec::new();
-    let mut ifb_owner: BTreeMap<String, Span> = BTreeMap::new();
-    for (n, i) in ifaces.iter().enumerate() {
-        let Some(dev) = &i.device else {
-            ifbs.push(None);
-            continue;
-        };
-        if i.direction == Direction::Egress {
-            if let Some(ifb) = &i.ifb {
-                diags.push(
-                    ifb.label(
-                        Diagnostic::new(
-                            Code::NQ028,
-                            format!("`ifb` on egress interface `{}`", dev.text),
-                        ),
-                        "only ingress shaping uses an IFB",
-                    )
-                    .help("remove `ifb`, or make this an `ingress` block"),
-                );
-            }
-            ifbs.push(None);
-            continue;
-        }
-        let ifb = match &i.ifb {
-            Some(item) => {
-                if !check_name(item, diags) {
-                    ifbs.push(None);
-                    continue;
-                }
-                item.text.clone()
-            }
-            None => default_ifb(&dev.text),
-        };
-        let ifb_span = i.ifb.as_ref().map_or(i.head, |x| x.span);
-        if valid[n] && dev.text.starts_with("ifb") {
-            diags.push(dev.label(
-                Diagnostic::new(
-                    Code::NQ029,
-                    format!("ingress shaping on `{}` would redirect from one IFB device to another", dev.text),
-                ),
-                "an IFB device",
-            )
-            .help("mirred redirects from an ifb to an ifb drop every packet (tc-mirred(8)): shape the IFB's egress instead (`interface NAME { … }`)"));
-        }
-        for (key, span) in &seen {
-            if key.0 == ifb {
-                diags.push(
+    (seen, valid)
+}
+
+/// The IFB of an ingress block (`None` for egress or a bad name), with NQ028/NQ029 for IFBs
+/// that are misplaced, shaped as interfaces, shared, or themselves redirected.
+fn ingress_ifb(
+    i: &IfaceDraft,
+    dev: &Item,
+    valid: bool,
+    seen: &BTreeMap<(String, Direction), Span>,
+    owners: &mut BTreeMap<String, Span>,
+    diags: &mut Diagnostics,
+) -> Option<String> {
+    if i.direction == Direction::Egress {
+        if let Some(ifb) = &i.ifb {
+            diags.push(
+                ifb.label(
                     Diagnostic::new(
                         Code::NQ028,
-                        format!(
-                            "IFB `{ifb}` of `{}` ingress is also shaped as an interface",
-                            dev.text
-                        ),
-                    )
-                    .label(ifb_span, format!("uses `{ifb}`"))
-                    .label(*span, "shaped here too")
-                    .help("netqos owns the IFB's root qdisc: name a different IFB with `ifb NAME`"),
-                );
-            }
+                        format!("`ifb` on egress interface `{}`", dev.text),
+                    ),
+                    "only ingress shaping uses an IFB",
+                )
+                .help("remove `ifb`, or make this an `ingress` block"),
+            );
         }
-        if let Some(first) = ifb_owner.get(&ifb) {
+        return None;
+    }
+    let ifb = match &i.ifb {
+        Some(item) if !check_name(item, diags) => return None,
+        Some(item) => item.text.clone(),
+        None => default_ifb(&dev.text),
+    };
+    let ifb_span = i.ifb.as_ref().map_or(i.head, |x| x.span);
+    if valid && dev.text.starts_with("ifb") {
+        diags.push(dev.label(
+            Diagnostic::new(
+                Code::NQ029,
+                format!("ingress shaping on `{}` would redirect from one IFB device to another", dev.text),
+            ),
+            "an IFB device",
+        )
+        .help("mirred redirects from an ifb to an ifb drop every packet (tc-mirred(8)): shape the IFB's egress instead (`interface NAME { … }`)"));
+    }
+    for (key, span) in seen {
+        if key.0 == ifb {
             diags.push(
                 Diagnostic::new(
                     Code::NQ028,
-                    format!("two ingress blocks would shape on the same IFB `{ifb}`"),
+                    format!(
+                        "IFB `{ifb}` of `{}` ingress is also shaped as an interface",
+                        dev.text
+                    ),
                 )
-                .label(ifb_span, "second user")
-                .label(*first, "first user")
-                .help("give each ingress block its own IFB with `ifb NAME`"),
+                .label(ifb_span, format!("uses `{ifb}`"))
+                .label(*span, "shaped here too")
+                .help("netqos owns the IFB's root qdisc: name a different IFB with `ifb NAME`"),
             );
-        } else {
-            ifb_owner.insert(ifb.clone(), ifb_span);
         }
-        ifbs.push(Some(ifb));
     }
-    ifbs
+    if let Some(first) = owners.get(&ifb) {
+        diags.push(
+            Diagnostic::new(
+                Code::NQ028,
+                format!("two ingress blocks would shape on the same IFB `{ifb}`"),
+            )
+            .label(ifb_span, "second user")
+            .label(*first, "first user")
+            .help("give each ingress block its own IFB with `ifb NAME`"),
+        );
+    } else {
+        owners.insert(ifb.clone(), ifb_span);
+    }
+    Some(ifb)
 }
 
 #[cfg(test)]

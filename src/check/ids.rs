@@ -23,6 +23,7 @@ const FIRST: u32 = 2;
 const LAST: u32 = 0xfffe;
 
 /// The preferred minor of a class path.
+#[must_use]
 pub fn preferred_minor(path: &str) -> u16 {
     let span = LAST - FIRST + 1;
     u16::try_from(FIRST + fnv1a(path) % span).unwrap_or(2)

@@ -37,6 +37,7 @@ pub struct Checked {
 }
 
 /// Checks a parsed policy.
+#[must_use]
 pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
     let mut diags = Diagnostics::new();
     header(file, &mut diags);
@@ -186,6 +187,7 @@ fn class(c: &ClassDraft) -> Option<model::Class> {
 }
 
 /// NQ041 for every statement the parser could only read as unknown (used by `fmt`).
+#[must_use]
 pub fn unknown_statements(file: &File) -> Diagnostics {
     build::unknown_statements(file)
 }
@@ -199,7 +201,7 @@ fn allow(file: &File, diags: &mut Diagnostics) {
         for c in &a.codes {
             match Code::parse(&c.node) {
                 Some(code) if code.severity() != crate::diagnostic::Severity::Error => {
-                    allowed.push((code, c.span))
+                    allowed.push((code, c.span));
                 }
                 Some(code) => diags.push(
                     Diagnostic::new(

@@ -82,7 +82,7 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pod
             },
             PodsStmtKind::CniFile(s) => match b.env.one(s, "path", b.diags) {
                 Some(item) if item.text.starts_with('/') => {
-                    cni = Some((Cni::File(item.text), stmt.span))
+                    cni = Some((Cni::File(item.text), stmt.span));
                 }
                 Some(item) => {
                     b.diags.push(item.label(
@@ -214,7 +214,7 @@ fn selector(
             .filter(|(k, v)| valid_key(k) && valid_value(v));
         match pair {
             Some((k, v)) if !out.iter().any(|(ok, _): &(String, String)| ok == k) => {
-                out.push((k.to_string(), v.to_string()))
+                out.push((k.to_string(), v.to_string()));
             }
             Some((k, _)) => {
                 b.diags.push(
@@ -289,50 +289,10 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span, sites: &mut Sites) -> 
             ok = false;
             continue;
         }
-        let Some(item) = b.env.one(value, "rate", b.diags) else {
+        let Some((item, bits)) = pod_rate(b, value, dir.node) else {
             ok = false;
             continue;
         };
-        let bits = match values::rate(&item, b.diags) {
-            Some(RateSpec::Bits(bits)) => bits,
-            Some(RateSpec::Percent(_)) => {
-                b.diags.push(
-                    item.label(
-                        Diagnostic::new(
-                            Code::NQ064,
-                            format!("pod limit `{}` is a percentage", item.text),
-                        ),
-                        "no parent rate here",
-                    )
-                    .help("pod annotations are absolute: write e.g. `50mbit`"),
-                );
-                ok = false;
-                continue;
-            }
-            None => {
-                ok = false;
-                continue;
-            }
-        };
-        if !(MIN_POD_RATE..=MAX_POD_RATE).contains(&bits) {
-            let (side, bound) = if bits < MIN_POD_RATE {
-                ("small (< 1 kbit/s)", "at least 1kbit")
-            } else {
-                ("large (> 1 Pbit/s)", "at most 1000tbit")
-            };
-            b.diags.push(item.label(
-                Diagnostic::new(
-                    Code::NQ038,
-                    format!("pod {} limit {} is unreasonably {side} for Kubernetes", dir.node.as_str(), fmt_rate(bits)),
-                ),
-                "outside 1 kbit/s ..= 1 Pbit/s",
-            )
-            .help(format!(
-                "kubelet and containerd refuse such annotations and pod sandbox creation fails: use {bound}"
-            )));
-            ok = false;
-            continue;
-        }
         *slot = Some((bits, dir.span));
         sites.rates.push(RateSite {
             bits,
@@ -350,9 +310,62 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span, sites: &mut Sites) -> 
     })
 }
 
+/// One direction's rate of a pod limit: absolute (NQ064) and within what Kubernetes
+/// accepts (NQ038).
+fn pod_rate(
+    b: &mut Builder<'_>,
+    value: &ast::Scalar,
+    dir: Direction,
+) -> Option<(crate::check::env::Item, u64)> {
+    let item = b.env.one(value, "rate", b.diags)?;
+    let bits = match values::rate(&item, b.diags)? {
+        RateSpec::Bits(bits) => bits,
+        RateSpec::Percent(_) => {
+            b.diags.push(
+                item.label(
+                    Diagnostic::new(
+                        Code::NQ064,
+                        format!("pod limit `{}` is a percentage", item.text),
+                    ),
+                    "no parent rate here",
+                )
+                .help("pod annotations are absolute: write e.g. `50mbit`"),
+            );
+            return None;
+        }
+    };
+    if !(MIN_POD_RATE..=MAX_POD_RATE).contains(&bits) {
+        let (side, bound) = if bits < MIN_POD_RATE {
+            ("small (< 1 kbit/s)", "at least 1kbit")
+        } else {
+            ("large (> 1 Pbit/s)", "at most 1000tbit")
+        };
+        b.diags.push(item.label(
+            Diagnostic::new(
+                Code::NQ038,
+                format!("pod {} limit {} is unreasonably {side} for Kubernetes", dir.as_str(), fmt_rate(bits)),
+            ),
+            "outside 1 kbit/s ..= 1 Pbit/s",
+        )
+        .help(format!(
+            "kubelet and containerd refuse such annotations and pod sandbox creation fails: use {bound}"
+        )));
+        return None;
+    }
+    Some((item, bits))
+}
+
 /// Checks of pod limits against the node: limits above every link (NQ065), the runtime's
 /// burst (NQ066), and flavours that need no conflist patch (NQ067).
 pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnostics) {
+    cni_checks(sites, diags);
+    for site in &sites.rates {
+        rate_checks(sites, site, fastest_link, diags);
+    }
+}
+
+/// NQ087 (`burst` on Calico/Canal) and NQ067 (a CNI that needs no conflist patch).
+fn cni_checks(sites: &Sites, diags: &mut Diagnostics) {
     if let (Some((Cni::Canal | Cni::Calico, span)), Some((_, burst_span))) =
         (&sites.cni, &sites.burst)
     {
@@ -388,78 +401,80 @@ pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnost
             );
         }
     }
-    for site in &sites.rates {
-        let dir = site.direction.as_str();
-        if let Some(link) = fastest_link.filter(|&l| site.bits > l) {
-            diags.push(
-                Diagnostic::new(
-                    Code::NQ065,
-                    format!(
-                        "pod {dir} limit {} for `{}` is above every link of this node (fastest {})",
-                        fmt_rate(site.bits),
-                        site.selector,
-                        fmt_rate(link)
-                    ),
-                )
-                .label(site.span, "never limits")
-                .help(format!(
-                    "use a rate below {}, or drop the limit",
+}
+
+/// NQ065 (a limit above every link) and NQ066 (the runtime's burst) for one pod rate.
+fn rate_checks(sites: &Sites, site: &RateSite, fastest_link: Option<u64>, diags: &mut Diagnostics) {
+    let dir = site.direction.as_str();
+    if let Some(link) = fastest_link.filter(|&l| site.bits > l) {
+        diags.push(
+            Diagnostic::new(
+                Code::NQ065,
+                format!(
+                    "pod {dir} limit {} for `{}` is above every link of this node (fastest {})",
+                    fmt_rate(site.bits),
+                    site.selector,
                     fmt_rate(link)
-                )),
-            );
+                ),
+            )
+            .label(site.span, "never limits")
+            .help(format!(
+                "use a rate below {}, or drop the limit",
+                fmt_rate(link)
+            )),
+        );
+    }
+    let rate_bytes = site.bits as f64 / 8.0;
+    let mut parts = Vec::new();
+    for rt in runtime_burst::RUNTIMES {
+        let bytes = runtime_burst::effective_burst_bytes(site.bits, rt.burst_bits);
+        let secs = bytes as f64 / rate_bytes;
+        if secs > UNSHAPED_SECS {
+            parts.push(format!(
+                "{} under {} ({:.0} s at this rate)",
+                megabytes(bytes),
+                rt.name,
+                secs
+            ));
         }
-        let rate_bytes = site.bits as f64 / 8.0;
-        let mut parts = Vec::new();
-        for rt in runtime_burst::RUNTIMES {
-            let bytes = runtime_burst::effective_burst_bytes(site.bits, rt.burst_bits);
-            let secs = bytes as f64 / rate_bytes;
-            if secs > UNSHAPED_SECS {
-                parts.push(format!(
-                    "{} under {} ({:.0} s at this rate)",
-                    megabytes(bytes),
-                    rt.name,
-                    secs
-                ));
-            }
-        }
-        // On Calico and Canal there is no bandwidth tbf to adjust (NQ087): the limit does
-        // not hold there, so NQ066 stays a warning.
-        let calico = matches!(sites.cni, Some((Cni::Canal | Cni::Calico, _)));
-        let burst = sites.burst.as_ref().filter(|_| !calico);
-        if let (false, Some((burst, burst_span))) = (parts.is_empty(), burst) {
-            let bytes = burst.bucket_bytes(site.bits / 8, burst::DEFAULT_MTU);
-            diags.push(
-                Diagnostic::new(
-                    Code::NQ066,
-                    format!(
-                        "pod {dir} limit {} for `{}` holds from the first byte: the netqos CNI plugin sets its bucket to {} ({}), not the runtime's {}",
-                        fmt_rate(site.bits),
-                        site.selector,
-                        units::fmt_size(bytes),
-                        burst.describe(),
-                        parts.join("; ")
-                    ),
-                )
-                .severity(Severity::Info)
-                .label(site.span, "bucket set by netqos")
-                .label(*burst_span, "the pods' burst")
-                .help("the conflist artefact chains `netqos` after `bandwidth`; install the netqos binary as `netqos` in the CNI bin dir (the apply script and `netqos apply` refuse the conflist without it)"),
-            );
-        } else if !parts.is_empty() {
-            diags.push(
-                Diagnostic::new(
-                    Code::NQ066,
-                    format!(
-                        "pod {dir} limit {} for `{}` lets the first {} pass unshaped",
-                        fmt_rate(site.bits),
-                        site.selector,
-                        parts.join("; ")
-                    ),
-                )
-                .label(site.span, "runtime chooses the burst")
-                .help("no runtime lets a pod set its burst: add `burst 20ms` to the pods block (the netqos CNI plugin then sets every pod's bucket); `netqos explain NQ066` for other remedies; `--allow NQ066` once accepted"),
-            );
-        }
+    }
+    // On Calico and Canal there is no bandwidth tbf to adjust (NQ087): the limit does
+    // not hold there, so NQ066 stays a warning.
+    let calico = matches!(sites.cni, Some((Cni::Canal | Cni::Calico, _)));
+    let burst = sites.burst.as_ref().filter(|_| !calico);
+    if let (false, Some((burst, burst_span))) = (parts.is_empty(), burst) {
+        let bytes = burst.bucket_bytes(site.bits / 8, burst::DEFAULT_MTU);
+        diags.push(
+            Diagnostic::new(
+                Code::NQ066,
+                format!(
+                    "pod {dir} limit {} for `{}` holds from the first byte: the netqos CNI plugin sets its bucket to {} ({}), not the runtime's {}",
+                    fmt_rate(site.bits),
+                    site.selector,
+                    units::fmt_size(bytes),
+                    burst.describe(),
+                    parts.join("; ")
+                ),
+            )
+            .severity(Severity::Info)
+            .label(site.span, "bucket set by netqos")
+            .label(*burst_span, "the pods' burst")
+            .help("the conflist artefact chains `netqos` after `bandwidth`; install the netqos binary as `netqos` in the CNI bin dir (the apply script and `netqos apply` refuse the conflist without it)"),
+        );
+    } else if !parts.is_empty() {
+        diags.push(
+            Diagnostic::new(
+                Code::NQ066,
+                format!(
+                    "pod {dir} limit {} for `{}` lets the first {} pass unshaped",
+                    fmt_rate(site.bits),
+                    site.selector,
+                    parts.join("; ")
+                ),
+            )
+            .label(site.span, "runtime chooses the burst")
+            .help("no runtime lets a pod set its burst: add `burst 20ms` to the pods block (the netqos CNI plugin then sets every pod's bucket); `netqos explain NQ066` for other remedies; `--allow NQ066` once accepted"),
+        );
     }
 }
 

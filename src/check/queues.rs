@@ -244,31 +244,35 @@ fn leaf_qdisc(
             burst: b,
             ..
         } => {
-            let bspan = burst_span.unwrap_or(span);
-            if *b < max_packet {
-                diags.push(
-                    Diagnostic::new(
-                        Code::NQ016,
-                        format!("tbf burst {} of {name} is smaller than a full packet ({max_packet} B)", fmt_size(*b)),
-                    )
-                    .label(bspan, "every full-size packet is dropped")
-                    .help(format!(
-                        "the kernel only logs \"burst … lower than device mtu\" and drops them: use at least {}",
-                        fmt_size(good_burst(*trate, max_packet))
-                    )),
-                );
-            } else {
-                burst(
-                    name,
-                    "tbf burst",
-                    &Val { v: *b, span: bspan },
-                    *trate,
-                    max_packet,
-                    diags,
-                );
-            }
+            let b = Val {
+                v: *b,
+                span: burst_span.unwrap_or(span),
+            };
+            tbf_burst(name, &b, *trate, max_packet, diags);
         }
         _ => {}
+    }
+}
+
+/// NQ016 for a tbf burst below one packet, else the burst checks of any bucket.
+fn tbf_burst(name: &str, b: &Val<u64>, rate: u64, max_packet: u64, diags: &mut Diagnostics) {
+    if b.v < max_packet {
+        diags.push(
+            Diagnostic::new(
+                Code::NQ016,
+                format!(
+                    "tbf burst {} of {name} is smaller than a full packet ({max_packet} B)",
+                    fmt_size(b.v)
+                ),
+            )
+            .label(b.span, "every full-size packet is dropped")
+            .help(format!(
+                "the kernel only logs \"burst … lower than device mtu\" and drops them: use at least {}",
+                fmt_size(good_burst(rate, max_packet))
+            )),
+        );
+    } else {
+        burst(name, "tbf burst", b, rate, max_packet, diags);
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::build::{ClassDraft, IfaceDraft};
+use super::env::Item;
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::span::Span;
@@ -176,6 +177,23 @@ fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
                 .help("flatten the hierarchy: the kernel refuses it with \"tree is too deep\""),
             );
     }
+    rates(parent, c, &name, diags);
+    bursts(parent, c, &name, diags);
+    let me = Parent {
+        name: name.clone(),
+        rate: c.rate.as_ref().map(|r| r.v),
+        ceil: c.ceil.as_ref().map(|r| r.v),
+        burst: c.burst.as_ref().map(|b| (b.v, b.span)),
+        cburst: c.cburst.as_ref().map(|b| (b.v, b.span)),
+        span: c.rate.as_ref().map_or(c.head, |r| r.span),
+    };
+    if !c.children.is_empty() {
+        siblings(&me, &c.children, diags);
+    }
+}
+
+/// NQ008 (no rate), zero rates, NQ009 (ceil below rate), NQ011 (ceil above the parent's).
+fn rates(parent: &Parent, c: &ClassDraft, name: &str, diags: &mut Diagnostics) {
     match &c.rate {
         None if c.rate_written => {}
         None => diags.push(
@@ -226,6 +244,10 @@ fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
             )),
         );
     }
+}
+
+/// NQ019: a parent's burst below a child's.
+fn bursts(parent: &Parent, c: &ClassDraft, name: &str, diags: &mut Diagnostics) {
     for (kind, mine, theirs) in [
         ("burst", c.burst.as_ref(), parent.burst),
         ("cburst", c.cburst.as_ref(), parent.cburst),
@@ -251,17 +273,6 @@ fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
             );
         }
     }
-    let me = Parent {
-        name: name.clone(),
-        rate: c.rate.as_ref().map(|r| r.v),
-        ceil: c.ceil.as_ref().map(|r| r.v),
-        burst: c.burst.as_ref().map(|b| (b.v, b.span)),
-        cburst: c.cburst.as_ref().map(|b| (b.v, b.span)),
-        span: c.rate.as_ref().map_or(c.head, |r| r.span),
-    };
-    if !c.children.is_empty() {
-        siblings(&me, &c.children, diags);
-    }
 }
 
 fn find<'a>(classes: &'a [ClassDraft], f: &dyn Fn(&ClassDraft) -> bool) -> Option<&'a ClassDraft> {
@@ -281,58 +292,7 @@ fn resolve_default(i: &IfaceDraft, name: &str, diags: &mut Diagnostics) -> Optio
     let flagged: Vec<&ClassDraft> = i.classes.iter().filter(|c| c.default.is_some()).collect();
     let by_ref = match &i.default_ref {
         None => None,
-        Some(item) => {
-            let text = item.text.as_str();
-            let found = find(&i.classes, &|c| c.name == text).or_else(|| {
-                let digits = text.strip_prefix("1:").unwrap_or(text);
-                let digits = digits.strip_prefix("0x").unwrap_or(digits);
-                u16::from_str_radix(digits, 16)
-                    .ok()
-                    .and_then(|m| find(&i.classes, &|c| c.minor == m))
-            });
-            match found {
-                Some(c) => Some(c),
-                None => {
-                    let as_id = text.strip_prefix("1:").unwrap_or(text);
-                    let looks_hex = !as_id.is_empty()
-                        && as_id
-                            .trim_start_matches("0x")
-                            .bytes()
-                            .all(|b| b.is_ascii_hexdigit());
-                    let what = if looks_hex {
-                        format!(
-                            "default class 1:{} does not exist",
-                            as_id.trim_start_matches("0x")
-                        )
-                    } else {
-                        format!("default class `{text}` does not exist")
-                    };
-                    let mut ids = Vec::new();
-                    for c in &i.classes {
-                        c.walk(&mut |c| {
-                            if c.is_leaf() {
-                                ids.push(format!("`{}` (1:{:x})", c.name, c.minor));
-                            }
-                        });
-                    }
-                    diags.push(item.label(
-                        Diagnostic::new(
-                            Code::NQ001,
-                            format!(
-                                "{what} on {name}; unclassified traffic (ARP, IPv6, anything unmatched) would go to HTB's unshaped direct queue"
-                            ),
-                        ),
-                        "no class has this name or id",
-                    )
-                    .help(format!(
-                        "name an existing leaf class{}{}",
-                        if ids.is_empty() { "" } else { ": " },
-                        ids.join(", ")
-                    )));
-                    return None;
-                }
-            }
-        }
+        Some(item) => Some(default_by_ref(i, item, name, diags)?),
     };
     if let (Some(r), Some(f)) = (by_ref, flagged.first())
         && r.path != f.path
@@ -368,25 +328,85 @@ fn resolve_default(i: &IfaceDraft, name: &str, diags: &mut Diagnostics) -> Optio
         return None;
     };
     if !c.is_leaf() {
-        let span = c
-            .default
-            .unwrap_or_else(|| i.default_ref.as_ref().map_or(c.head, |d| d.span));
-        let children: Vec<String> = c.children.iter().map(|k| format!("`{}`", k.name)).collect();
-        diags.push(
-            Diagnostic::new(
-                Code::NQ002,
-                format!(
-                    "default class `{}` (1:{:x}) has children; HTB treats an inner default as a bad default and sends traffic to the unshaped direct queue",
-                    c.name, c.minor
-                ),
-            )
-            .label(span, "inner class as default")
-            .label(c.head, format!("has children {}", children.join(", ")))
-            .help(format!("mark one of its children `default` and remove `default` here (children: {})", children.join(", "))),
-        );
+        diags.push(inner_default(i, c));
         return None;
     }
     Some(c.minor)
+}
+
+/// The class the interface's `default NAME` (a name or a class id) names, or NQ001.
+fn default_by_ref<'a>(
+    i: &'a IfaceDraft,
+    item: &Item,
+    name: &str,
+    diags: &mut Diagnostics,
+) -> Option<&'a ClassDraft> {
+    let text = item.text.as_str();
+    let found = find(&i.classes, &|c| c.name == text).or_else(|| {
+        let digits = text.strip_prefix("1:").unwrap_or(text);
+        let digits = digits.strip_prefix("0x").unwrap_or(digits);
+        u16::from_str_radix(digits, 16)
+            .ok()
+            .and_then(|m| find(&i.classes, &|c| c.minor == m))
+    });
+    if found.is_some() {
+        return found;
+    }
+    let as_id = text.strip_prefix("1:").unwrap_or(text);
+    let looks_hex = !as_id.is_empty()
+        && as_id
+            .trim_start_matches("0x")
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit());
+    let what = if looks_hex {
+        format!(
+            "default class 1:{} does not exist",
+            as_id.trim_start_matches("0x")
+        )
+    } else {
+        format!("default class `{text}` does not exist")
+    };
+    let mut ids = Vec::new();
+    for c in &i.classes {
+        c.walk(&mut |c| {
+            if c.is_leaf() {
+                ids.push(format!("`{}` (1:{:x})", c.name, c.minor));
+            }
+        });
+    }
+    diags.push(item.label(
+        Diagnostic::new(
+            Code::NQ001,
+            format!(
+                "{what} on {name}; unclassified traffic (ARP, IPv6, anything unmatched) would go to HTB's unshaped direct queue"
+            ),
+        ),
+        "no class has this name or id",
+    )
+    .help(format!(
+        "name an existing leaf class{}{}",
+        if ids.is_empty() { "" } else { ": " },
+        ids.join(", ")
+    )));
+    None
+}
+
+/// NQ002: the default class has children.
+fn inner_default(i: &IfaceDraft, c: &ClassDraft) -> Diagnostic {
+    let span = c
+        .default
+        .unwrap_or_else(|| i.default_ref.as_ref().map_or(c.head, |d| d.span));
+    let children: Vec<String> = c.children.iter().map(|k| format!("`{}`", k.name)).collect();
+    Diagnostic::new(
+        Code::NQ002,
+        format!(
+            "default class `{}` (1:{:x}) has children; HTB treats an inner default as a bad default and sends traffic to the unshaped direct queue",
+            c.name, c.minor
+        ),
+    )
+    .label(span, "inner class as default")
+    .label(c.head, format!("has children {}", children.join(", ")))
+    .help(format!("mark one of its children `default` and remove `default` here (children: {})", children.join(", ")))
 }
 
 /// NQ024/NQ025 and missing defaults inside classes with children.

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::error::{Error, report};
 use super::input::Unreadable;
-
 use super::{Exit, Format, NodeArgs, Ui, VarArgs};
 use netqos::diagnostic::{Diagnostic, Severity};
 use netqos::report::{self, Source};
@@ -71,16 +71,10 @@ pub fn run(
     var_args: &VarArgs,
     node: &NodeArgs,
     ui: Ui,
-) -> Exit {
+) -> Result<Exit, Error> {
     let mut json = Vec::new();
-    let allowed = match node.allowed() {
-        Ok(a) => a,
-        Err(e) => return e,
-    };
-    let conflist = match super::cni::read(node.conflist.as_deref(), ui) {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
+    let allowed = node.allowed()?;
+    let conflist = super::cni::read(node.conflist.as_deref())?;
     let vars = match external_vars(var_args) {
         Ok(v) => v,
         Err((diags, exit)) => {
@@ -90,46 +84,39 @@ pub fn run(
             };
             print(&diags, &src, format, ui, &mut json);
             finish_json(format, &json);
-            return exit;
+            return Err(Error::Diagnosed(exit));
         }
+    };
+    let checker = Checker {
+        vars: &vars,
+        allowed: &allowed,
+        conflist: conflist.as_ref(),
+        format,
+        ui,
     };
     let mut exit = Exit::Ok;
     let (mut errors, mut warnings) = (0usize, 0usize);
     for path in files {
-        let src = match read_or_print(path, format, ui, &mut json) {
+        let src = match read_source(path) {
             Ok(s) => s,
-            Err(e) => {
-                errors += usize::from(e == Exit::Invalid);
-                exit = exit.max(e);
+            Err(Unreadable::Io(message)) => {
+                exit = exit.max(report(Error::Input(Unreadable::Io(message)), ui));
+                continue;
+            }
+            // An unusable file is one more error, printed in the chosen format.
+            Err(Unreadable::Invalid(b)) => {
+                let (src, d) = *b;
+                print(&[d], &src, format, ui, &mut json);
+                errors += 1;
+                exit = exit.max(Exit::Invalid);
                 continue;
             }
         };
-        let checked = netqos::check_source(&src.text, &vars);
-        let mut diags = checked.diagnostics.into_sorted();
-        diags.retain(|d| !allowed.contains(&d.code));
-        let mut cni_diags = conflist.as_ref().map_or_else(Vec::new, |c| {
-            super::cni::diagnose(checked.model.as_ref().and_then(|m| m.pods.as_ref()), c)
-        });
-        cni_diags.retain(|d| !allowed.contains(&d.code));
-        let counted = || diags.iter().chain(&cni_diags);
-        let e = counted().filter(|d| d.severity == Severity::Error).count();
-        let w = counted()
-            .filter(|d| d.severity == Severity::Warning)
-            .count();
+        let (e, w) = checker.file(&src, &mut json);
         errors += e;
         warnings += w;
-        print(&diags, &src, format, ui, &mut json);
-        if let Some(c) = &conflist {
-            print(&cni_diags, c, format, ui, &mut json);
-        }
         if e > 0 || (deny_warnings && w > 0) {
             exit = exit.max(Exit::Invalid);
-        }
-        if format == Format::Human
-            && !ui.quiet
-            && (ui.verbose || (diags.is_empty() && cni_diags.is_empty()))
-        {
-            eprintln!("{}: {}", src.name, summary(e, w));
         }
     }
     finish_json(format, &json);
@@ -141,28 +128,50 @@ pub fn run(
         };
         eprintln!("netqos: {}{denied}", summary(errors, warnings));
     }
-    exit
+    Ok(exit)
 }
 
-/// Reads one policy; an unreadable one is reported (its NQ080–NQ082 in `format`) and its
-/// exit status returned.
-fn read_or_print(
-    path: &Path,
+/// What checking each file needs.
+struct Checker<'a> {
+    vars: &'a ExternalVars,
+    allowed: &'a [netqos::codes::Code],
+    conflist: Option<&'a Source>,
     format: Format,
     ui: Ui,
-    json: &mut Vec<report::JsonDiagnostic>,
-) -> Result<Source, Exit> {
-    match read_source(path) {
-        Ok(s) => Ok(s),
-        Err(Unreadable::Io(message)) => {
-            eprintln!("netqos: {message}");
-            Err(Exit::Io)
+}
+
+impl Checker<'_> {
+    /// Checks one policy (and the conflist against it) and prints the diagnostics: the
+    /// numbers of errors and warnings.
+    fn file(&self, src: &Source, json: &mut Vec<report::JsonDiagnostic>) -> (usize, usize) {
+        let checked = netqos::check_source(&src.text, self.vars);
+        let mut diags = checked.diagnostics.into_sorted();
+        diags.retain(|d| !self.allowed.contains(&d.code));
+        let pods = checked.model.as_ref().and_then(|m| m.pods.as_ref());
+        let mut cni_diags = self
+            .conflist
+            .map_or_else(Vec::new, |c| super::cni::diagnose(pods, c));
+        cni_diags.retain(|d| !self.allowed.contains(&d.code));
+        let count = |s: Severity| {
+            diags
+                .iter()
+                .chain(&cni_diags)
+                .filter(|d| d.severity == s)
+                .count()
+        };
+        let (e, w) = (count(Severity::Error), count(Severity::Warning));
+        print(&diags, src, self.format, self.ui, json);
+        if let Some(c) = self.conflist {
+            print(&cni_diags, c, self.format, self.ui, json);
         }
-        Err(Unreadable::Invalid(b)) => {
-            let (src, d) = *b;
-            print(&[d], &src, format, ui, json);
-            Err(Exit::Invalid)
+        let ui = self.ui;
+        if self.format == Format::Human
+            && !ui.quiet
+            && (ui.verbose || (diags.is_empty() && cni_diags.is_empty()))
+        {
+            eprintln!("{}: {}", src.name, summary(e, w));
         }
+        (e, w)
     }
 }
 

@@ -3,25 +3,21 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::Exit;
+use super::error::Error;
 use netqos::codes::Code;
 use netqos::diagnostic::Diagnostic;
 use netqos::model::Pods;
 use netqos::report::Source;
 
 /// Reads the `--conflist` file, if one was given, bounded like a policy (`input`).
-pub fn read(path: Option<&Path>, ui: super::Ui) -> Result<Option<Source>, Exit> {
+pub fn read(path: Option<&Path>) -> Result<Option<Source>, Error> {
     let Some(path) = path else { return Ok(None) };
     match super::input::read_text(path, "conflist") {
         Ok(text) => Ok(Some(Source {
             name: path.display().to_string(),
             text,
         })),
-        Err(super::input::Unreadable::Io(message)) => {
-            eprintln!("netqos: {message}");
-            Err(Exit::Io)
-        }
-        Err(e) => Err(e.report(ui)),
+        Err(u) => Err(Error::Input(u)),
     }
 }
 

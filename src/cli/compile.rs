@@ -4,26 +4,28 @@
 use std::path::Path;
 
 use super::check::{external_vars, print, read_source};
+use super::error::Error;
 use super::{Exit, Format, NodeArgs, Ui, VarArgs, write_atomic};
-use netqos::backend::{Artefact, OutFile, RenderError, Templates};
+use netqos::backend::{Artefact, OutFile, Templates};
 use netqos::cni::NodeConflist;
 use netqos::diagnostic::Diagnostic;
 use netqos::pipeline::{self, Checked, Conflist, Options, Selection};
 use netqos::report::Source;
 
-fn load_templates(dir: Option<&Path>) -> Result<Templates, Exit> {
+fn load_templates(dir: Option<&Path>) -> Result<Templates, Error> {
     let Some(dir) = dir else {
         return Ok(Templates::default());
     };
-    let read = |name: &str| -> Result<Option<String>, Exit> {
-        let p = dir.join(name);
-        match std::fs::read_to_string(&p) {
+    let read = |name: &str| -> Result<Option<String>, Error> {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
             Ok(t) => Ok(Some(t)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => {
-                eprintln!("netqos: cannot read template {}: {e}", p.display());
-                Err(Exit::Io)
-            }
+            Err(source) => Err(Error::ReadInput {
+                what: "template",
+                path,
+                source,
+            }),
         }
     };
     Ok(Templates {
@@ -42,22 +44,8 @@ pub struct Args<'a> {
     pub deny_warnings: bool,
 }
 
-/// `compile` without `-o`: what to write instead of clap's generic "required argument".
-pub fn no_output(file: &Path) -> Exit {
-    let f = file.display();
-    let kinds: Vec<&str> = Artefact::ALL.iter().map(|k| k.name()).collect();
-    eprintln!(
-        "netqos: compile needs to know where the artefacts go:\n  \
-         netqos compile {f} -o out/              writes every artefact into out/\n  \
-         netqos compile {f} -o - --emit tree     prints one artefact ({})\n\
-         (`netqos check {f}` only checks.)",
-        kinds.join(", ")
-    );
-    Exit::Usage
-}
-
-pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
-    compile(a, ui).map_or_else(|e| e, |()| Exit::Ok)
+pub fn run(a: &Args<'_>, ui: Ui) -> Result<Exit, Error> {
+    compile(a, ui).map(|()| Exit::Ok)
 }
 
 /// Diagnostics about something other than a file (`--var`, the output directory).
@@ -68,19 +56,20 @@ fn command_line() -> Source {
     }
 }
 
-fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Exit> {
+fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
     let allowed = a.node.allowed()?;
-    let node_conflist = super::cni::read(a.node.conflist.as_deref(), ui)?;
+    let node_conflist = super::cni::read(a.node.conflist.as_deref())?;
     let to_stdout = a.out == Path::new("-");
-    if to_stdout && a.emit.len() != 1 {
-        eprintln!("netqos: `-o -` prints one artefact: choose it with `--emit KIND`");
-        return Err(Exit::Usage);
-    }
+    let one = match (to_stdout, a.emit) {
+        (true, [kind]) => Some(*kind),
+        (true, _) => return Err(Error::OneArtefact),
+        (false, _) => None,
+    };
     let vars = external_vars(a.vars).map_err(|(diags, exit)| {
         print(&diags, &command_line(), Format::Human, ui, &mut Vec::new());
-        exit
+        Error::Diagnosed(exit)
     })?;
-    let src = read_source(a.file).map_err(|e| e.report(ui))?;
+    let src = read_source(a.file)?;
     let name = a
         .file
         .file_name()
@@ -108,17 +97,19 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Exit> {
         && let Some(d) = super::cni::check_out_dir(a.out, pods, a.node.conflist.as_deref())
     {
         print(&[d], &command_line(), Format::Human, ui, &mut Vec::new());
-        return Err(Exit::Invalid);
+        return Err(Error::Diagnosed(Exit::Invalid));
     }
     let conflist = conflist(&checked, &opts, node_conflist.as_ref(), ui)?;
     let files = checked
         .files(&opts, conflist.as_ref())
-        .map_err(|e| render_failed(&e))?;
-    if to_stdout {
-        print_one(a.emit[0], &files);
-        return Ok(());
+        .map_err(render_failed)?;
+    match one {
+        Some(kind) => {
+            print_one(kind, &files);
+            Ok(())
+        }
+        None => write_all(a.out, &files, ui),
     }
-    write_all(a.out, &files, ui)
 }
 
 /// The front half: prints the policy's diagnostics; a policy with errors stops here.
@@ -127,7 +118,7 @@ fn check(
     vars: &netqos::vars::ExternalVars,
     opts: &Options<'_>,
     ui: Ui,
-) -> Result<Checked, Exit> {
+) -> Result<Checked, Error> {
     let show = |diags: &[Diagnostic]| print(diags, src, Format::Human, ui, &mut Vec::new());
     match pipeline::check(&src.text, vars, opts.allow, opts.deny_warnings) {
         Ok(checked) => {
@@ -136,8 +127,9 @@ fn check(
         }
         Err(diags) => {
             show(&diags);
-            eprintln!("netqos: {} not compiled: fix the errors above", src.name);
-            Err(Exit::Invalid)
+            Err(Error::NotCompiled {
+                name: src.name.clone(),
+            })
         }
     }
 }
@@ -149,7 +141,7 @@ fn conflist(
     opts: &Options<'_>,
     node: Option<&Source>,
     ui: Ui,
-) -> Result<Option<Conflist>, Exit> {
+) -> Result<Option<Conflist>, Error> {
     let default_src = Source {
         name: "<flavour default conflist>".into(),
         text: String::new(),
@@ -170,26 +162,19 @@ fn conflist(
         }
         Err(pipeline::Error::Conflist(diags)) => {
             show(&diags);
-            eprintln!("netqos: conflist not patched: fix the problems above (nothing was written)");
-            Err(Exit::Invalid)
+            Err(Error::ConflistNotPatched)
         }
-        Err(e) => Err(render_failed(&e)),
+        Err(e) => Err(render_failed(e)),
     }
 }
 
-/// Says why rendering failed (usage errors: a missing `pods` block, a broken template).
-fn render_failed(e: &pipeline::Error) -> Exit {
+/// Why rendering failed: a missing `pods` block or a broken template.
+fn render_failed(e: pipeline::Error) -> Error {
     match e {
-        pipeline::Error::Render {
-            source: e @ RenderError::NeedsPods(_),
-            ..
-        } => eprintln!("netqos: {e}"),
-        pipeline::Error::Render { artefact, source } => {
-            eprintln!("netqos: template for `{artefact}` failed: {source}");
-        }
-        other => eprintln!("netqos: {other}"),
+        pipeline::Error::Render { artefact, source } => Error::render(artefact, source),
+        pipeline::Error::Policy(_) => Error::Diagnosed(Exit::Invalid),
+        pipeline::Error::Conflist(_) => Error::ConflistNotPatched,
     }
-    Exit::Usage
 }
 
 /// `-o -`: the one artefact on stdout; for `conflist`, the RFC 6902 patch itself.
@@ -205,7 +190,7 @@ fn print_one(kind: Artefact, files: &[OutFile]) {
 }
 
 /// Writes each file that changed, by atomic rename; scripts are made executable.
-fn write_all(out: &Path, files: &[OutFile], ui: Ui) -> Result<(), Exit> {
+fn write_all(out: &Path, files: &[OutFile], ui: Ui) -> Result<(), Error> {
     create_dir(out)?;
     for f in files {
         let path = out.join(&f.path);
@@ -218,10 +203,10 @@ fn write_all(out: &Path, files: &[OutFile], ui: Ui) -> Result<(), Exit> {
             }
             continue;
         }
-        if let Err(e) = write_atomic(&path, f.text.as_bytes()) {
-            eprintln!("netqos: cannot write {}: {e}", path.display());
-            return Err(Exit::Io);
-        }
+        write_atomic(&path, f.text.as_bytes()).map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?;
         if f.path.ends_with(".sh") {
             set_executable(&path);
         }
@@ -232,10 +217,10 @@ fn write_all(out: &Path, files: &[OutFile], ui: Ui) -> Result<(), Exit> {
     Ok(())
 }
 
-fn create_dir(dir: &Path) -> Result<(), Exit> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        eprintln!("netqos: cannot create {}: {e}", dir.display());
-        Exit::Io
+fn create_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+        path: dir.to_path_buf(),
+        source,
     })
 }
 

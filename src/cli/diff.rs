@@ -1,9 +1,12 @@
 //! `netqos diff OLD NEW`: the semantic difference of two policies for PR review, as text,
 //! JSON or GitHub annotations. Exit 0 when equal, 1 when different (like diff(1)).
 
+use std::fmt::Write as _;
+
 use std::path::Path;
 
 use super::check::{external_vars, print, read_source};
+use super::error::Error;
 use super::{Exit, Format, Ui, VarArgs};
 
 /// How the difference is printed (standard output).
@@ -23,34 +26,28 @@ use netqos::model::Model;
 use netqos::report::{Source, escape_data, escape_property};
 use netqos::vars::ExternalVars;
 
-/// Reads and checks one side; diagnostics go to stderr. `Err` is the exit status.
-fn load(path: &Path, vars: &ExternalVars, ui: Ui) -> Result<(Source, Model), Exit> {
-    let src = match read_source(path) {
-        Ok(s) => s,
-        // Like a policy with errors: trouble (2), as diff(1) has it.
-        Err(e) => {
-            return Err(match e.report(ui) {
-                Exit::Invalid => Exit::Usage,
-                other => other,
-            });
-        }
-    };
+/// Reads and checks one side; diagnostics go to stderr.
+fn load(path: &Path, vars: &ExternalVars, ui: Ui) -> Result<(Source, Model), Error> {
+    let src = read_source(path).map_err(Error::DiffInput)?;
     let checked = netqos::check_source(&src.text, vars);
     // Only errors stop a comparison; warnings are `check`'s business (a diff stays quiet
     // for a valid policy, e.g. one with pod limits and their NQ066).
     let mut diags = checked.diagnostics.into_sorted();
-    diags.retain(|d| d.is_error());
+    diags.retain(netqos::diagnostic::Diagnostic::is_error);
     print(&diags, &src, Format::Human, ui, &mut Vec::new());
     match checked.model {
         Some(m) => Ok((src, m)),
-        None => {
-            eprintln!("netqos: {} has errors: fix them before comparing", src.name);
-            Err(Exit::Usage)
-        }
+        None => Err(Error::DiffSideInvalid { name: src.name }),
     }
 }
 
-pub fn run(old: &Path, new: &Path, format: DiffFormat, var_args: &VarArgs, ui: Ui) -> Exit {
+pub fn run(
+    old: &Path,
+    new: &Path,
+    format: DiffFormat,
+    var_args: &VarArgs,
+    ui: Ui,
+) -> Result<Exit, Error> {
     let vars = match external_vars(var_args) {
         Ok(v) => v,
         Err((diags, exit)) => {
@@ -59,25 +56,20 @@ pub fn run(old: &Path, new: &Path, format: DiffFormat, var_args: &VarArgs, ui: U
                 text: String::new(),
             };
             print(&diags, &src, Format::Human, ui, &mut Vec::new());
-            return if exit == Exit::Invalid {
+            // Bad variables are a usage error here: 1 means "the policies differ".
+            let exit = if exit == Exit::Invalid {
                 Exit::Usage
             } else {
                 exit
             };
+            return Err(Error::Diagnosed(exit));
         }
     };
     if old == Path::new("-") && new == Path::new("-") {
-        eprintln!("netqos: only one side can be read from stdin");
-        return Exit::Usage;
+        return Err(Error::TwoStdins);
     }
-    let (old_src, old_model) = match load(old, &vars, ui) {
-        Ok(v) => v,
-        Err(e) => return e,
-    };
-    let (new_src, new_model) = match load(new, &vars, ui) {
-        Ok(v) => v,
-        Err(e) => return e,
-    };
+    let (old_src, old_model) = load(old, &vars, ui)?;
+    let (new_src, new_model) = load(new, &vars, ui)?;
     let d = diff(&old_model, &new_model);
     if !ui.quiet {
         match format {
@@ -98,11 +90,11 @@ pub fn run(old: &Path, new: &Path, format: DiffFormat, var_args: &VarArgs, ui: U
         };
         eprintln!("netqos: {} → {}: {what}", old_src.name, new_src.name);
     }
-    if d.is_empty() {
+    Ok(if d.is_empty() {
         Exit::Ok
     } else {
         Exit::Invalid
-    }
+    })
 }
 
 /// Changes grouped under their scope, then what happens on the node. Empty when equal.
@@ -115,18 +107,18 @@ pub fn human(d: &Diff) -> String {
         }
     }
     for scope in scopes {
-        out.push_str(&format!("{scope}:\n"));
+        let _ = writeln!(out, "{scope}:");
         for c in d.changes.iter().filter(|c| c.scope == scope) {
-            out.push_str(&format!("  {}\n", c.text));
+            let _ = writeln!(out, "  {}", c.text);
         }
     }
     if !d.node.is_empty() {
         out.push_str("on the node:\n");
         for n in &d.node {
             if n.device.is_empty() {
-                out.push_str(&format!("  {}\n", n.text));
+                let _ = writeln!(out, "  {}", n.text);
             } else {
-                out.push_str(&format!("  {}: {}\n", n.device, n.text));
+                let _ = writeln!(out, "  {}: {}", n.device, n.text);
             }
         }
     }
@@ -164,11 +156,12 @@ fn github(d: &Diff, old: &str, new: &str) -> String {
             "title={}",
             escape_property(&format!("netqos diff: {}", c.scope))
         ));
-        out.push_str(&format!(
-            "::notice {}::{}\n",
+        let _ = writeln!(
+            out,
+            "::notice {}::{}",
             props.join(","),
             escape_data(&c.text)
-        ));
+        );
     }
     for n in &d.node {
         let title = if n.device.is_empty() {
@@ -176,12 +169,13 @@ fn github(d: &Diff, old: &str, new: &str) -> String {
         } else {
             format!("netqos diff: on the node, {}", n.device)
         };
-        out.push_str(&format!(
-            "::notice file={},title={}::{}\n",
+        let _ = writeln!(
+            out,
+            "::notice file={},title={}::{}",
             escape_property(new),
             escape_property(&title),
             escape_data(&n.text)
-        ));
+        );
     }
     out
 }

@@ -1,25 +1,17 @@
 //! `netqos explain NQ###`: the long explanation of a diagnostic code.
 
 use super::Exit;
+use super::error::Error;
 use netqos::codes::Code;
 
-pub fn run(code: Option<&str>) -> Exit {
+pub fn run(code: Option<&str>) -> Result<Exit, Error> {
     let Some(text) = code else {
         for c in Code::ALL {
             outln!("{c}  {:<8} {}", c.severity().as_str(), c.title());
         }
-        return Exit::Ok;
+        return Ok(Exit::Ok);
     };
-    match Code::parse(text) {
-        Some(c) => {
-            out!("{}", c.explanation());
-            Exit::Ok
-        }
-        None => {
-            eprintln!(
-                "netqos: `{text}` is not a netqos diagnostic code; `netqos explain` lists them"
-            );
-            Exit::Usage
-        }
-    }
+    let c = Code::parse(text).ok_or_else(|| Error::UnknownCode(text.to_string()))?;
+    out!("{}", c.explanation());
+    Ok(Exit::Ok)
 }

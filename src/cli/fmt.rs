@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::check::read_source;
+use super::error::{Error, report};
 use super::{Exit, Ui, write_atomic};
 use netqos::report;
 
@@ -15,69 +16,60 @@ fn unified(name: &str, old: &str, new: &str) -> String {
         .to_string()
 }
 
-pub fn run(files: &[PathBuf], check: bool, diff: bool, ui: Ui) -> Exit {
+pub fn run(files: &[PathBuf], check: bool, diff: bool, ui: Ui) -> Result<Exit, Error> {
     let mut exit = Exit::Ok;
     for path in files {
-        let src = match read_source(path) {
-            Ok(s) => s,
-            Err(e) => {
-                exit = exit.max(e.report(ui));
-                continue;
-            }
-        };
-        let formatted = match netqos::format::format(&src.text) {
-            Ok(f) => f,
-            Err(diags) => {
-                eprint!("{}", report::human(&diags, &src, ui.color));
-                eprintln!(
-                    "netqos: {} was not formatted: fix the errors above first",
-                    src.name
-                );
-                exit = exit.max(Exit::Invalid);
-                continue;
-            }
-        };
-        if path == Path::new("-") {
-            if check {
-                if formatted != src.text {
-                    if diff {
-                        out!("{}", unified("<stdin>", &src.text, &formatted));
-                    } else {
-                        outln!("<stdin>");
-                    }
-                    exit = exit.max(Exit::Invalid);
-                }
-            } else {
-                out!("{formatted}");
-            }
-            continue;
-        }
-        if formatted == src.text {
-            if ui.verbose {
-                eprintln!("{}: already formatted", src.name);
-            }
-            continue;
-        }
-        if check {
-            if diff {
-                out!("{}", unified(&src.name, &src.text, &formatted));
-            } else {
-                outln!("{}", src.name);
-            }
-            exit = exit.max(Exit::Invalid);
-            continue;
-        }
-        match write_atomic(path, formatted.as_bytes()) {
-            Ok(()) => {
-                if !ui.quiet {
-                    eprintln!("formatted {}", src.name);
-                }
-            }
-            Err(e) => {
-                eprintln!("netqos: cannot write {}: {e}", path.display());
-                exit = exit.max(Exit::Io);
-            }
-        }
+        let status = one(path, check, diff, ui).unwrap_or_else(|e| report(e, ui));
+        exit = exit.max(status);
     }
-    exit
+    Ok(exit)
+}
+
+/// Formats one file (or checks that it is formatted, printing its name or with `--diff`
+/// the change): `Invalid` when `--check` finds it is not.
+fn one(path: &Path, check: bool, diff: bool, ui: Ui) -> Result<Exit, Error> {
+    let src = read_source(path)?;
+    let formatted = netqos::format::format(&src.text).map_err(|diags| {
+        eprint!("{}", report::human(&diags, &src, ui.color));
+        Error::NotFormatted {
+            name: src.name.clone(),
+        }
+    })?;
+    let changed = formatted != src.text;
+    if path == Path::new("-") {
+        if !check {
+            out!("{formatted}");
+        } else if changed {
+            unformatted("<stdin>", &src.text, &formatted, diff);
+            return Ok(Exit::Invalid);
+        }
+        return Ok(Exit::Ok);
+    }
+    if !changed {
+        if ui.verbose {
+            eprintln!("{}: already formatted", src.name);
+        }
+        return Ok(Exit::Ok);
+    }
+    if check {
+        unformatted(&src.name, &src.text, &formatted, diff);
+        return Ok(Exit::Invalid);
+    }
+    write_atomic(path, formatted.as_bytes()).map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !ui.quiet {
+        eprintln!("formatted {}", src.name);
+    }
+    Ok(Exit::Ok)
+}
+
+/// What `--check` prints for a file that is not formatted: its name, or the diff.
+fn unformatted(name: &str, old: &str, new: &str, diff: bool) {
+    if diff {
+        out!("{}", unified(name, old, new));
+    } else {
+        outln!("{name}");
+    }
 }

@@ -13,6 +13,7 @@ use netqos::input::{MAX_INPUT_BYTES, decode, not_a_file, too_large};
 use netqos::report::Source;
 
 /// Why an input could not be read.
+#[derive(Debug)]
 pub enum Unreadable {
     /// The file system said no (missing, permission): exit 3.
     Io(String),

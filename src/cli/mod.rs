@@ -23,6 +23,7 @@ mod cni;
 mod compile;
 mod completions;
 mod diff;
+mod error;
 mod explain;
 mod fmt;
 mod input;
@@ -93,24 +94,14 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     /// The `--allow` codes; errors cannot be allowed.
-    pub fn allowed(&self) -> Result<Vec<netqos::codes::Code>, Exit> {
+    pub fn allowed(&self) -> Result<Vec<netqos::codes::Code>, error::Error> {
         let mut out = Vec::new();
         for text in self.allow.iter().flat_map(|a| a.split(',')) {
             let text = text.trim();
             match netqos::codes::Code::parse(text) {
                 Some(c) if c.severity() != netqos::diagnostic::Severity::Error => out.push(c),
-                Some(c) => {
-                    eprintln!(
-                        "netqos: {c} is an error and cannot be allowed; fix the policy instead"
-                    );
-                    return Err(Exit::Usage);
-                }
-                None => {
-                    eprintln!(
-                        "netqos: `{text}` is not a netqos diagnostic code; `netqos explain` lists them"
-                    );
-                    return Err(Exit::Usage);
-                }
+                Some(c) => return Err(error::Error::NotAllowable(c)),
+                None => return Err(error::Error::UnknownCode(text.to_string())),
             }
         }
         Ok(out)
@@ -354,7 +345,13 @@ pub fn run() -> ExitCode {
         quiet: cli.quiet,
         verbose: cli.verbose,
     };
-    let exit = match cli.command {
+    error::finish(offline(cli.command, ui), ui).into()
+}
+
+/// Runs the commands that do not touch the kernel; their errors are printed by
+/// [`error::finish`]. The live commands go to [`live`].
+fn offline(command: Command, ui: Ui) -> Result<Exit, error::Error> {
+    match command {
         Command::Check {
             files,
             format,
@@ -372,7 +369,7 @@ pub fn run() -> ExitCode {
             vars,
             node,
         } => match out {
-            None => compile::no_output(&file),
+            None => Err(error::Error::NoOutput(file)),
             Some(out) => compile::run(
                 &compile::Args {
                     file: &file,
@@ -393,9 +390,17 @@ pub fn run() -> ExitCode {
             format,
             vars,
         } => diff::run(&old, &new, format, &vars, ui),
-        Command::Completions { shell } => {
-            completions::run(shell, &mut <Cli as clap::CommandFactory>::command())
-        }
+        Command::Completions { shell } => Ok(completions::run(
+            shell,
+            &mut <Cli as clap::CommandFactory>::command(),
+        )),
+        live_command => Ok(live(live_command, ui)),
+    }
+}
+
+/// Runs the commands that read or change the kernel (they print their own errors).
+fn live(command: Command, ui: Ui) -> Exit {
+    match command {
         Command::Plan {
             file,
             format,
@@ -450,8 +455,14 @@ pub fn run() -> ExitCode {
             id,
             deadline,
         } => rollback::revert_after(state_dir.as_deref(), &id, deadline, ui),
-    };
-    exit.into()
+        // Dispatched by `offline`, never passed here.
+        Command::Check { .. }
+        | Command::Fmt { .. }
+        | Command::Compile { .. }
+        | Command::Explain { .. }
+        | Command::Diff { .. }
+        | Command::Completions { .. } => Exit::Usage,
+    }
 }
 
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, then

@@ -9,6 +9,7 @@ use crate::model::{PodLimit, Pods};
 
 /// A rate in bit/s as a Kubernetes quantity with the same value: a decimal suffix when one
 /// divides it exactly (`50M` = 50,000,000), else a binary one (`1Mi`), else plain digits.
+#[must_use]
 pub fn quantity(bits: u64) -> String {
     const DECIMAL: &[(u64, &str)] = &[
         (1_000_000_000_000_000, "P"),
@@ -38,6 +39,7 @@ pub fn quantity(bits: u64) -> String {
 const TEMPLATE_KINDS: &str = "Deployment|StatefulSet|DaemonSet|ReplicaSet|Job";
 
 /// Renders the Component; `source` is the policy file name for the header.
+#[must_use]
 pub fn component(pods: &Pods, source: &str) -> String {
     let mut y = String::new();
     let _ = writeln!(

@@ -27,6 +27,7 @@ const CHAINED: &[&str] = &[
 pub const STATIC_KEYS: &[&str] = &["ingressRate", "ingressBurst", "egressRate", "egressBurst"];
 
 /// The entry netqos adds.
+#[must_use]
 pub fn bandwidth_entry() -> Value {
     json!({"type": "bandwidth", "capabilities": {"bandwidth": true}})
 }
@@ -57,6 +58,7 @@ pub struct Patch {
 
 /// Reads `text` and decides. `has_limits`: the policy sets pod limits, so static rates that
 /// override annotations are an error rather than a warning.
+#[must_use]
 pub fn analyse(text: &str, has_limits: bool) -> (Option<Outcome>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let outcome = analyse_inner(text, has_limits, &mut diags);
@@ -70,7 +72,34 @@ fn structure(message: impl Into<String>, span: Span, label: &str, help: &str) ->
 }
 
 fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> Option<Outcome> {
-    let whole = Span::new(0, text.len().min(1));
+    let (value, tree) = read(text, diags)?;
+    let chain = Chain::of(text, &value, &tree, diags)?;
+    let bw: Vec<usize> = (0..chain.types.len())
+        .filter(|&i| chain.types[i] == "bandwidth")
+        .collect();
+    match bw[..] {
+        [] => {}
+        [i] => return chain.present(i, has_limits, diags),
+        [first, second, ..] => {
+            let d = structure(
+                format!("the chain has {} `bandwidth` entries", bw.len()),
+                chain.nodes[second].span,
+                "second entry",
+                "keep one bandwidth entry; a second one shapes every pod twice and its DEL removes the first's IFB",
+            );
+            diags.push(d.label(chain.nodes[first].span, "first entry"));
+            return None;
+        }
+    }
+    if chain.types[chain.main] == "calico" {
+        diags.push(chain.calico());
+        return Some(Outcome::CalicoNative);
+    }
+    Some(Outcome::Patch(chain.patch()))
+}
+
+/// The parsed conflist and its byte spans, or NQ034 saying why it cannot be patched.
+fn read(text: &str, diags: &mut Vec<Diagnostic>) -> Option<(Value, Node)> {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -87,7 +116,7 @@ fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> O
     let Some(tree) = json_spans::scan(text) else {
         diags.push(structure(
             "the conflist could not be read for patching",
-            whole,
+            Span::new(0, text.len().min(1)),
             "here",
             "re-save the file as plain JSON",
         ));
@@ -97,7 +126,7 @@ fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> O
         diags.push(d);
         return None;
     }
-    let Some(obj) = value.as_object() else {
+    if !value.is_object() {
         diags.push(structure(
             "the conflist is not a JSON object",
             tree.span,
@@ -105,41 +134,33 @@ fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> O
             "a conflist is an object with `name`, `cniVersion` and a `plugins` list",
         ));
         return None;
-    };
-    let (plugins, plugin_nodes) = match (obj.get("plugins"), tree.get("plugins")) {
-        (Some(Value::Array(p)), Some(m)) => match m.value.elements() {
-            Some(nodes) if nodes.len() == p.len() => (p, nodes),
-            _ => return None,
-        },
-        (Some(_), Some(m)) => {
-            diags.push(structure(
-                "`plugins` is not a list",
-                m.value.span,
-                "not a list",
-                "`plugins` must be a JSON array of plugin entries",
-            ));
-            return None;
-        }
-        _ => {
-            let single = obj.get("type").is_some();
-            diags.push(structure(
-                "the conflist has no `plugins` list",
-                tree.span,
-                if single { "a single-plugin .conf" } else { "no `plugins`" },
-                if single {
-                    "a single-plugin .conf cannot chain `bandwidth`: convert it to a .conflist with the plugin as the first entry of `plugins`"
-                } else {
-                    "a conflist lists its chain under `plugins`; check this is the node's CNI config"
-                },
-            ));
-            return None;
-        }
-    };
-    let mut types = Vec::new();
-    for (i, (p, node)) in plugins.iter().zip(plugin_nodes).enumerate() {
-        match p.get("type").and_then(Value::as_str) {
-            Some(t) => types.push(t),
-            None => {
+    }
+    Some((value, tree))
+}
+
+/// The plugin chain of a conflist: each entry's value, span and type, and the main
+/// (interface-creating) plugin.
+struct Chain<'a> {
+    text: &'a str,
+    plugins: &'a [Value],
+    nodes: &'a [Node],
+    types: Vec<&'a str>,
+    main: usize,
+}
+
+impl<'a> Chain<'a> {
+    /// The chain of an object conflist, or NQ034 when its `plugins` list is missing, holds
+    /// an entry without `type`, or has no interface-creating plugin.
+    fn of(
+        text: &'a str,
+        value: &'a Value,
+        tree: &'a Node,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<Self> {
+        let (plugins, nodes) = plugin_list(value, tree, diags)?;
+        let mut types = Vec::new();
+        for (i, (p, node)) in plugins.iter().zip(nodes).enumerate() {
+            let Some(t) = p.get("type").and_then(Value::as_str) else {
                 diags.push(structure(
                     format!("plugin entry {i} has no `type`"),
                     node.span,
@@ -147,78 +168,62 @@ fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> O
                     "every entry of `plugins` names its plugin binary in `type`",
                 ));
                 return None;
-            }
+            };
+            types.push(t);
         }
+        let Some(main) = types.iter().position(|t| !CHAINED.contains(t)) else {
+            let whole = Span::new(0, text.len().min(1));
+            let span = tree.get("plugins").map_or(whole, |m| m.value.span);
+            diags.push(structure(
+                format!(
+                    "the chain [{}] has no interface-creating plugin",
+                    types.join(", ")
+                ),
+                span,
+                "only chained plugins",
+                "the first entry must create the pod's interface (flannel, calico, bridge, ptp, …); bandwidth needs its result",
+            ));
+            return None;
+        };
+        Some(Chain {
+            text,
+            plugins,
+            nodes,
+            types,
+            main,
+        })
     }
-    let Some(main) = types.iter().position(|t| !CHAINED.contains(t)) else {
-        let span = tree.get("plugins").map_or(whole, |m| m.value.span);
-        diags.push(structure(
-            format!(
-                "the chain [{}] has no interface-creating plugin",
-                types.join(", ")
-            ),
-            span,
-            "only chained plugins",
-            "the first entry must create the pod's interface (flannel, calico, bridge, ptp, …); bandwidth needs its result",
-        ));
-        return None;
-    };
-    let bw: Vec<usize> = (0..types.len())
-        .filter(|&i| types[i] == "bandwidth")
-        .collect();
-    if bw.len() > 1 {
-        let mut d = structure(
-            format!("the chain has {} `bandwidth` entries", bw.len()),
-            plugin_nodes[bw[1]].span,
-            "second entry",
-            "keep one bandwidth entry; a second one shapes every pod twice and its DEL removes the first's IFB",
-        );
-        d = d.label(plugin_nodes[bw[0]].span, "first entry");
-        diags.push(d);
-        return None;
-    }
-    if let Some(&i) = bw.first() {
-        let node = &plugin_nodes[i];
+
+    /// The one bandwidth entry, at `i`: present when it is usable, else the diagnostics.
+    fn present(&self, i: usize, has_limits: bool, diags: &mut Vec<Diagnostic>) -> Option<Outcome> {
+        let (node, main) = (&self.nodes[i], self.main);
         if i < main {
             diags.push(
                 structure(
                     format!(
                         "`bandwidth` is entry {i}, before the interface-creating plugin `{}` (entry {main})",
-                        types[main]
+                        self.types[main]
                     ),
                     node.span,
                     "runs before the pod has an interface",
                     &format!(
                         "move the bandwidth entry after `{}`: it needs that plugin's result (the plugin fails with \"must be called as chained plugin\")",
-                        types[main]
+                        self.types[main]
                     ),
                 )
-                .label(plugin_nodes[main].span, "main plugin"),
+                .label(self.nodes[main].span, "main plugin"),
             );
             return None;
         }
-        let entry = &plugins[i];
+        let entry = &self.plugins[i];
         let statics: Vec<&str> = STATIC_KEYS
             .iter()
             .copied()
             .filter(|k| entry.get(*k).is_some())
             .collect();
         if !statics.is_empty() {
-            static_values(entry, node, plugins.get(main), diags);
-            let d = Diagnostic::new(
-                Code::NQ035,
-                format!(
-                    "the bandwidth entry sets {} statically: every pod's annotations are ignored",
-                    statics.join(", ")
-                ),
-            )
-            .label(static_span(node, &statics), "static rate")
-            .help("remove ingressRate/ingressBurst/egressRate/egressBurst from the entry so the plugin reads each pod's kubernetes.io/*-bandwidth annotations");
-            diags.push(if has_limits {
-                d.severity(Severity::Error)
-            } else {
-                d
-            });
+            static_values(entry, node, self.plugins.get(main), diags);
+            diags.push(static_rates(node, &statics, has_limits));
             return None;
         }
         let cap = entry
@@ -235,62 +240,119 @@ fn analyse_inner(text: &str, has_limits: bool, diags: &mut Vec<Diagnostic>) -> O
             ));
             return None;
         }
-        return Some(Outcome::Present { index: i });
+        Some(Outcome::Present { index: i })
     }
-    if types[main] == "calico" {
-        diags.push(
-            Diagnostic::new(
-                Code::NQ067,
-                "the conflist chains `calico` without `bandwidth`: Calico 3.30 and later shape pods themselves",
-            )
-            .label(
-                plugin_nodes[main]
-                    .get("type")
-                    .map_or(plugin_nodes[main].span, |m| m.key_span.to(m.value.span)),
-                "calico",
-            )
-            .help("netqos leaves this file alone: Felix applies kubernetes.io/*-bandwidth itself and calico/cni no longer ships the bandwidth binary, so adding it would fail every pod sandbox"),
-        );
-        return Some(Outcome::CalicoNative);
+
+    /// NQ067: Calico shapes pods itself.
+    fn calico(&self) -> Diagnostic {
+        let node = &self.nodes[self.main];
+        Diagnostic::new(
+            Code::NQ067,
+            "the conflist chains `calico` without `bandwidth`: Calico 3.30 and later shape pods themselves",
+        )
+        .label(
+            node.get("type").map_or(node.span, |m| m.key_span.to(m.value.span)),
+            "calico",
+        )
+        .help("netqos leaves this file alone: Felix applies kubernetes.io/*-bandwidth itself and calico/cni no longer ships the bandwidth binary, so adding it would fail every pod sandbox")
     }
-    let index = main + 1;
-    let mut ops = vec![Op::Test {
-        path: format!("/plugins/{main}/type"),
-        value: json!(types[main]),
-    }];
-    // Guard against a second application: the next entry (or, at the end, the whole list)
-    // must still be what it was.
-    match types.get(index) {
-        Some(next) => ops.push(Op::Test {
-            path: format!("/plugins/{index}/type"),
-            value: json!(next),
-        }),
-        None => ops.push(Op::Test {
-            path: "/plugins".into(),
-            value: Value::Array(plugins.clone()),
-        }),
-    }
-    ops.push(Op::Add {
-        path: format!("/plugins/{index}"),
-        value: bandwidth_entry(),
-    });
-    let reverse = vec![
-        Op::Test {
+
+    /// The entry right after the main plugin: the guarded patch, its reverse, the text.
+    fn patch(&self) -> Patch {
+        let (main, index) = (self.main, self.main + 1);
+        let mut ops = vec![Op::Test {
+            path: format!("/plugins/{main}/type"),
+            value: json!(self.types[main]),
+        }];
+        // Guard against a second application: the next entry (or, at the end, the whole
+        // list) must still be what it was.
+        match self.types.get(index) {
+            Some(next) => ops.push(Op::Test {
+                path: format!("/plugins/{index}/type"),
+                value: json!(next),
+            }),
+            None => ops.push(Op::Test {
+                path: "/plugins".into(),
+                value: Value::Array(self.plugins.to_vec()),
+            }),
+        }
+        ops.push(Op::Add {
             path: format!("/plugins/{index}"),
             value: bandwidth_entry(),
+        });
+        let reverse = vec![
+            Op::Test {
+                path: format!("/plugins/{index}"),
+                value: bandwidth_entry(),
+            },
+            Op::Remove {
+                path: format!("/plugins/{index}"),
+            },
+        ];
+        Patch {
+            index,
+            main: self.types[main].to_string(),
+            ops,
+            reverse,
+            patched_text: insert_after(self.text, &self.nodes[main]),
+        }
+    }
+}
+
+/// The `plugins` array with the spans of its entries, or NQ034.
+fn plugin_list<'a>(
+    value: &'a Value,
+    tree: &'a Node,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(&'a [Value], &'a [Node])> {
+    match (value.get("plugins"), tree.get("plugins")) {
+        (Some(Value::Array(p)), Some(m)) => match m.value.elements() {
+            Some(nodes) if nodes.len() == p.len() => Some((p, nodes)),
+            _ => None,
         },
-        Op::Remove {
-            path: format!("/plugins/{index}"),
-        },
-    ];
-    let patched_text = insert_after(text, &plugin_nodes[main]);
-    Some(Outcome::Patch(Patch {
-        index,
-        main: types[main].to_string(),
-        ops,
-        reverse,
-        patched_text,
-    }))
+        (Some(_), Some(m)) => {
+            diags.push(structure(
+                "`plugins` is not a list",
+                m.value.span,
+                "not a list",
+                "`plugins` must be a JSON array of plugin entries",
+            ));
+            None
+        }
+        _ => {
+            let single = value.get("type").is_some();
+            diags.push(structure(
+                "the conflist has no `plugins` list",
+                tree.span,
+                if single { "a single-plugin .conf" } else { "no `plugins`" },
+                if single {
+                    "a single-plugin .conf cannot chain `bandwidth`: convert it to a .conflist with the plugin as the first entry of `plugins`"
+                } else {
+                    "a conflist lists its chain under `plugins`; check this is the node's CNI config"
+                },
+            ));
+            None
+        }
+    }
+}
+
+/// NQ035: static rates make the plugin ignore every pod's annotations (an error when the
+/// policy sets pod limits).
+fn static_rates(node: &Node, statics: &[&str], has_limits: bool) -> Diagnostic {
+    let d = Diagnostic::new(
+        Code::NQ035,
+        format!(
+            "the bandwidth entry sets {} statically: every pod's annotations are ignored",
+            statics.join(", ")
+        ),
+    )
+    .label(static_span(node, statics), "static rate")
+    .help("remove ingressRate/ingressBurst/egressRate/egressBurst from the entry so the plugin reads each pod's kubernetes.io/*-bandwidth annotations");
+    if has_limits {
+        d.severity(Severity::Error)
+    } else {
+        d
+    }
 }
 
 /// NQ034 for a key written twice in one object, anywhere in the file: JSON parsers
@@ -433,6 +495,7 @@ fn offset_of(text: &str, line: usize, column: usize) -> usize {
 }
 
 /// Applies `ops` to the parsed `text` (for checks that the patch and the patched text agree).
+#[must_use]
 pub fn apply_to_text(text: &str, ops: &[Op]) -> Option<Value> {
     let v: Value = serde_json::from_str(text).ok()?;
     json_patch::apply(&v, ops).ok()

@@ -128,6 +128,7 @@ fn array_index(token: &str, len: usize, inserting: bool) -> Option<usize> {
 }
 
 /// Escapes one pointer token (`~` → `~0`, `/` → `~1`).
+#[must_use]
 pub fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }

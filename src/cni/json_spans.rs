@@ -32,6 +32,7 @@ pub struct Member {
 
 impl Node {
     /// The member `key` of an object.
+    #[must_use]
     pub fn get(&self, key: &str) -> Option<&Member> {
         match &self.kind {
             Kind::Object(members) => members.iter().find(|m| m.key == key),
@@ -40,6 +41,7 @@ impl Node {
     }
 
     /// The elements of an array.
+    #[must_use]
     pub fn elements(&self) -> Option<&[Node]> {
         match &self.kind {
             Kind::Array(items) => Some(items),
@@ -49,6 +51,7 @@ impl Node {
 }
 
 /// Scans a whole JSON document.
+#[must_use]
 pub fn scan(text: &str) -> Option<Node> {
     let mut s = Scanner {
         b: text.as_bytes(),
@@ -87,73 +90,8 @@ impl Scanner<'_> {
         let start = self.i;
         let kind =
             match *self.b.get(self.i)? {
-                b'{' => {
-                    self.depth += 1;
-                    if self.depth > 512 {
-                        return None;
-                    }
-                    self.i += 1;
-                    let mut members = Vec::new();
-                    self.ws();
-                    if self.b.get(self.i) == Some(&b'}') {
-                        self.i += 1;
-                    } else {
-                        loop {
-                            self.ws();
-                            let key_start = self.i;
-                            self.string()?;
-                            let key_span = Span::new(key_start, self.i);
-                            let key = std::str::from_utf8(&self.b[key_start + 1..self.i - 1])
-                                .ok()?
-                                .to_string();
-                            self.eat(b':')?;
-                            let value = self.value()?;
-                            members.push(Member {
-                                key,
-                                key_span,
-                                value,
-                            });
-                            self.ws();
-                            match self.b.get(self.i)? {
-                                b',' => self.i += 1,
-                                b'}' => {
-                                    self.i += 1;
-                                    break;
-                                }
-                                _ => return None,
-                            }
-                        }
-                    }
-                    self.depth -= 1;
-                    Kind::Object(members)
-                }
-                b'[' => {
-                    self.depth += 1;
-                    if self.depth > 512 {
-                        return None;
-                    }
-                    self.i += 1;
-                    let mut items = Vec::new();
-                    self.ws();
-                    if self.b.get(self.i) == Some(&b']') {
-                        self.i += 1;
-                    } else {
-                        loop {
-                            items.push(self.value()?);
-                            self.ws();
-                            match self.b.get(self.i)? {
-                                b',' => self.i += 1,
-                                b']' => {
-                                    self.i += 1;
-                                    break;
-                                }
-                                _ => return None,
-                            }
-                        }
-                    }
-                    self.depth -= 1;
-                    Kind::Array(items)
-                }
+                b'{' => Kind::Object(self.nested(Self::members)?),
+                b'[' => Kind::Array(self.nested(Self::items)?),
                 b'"' => {
                     self.string()?;
                     Kind::Scalar
@@ -174,6 +112,70 @@ impl Scanner<'_> {
             span: Span::new(start, self.i),
             kind,
         })
+    }
+
+    /// Reads an object or array with `inner`, past its opening byte, at most 512 deep.
+    fn nested<T>(&mut self, inner: impl FnOnce(&mut Self) -> Option<T>) -> Option<T> {
+        self.depth += 1;
+        if self.depth > 512 {
+            return None;
+        }
+        self.i += 1;
+        let out = inner(self)?;
+        self.depth -= 1;
+        Some(out)
+    }
+
+    /// Calls `each` for every element of a list closed by `close`, separated by commas.
+    fn list(&mut self, close: u8, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.ws();
+        if self.b.get(self.i) == Some(&close) {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            each(self)?;
+            self.ws();
+            match *self.b.get(self.i)? {
+                b',' => self.i += 1,
+                c if c == close => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn members(&mut self) -> Option<Vec<Member>> {
+        let mut members = Vec::new();
+        self.list(b'}', |s| {
+            s.ws();
+            let key_start = s.i;
+            s.string()?;
+            let key_span = Span::new(key_start, s.i);
+            let key = std::str::from_utf8(&s.b[key_start + 1..s.i - 1])
+                .ok()?
+                .to_string();
+            s.eat(b':')?;
+            let value = s.value()?;
+            members.push(Member {
+                key,
+                key_span,
+                value,
+            });
+            Some(())
+        })?;
+        Some(members)
+    }
+
+    fn items(&mut self) -> Option<Vec<Node>> {
+        let mut items = Vec::new();
+        self.list(b']', |s| {
+            items.push(s.value()?);
+            Some(())
+        })?;
+        Some(items)
     }
 
     /// Skips a string literal starting at the current byte.

@@ -57,62 +57,11 @@ pub fn conflist_artefacts(
     node: Option<&NodeConflist<'_>>,
 ) -> Result<ConflistArtefacts, Vec<Diagnostic>> {
     let mut out = ConflistArtefacts::default();
-    let has_limits = !pods.limits.is_empty();
     let flavour = pods.cni.as_ref().map(flavour::of);
-    let (base, base_name) = match (node, &flavour) {
-        (Some(n), _) => (n.text.to_string(), format!("the node's {}", n.path)),
-        (None, None) => {
-            out.summary.push(
-                "the pods block names no `cni` and no --conflist was given: no conflist patch"
-                    .into(),
-            );
-            return Ok(out);
-        }
-        (None, Some(f)) => match f.default {
-            FlavourDefault::Lacks(text) => (
-                text.to_string(),
-                "the flavour's default conflist (pass --conflist FILE to patch the node's own file)"
-                    .to_string(),
-            ),
-            FlavourDefault::Has(_) if pods.burst.is_some() && f.durable == Durable::K3sFlag => (
-                flavour::K3S_DEFAULT.to_string(),
-                "K3s's conflist (pass --conflist FILE to patch the node's own file)".to_string(),
-            ),
-            FlavourDefault::Has(_) if pods.burst.is_some() => {
-                out.summary.push(format!(
-                    "{} chains bandwidth already; the netqos entry for `burst` needs the node's file: pass --conflist {}",
-                    flavour_name(pods),
-                    f.conflist_path
-                ));
-                return Ok(out);
-            }
-            FlavourDefault::Has(since) => {
-                out.summary.push(format!(
-                    "{} chains the bandwidth plugin by default since {since}: nothing to patch (pass --conflist {} to check the node's file)",
-                    flavour_name(pods),
-                    f.conflist_path
-                ));
-                empty_patches(&mut out);
-                return Ok(out);
-            }
-            FlavourDefault::CalicoNative => {
-                out.summary.push(format!(
-                    "{}: Calico 3.30 and later shape pods from the same annotations (Felix) and calico/cni no longer ships the bandwidth binary; earlier Calico manifests already chain it. netqos adds nothing",
-                    flavour_name(pods)
-                ));
-                empty_patches(&mut out);
-                return Ok(out);
-            }
-            FlavourDefault::Unknown => {
-                out.summary.push(format!(
-                    "pass --conflist {} to compute the patch for this file",
-                    f.conflist_path
-                ));
-                return Ok(out);
-            }
-        },
+    let Some((base, base_name)) = base(pods, node, flavour.as_ref(), &mut out) else {
+        return Ok(out);
     };
-    let (outcome, diags) = conflist::analyse(&base, has_limits);
+    let (outcome, diags) = conflist::analyse(&base, !pods.limits.is_empty());
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);
     }
@@ -147,42 +96,7 @@ pub fn conflist_artefacts(
                     p.index, p.main
                 ));
             }
-            out.files
-                .push(("conflist/patch.json".into(), ops_json(&p.ops)));
-            out.files
-                .push(("conflist/rollback-patch.json".into(), ops_json(&p.reverse)));
-            // Named like the file it replaces on the node.
-            let file_name = flavour
-                .as_ref()
-                .map(|f| f.conflist_path.as_str())
-                .or(node.map(|n| n.path))
-                .and_then(|p| p.rsplit('/').next())
-                .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-                .unwrap_or("cni.conflist")
-                .to_string();
-            out.files
-                .push((format!("conflist/{file_name}"), p.patched_text.clone()));
-            if let Some(f) = &flavour {
-                durable(f.durable, &f.conflist_path, &p.patched_text, &mut out);
-            }
-            let path = flavour
-                .as_ref()
-                .map(|f| f.conflist_path.clone())
-                .or(node.map(|n| n.path.to_string()))
-                .unwrap_or_default();
-            let plugin_dir = netqos_entry::names_netqos(&p.patched_text).then(|| {
-                flavour
-                    .as_ref()
-                    .map_or(flavour::OPT_CNI_BIN, |f| f.bin_dir)
-                    .to_string()
-            });
-            out.install = Some(Install {
-                path,
-                original: base.clone(),
-                patched: p.patched_text,
-                from_node: node.is_some(),
-                plugin_dir,
-            });
+            patch_files(p, base, node, flavour.as_ref(), &mut out);
         }
     }
     if let Some(s) = netqos_summary {
@@ -190,6 +104,107 @@ pub fn conflist_artefacts(
         out.summary.insert(at, s);
     }
     Ok(out)
+}
+
+/// The conflist the patch is computed from and how to name it: the node's (`--conflist`),
+/// else the flavour's default. `None` when there is nothing to compute (the summary says
+/// why, and the flavour's defaults that need nothing get empty patches).
+fn base(
+    pods: &Pods,
+    node: Option<&NodeConflist<'_>>,
+    flavour: Option<&flavour::Flavour>,
+    out: &mut ConflistArtefacts,
+) -> Option<(String, String)> {
+    let f = match (node, flavour) {
+        (Some(n), _) => return Some((n.text.to_string(), format!("the node's {}", n.path))),
+        (None, None) => {
+            out.summary.push(
+                "the pods block names no `cni` and no --conflist was given: no conflist patch"
+                    .into(),
+            );
+            return None;
+        }
+        (None, Some(f)) => f,
+    };
+    match f.default {
+        FlavourDefault::Lacks(text) => {
+            return Some((
+                text.to_string(),
+                "the flavour's default conflist (pass --conflist FILE to patch the node's own file)"
+                    .to_string(),
+            ));
+        }
+        FlavourDefault::Has(_) if pods.burst.is_some() && f.durable == Durable::K3sFlag => {
+            return Some((
+                flavour::K3S_DEFAULT.to_string(),
+                "K3s's conflist (pass --conflist FILE to patch the node's own file)".to_string(),
+            ));
+        }
+        FlavourDefault::Has(_) if pods.burst.is_some() => out.summary.push(format!(
+            "{} chains bandwidth already; the netqos entry for `burst` needs the node's file: pass --conflist {}",
+            flavour_name(pods),
+            f.conflist_path
+        )),
+        FlavourDefault::Has(since) => {
+            out.summary.push(format!(
+                "{} chains the bandwidth plugin by default since {since}: nothing to patch (pass --conflist {} to check the node's file)",
+                flavour_name(pods),
+                f.conflist_path
+            ));
+            empty_patches(out);
+        }
+        FlavourDefault::CalicoNative => {
+            out.summary.push(format!(
+                "{}: Calico 3.30 and later shape pods from the same annotations (Felix) and calico/cni no longer ships the bandwidth binary; earlier Calico manifests already chain it. netqos adds nothing",
+                flavour_name(pods)
+            ));
+            empty_patches(out);
+        }
+        FlavourDefault::Unknown => out.summary.push(format!(
+            "pass --conflist {} to compute the patch for this file",
+            f.conflist_path
+        )),
+    }
+    None
+}
+
+/// The files of a patch (patch, reverse, patched file, durable source) and the install.
+fn patch_files(
+    p: conflist::Patch,
+    base: String,
+    node: Option<&NodeConflist<'_>>,
+    flavour: Option<&flavour::Flavour>,
+    out: &mut ConflistArtefacts,
+) {
+    out.files
+        .push(("conflist/patch.json".into(), ops_json(&p.ops)));
+    out.files
+        .push(("conflist/rollback-patch.json".into(), ops_json(&p.reverse)));
+    // Named like the file it replaces on the node.
+    let path = flavour
+        .map(|f| f.conflist_path.as_str())
+        .or(node.map(|n| n.path));
+    let file_name = path
+        .and_then(|p| p.rsplit('/').next())
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .unwrap_or("cni.conflist");
+    out.files
+        .push((format!("conflist/{file_name}"), p.patched_text.clone()));
+    if let Some(f) = flavour {
+        durable(f.durable, &f.conflist_path, &p.patched_text, out);
+    }
+    let plugin_dir = netqos_entry::names_netqos(&p.patched_text).then(|| {
+        flavour
+            .map_or(flavour::OPT_CNI_BIN, |f| f.bin_dir)
+            .to_string()
+    });
+    out.install = Some(Install {
+        path: path.unwrap_or_default().to_string(),
+        original: base,
+        patched: p.patched_text,
+        from_node: node.is_some(),
+        plugin_dir,
+    });
 }
 
 fn flavour_name(pods: &Pods) -> String {

@@ -198,33 +198,8 @@ fn present(
         }),
         Some(e) if is_netqos(e) => {
             let node = plugin_node(&tree, at).ok_or_else(|| unreadable(text))?;
-            let patched_text = replace_node(text, node, want);
             Ok(Chained {
-                outcome: Outcome::Patch(Patch {
-                    index: at,
-                    main: "bandwidth".into(),
-                    ops: vec![
-                        Op::Test {
-                            path: format!("/plugins/{at}"),
-                            value: e.clone(),
-                        },
-                        Op::Replace {
-                            path: format!("/plugins/{at}"),
-                            value: want.clone(),
-                        },
-                    ],
-                    reverse: vec![
-                        Op::Test {
-                            path: format!("/plugins/{at}"),
-                            value: want.clone(),
-                        },
-                        Op::Replace {
-                            path: format!("/plugins/{at}"),
-                            value: e.clone(),
-                        },
-                    ],
-                    patched_text,
-                }),
+                outcome: Outcome::Patch(replace_patch(text, node, at, e, want)),
                 summary: Some(format!(
                     "updates the netqos entry at /plugins/{at} to burst {}",
                     burst.config_text()
@@ -246,32 +221,60 @@ fn present(
                     value: Value::Array(plugins.clone()),
                 }),
             }
-            ops.push(Op::Add {
-                path: format!("/plugins/{at}"),
-                value: want.clone(),
-            });
             Ok(Chained {
-                outcome: Outcome::Patch(Patch {
-                    index: at,
-                    main: "bandwidth".into(),
-                    ops,
-                    reverse: vec![
-                        Op::Test {
-                            path: format!("/plugins/{at}"),
-                            value: want.clone(),
-                        },
-                        Op::Remove {
-                            path: format!("/plugins/{at}"),
-                        },
-                    ],
-                    patched_text: insert_after(text, bw, want),
-                }),
+                outcome: Outcome::Patch(add_patch(text, bw, at, ops, want)),
                 summary: Some(format!(
                     "adds the netqos entry at /plugins/{at} right after the existing bandwidth entry (burst {})",
                     burst.config_text()
                 )),
             })
         }
+    }
+}
+
+/// Replaces the netqos entry `old` at `at` (the node `node`) with `want`.
+fn replace_patch(text: &str, node: &Node, at: usize, old: &Value, want: &Value) -> Patch {
+    let path = format!("/plugins/{at}");
+    let swap = |from: &Value, to: &Value| {
+        vec![
+            Op::Test {
+                path: path.clone(),
+                value: from.clone(),
+            },
+            Op::Replace {
+                path: path.clone(),
+                value: to.clone(),
+            },
+        ]
+    };
+    Patch {
+        index: at,
+        main: "bandwidth".into(),
+        ops: swap(old, want),
+        reverse: swap(want, old),
+        patched_text: replace_node(text, node, want),
+    }
+}
+
+/// Adds `want` at `at`, right after the bandwidth entry `bw`, behind the guards `tests`.
+fn add_patch(text: &str, bw: &Node, at: usize, mut tests: Vec<Op>, want: &Value) -> Patch {
+    let path = format!("/plugins/{at}");
+    tests.push(Op::Add {
+        path: path.clone(),
+        value: want.clone(),
+    });
+    Patch {
+        index: at,
+        main: "bandwidth".into(),
+        ops: tests,
+        reverse: vec![
+            Op::Test {
+                path: path.clone(),
+                value: want.clone(),
+            },
+            Op::Remove { path },
+        ],
+        patched_text: insert_after(text, bw, want),
     }
 }
 

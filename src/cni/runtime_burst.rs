@@ -33,6 +33,7 @@ fn go_u32(x: f64) -> u32 {
 /// The bytes the plugin's TBF lets through at full speed for a `rate` (bits/s) limit with
 /// `burst_bits`: the bucket holds `rate × buffer time`, where the buffer time in ticks wraps
 /// at 2³² on amd64 (the seed's `burst 21474835b` at 1 Mbit/s under containerd).
+#[must_use]
 pub fn effective_burst_bytes(rate_bits: u64, burst_bits: u64) -> u64 {
     let rate_b = rate_bits / 8;
     if rate_b == 0 {

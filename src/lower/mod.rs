@@ -32,11 +32,13 @@ pub fn lower(model: &Model) -> Plan {
 }
 
 /// Recommended burst: four packets or 1 ms of traffic, whichever is larger.
+#[must_use]
 pub fn burst_for(rate: u64, max_packet: u32) -> u64 {
     (4 * u64::from(max_packet)).max(rate / 8 / 1000)
 }
 
 /// Quantum: a tenth of a second's bytes like r2q 10, kept within one packet .. 200000.
+#[must_use]
 pub fn quantum_for(rate: u64, max_packet: u32) -> u32 {
     let q = (rate / 8 / 10).clamp(u64::from(max_packet), 200_000);
     u32::try_from(q).unwrap_or(200_000)

@@ -1,6 +1,7 @@
 //! Port ranges as the fewest value/mask pairs a u32 key can match.
 
 /// The minimal list of `(value, mask)` pairs covering exactly `lo..=hi`.
+#[must_use]
 pub fn port_masks(lo: u16, hi: u16) -> Vec<(u16, u16)> {
     let mut out = Vec::new();
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));

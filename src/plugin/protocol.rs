@@ -145,35 +145,7 @@ pub fn parse_config(stdin: &[u8]) -> Result<Config, CniError> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let burst_text = match obj.get("burst") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                "`burst` must be a string such as \"20ms\" or \"65536b\"",
-                format!("got {other}"),
-            ));
-        }
-        None => {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                "the netqos entry has no `burst`",
-                "write e.g. {\"type\":\"netqos\",\"burst\":\"20ms\",\"capabilities\":{\"bandwidth\":true}}",
-            ));
-        }
-    };
-    let burst = PodBurst::parse(&burst_text).map_err(|e| {
-        let why = match e {
-            BurstError::Zero => "is zero",
-            BurstError::BitUnit => "is a size in bits",
-            BurstError::Unreadable => "is neither a duration nor a size",
-        };
-        CniError::new(
-            code::INVALID_CONFIG,
-            format!("`burst` {burst_text:?} {why}"),
-            "a duration (us, ms, s) or a size in bytes (b, kb, kib, mb, mib)",
-        )
-    })?;
+    let burst = burst_of(obj.get("burst"))?;
     let bandwidth = obj
         .get("runtimeConfig")
         .and_then(|r| get_ci(r.as_object()?, "bandwidth"))
@@ -198,6 +170,39 @@ pub fn parse_config(stdin: &[u8]) -> Result<Config, CniError> {
         burst,
         bandwidth,
         prev_result,
+    })
+}
+
+/// The entry's `burst`: a string the pods block's `burst` reads.
+fn burst_of(v: Option<&Value>) -> Result<PodBurst, CniError> {
+    let text = match v {
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "`burst` must be a string such as \"20ms\" or \"65536b\"",
+                format!("got {other}"),
+            ));
+        }
+        None => {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "the netqos entry has no `burst`",
+                "write e.g. {\"type\":\"netqos\",\"burst\":\"20ms\",\"capabilities\":{\"bandwidth\":true}}",
+            ));
+        }
+    };
+    PodBurst::parse(text).map_err(|e| {
+        let why = match e {
+            BurstError::Zero => "is zero",
+            BurstError::BitUnit => "is a size in bits",
+            BurstError::Unreadable => "is neither a duration nor a size",
+        };
+        CniError::new(
+            code::INVALID_CONFIG,
+            format!("`burst` {text:?} {why}"),
+            "a duration (us, ms, s) or a size in bytes (b, kb, kib, mb, mib)",
+        )
     })
 }
 

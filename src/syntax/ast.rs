@@ -21,6 +21,7 @@ pub enum Item {
 }
 
 impl Item {
+    #[must_use]
     pub fn span(&self) -> Span {
         match self {
             Item::Let(l) => l.span,
@@ -55,6 +56,7 @@ pub enum Value {
 }
 
 impl Value {
+    #[must_use]
     pub fn span(&self) -> Span {
         match self {
             Value::Scalar(s) => s.span(),
@@ -75,6 +77,7 @@ pub enum Scalar {
 }
 
 impl Scalar {
+    #[must_use]
     pub fn span(&self) -> Span {
         match self {
             Scalar::Atom(s) | Scalar::Str(s) | Scalar::Var(s) => s.span,
@@ -91,6 +94,7 @@ pub enum Direction {
 }
 
 impl Direction {
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Egress => "egress",
@@ -154,6 +158,7 @@ pub enum StmtKind {
 
 impl StmtKind {
     /// The keyword as written in the language.
+    #[must_use]
     pub fn keyword(&self) -> &str {
         match self {
             StmtKind::Rate(_) => "rate",
@@ -212,6 +217,7 @@ pub enum PortDir {
 }
 
 impl AddrDir {
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             AddrDir::Src => "src",
@@ -221,6 +227,7 @@ impl AddrDir {
 }
 
 impl PortDir {
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             PortDir::Sport => "sport",

@@ -11,6 +11,7 @@ pub struct Comment {
 
 /// Every comment in `src`, in order. Mirrors the grammar: `#` starts a comment anywhere
 /// outside a double-quoted string, and strings cannot span lines.
+#[must_use]
 pub fn comments(src: &str) -> Vec<Comment> {
     let mut out = Vec::new();
     let mut in_string = false;

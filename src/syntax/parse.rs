@@ -19,10 +19,13 @@ struct PolicyParser;
 /// Parses a policy. On a syntax error returns the NQ040 diagnostic instead of a tree.
 pub fn parse(src: &str) -> Result<File, Diagnostic> {
     let mut pairs = PolicyParser::parse(Rule::file, src).map_err(|e| syntax_error(src, &e))?;
-    let file = pairs.next().map(file).unwrap_or(File {
-        header: None,
-        items: Vec::new(),
-    });
+    let file = pairs.next().map_or(
+        File {
+            header: None,
+            items: Vec::new(),
+        },
+        file,
+    );
     Ok(file)
 }
 
@@ -183,8 +186,7 @@ fn let_stmt(pair: Pair<'_, Rule>) -> Let {
         .unwrap_or_default_spanned(span);
     let value = inner
         .next()
-        .map(value)
-        .unwrap_or_else(|| Value::Set(Vec::new(), span));
+        .map_or_else(|| Value::Set(Vec::new(), span), value);
     Let { name, value, span }
 }
 
@@ -298,8 +300,7 @@ fn stmt(pair: Pair<'_, Rule>) -> Stmt {
     let first_scalar = |pair: Pair<'_, Rule>| {
         pair.into_inner()
             .next()
-            .map(scalar)
-            .unwrap_or_else(|| Scalar::Atom(Spanned::new(String::new(), span)))
+            .map_or_else(|| Scalar::Atom(Spanned::new(String::new(), span)), scalar)
     };
     let kind = match rule {
         Rule::rate_stmt => StmtKind::Rate(first_scalar(pair)),
@@ -355,8 +356,7 @@ fn qdisc_stmt(pair: Pair<'_, Rule>) -> Qdisc {
                 .unwrap_or_default_spanned(pspan);
             let value = i
                 .next()
-                .map(scalar)
-                .unwrap_or_else(|| Scalar::Atom(Spanned::new(String::new(), pspan)));
+                .map_or_else(|| Scalar::Atom(Spanned::new(String::new(), pspan)), scalar);
             (name, value)
         })
         .collect();
@@ -436,8 +436,7 @@ fn pods_stmt(pair: Pair<'_, Rule>) -> PodsStmt {
                     let s = p
                         .into_inner()
                         .next()
-                        .map(scalar)
-                        .unwrap_or_else(|| Scalar::Str(Spanned::new(String::new(), span)));
+                        .map_or_else(|| Scalar::Str(Spanned::new(String::new(), span)), scalar);
                     PodsStmtKind::CniFile(s)
                 }
                 Some(p) => PodsStmtKind::Cni(spanned(&p)),
