@@ -425,6 +425,17 @@ pub fn fmt_match(m: &Match) -> String {
     if let Some(p) = m.proto {
         parts.push(p.as_str().to_string());
     }
+    if let Some(pod) = &m.pod {
+        if pod.any {
+            parts.push("pods".to_string());
+        }
+        for (word, v) in [("pod src", &pod.src), ("pod dst", &pod.dst)] {
+            if let Some(v) = v {
+                let items: Vec<String> = v.iter().map(ToString::to_string).collect();
+                parts.push(format!("{word} {}", list(&items)));
+            }
+        }
+    }
     for (word, v) in [("src", &m.src), ("dst", &m.dst)] {
         if let Some(v) = v {
             let items: Vec<String> = v.iter().map(ToString::to_string).collect();
@@ -515,6 +526,13 @@ fn selector_key(l: &PodLimit) -> Vec<(String, String)> {
     s
 }
 
+fn fmt_overlay(o: crate::model::Overlay) -> String {
+    match o {
+        crate::model::Overlay::Vxlan { port } => format!("vxlan {port}"),
+        crate::model::Overlay::None => "none".to_string(),
+    }
+}
+
 fn fmt_cni(c: &Option<Cni>) -> String {
     c.as_ref()
         .map_or("none".to_string(), crate::cni::flavour::name)
@@ -534,6 +552,8 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
     let empty = Pods {
         cni: None,
         limits: Vec::new(),
+        cidr: Vec::new(),
+        overlay: crate::model::Overlay::None,
     };
     let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
     let mut push = |text: String, line: Option<usize>, old_file: bool| {
@@ -554,6 +574,39 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
         };
         push(
             format!("cni {} → {}{files}", fmt_cni(&o.cni), fmt_cni(&n.cni)),
+            None,
+            false,
+        );
+    }
+    if o.cidr != n.cidr {
+        let nets = |c: &[crate::model::Cidr]| {
+            if c.is_empty() {
+                "none".to_string()
+            } else {
+                c.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            }
+        };
+        push(
+            format!(
+                "pod network {} → {}: `pods` matches follow it",
+                nets(&o.cidr),
+                nets(&n.cidr)
+            ),
+            None,
+            false,
+        );
+    }
+    if o.overlay != n.overlay {
+        push(
+            format!(
+                "overlay {} → {}: arriving pod packets are read {}",
+                fmt_overlay(o.overlay),
+                fmt_overlay(n.overlay),
+                match n.overlay {
+                    crate::model::Overlay::Vxlan { .. } => "behind the VXLAN header",
+                    crate::model::Overlay::None => "as routed",
+                }
+            ),
             None,
             false,
         );

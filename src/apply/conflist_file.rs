@@ -226,6 +226,8 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            cidr: Vec::new(),
+            overlay: crate::model::Overlay::None,
         };
         let Prepared::Install {
             path,
@@ -259,6 +261,8 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            cidr: Vec::new(),
+            overlay: crate::model::Overlay::None,
         };
         let Prepared::Install { path, patched, .. } = prepare(&pods, &conf).unwrap() else {
             panic!()

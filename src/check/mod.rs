@@ -8,6 +8,7 @@ mod classify;
 mod devices;
 mod env;
 mod ids;
+mod overlay;
 mod pods;
 mod queues;
 mod suggest;
@@ -93,6 +94,7 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
         .filter_map(|d| d.rate.as_ref().map(|r| r.v))
         .max();
     pods::post_check(&pod_sites, fastest_link, &mut diags);
+    overlay::check(&drafts, &pod_sites, &mut diags);
     diags.extend(unused);
     allow(file, &mut diags);
     let model = if diags.has_errors() {
