@@ -583,7 +583,10 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
             if c.is_empty() {
                 "none".to_string()
             } else {
-                c.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                c.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         };
         push(

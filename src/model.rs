@@ -232,7 +232,11 @@ pub struct PodMatch {
 impl PodMatch {
     /// The (source, destination) prefixes the pod packet must have in `direction`, with
     /// `pods` resolved against the pod network `cidr`.
-    pub fn resolved(&self, direction: Direction, cidr: &[Cidr]) -> (Option<Vec<Cidr>>, Option<Vec<Cidr>>) {
+    pub fn resolved(
+        &self,
+        direction: Direction,
+        cidr: &[Cidr],
+    ) -> (Option<Vec<Cidr>>, Option<Vec<Cidr>>) {
         let mut src = self.src.clone();
         let mut dst = self.dst.clone();
         if self.any {

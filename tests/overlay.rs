@@ -57,16 +57,14 @@ impl Lab {
         lab.pod(&lab.a, &lab.pa2, "vp2", "10.42.0.6", "10.42.0.1");
         lab.pod(&lab.b, &lab.pb, "vpb", "10.42.1.5", "10.42.1.1");
         // flannel's masquerade: pod traffic to anything outside the pod network.
-        lab.a.ok(
-            "nft -f - <<'EOF'\n\
+        lab.a.ok("nft -f - <<'EOF'\n\
              table ip nqlab {\n\
                chain post {\n\
                  type nat hook postrouting priority srcnat; policy accept;\n\
                  ip saddr 10.42.0.0/16 ip daddr != 10.42.0.0/16 masquerade\n\
                }\n\
              }\n\
-             EOF",
-        );
+             EOF");
         // The overlay works before any test relies on it: pod to pod across nodes, and a
         // pod to the other node's host address (masqueraded).
         lab.pa1.ok("ping -c 1 -W 2 10.42.1.5 >/dev/null");
@@ -123,7 +121,9 @@ impl Lab {
 
     /// Bytes HTB counted in `classid` on node A's `dev`.
     fn class_bytes(&self, dev: &str, classid: &str) -> u64 {
-        let text = self.a.ok(&format!("tc -s class show dev {dev} classid {classid}"));
+        let text = self
+            .a
+            .ok(&format!("tc -s class show dev {dev} classid {classid}"));
         text.split_whitespace()
             .skip_while(|w| *w != "Sent")
             .nth(1)
@@ -399,7 +399,10 @@ fn egress_control_plane_and_pod_guarantees_hold_inside_the_overlay() {
         before,
         "the control-plane class counted pod bytes"
     );
-    assert!(lab.class_bytes("eth0", &web) > 1_000_000, "web counted nothing");
+    assert!(
+        lab.class_bytes("eth0", &web) > 1_000_000,
+        "web counted nothing"
+    );
     // Everything at once: the control-plane flow (host to the other node's 6443) and the
     // pod class chosen by `pod src` (pod a2, masqueraded) keep their guarantees.
     let got = run(
@@ -437,7 +440,10 @@ fn ingress_control_plane_and_pod_guarantees_hold_through_the_ifb() {
         before,
         "the control-plane class counted pod bytes"
     );
-    assert!(lab.class_bytes(&ifb, &web) > 1_000_000, "web counted nothing");
+    assert!(
+        lab.class_bytes(&ifb, &web) > 1_000_000,
+        "web counted nothing"
+    );
     // The control plane from the other node against 8 pod flows arriving encapsulated to
     // pod a1 (class web by `pod dst`) and 4 to pod a2.
     let got = run(
@@ -486,5 +492,8 @@ fn old_style_policy_puts_pod_traffic_in_the_control_plane_and_is_warned_about() 
         cp_bytes > 1_000_000,
         "the encapsulated pod flows no longer ride the control-plane class ({cp_bytes} B)"
     );
-    assert_eq!(batch_bytes, 0, "`match src <pod CIDR>` matched on the uplink");
+    assert_eq!(
+        batch_bytes, 0,
+        "`match src <pod CIDR>` matched on the uplink"
+    );
 }

@@ -2,6 +2,7 @@
 //! values, and every dynamic shell token passes through the `shq` quoting filter.
 
 mod cloud_init;
+pub mod nft;
 mod systemd;
 mod tree;
 
@@ -242,6 +243,11 @@ pub fn tc_script_for_node(
         map => map,
         redirect_prio => REDIRECT_PRIO,
         cni => cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
+        nft => plan.pod_rules.as_ref().map(|p| context! {
+            table => p.table.clone(),
+            ruleset => nft::replace(p),
+        }),
+        nft_table => crate::lower::pods::TABLE,
     })?;
     Ok(with_newline(out))
 }
@@ -302,6 +308,7 @@ pub fn rollback_script_for_node(
         egress => egress,
         redirect_prio => REDIRECT_PRIO,
         cni => cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
+        nft_table => crate::lower::pods::TABLE,
     })?;
     Ok(with_newline(out))
 }

@@ -132,7 +132,9 @@ fn form(word: &str) -> &'static str {
         "netqos" => "`netqos 1`, the first line of the file",
         "let" => "`let NAME = VALUE`, e.g. `let cp = { 10.0.0.10, 10.0.0.11 }`",
         "interface" => "`interface NAME [ingress] { … }`, e.g. `interface eth0 { rate 1gbit … }`",
-        "pods" => "`pods { cni FLAVOUR  cidr ADDRESSES  overlay vxlan PORT|none  limit SELECTOR egress RATE }`",
+        "pods" => {
+            "`pods { cni FLAVOUR  cidr ADDRESSES  overlay vxlan PORT|none  limit SELECTOR egress RATE }`"
+        }
         "rate" => "`rate RATE`, e.g. `rate 200mbit` or `rate 60%`",
         "ceil" => "`ceil RATE`, e.g. `ceil 1gbit`",
         "prio" => "`prio N` with N from 0 (first) to 7",
@@ -147,7 +149,9 @@ fn form(word: &str) -> &'static str {
         "qdisc" => {
             "`qdisc pfifo|bfifo|fq_codel|sfq [limit N]` or `qdisc tbf rate R burst SIZE latency T`"
         }
-        "match" => "`match FIELD…` with fields src/dst ADDRESSES, sport/dport PORTS, tcp|udp|icmp, pods, pod src/dst ADDRESSES",
+        "match" => {
+            "`match FIELD…` with fields src/dst ADDRESSES, sport/dport PORTS, tcp|udp|icmp, pods, pod src/dst ADDRESSES"
+        }
         "cidr" => "`cidr ADDRESSES`, the pod network, e.g. `cidr 10.42.0.0/16`",
         "overlay" => "`overlay vxlan PORT` or `overlay none`, e.g. `overlay vxlan 8472`",
         "cni" => {

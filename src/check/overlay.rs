@@ -29,8 +29,18 @@ fn matches(i: &IfaceDraft) -> Vec<(&ClassDraft, &MatchDraft)> {
 /// The outer fields of a match as written in the language, e.g. `dst 10.0.0.2`.
 pub fn outer_text(m: &Match) -> String {
     let mut parts = Vec::new();
-    let list = |v: &[Cidr]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
-    let ports = |v: &[PortRange]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+    let list = |v: &[Cidr]| {
+        v.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ports = |v: &[PortRange]| {
+        v.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(p) = m.proto {
         parts.push(p.as_str().to_string());
     }
@@ -132,7 +142,9 @@ pub fn check(ifaces: &[IfaceDraft], sites: &Sites, diags: &mut Diagnostics) {
             continue;
         };
         let net = cidr.unwrap_or(&[]);
-        let takes_all_pods = all.iter().any(|(_, m)| m.m.pod.as_ref().is_some_and(|p| p.any));
+        let takes_all_pods = all
+            .iter()
+            .any(|(_, m)| m.m.pod.as_ref().is_some_and(|p| p.any));
         for (c, m) in &all {
             if !takes_all_pods && takes_overlay(&m.m, port, net) {
                 diags.push(
@@ -154,8 +166,15 @@ pub fn check(ifaces: &[IfaceDraft], sites: &Sites, diags: &mut Diagnostics) {
             }
             let in_pods = |l: &Option<Vec<Cidr>>| {
                 l.as_ref()
-                    .filter(|l| !net.is_empty() && l.iter().all(|c| net.iter().any(|p| p.contains(c))))
-                    .map(|l| l.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "))
+                    .filter(|l| {
+                        !net.is_empty() && l.iter().all(|c| net.iter().any(|p| p.contains(c)))
+                    })
+                    .map(|l| {
+                        l.iter()
+                            .map(|c| c.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
             };
             for (dir, list) in [("src", &m.m.src), ("dst", &m.m.dst)] {
                 if let Some(addrs) = in_pods(list) {

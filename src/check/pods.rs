@@ -47,10 +47,15 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pod
     let repeated = |b: &mut Builder<'_>, key: &str, now: Span, first: Option<Span>| {
         if let Some(first) = first {
             b.diags.push(
-                Diagnostic::new(Code::NQ056, format!("`{key}` is given twice in the pods block"))
-                    .label(now, "given again here")
-                    .label(first, "first given here")
-                    .help(format!("keep one `{key}` line; list several values after one `{key}`")),
+                Diagnostic::new(
+                    Code::NQ056,
+                    format!("`{key}` is given twice in the pods block"),
+                )
+                .label(now, "given again here")
+                .label(first, "first given here")
+                .help(format!(
+                    "keep one `{key}` line; list several values after one `{key}`"
+                )),
             );
             return true;
         }
@@ -129,10 +134,8 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pod
     sites.cni = cni.clone();
     sites.cidr = cidr.clone();
     sites.head = Some(p.head);
-    let resolved = overlay.map_or_else(
-        || Overlay::default_for(cni.as_ref().map(|c| &c.0)),
-        |o| o.0,
-    );
+    let resolved =
+        overlay.map_or_else(|| Overlay::default_for(cni.as_ref().map(|c| &c.0)), |o| o.0);
     sites.overlay = Some((resolved, overlay.map(|o| o.1)));
     ok.then(|| Pods {
         cni: cni.map(|c| c.0),

@@ -56,10 +56,13 @@ pub fn conflist_artefacts(
     let (base, base_name) = match (node, &flavour) {
         (Some(n), _) => (n.text.to_string(), format!("the node's {}", n.path)),
         (None, None) => {
-            out.summary.push(
-                "the pods block names no `cni` and no --conflist was given: no conflist patch"
-                    .into(),
-            );
+            // A pods block that only declares the pod network has nothing for the CNI.
+            if has_limits {
+                out.summary.push(
+                    "the pods block names no `cni` and no --conflist was given: no conflist patch"
+                        .into(),
+                );
+            }
             return Ok(out);
         }
         (None, Some(f)) => match f.default {

@@ -4,11 +4,12 @@
 //! warnings; port ranges become minimal value/mask sets; each match line becomes u32
 //! filters per address family, in source order.
 
+pub mod pods;
 mod ports;
 
 pub use ports::port_masks;
 
-use crate::model::{Cidr, Class, Interface, LeafQdisc, Match, Model, Proto};
+use crate::model::{Cidr, Class, Direction, Interface, LeafQdisc, Match, Model, Pods, Proto};
 use crate::plan::{ClassPlan, DevicePlan, FilterPlan, LeafPlan, Plan, Root, SCHEMA};
 
 /// Filter priorities: IPv4 rules from 1, IPv6 rules from 30001, then the catch-all to a
@@ -24,7 +25,12 @@ pub const PER_PRIO: usize = 2000;
 pub fn lower(model: &Model) -> Plan {
     Plan {
         schema: SCHEMA,
-        devices: model.interfaces.iter().map(device).collect(),
+        devices: model
+            .interfaces
+            .iter()
+            .map(|i| device(i, model.pods.as_ref()))
+            .collect(),
+        pod_rules: pods::pod_rules(model),
     }
 }
 
@@ -43,7 +49,7 @@ pub fn quantum_for(rate: u64, max_packet: u32) -> u32 {
     u32::try_from(q).unwrap_or(200_000)
 }
 
-fn device(i: &Interface) -> DevicePlan {
+fn device(i: &Interface, pods: Option<&Pods>) -> DevicePlan {
     let shaped = i.ifb.clone().unwrap_or_else(|| i.device.clone());
     let mut classes = vec![ClassPlan {
         name: String::new(),
@@ -63,11 +69,13 @@ fn device(i: &Interface) -> DevicePlan {
     for c in &i.classes {
         class(i, c, "1:1", &mut classes);
     }
+    // Ingress pod matches are u32 filters on the IFB; egress ones are nftables rules.
+    let pods = pods.filter(|_| i.direction == Direction::Ingress);
     // The root's filters pick among top-level classes; each inner class picks among its
     // children, ending with a catch-all to its default child.
-    group_filters("1:", &i.classes, None, &mut filters);
+    group_filters("1:", &i.classes, None, pods, &mut filters);
     for c in &i.classes {
-        inner_filters(c, &mut filters);
+        inner_filters(c, pods, &mut filters);
     }
     DevicePlan {
         device: i.device.clone(),
@@ -171,38 +179,62 @@ fn limit_args(limit: Option<u64>) -> Vec<String> {
     limit.map_or_else(Vec::new, |l| vec!["limit".to_string(), l.to_string()])
 }
 
-fn inner_filters(c: &Class, out: &mut Vec<FilterPlan>) {
+fn inner_filters(c: &Class, pods: Option<&Pods>, out: &mut Vec<FilterPlan>) {
     if c.is_leaf() {
         return;
     }
     let default = c.children.iter().find(|k| k.is_default);
-    group_filters(&hex(c.minor), &c.children, default, out);
+    group_filters(&hex(c.minor), &c.children, default, pods, out);
     for k in &c.children {
-        inner_filters(k, out);
+        inner_filters(k, pods, out);
     }
 }
 
+/// The filters of one sibling group: on an ingress tree first every pod match of each
+/// sibling's subtree (pod traffic is taken before any rule on outer addresses, and reaches
+/// a class whose pod match fits however deep it is), then the outer matches in source
+/// order, then the catch-all to the default sibling.
 fn group_filters(
     parent: &str,
     classes: &[Class],
     default: Option<&Class>,
+    pods: Option<&Pods>,
     out: &mut Vec<FilterPlan>,
 ) {
     let (mut n4, mut n6) = (0usize, 0usize);
+    let mut push =
+        |v4: bool, keys: Vec<String>, target: u16, line: usize, out: &mut Vec<FilterPlan>| {
+            let (protocol, base, n) = if v4 {
+                ("ip", PRIO_V4, &mut n4)
+            } else {
+                ("ipv6", PRIO_V6, &mut n6)
+            };
+            let chunk = u16::try_from(*n / PER_PRIO).unwrap_or(u16::MAX);
+            *n += 1;
+            out.push(FilterPlan {
+                parent: parent.to_string(),
+                protocol: protocol.to_string(),
+                prio: base.saturating_add(chunk),
+                keys,
+                target: hex(target),
+                line,
+            });
+        };
+    if let Some(pods) = pods {
+        for c in classes {
+            let mut found = Vec::new();
+            pods::subtree(c, &mut found);
+            for (_, m) in found {
+                for k in pods::ingress_keys(m, pods) {
+                    push(k.outer_v4, k.keys, c.minor, m.line, out);
+                }
+            }
+        }
+    }
     for c in classes {
-        for m in &c.matches {
-            for (protocol, base, keys) in match_keys(m) {
-                let n = if base == PRIO_V4 { &mut n4 } else { &mut n6 };
-                let chunk = u16::try_from(*n / PER_PRIO).unwrap_or(u16::MAX);
-                *n += 1;
-                out.push(FilterPlan {
-                    parent: parent.to_string(),
-                    protocol: protocol.to_string(),
-                    prio: base.saturating_add(chunk),
-                    keys,
-                    target: hex(c.minor),
-                    line: m.line,
-                });
+        for m in c.matches.iter().filter(|m| m.pod.is_none()) {
+            for (_, base, keys) in match_keys(m) {
+                push(base == PRIO_V4, keys, c.minor, m.line, out);
             }
         }
     }

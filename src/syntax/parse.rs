@@ -406,17 +406,16 @@ fn match_field(pair: Pair<'_, Rule>) -> MatchField {
         Rule::pod_field => {
             let start = sp(&pair).start;
             let mut inner = pair.into_inner();
-            let dir = inner.next().map_or(
-                Spanned::new(AddrDir::Src, Span::default()),
-                |d| {
+            let dir = inner
+                .next()
+                .map_or(Spanned::new(AddrDir::Src, Span::default()), |d| {
                     let v = if d.as_str() == "src" {
                         AddrDir::Src
                     } else {
                         AddrDir::Dst
                     };
                     Spanned::new(v, Span::new(start, sp(&d).end))
-                },
-            );
+                });
             MatchField::PodAddr(dir, inner.next().map(list).unwrap_or_default())
         }
         _ => MatchField::Bad(spanned(&pair)),
@@ -462,7 +461,9 @@ fn pods_stmt(pair: Pair<'_, Rule>) -> PodsStmt {
             }
         }
         Rule::limit_stmt => PodsStmtKind::Limit(limit_stmt(pair)),
-        Rule::cidr_stmt => PodsStmtKind::Cidr(pair.into_inner().next().map(list).unwrap_or_default()),
+        Rule::cidr_stmt => {
+            PodsStmtKind::Cidr(pair.into_inner().next().map(list).unwrap_or_default())
+        }
         Rule::overlay_stmt => {
             let mut inner = pair.into_inner();
             let kind = inner
