@@ -74,6 +74,9 @@ fn without_lines(p: &Plan) -> Plan {
         d.classes.iter_mut().for_each(|c| c.line = 0);
         d.filters.iter_mut().for_each(|f| f.line = 0);
     }
+    if let Some(r) = &mut p.pod_rules {
+        r.rules.iter_mut().for_each(|r| r.line = 0);
+    }
     p
 }
 
@@ -681,7 +684,57 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
     }
 }
 
+/// netqos's nftables table: rules that appear or go, by what they select.
+fn pod_rules(old: &Plan, new: &Plan, out: &mut Vec<NodeChange>) {
+    let rules = |p: &Plan| -> Vec<(String, String)> {
+        p.pod_rules.as_ref().map_or_else(Vec::new, |r| {
+            r.rules
+                .iter()
+                .map(|x| {
+                    let text = crate::backend::nft::rule(x);
+                    let cond = text.split(" comment ").next().unwrap_or(&text).to_string();
+                    (x.hook.as_str().to_string(), cond)
+                })
+                .collect()
+        })
+    };
+    let (o, n) = (rules(old), rules(new));
+    let table = format!("table inet {}", crate::lower::pods::TABLE);
+    for r in o.iter().filter(|r| !n.contains(r)) {
+        out.push(NodeChange {
+            device: table.clone(),
+            id: r.0.clone(),
+            text: format!("pod rule removed: {}", r.1),
+        });
+    }
+    for r in n.iter().filter(|r| !o.contains(r)) {
+        out.push(NodeChange {
+            device: table.clone(),
+            id: r.0.clone(),
+            text: format!("pod rule added: {}", r.1),
+        });
+    }
+    let clear = |p: &Plan| {
+        p.pod_rules
+            .as_ref()
+            .map(|r| r.clear_on.clone())
+            .unwrap_or_default()
+    };
+    if clear(old) != clear(new) {
+        out.push(NodeChange {
+            device: table,
+            id: "postrouting".to_string(),
+            text: format!(
+                "priorities cleared on [{}] → [{}]",
+                clear(old).join(", "),
+                clear(new).join(", ")
+            ),
+        });
+    }
+}
+
 fn node(old: &Plan, new: &Plan, out: &mut Vec<NodeChange>) {
+    pod_rules(old, new, out);
     let key = |d: &DevicePlan| (d.device.clone(), d.direction);
     for o in &old.devices {
         if !new.devices.iter().any(|n| key(n) == key(o)) {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Plan};
+use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Plan, PodRule};
 use crate::units::fmt_rate;
 
 /// Renders every device's tree.
@@ -17,7 +17,20 @@ pub fn tree(plan: &Plan) -> String {
         if let Some(root) = d.classes.first() {
             out.push_str(&format!("└─ 1:1 root  rate {}\n", fmt_rate(root.rate)));
         }
-        let index = Index::new(d);
+        let mut index = Index::new(d);
+        if let Some(p) = plan
+            .pod_rules
+            .as_ref()
+            .filter(|p| d.ifb.is_none() && p.device == d.device)
+        {
+            for r in &p.rules {
+                index
+                    .pod_rules
+                    .entry(r.classid.as_str())
+                    .or_default()
+                    .push(r);
+            }
+        }
         index.walk("1:1", "   ", &mut out);
         out.push('\n');
     }
@@ -32,6 +45,8 @@ struct Index<'a> {
     device: &'a DevicePlan,
     children: BTreeMap<&'a str, Vec<&'a ClassPlan>>,
     filters: BTreeMap<&'a str, Vec<&'a FilterPlan>>,
+    /// Egress pod rules (nftables) by the class they select.
+    pod_rules: BTreeMap<&'a str, Vec<&'a PodRule>>,
 }
 
 impl<'a> Index<'a> {
@@ -48,6 +63,7 @@ impl<'a> Index<'a> {
             device: d,
             children,
             filters,
+            pod_rules: BTreeMap::new(),
         }
     }
 
@@ -79,6 +95,14 @@ impl<'a> Index<'a> {
             out.push_str(line.trim_end());
             out.push('\n');
             let child_indent = format!("{indent}{more}");
+            for r in self.pod_rules.get(c.classid.as_str()).into_iter().flatten() {
+                let text = super::nft::rule(r);
+                let cond = text.split(" meta priority set").next().unwrap_or(&text);
+                out.push_str(&format!(
+                    "{child_indent}   ◂ pod packet ({} hook): {cond}\n",
+                    r.hook.as_str()
+                ));
+            }
             for f in self.filters.get(c.classid.as_str()).into_iter().flatten() {
                 let what = if f.protocol == "all" {
                     "anything else (catch-all)".to_string()
