@@ -276,6 +276,7 @@ fn fail_and_undo(from: Option<&str>, to: &str, dir: &StateDir) -> usize {
         let changes = diff(&before, &t, Options::default()).unwrap();
         let record = Record {
             conflist: None,
+            nft: None,
             id: format!(
                 "t{}-{fail}",
                 ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -429,6 +430,7 @@ fn a_kernel_refusal_mid_window_sends_nothing_after_it() {
         k.fail_at = Some(fail);
         let record = Record {
             conflist: None,
+            nft: None,
             id: format!("mid-{fail}"),
             created: 0,
             source: "test".into(),

@@ -589,3 +589,88 @@ fn masqueraded_replies_reach_the_ifb_addressed_to_the_node() {
         bulk1 - bulk0
     );
 }
+
+/// The live commands on node A: `plan` names the table, `apply` installs it (the listing
+/// equals the plan's), a second apply changes nothing, `status` sees a hand deletion as
+/// drift and `apply` repairs it, `rollback` leaves neither table nor tree; an `nft` that
+/// fails the transaction undoes the whole apply (exit 4), and a missing `nft` refuses
+/// before anything changes (exit 3).
+#[test]
+fn live_apply_installs_diffs_journals_and_undoes_the_table() {
+    let Some(lab) = Lab::new("live") else { return };
+    let dir = std::env::temp_dir().join(format!("netqos-overlay-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.nq");
+    // No `cni`: the live apply would patch the host's conflist.
+    let egress = EGRESS.replace("    cni flannel\n", "    overlay vxlan 8472\n");
+    std::fs::write(&policy, &egress).unwrap();
+    let failing = dir.join("nft-fails.sh");
+    std::fs::write(
+        &failing,
+        "#!/bin/sh\ncase \"$1\" in -f) echo 'injected nft failure' >&2; exit 1 ;; esac\nexec nft \"$@\"\n",
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&failing).unwrap().permissions(),
+        0o755,
+    );
+    lab.a.ok(&format!("chmod 755 {}", failing.display()));
+    let state = dir.join("state");
+    let netqos = |args: &str, env: &str| -> (bool, String) {
+        lab.a.sh(&format!(
+            "NETQOS_STATE_DIR={} NO_COLOR=1 {env} {} {args}",
+            state.display(),
+            env!("CARGO_BIN_EXE_netqos")
+        ))
+    };
+    let p = policy.display().to_string();
+    let pristine = node_state(&lab);
+    let (ok, out) = netqos(&format!("plan {p}"), "");
+    assert!(
+        ok && out.contains("nftables: install table inet netqos"),
+        "{out}"
+    );
+
+    let (ok, out) = netqos(
+        &format!("apply {p}"),
+        &format!("NETQOS_NFT={}", failing.display()),
+    );
+    assert!(!ok && out.contains("injected nft failure"), "{out}");
+    assert_eq!(
+        node_state(&lab),
+        pristine,
+        "a failed nft step was not undone: {out}"
+    );
+
+    let (ok, out) = netqos(&format!("apply {p}"), "NETQOS_NFT=/nonexistent/nft");
+    assert!(!ok && out.contains("not found: install nftables"), "{out}");
+    assert_eq!(node_state(&lab), pristine);
+
+    let (ok, out) = netqos(&format!("apply {p}"), "");
+    assert!(ok, "{out}");
+    let (_, _, plan) = scripts(&egress);
+    let want = netqos::backend::nft::listing(plan.pod_rules.as_ref().unwrap());
+    assert_eq!(lab.a.ok("nft list table inet netqos"), want);
+    let (ok, out) = netqos(&format!("apply {p}"), "");
+    assert!(ok && out.contains("nothing to change"), "{out}");
+    let (_, out) = netqos("status", "");
+    assert!(out.contains("holds the applied pod rules (2)"), "{out}");
+
+    let (ok, out) = netqos("rollback", "");
+    assert!(ok, "{out}");
+    assert_eq!(node_state(&lab), pristine, "rollback left something: {out}");
+
+    // Drift: the table deleted by hand is seen and repaired.
+    let (ok, out) = netqos(&format!("apply {p}"), "");
+    assert!(ok, "{out}");
+    lab.a.ok("nft delete table inet netqos");
+    let (_, out) = netqos("status", "");
+    assert!(out.contains("table inet netqos is missing (drift"), "{out}");
+    let (ok, out) = netqos(&format!("plan {p}"), "");
+    assert!(ok && out.contains("1 change(s)"), "{out}");
+    let (ok, out) = netqos(&format!("apply {p}"), "");
+    assert!(ok, "{out}");
+    assert_eq!(lab.a.ok("nft list table inet netqos"), want);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod keys;
 pub mod model;
 pub mod netlink;
+pub mod nft_table;
 pub mod probe;
 pub mod state;
 pub mod txn;

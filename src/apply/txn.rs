@@ -94,6 +94,9 @@ pub struct Record {
     /// The CNI conflist this apply patches (recorded before it is written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflist: Option<crate::apply::conflist_file::ConflistRecord>,
+    /// netqos's nftables table as it was before this apply changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nft: Option<crate::apply::nft_table::NftRecord>,
 }
 
 /// One journal line.

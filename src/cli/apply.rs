@@ -7,10 +7,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::live::{load_target, lock, open_kernel, print_changes, read_live, state_dir};
+use super::live::{
+    load_target, lock, nft_change, open_kernel, print_changes, read_live, state_dir,
+};
 use super::{Exit, Ui, VarArgs};
 use netqos::apply::diff::{self, Options};
 use netqos::apply::kernel::Kernel;
+use netqos::apply::nft_table::{self, NftRecord, NftTable};
 use netqos::apply::state;
 use netqos::apply::txn::{self, Hooks, Pending, Record, StateDir};
 
@@ -110,8 +113,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
     let mut timings = super::timings::Timings::from_env();
-    let (target, name, pods) = match load_target(a.file, a.vars, ui) {
-        Ok(l) => (l.target, l.name, l.pods),
+    let (target, name, pods, table) = match load_target(a.file, a.vars, ui) {
+        Ok(l) => (l.target, l.name, l.pods, l.nft),
         Err(e) => return e,
     };
     timings.mark("check");
@@ -161,6 +164,10 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
     if a.confirm.is_none() && a.probes.is_empty() && !ui.quiet {
         warn_default_route(&mut kernel, &target.devices());
     }
+    let (nft_live, nft) = match nft_change(&table) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
     timings.mark("read");
     let changes = match diff::diff(&live, &target, a.opts) {
         Ok(c) => c,
@@ -169,7 +176,11 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             return Exit::Io;
         }
     };
-    if changes.is_empty() && conflist.is_none() {
+    if changes.is_empty() && conflist.is_none() && nft.is_none() {
+        if let Err(e) = nft_table::set_applied(&dir.path, table.want.as_deref()) {
+            eprintln!("netqos: {e}");
+            return Exit::Io;
+        }
         if let Err(e) = dir.set_applied(Some(&target)) {
             eprintln!("netqos: {e}");
             return Exit::Io;
@@ -187,6 +198,10 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         snapshot: live,
         outcome: "applying".into(),
         conflist: None,
+        nft: nft.as_ref().map(|_| NftRecord {
+            table: table.table.clone(),
+            before: nft_live.clone(),
+        }),
     };
     if let Some((path, _, patched)) = &conflist {
         match netqos::apply::conflist_file::backup_path(&dir.path, path) {
@@ -264,6 +279,27 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         }
     }
     timings.mark("verify");
+    // netqos's nftables table once the classes its priorities name exist.
+    if let (Ok(_), Some(c)) = (&result, &nft) {
+        match table.apply(c) {
+            Ok(line) => {
+                if !ui.quiet && ui.verbose {
+                    eprintln!("{line}");
+                }
+            }
+            Err(e) => {
+                result = Err((
+                    changes.len(),
+                    netqos::apply::kernel::KernelError {
+                        what: format!("nftables table inet {}", table.table),
+                        errno: None,
+                        message: e.to_string(),
+                    },
+                ));
+            }
+        }
+        timings.mark("nft");
+    }
     // The conflist last: only once the kernel holds the policy.
     if let (Ok(_), Some((path, original, patched))) = (&result, &conflist) {
         match netqos::apply::conflist_file::install(&dir.path, path, original, patched) {
@@ -320,6 +356,9 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             if let Err(e) = dir.replace_applied(&record.id, &target) {
                 eprintln!("netqos: {e}");
             }
+            if let Err(e) = nft_table::set_applied(&dir.path, table.want.as_deref()) {
+                eprintln!("netqos: {e}");
+            }
             timings.mark("record");
             if !ui.quiet {
                 outln!(
@@ -329,6 +368,9 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
                 );
                 if ui.verbose {
                     print_changes(&changes);
+                    if let Some(c) = &nft {
+                        outln!("  {}", c.describe(&table.table));
+                    }
                 }
                 if let Some(w) = a.confirm {
                     outln!(
@@ -347,7 +389,16 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             }
             eprintln!("netqos: undoing the {n} change(s) made, back to the snapshot");
             let inverses = dir.inverses(&record.id);
+            // The nftables table first: no priority may name a class that goes.
+            let nft_undone = record
+                .nft
+                .as_ref()
+                .map_or(Ok(false), NftTable::restore)
+                .map_err(|e| format!("nftables table inet {}: {e}", table.table));
             let mut undone = txn::restore(&mut kernel, &record, &inverses);
+            if let (Ok(_), Err(e)) = (&undone, nft_undone) {
+                undone = Err(e);
+            }
             if let (Ok(_), Some(c)) = (&undone, &record.conflist)
                 && let Err(e) = netqos::apply::conflist_file::restore(c)
             {

@@ -15,6 +15,28 @@ fn restore_last(dir: &StateDir, record: &mut Record, reason: &str, ui: Ui) -> Ex
         Ok(k) => k,
         Err(e) => return e,
     };
+    // The nftables table first: no priority may name a class that goes.
+    if let Some(t) = &record.nft {
+        match netqos::apply::nft_table::NftTable::restore(t) {
+            Ok(changed) => {
+                if changed && !ui.quiet {
+                    eprintln!("nftables: table inet {} restored", t.table);
+                }
+                if let Err(e) =
+                    netqos::apply::nft_table::set_applied(&dir.path, t.before.as_deref())
+                {
+                    eprintln!("netqos: {e}");
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "netqos: rollback of {}: nftables table inet {}: {e}",
+                    record.id, t.table
+                );
+                return Exit::RollbackFailed;
+            }
+        }
+    }
     match txn::restore(&mut kernel, record, &[]) {
         Ok(n) => {
             if let Some(c) = &record.conflist {

@@ -116,6 +116,42 @@ fn print_dev(d: &DevState, stats: &StatsMap) {
     }
 }
 
+/// netqos's nftables table against the last apply's listing, in one line (`null` when
+/// neither exists).
+fn nft_state(state: &Path) -> serde_json::Value {
+    use netqos::apply::nft_table::{self, NftTable};
+    let want = nft_table::applied(state);
+    let mut table = NftTable::for_plan(None);
+    table.want = want.clone();
+    let line = match (table.read(), &want) {
+        (Err(e), _) => format!("cannot read table inet {}: {e}", table.table),
+        (Ok(None), None) => return serde_json::Value::Null,
+        (Ok(Some(l)), Some(w)) if &l == w => {
+            let rules = l
+                .lines()
+                .filter(|x| x.contains("meta priority set"))
+                .count();
+            format!(
+                "table inet {} holds the applied pod rules ({rules})",
+                table.table
+            )
+        }
+        (Ok(Some(_)), Some(_)) => format!(
+            "table inet {} differs from the applied policy (drift; `netqos apply` replaces it)",
+            table.table
+        ),
+        (Ok(Some(_)), None) => format!(
+            "table inet {} exists but the applied policy has no pod rules (`netqos apply` deletes it)",
+            table.table
+        ),
+        (Ok(None), Some(_)) => format!(
+            "table inet {} is missing (drift; `netqos apply` installs it)",
+            table.table
+        ),
+    };
+    serde_json::Value::String(line)
+}
+
 pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: Ui) -> Exit {
     let dir = match state_dir(state) {
         Ok(d) => d,
@@ -171,6 +207,7 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
         )
     });
     let pending = dir.pending().ok().flatten();
+    let nft = nft_state(&dir.path);
     if format == PlanFormat::Json {
         let stats: Vec<serde_json::Value> = kernel
             .stats
@@ -189,6 +226,7 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
             "stats": stats,
             "drift": drift_json,
             "pending": pending,
+            "nftables": nft,
         });
         outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Exit::Ok;
@@ -211,6 +249,9 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
             }
         }
         Some(Err(e)) => outln!("drift: {e}"),
+    }
+    if let Some(line) = nft.as_str() {
+        outln!("nftables: {line}");
     }
     if let Some(p) = pending {
         outln!(
