@@ -813,7 +813,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
     for oc in &o.classes {
         if !n.classes.iter().any(|nc| nc.classid == oc.classid) {
             push(
-                &oc.classid,
+                &oc.classid.to_string(),
                 format!("class {} ({}) deleted", oc.classid, class_label(oc)),
             );
         }
@@ -821,7 +821,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
     for nc in &n.classes {
         let Some(oc) = o.classes.iter().find(|oc| oc.classid == nc.classid) else {
             push(
-                &nc.classid,
+                &nc.classid.to_string(),
                 format!("class {} ({}) created", nc.classid, class_label(nc)),
             );
             continue;
@@ -868,7 +868,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
         }
         if !what.is_empty() {
             push(
-                &nc.classid,
+                &nc.classid.to_string(),
                 format!(
                     "class {} ({}) {in_place}: {}",
                     nc.classid,
@@ -879,7 +879,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
         }
         let leaf = |l: &Option<crate::plan::LeafPlan>| {
             l.as_ref().map(|l| {
-                format!("{} {}", l.kind, l.args.join(" "))
+                format!("{} {}", l.queue.kind(), l.queue.args().join(" "))
                     .trim_end()
                     .to_string()
             })
@@ -889,9 +889,9 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
                 .leaf
                 .as_ref()
                 .or(oc.leaf.as_ref())
-                .map_or(String::new(), |l| l.handle.clone());
+                .map_or(String::new(), |l| l.handle.to_string());
             let verb = match (&oc.leaf, &nc.leaf) {
-                (Some(a), Some(b)) if a.kind == b.kind && a.handle == b.handle => {
+                (Some(a), Some(b)) if a.queue.kind() == b.queue.kind() && a.handle == b.handle => {
                     "replaced in place"
                 }
                 (Some(_), Some(_)) => "deleted and recreated",
@@ -908,15 +908,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
             );
         }
     }
-    let filter_key = |f: &FilterPlan| {
-        (
-            f.parent.clone(),
-            f.protocol.clone(),
-            f.prio,
-            f.keys.clone(),
-            f.target.clone(),
-        )
-    };
+    let filter_key = |f: &FilterPlan| (f.parent, f.protocol, f.prio, f.keys.clone(), f.target);
     let ok: Vec<_> = o.filters.iter().map(filter_key).collect();
     let nk: Vec<_> = n.filters.iter().map(filter_key).collect();
     if ok != nk {

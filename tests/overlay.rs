@@ -18,7 +18,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{Netns, tool};
+use crate::support::{Netns, kernel_tool};
 use netqos::vars::ExternalVars;
 
 const VTEP_A: &str = "02:00:00:00:0a:01";
@@ -37,7 +37,7 @@ impl Lab {
     /// Builds the topology; `None` (the test skips) when namespaces, iperf3 or nft are
     /// missing and `NETQOS_REQUIRE_NETNS` is unset.
     fn new(tag: &str) -> Option<Lab> {
-        if !tool("iperf3", "iperf3") || !tool("nft", "nftables") {
+        if !kernel_tool("iperf3", "iperf3") || !kernel_tool("nft", "nftables") {
             return None;
         }
         let lab = Lab {
@@ -140,8 +140,9 @@ fn scripts(src: &str) -> (String, String, netqos::plan::Plan) {
     let plan = netqos::lower::lower(&model);
     let t = netqos::backend::Templates::default();
     (
-        netqos::backend::tc_script(&plan, "overlay.nq", &t).unwrap(),
-        netqos::backend::rollback_script(&plan, "overlay.nq", &t).unwrap(),
+        netqos::backend::tc_script(&netqos::backend::Render::new(&plan, "overlay.nq", &t)).unwrap(),
+        netqos::backend::rollback_script(&netqos::backend::Render::new(&plan, "overlay.nq", &t))
+            .unwrap(),
         plan,
     )
 }
@@ -155,7 +156,7 @@ fn classid(plan: &netqos::plan::Plan, ingress: bool, path: &str) -> String {
         .find(|c| c.name == path)
         .unwrap_or_else(|| panic!("no class {path}"))
         .classid
-        .clone()
+        .to_string()
 }
 
 /// One iperf3 run: a server in `server` on `port` (one test, then it exits) and a client

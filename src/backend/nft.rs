@@ -141,7 +141,7 @@ mod tests {
             protos: Vec::new(),
             sport: Vec::new(),
             dport: Vec::new(),
-            classid: "1:df9e".to_string(),
+            classid: crate::plan::Handle::class(0xdf9e),
             line: 12,
         };
         assert_eq!(

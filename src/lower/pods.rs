@@ -14,7 +14,7 @@
 //! that fits wins), sibling subtrees in source order, the first rule that fits decides.
 
 use crate::model::{Cidr, Class, Direction, Interface, Match, Model, Overlay, Pods, Proto};
-use crate::plan::{Hook, PodRule, PodRules};
+use crate::plan::{End, Family, Hook, PodRule, PodRules, Protocol, Selector};
 
 /// The nftables table netqos owns (family `inet`).
 pub const TABLE: &str = "netqos";
@@ -115,7 +115,7 @@ fn egress_rules(m: &Match, minor: u16, pods: &Pods, out: &mut Vec<PodRule>) {
                 protos: protos(m),
                 sport: m.sport.clone().unwrap_or_default(),
                 dport: m.dport.clone().unwrap_or_default(),
-                classid: format!("1:{minor:x}"),
+                classid: crate::plan::Handle::class(minor),
                 line: m.line,
             });
         }
@@ -125,7 +125,7 @@ fn egress_rules(m: &Match, minor: u16, pods: &Pods, out: &mut Vec<PodRule>) {
 /// One filter's selectors for an ingress pod match, with the outer family (true = IPv4).
 pub struct IngressKeys {
     pub outer_v4: bool,
-    pub keys: Vec<String>,
+    pub keys: Vec<Selector>,
 }
 
 /// The u32 selector sets of an ingress pod match: for a VXLAN overlay, the inner header of
@@ -174,14 +174,19 @@ pub fn ingress_keys(m: &Match, pods: &Pods) -> Vec<IngressKeys> {
                 }
             }
         }
-        for x in &inner {
-            let mut keys = Vec::new();
-            x.keys(0, &mut keys);
-            out.push(IngressKeys {
-                outer_v4: inner_v4,
-                keys,
-            });
-        }
+    }
+    // The pod packet itself (routed pod traffic): the same match on its own header.
+    let plain = Match {
+        src,
+        dst,
+        pod: None,
+        ..m.clone()
+    };
+    for (protocol, _, keys) in super::match_keys(&plain) {
+        out.push(IngressKeys {
+            outer_v4: protocol == Protocol::Ip,
+            keys,
+        });
     }
     out
 }
@@ -207,23 +212,32 @@ fn port_alts(list: &Option<Vec<crate::model::PortRange>>) -> Vec<Option<(u16, u1
 /// Outer header of a VXLAN packet to `port` carrying an inner IPv4 (or IPv6) packet: outer
 /// IPv4 without options and not a later fragment, or IPv6 with UDP as next header; UDP
 /// destination port; the inner Ethernet type (at 14 + 8 + 8 + 12 behind the outer IP).
-fn vxlan_prefix(outer_v4: bool, port: u16, inner_v4: bool) -> Vec<String> {
+fn vxlan_prefix(outer_v4: bool, port: u16, inner_v4: bool) -> Vec<Selector> {
     let ethertype = if inner_v4 { 0x0800 } else { 0x86dd };
-    if outer_v4 {
-        vec![
-            "u8 0x05 0x0f at 0".to_string(),
-            "u16 0x0000 0x1fff at 6".to_string(),
-            "ip protocol 17 0xff".to_string(),
-            format!("ip dport {port} 0xffff"),
-            format!("u16 {ethertype:#06x} 0xffff at 48"),
-        ]
+    let (family, at) = if outer_v4 {
+        (Family::V4, 48)
     } else {
-        vec![
-            "ip6 protocol 17 0xff".to_string(),
-            format!("ip6 dport {port} 0xffff"),
-            format!("u16 {ethertype:#06x} 0xffff at 68"),
-        ]
+        (Family::V6, 68)
+    };
+    let mut keys = Vec::new();
+    if outer_v4 {
+        keys.extend([Selector::Ipv4NoOptions, Selector::Ipv4FirstFragment]);
     }
+    keys.extend([
+        Selector::Protocol { family, number: 17 },
+        Selector::Port {
+            family,
+            end: End::Dst,
+            value: port,
+            mask: 0xffff,
+        },
+        Selector::U16 {
+            value: ethertype,
+            mask: 0xffff,
+            at,
+        },
+    ]);
+    keys
 }
 
 /// The pod packet's fields of one filter.
@@ -237,10 +251,8 @@ struct Inner {
 }
 
 impl Inner {
-    /// Selectors for this packet's IP header at byte `base` (0: the packet itself, where
-    /// tc's named selectors apply).
-    fn keys(&self, base: u16, out: &mut Vec<String>) {
-        let fam = if self.v4 { "ip" } else { "ip6" };
+    /// Selectors for this packet's IP header at byte `base` behind the outer headers.
+    fn keys(&self, base: u16, out: &mut Vec<Selector>) {
         let (proto_at, src_at, dst_at, ports_at) = if self.v4 {
             (base + 9, base + 12, base + 16, base + 20)
         } else {
@@ -251,63 +263,60 @@ impl Inner {
                 (Proto::Icmp, false) => 58,
                 (p, _) => p.number(),
             };
-            out.push(if base == 0 {
-                format!("{fam} protocol {n} 0xff")
-            } else {
-                format!("u8 {n:#04x} 0xff at {proto_at}")
+            out.push(Selector::U8 {
+                value: n,
+                mask: 0xff,
+                at: proto_at,
             });
         }
-        for (c, at, word) in [(self.src, src_at, "src"), (self.dst, dst_at, "dst")] {
-            let Some(c) = c else { continue };
-            if base == 0 {
-                out.push(format!("{fam} {word} {}/{}", c.addr, c.prefix));
-            } else {
+        for (c, at) in [(self.src, src_at), (self.dst, dst_at)] {
+            if let Some(c) = c {
                 addr_keys(&c, at, out);
             }
         }
         if self.sport.is_some() || self.dport.is_some() {
             if self.v4 {
                 // Fixed port offsets need a 20-byte header and a first fragment.
-                out.push(format!("u8 0x05 0x0f at {base}"));
-                out.push(format!("u16 0x0000 0x1fff at {}", base + 6));
-            }
-            for (p, at, word) in [
-                (self.sport, ports_at, "sport"),
-                (self.dport, ports_at + 2, "dport"),
-            ] {
-                let Some((v, mask)) = p else { continue };
-                out.push(if base == 0 {
-                    format!("{fam} {word} {v} {mask:#06x}")
-                } else {
-                    format!("u16 {v:#06x} {mask:#06x} at {at}")
+                out.push(Selector::U8 {
+                    value: 0x05,
+                    mask: 0x0f,
+                    at: base,
+                });
+                out.push(Selector::U16 {
+                    value: 0,
+                    mask: 0x1fff,
+                    at: base + 6,
                 });
             }
-        }
-        if out.is_empty() {
-            out.push("u32 0 0".to_string());
+            for (p, at) in [(self.sport, ports_at), (self.dport, ports_at + 2)] {
+                if let Some((value, mask)) = p {
+                    out.push(Selector::U16 { value, mask, at });
+                }
+            }
         }
     }
 }
 
 /// A prefix at byte `at` as 16-bit keys (u32 keys must be 4-byte aligned, and inner
 /// addresses behind a VXLAN header are not); words the prefix does not cover are skipped.
-fn addr_keys(c: &Cidr, at: u16, out: &mut Vec<String>) {
+fn addr_keys(c: &Cidr, at: u16, out: &mut Vec<Selector>) {
     let bytes: Vec<u8> = match c.addr {
         std::net::IpAddr::V4(a) => a.octets().to_vec(),
         std::net::IpAddr::V6(a) => a.octets().to_vec(),
     };
     let prefix = usize::from(c.prefix);
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let bits = prefix.saturating_sub(16 * i).min(16);
+    for (i, pair) in (0u16..).zip(bytes.chunks(2)) {
+        let bits = prefix.saturating_sub(16 * usize::from(i)).min(16);
         if bits == 0 {
             break;
         }
         let mask = (0xffff_u32 << (16 - bits)) as u16;
         let value = u16::from_be_bytes([pair[0], pair[1]]) & mask;
-        out.push(format!(
-            "u16 {value:#06x} {mask:#06x} at {}",
-            at + 2 * u16::try_from(i).unwrap_or(0)
-        ));
+        out.push(Selector::U16 {
+            value,
+            mask,
+            at: at + 2 * i,
+        });
     }
 }
 
@@ -327,17 +336,22 @@ mod tests {
 
     #[test]
     fn inner_addresses_are_16_bit_keys_at_the_measured_offsets() {
+        let text = |v: &[Selector]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         let mut out = Vec::new();
         addr_keys(&cidr("10.42.0.5"), 66, &mut out);
+        let out = text(&out);
         assert_eq!(out, ["u16 0x0a2a 0xffff at 66", "u16 0x0005 0xffff at 68"]);
         let mut out = Vec::new();
         addr_keys(&cidr("10.42.3.0/24"), 62, &mut out);
+        let out = text(&out);
         assert_eq!(out, ["u16 0x0a2a 0xffff at 62", "u16 0x0300 0xff00 at 64"]);
         let mut out = Vec::new();
         addr_keys(&cidr("10.42.0.0/16"), 62, &mut out);
+        let out = text(&out);
         assert_eq!(out, ["u16 0x0a2a 0xffff at 62"]);
         let mut out = Vec::new();
         addr_keys(&cidr("fd42::/20"), 74, &mut out);
+        let out = text(&out);
         assert_eq!(out, ["u16 0xfd42 0xffff at 74", "u16 0x0000 0xf000 at 76"]);
     }
 
@@ -361,8 +375,9 @@ mod tests {
         };
         let sets = ingress_keys(&m, &pods);
         assert_eq!(sets.len(), 3);
+        let first: Vec<String> = sets[0].keys.iter().map(ToString::to_string).collect();
         assert_eq!(
-            sets[0].keys,
+            first,
             [
                 "u8 0x05 0x0f at 0",
                 "u16 0x0000 0x1fff at 6",
@@ -379,7 +394,7 @@ mod tests {
             ]
         );
         for s in &sets {
-            crate::apply::keys::encode(&s.keys).unwrap();
+            assert!(!crate::apply::keys::encode(&s.keys).is_empty());
         }
     }
 }
