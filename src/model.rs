@@ -262,6 +262,14 @@ pub struct Pods {
     pub overlay: Overlay,
 }
 
+impl Pods {
+    /// Whether the block has anything for the CNI (a flavour or pod limits): one that only
+    /// declares the pod network (`cidr`, `overlay`) gets no conflist or annotations.
+    pub fn for_cni(&self) -> bool {
+        self.cni.is_some() || !self.limits.is_empty()
+    }
+}
+
 /// How pod traffic between nodes crosses the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

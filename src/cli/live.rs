@@ -75,7 +75,7 @@ pub fn load_target(file: &Path, vars: &VarArgs, ui: Ui) -> Result<Loaded, Exit> 
     Ok(Loaded {
         target,
         name: src.name,
-        pods: checked.model.pods,
+        pods: checked.model.pods.filter(netqos::model::Pods::for_cni),
         nft: netqos::apply::nft_table::NftTable::for_plan(checked.plan.pod_rules.as_ref()),
     })
 }
