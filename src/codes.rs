@@ -107,6 +107,7 @@ codes! {
     NQ080 = 80, Error, "policy is not UTF-8 text";
     NQ081 = 81, Error, "input file too large";
     NQ082 = 82, Error, "input is not a regular file";
+    NQ083 = 83, Info, "prio gives no precedence";
     NQ090 = 90, Warning, "overlay packets fall into an address-only match";
     NQ091 = 91, Error, "pod match without the pod network";
     NQ092 = 92, Error, "pod address outside the pod network";

@@ -71,7 +71,10 @@ fn without_lines(p: &Plan) -> Plan {
     let mut p = p.clone();
     for d in &mut p.devices {
         d.line = 0;
-        d.classes.iter_mut().for_each(|c| c.line = 0);
+        d.classes.iter_mut().for_each(|c| {
+            c.line = 0;
+            c.matches.iter_mut().for_each(|m| m.1 = 0);
+        });
         d.filters.iter_mut().for_each(|f| f.line = 0);
     }
     if let Some(r) = &mut p.pod_rules {
@@ -742,8 +745,9 @@ fn node(old: &Plan, new: &Plan, out: &mut Vec<NodeChange>) {
                 device: o.shaped_device.clone(),
                 id: "1:".to_string(),
                 text: format!(
-                    "HTB root and its {} classes stay until the old rollback script removes them",
-                    o.classes.len()
+                    "HTB root, root class 1:1 and its {} stay until the old rollback script \
+                     removes them",
+                    plural(o.classes.len().saturating_sub(1), "class", "classes")
                 ),
             });
         }
@@ -753,15 +757,21 @@ fn node(old: &Plan, new: &Plan, out: &mut Vec<NodeChange>) {
             None => out.push(NodeChange {
                 device: n.shaped_device.clone(),
                 id: "1:".to_string(),
+                // Counted like the policy side: the classes the policy wrote, not 1:1.
                 text: format!(
-                    "HTB root created with {} classes and {} u32 filters",
-                    n.classes.len(),
-                    n.filters.len()
+                    "HTB root created with root class 1:1, {} and {}",
+                    plural(n.classes.len().saturating_sub(1), "class", "classes"),
+                    plural(n.filters.len(), "u32 filter", "u32 filters")
                 ),
             }),
             Some(o) => device(o, n, out),
         }
     }
+}
+
+/// `1 class`, `3 classes`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn class_label(c: &ClassPlan) -> String {

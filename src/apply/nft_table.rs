@@ -38,6 +38,9 @@ pub struct NftRecord {
     pub table: String,
     /// `nft list table` before the change; `None`: there was no table.
     pub before: Option<String>,
+    /// The state directory, whose record of the applied listing the undo puts back.
+    #[serde(default)]
+    pub state: Option<PathBuf>,
 }
 
 /// The change an apply makes to the table.
@@ -171,7 +174,7 @@ impl NftTable {
 
     /// Makes the change in one transaction and reads the table back: it must be exactly
     /// what the plan lists.
-    pub fn apply(&self, change: &NftChange) -> Result<String, NftError> {
+    pub fn apply_change(&self, change: &NftChange) -> Result<String, NftError> {
         let table = &self.table;
         match (change, &self.replace) {
             (NftChange::Install, Some(text)) => self.transaction(&["-f", "-"], text, "nft -f")?,
@@ -206,10 +209,59 @@ impl NftTable {
             Err(NftError::Missing(_)) if record.before.is_none() => return Ok(false),
             r => r?,
         };
-        match t.change(&live) {
-            None => Ok(false),
-            Some(c) => t.apply(&c).map(|_| true),
+        let changed = match t.change(&live) {
+            None => false,
+            Some(c) => t.apply_change(&c).map(|_| true)?,
+        };
+        if let Some(state) = &record.state {
+            set_applied(state, record.before.as_deref())
+                .map_err(|e| NftError::Io(format!("{}: {e}", applied_path(state).display())))?;
         }
+        Ok(changed)
+    }
+}
+
+impl crate::apply::resource::Resource for NftTable {
+    fn describe(&self) -> String {
+        format!("nftables table inet {}", self.table)
+    }
+
+    /// Reads the table and, when it must change, has the kernel check the new one
+    /// (`nft -c`) and keeps the table as it is for rollback. A missing `nft` with pod rules
+    /// to install is refused here, before anything changes.
+    fn record(
+        &self,
+        state: &Path,
+    ) -> Result<Option<crate::apply::resource::Recorded>, crate::apply::resource::ResourceError>
+    {
+        let live = self.read()?;
+        let Some(change) = self.change(&live) else {
+            set_applied(state, self.want.as_deref())
+                .map_err(|e| NftError::Io(format!("{}: {e}", applied_path(state).display())))?;
+            return Ok(None);
+        };
+        if change == NftChange::Install {
+            self.check()?;
+        }
+        Ok(Some(crate::apply::resource::Recorded::NftTable(
+            NftRecord {
+                table: self.table.clone(),
+                before: live,
+                state: Some(state.to_path_buf()),
+            },
+        )))
+    }
+
+    /// Replaces (or deletes) the table in one transaction and reads it back.
+    fn apply(&mut self, state: &Path) -> Result<String, crate::apply::resource::ResourceError> {
+        let live = self.read()?;
+        let line = match self.change(&live) {
+            Some(c) => self.apply_change(&c)?,
+            None => format!("nftables: table inet {} already as planned", self.table),
+        };
+        set_applied(state, self.want.as_deref())
+            .map_err(|e| NftError::Io(format!("{}: {e}", applied_path(state).display())))?;
+        Ok(line)
     }
 }
 
@@ -227,7 +279,7 @@ pub fn applied(state: &Path) -> Option<String> {
 pub fn set_applied(state: &Path, listing: Option<&str>) -> std::io::Result<()> {
     let path = applied_path(state);
     match listing {
-        Some(l) => crate::apply::txn::write_synced(&path, l.as_bytes()),
+        Some(l) => crate::apply::state_dir::write_synced(&path, l.as_bytes()),
         None => match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

@@ -4,11 +4,13 @@
 mod artefact;
 mod cloud_init;
 pub mod nft;
+mod svg;
 mod systemd;
 mod tree;
 
 pub use artefact::{Artefact, Info, OutFile, Render, RenderError};
 pub use cloud_init::{NodeFile, cloud_config};
+pub use svg::svg;
 pub use systemd::{
     APPLY_PATH, INSTALL_DIR, ROLLBACK_PATH, UNIT_NAME, UNIT_PATH, device_unit, unit,
 };

@@ -11,6 +11,7 @@ mod env;
 mod ids;
 mod overlay;
 mod pods;
+mod prio;
 mod queues;
 mod suggest;
 mod tree;
@@ -88,6 +89,7 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
     for d in &drafts {
         let default = tree::check(d, &mut diags);
         queues::check(d, &mut diags);
+        prio::check(d, &mut diags);
         classify::check(d, default, &mut diags);
         defaults.push(default);
     }
