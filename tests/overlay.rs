@@ -675,3 +675,55 @@ fn live_apply_installs_diffs_journals_and_undoes_the_table() {
     assert_eq!(lab.a.ok("nft list table inet netqos"), want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A second shaped egress device gets the chain that clears netqos's priorities (the
+/// listing still equals the plan's), and an unconfirmed `apply --confirm` reverts the table
+/// with the tree.
+#[test]
+fn second_uplink_clears_priorities_and_confirm_reverts_the_table() {
+    let Some(lab) = Lab::new("cf") else { return };
+    lab.a.veth("eth1", "eth1p");
+    let src = format!(
+        "{}\ninterface eth1 {{\n    rate 100mbit\n    class all {{\n        rate 100mbit\n        default\n    }}\n}}\n",
+        EGRESS.replace("    cni flannel\n", "    overlay vxlan 8472\n")
+    );
+    let (apply, _, plan) = scripts(&src);
+    let rules = plan.pod_rules.as_ref().unwrap();
+    assert_eq!(rules.clear_on, ["eth1"]);
+    let dir = std::env::temp_dir().join(format!("netqos-overlay-cf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("apply.sh"), apply).unwrap();
+    std::fs::write(dir.join("policy.nq"), &src).unwrap();
+    let pristine = node_state(&lab);
+    lab.a.ok(&format!("sh {}", dir.join("apply.sh").display()));
+    let listed = lab.a.ok("nft list table inet netqos");
+    assert!(
+        listed.contains("oifname \"eth1\" meta priority 1:0-1:ffff"),
+        "{listed}"
+    );
+    assert_eq!(listed, netqos::backend::nft::listing(rules));
+    lab.a.ok(
+        "nft delete table inet netqos && tc qdisc del dev eth0 root && tc qdisc del dev eth1 root",
+    );
+    assert_eq!(node_state(&lab), pristine);
+    let (ok, out) = lab.a.sh(&format!(
+        "NETQOS_STATE_DIR={} NO_COLOR=1 {} apply --confirm 1s {}",
+        dir.join("state").display(),
+        env!("CARGO_BIN_EXE_netqos"),
+        dir.join("policy.nq").display()
+    ));
+    assert!(ok, "{out}");
+    assert!(
+        lab.a.sh("nft list table inet netqos").0,
+        "no table after apply"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while lab.a.sh("nft list table inet netqos").0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = node_state(&lab);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(after, pristine, "the unconfirmed apply was not reverted");
+}
