@@ -108,6 +108,10 @@ codes! {
     NQ081 = 81, Error, "input file too large";
     NQ082 = 82, Error, "input is not a regular file";
     NQ083 = 83, Info, "prio gives no precedence";
+    NQ085 = 85, Error, "pod burst is not a duration or a size";
+    NQ086 = 86, Error, "pod burst below one frame";
+    NQ087 = 87, Warning, "pod burst without effect on Calico";
+    NQ088 = 88, Error, "netqos CNI entry out of place";
     NQ090 = 90, Warning, "overlay packets fall into an address-only match";
     NQ091 = 91, Error, "pod match without the pod network";
     NQ092 = 92, Error, "pod address outside the pod network";

@@ -560,6 +560,7 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
         limits: Vec::new(),
         cidr: Vec::new(),
         overlay: crate::model::Overlay::None,
+        burst: None,
     };
     let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
     let mut push = |text: String, line: Option<usize>, old_file: bool| {
@@ -615,6 +616,21 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
                     crate::model::Overlay::Vxlan { .. } => "behind the VXLAN header",
                     crate::model::Overlay::None => "as routed",
                 }
+            ),
+            None,
+            false,
+        );
+    }
+    if o.burst != n.burst {
+        let show = |b: &Option<crate::cni::burst::PodBurst>| {
+            b.as_ref()
+                .map_or("none (the runtime's)".to_string(), |b| b.config_text())
+        };
+        push(
+            format!(
+                "pod burst {} → {} (the netqos CNI entry in the conflist; pods created from now on get the new bucket)",
+                show(&o.burst),
+                show(&n.burst)
             ),
             None,
             false,

@@ -251,7 +251,7 @@ impl PodMatch {
 }
 
 /// The `pods` block.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Pods {
     /// The CNI, when the policy names one (needed for conflist artefacts).
     pub cni: Option<Cni>,
@@ -260,23 +260,26 @@ pub struct Pods {
     pub cidr: Vec<Cidr>,
     /// How pod traffic crosses nodes (`overlay`, or the flavour's default).
     pub overlay: Overlay,
+    /// `burst`: the bucket the netqos CNI plugin gives every pod limit.
+    pub burst: Option<crate::cni::burst::PodBurst>,
 }
 
 impl Pods {
-    /// Whether the block has anything for the CNI (a flavour or pod limits): one that only
+    /// Whether the block has anything for the CNI (a flavour, pod limits or a burst): one that only
     /// declares the pod network (`cidr`, `overlay`) gets no conflist or annotations.
     pub fn for_cni(&self) -> bool {
-        self.cni.is_some() || !self.limits.is_empty()
+        self.cni.is_some() || !self.limits.is_empty() || self.burst.is_some()
     }
 }
 
 /// How pod traffic between nodes crosses the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Overlay {
     /// Inside VXLAN to this UDP port (flannel and canal: 8472).
     Vxlan { port: u16 },
     /// Routed as the pod sent it.
+    #[default]
     None,
 }
 

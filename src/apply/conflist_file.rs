@@ -302,6 +302,7 @@ mod tests {
             limits: Vec::new(),
             cidr: Vec::new(),
             overlay: crate::model::Overlay::None,
+            burst: None,
         };
         let Prepared::Install {
             path,
@@ -337,6 +338,7 @@ mod tests {
             limits: Vec::new(),
             cidr: Vec::new(),
             overlay: crate::model::Overlay::None,
+            burst: None,
         };
         let Prepared::Install { path, patched, .. } = prepare(&pods, &conf).unwrap() else {
             panic!()

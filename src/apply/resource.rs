@@ -1,7 +1,7 @@
 //! What an apply changes or checks besides the tc tree, behind one boundary: the CNI
 //! conflist (`conflist_file::ConflistFile`), netqos's nftables table
-//! (`nft_table::NftTable`), the post-apply probes (`probe::ProbeCheck`), and later kinds (a
-//! burst fixer).
+//! (`nft_table::NftTable`), the post-apply probes (`probe::ProbeCheck`), the netqos CNI
+//! plugin binary a conflist names (`cni_plugin::PluginBinary`), and later kinds.
 //!
 //! The transaction (`transaction`) handles every resource alike: `record` before the first
 //! kernel change (what rollback needs goes into the transaction record, fsynced), `apply`
@@ -30,6 +30,8 @@ pub enum ResourceError {
     Probe(#[from] ProbeError),
     #[error(transparent)]
     Nft(#[from] NftError),
+    #[error(transparent)]
+    Plugin(#[from] crate::apply::cni_plugin::PluginError),
 }
 
 /// One part of an apply besides the tc tree.

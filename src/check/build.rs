@@ -120,7 +120,7 @@ const CLASS: &[&str] = &[
     "rate", "ceil", "prio", "burst", "cburst", "quantum", "qdisc", "id", "match", "default",
     "class",
 ];
-const PODS: &[&str] = &["cni", "cidr", "overlay", "limit"];
+const PODS: &[&str] = &["cni", "cidr", "overlay", "burst", "limit"];
 const MATCH_FIELDS: &[&str] = &[
     "src", "dst", "sport", "dport", "tcp", "udp", "icmp", "pods", "pod",
 ];

@@ -368,10 +368,9 @@ mod tests {
             ..Match::default()
         };
         let pods = Pods {
-            cni: None,
-            limits: Vec::new(),
             cidr: vec![cidr("10.42.0.0/16")],
             overlay: Overlay::Vxlan { port: 8472 },
+            ..Pods::default()
         };
         let sets = ingress_keys(&m, &pods);
         assert_eq!(sets.len(), 3);

@@ -472,6 +472,12 @@ fn pods_stmt(pair: Pair<'_, Rule>) -> PodsStmt {
                 .unwrap_or_default_spanned(span);
             PodsStmtKind::Overlay(kind, inner.next().map(scalar))
         }
+        Rule::pod_burst_stmt => PodsStmtKind::Burst(
+            pair.into_inner()
+                .next()
+                .map(scalar)
+                .unwrap_or_else(|| Scalar::Str(Spanned::new(String::new(), span))),
+        ),
         _ => PodsStmtKind::Unknown(unknown(pair)),
     };
     let keyword = match &kind {
@@ -479,6 +485,7 @@ fn pods_stmt(pair: Pair<'_, Rule>) -> PodsStmt {
         PodsStmtKind::Limit(_) => keyword_span_of(span, "limit"),
         PodsStmtKind::Cidr(_) => keyword_span_of(span, "cidr"),
         PodsStmtKind::Overlay(..) => keyword_span_of(span, "overlay"),
+        PodsStmtKind::Burst(_) => keyword_span_of(span, "burst"),
         PodsStmtKind::Unknown(u) => u.word.span,
     };
     PodsStmt {
