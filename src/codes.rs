@@ -112,6 +112,13 @@ codes! {
     NQ086 = 86, Error, "pod burst below one frame";
     NQ087 = 87, Warning, "pod burst without effect on Calico";
     NQ088 = 88, Error, "netqos CNI entry out of place";
+    NQ090 = 90, Warning, "overlay packets fall into an address-only match";
+    NQ091 = 91, Error, "pod match without the pod network";
+    NQ092 = 92, Error, "pod address outside the pod network";
+    NQ093 = 93, Error, "outer address and pod field in one match";
+    NQ094 = 94, Error, "pod matches on more than one egress interface";
+    NQ095 = 95, Error, "invalid overlay";
+    NQ096 = 96, Warning, "pod-network address matched on the outer header";
 }
 
 impl Code {

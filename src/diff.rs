@@ -81,6 +81,9 @@ fn without_lines(p: &Plan) -> Plan {
         });
         d.filters.iter_mut().for_each(|f| f.line = 0);
     }
+    if let Some(r) = &mut p.pod_rules {
+        r.rules.iter_mut().for_each(|r| r.line = 0);
+    }
     p
 }
 
@@ -433,6 +436,17 @@ pub fn fmt_match(m: &Match) -> String {
     if let Some(p) = m.proto {
         parts.push(p.as_str().to_string());
     }
+    if let Some(pod) = &m.pod {
+        if pod.any {
+            parts.push("pods".to_string());
+        }
+        for (word, v) in [("pod src", &pod.src), ("pod dst", &pod.dst)] {
+            if let Some(v) = v {
+                let items: Vec<String> = v.iter().map(ToString::to_string).collect();
+                parts.push(format!("{word} {}", list(&items)));
+            }
+        }
+    }
     for (word, v) in [("src", &m.src), ("dst", &m.dst)] {
         if let Some(v) = v {
             let items: Vec<String> = v.iter().map(ToString::to_string).collect();
@@ -523,6 +537,13 @@ fn selector_key(l: &PodLimit) -> Vec<(String, String)> {
     s
 }
 
+fn fmt_overlay(o: crate::model::Overlay) -> String {
+    match o {
+        crate::model::Overlay::Vxlan { port } => format!("vxlan {port}"),
+        crate::model::Overlay::None => "none".to_string(),
+    }
+}
+
 fn fmt_cni(c: &Option<Cni>) -> String {
     c.as_ref()
         .map_or("none".to_string(), crate::cni::flavour::name)
@@ -542,6 +563,8 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
     let empty = Pods {
         cni: None,
         limits: Vec::new(),
+        cidr: Vec::new(),
+        overlay: crate::model::Overlay::None,
         burst: None,
     };
     let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
@@ -555,6 +578,42 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
     };
     if o.cni != n.cni {
         push(cni_change(o, n), None, false);
+    }
+    if o.cidr != n.cidr {
+        let nets = |c: &[crate::model::Cidr]| {
+            if c.is_empty() {
+                "none".to_string()
+            } else {
+                c.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        push(
+            format!(
+                "pod network {} → {}: `pods` matches follow it",
+                nets(&o.cidr),
+                nets(&n.cidr)
+            ),
+            None,
+            false,
+        );
+    }
+    if o.overlay != n.overlay {
+        push(
+            format!(
+                "overlay {} → {}: arriving pod packets are read {}",
+                fmt_overlay(o.overlay),
+                fmt_overlay(n.overlay),
+                match n.overlay {
+                    crate::model::Overlay::Vxlan { .. } => "behind the VXLAN header",
+                    crate::model::Overlay::None => "as routed",
+                }
+            ),
+            None,
+            false,
+        );
     }
     if o.burst != n.burst {
         let show = |b: &Option<crate::cni::burst::PodBurst>| {
@@ -655,7 +714,57 @@ fn limit_changes(name: &str, ol: &PodLimit, nl: &PodLimit) -> Vec<String> {
     .collect()
 }
 
+/// netqos's nftables table: rules that appear or go, by what they select.
+fn pod_rules(old: &Plan, new: &Plan, out: &mut Vec<NodeChange>) {
+    let rules = |p: &Plan| -> Vec<(String, String)> {
+        p.pod_rules.as_ref().map_or_else(Vec::new, |r| {
+            r.rules
+                .iter()
+                .map(|x| {
+                    let text = crate::backend::nft::rule(x);
+                    let cond = text.split(" comment ").next().unwrap_or(&text).to_string();
+                    (x.hook.as_str().to_string(), cond)
+                })
+                .collect()
+        })
+    };
+    let (o, n) = (rules(old), rules(new));
+    let table = format!("table inet {}", crate::lower::pods::TABLE);
+    for r in o.iter().filter(|r| !n.contains(r)) {
+        out.push(NodeChange {
+            device: table.clone(),
+            id: r.0.clone(),
+            text: format!("pod rule removed: {}", r.1),
+        });
+    }
+    for r in n.iter().filter(|r| !o.contains(r)) {
+        out.push(NodeChange {
+            device: table.clone(),
+            id: r.0.clone(),
+            text: format!("pod rule added: {}", r.1),
+        });
+    }
+    let clear = |p: &Plan| {
+        p.pod_rules
+            .as_ref()
+            .map(|r| r.clear_on.clone())
+            .unwrap_or_default()
+    };
+    if clear(old) != clear(new) {
+        out.push(NodeChange {
+            device: table,
+            id: "postrouting".to_string(),
+            text: format!(
+                "priorities cleared on [{}] → [{}]",
+                clear(old).join(", "),
+                clear(new).join(", ")
+            ),
+        });
+    }
+}
+
 fn node(old: &Plan, new: &Plan, out: &mut Vec<NodeChange>) {
+    pod_rules(old, new, out);
     let key = |d: &DevicePlan| (d.device.clone(), d.direction);
     for o in &old.devices {
         if !new.devices.iter().any(|n| key(n) == key(o)) {

@@ -315,6 +315,12 @@ fn stmt_text(k: &StmtKind) -> String {
                         d.node.as_str(),
                         list.iter().map(value).collect::<Vec<_>>().join(", ")
                     ),
+                    MatchField::Pods(_) => "pods".to_string(),
+                    MatchField::PodAddr(d, list) => format!(
+                        "pod {} {}",
+                        d.node.as_str(),
+                        list.iter().map(value).collect::<Vec<_>>().join(", ")
+                    ),
                     MatchField::Bad(b) => b.node.clone(),
                 });
             }
@@ -337,6 +343,14 @@ fn pods_stmt(s: &PodsStmt) -> String {
             }
             t
         }
+        PodsStmtKind::Cidr(list) => format!(
+            "cidr {}",
+            list.iter().map(value).collect::<Vec<_>>().join(", ")
+        ),
+        PodsStmtKind::Overlay(kind, port) => match port {
+            Some(p) => format!("overlay {} {}", kind.node, scalar(p)),
+            None => format!("overlay {}", kind.node),
+        },
         PodsStmtKind::Unknown(u) => u.text.clone(),
     }
 }

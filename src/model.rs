@@ -219,7 +219,44 @@ pub struct Match {
     pub dst: Option<Vec<Cidr>>,
     pub sport: Option<Vec<PortRange>>,
     pub dport: Option<Vec<PortRange>>,
+    /// The pod side (`pods`, `pod src`, `pod dst`): the packet as the pod sent or receives
+    /// it, before encapsulation or NAT. With it, `proto`/`sport`/`dport` are the pod
+    /// packet's and `src`/`dst` are absent (NQ093).
+    pub pod: Option<PodMatch>,
     pub line: usize,
+}
+
+/// The pod-side fields of a match line.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct PodMatch {
+    /// `pods` was written: on egress the pod sent it (source in the pod network), on
+    /// ingress it is addressed to a pod (destination in the pod network).
+    pub any: bool,
+    /// `pod src`: the pod packet's source, inside the pod network.
+    pub src: Option<Vec<Cidr>>,
+    /// `pod dst`: the pod packet's destination, inside the pod network.
+    pub dst: Option<Vec<Cidr>>,
+}
+
+impl PodMatch {
+    /// The (source, destination) prefixes the pod packet must have in `direction`, with
+    /// `pods` resolved against the pod network `cidr`.
+    pub fn resolved(
+        &self,
+        direction: Direction,
+        cidr: &[Cidr],
+    ) -> (Option<Vec<Cidr>>, Option<Vec<Cidr>>) {
+        let mut src = self.src.clone();
+        let mut dst = self.dst.clone();
+        if self.any {
+            match direction {
+                Direction::Egress if src.is_none() => src = Some(cidr.to_vec()),
+                Direction::Ingress if dst.is_none() => dst = Some(cidr.to_vec()),
+                _ => {}
+            }
+        }
+        (src, dst)
+    }
 }
 
 /// The `pods` block.
@@ -228,8 +265,48 @@ pub struct Pods {
     /// The CNI, when the policy names one (needed for conflist artefacts).
     pub cni: Option<Cni>,
     pub limits: Vec<PodLimit>,
+    /// `cidr`: the pod network (empty when not given; then no match names pods).
+    pub cidr: Vec<Cidr>,
+    /// How pod traffic crosses nodes (`overlay`, or the flavour's default).
+    pub overlay: Overlay,
     /// `burst`: the bucket the netqos CNI plugin gives every pod limit.
     pub burst: Option<crate::cni::burst::PodBurst>,
+}
+
+impl Pods {
+    /// Whether the block has anything for the CNI (a flavour, pod limits or a burst): one that only
+    /// declares the pod network (`cidr`, `overlay`) gets no conflist or annotations.
+    pub fn for_cni(&self) -> bool {
+        self.cni.is_some() || !self.limits.is_empty() || self.burst.is_some()
+    }
+}
+
+/// How pod traffic between nodes crosses the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Overlay {
+    /// Inside VXLAN to this UDP port (flannel and canal: 8472).
+    Vxlan { port: u16 },
+    /// Routed as the pod sent it.
+    #[default]
+    None,
+}
+
+impl Overlay {
+    /// flannel's VXLAN backend port (the Linux default), used by flannel, canal, K3s and RKE2.
+    pub const FLANNEL_PORT: u16 = 8472;
+
+    /// The default for a CNI flavour: VXLAN 8472 for the flannel family, none otherwise.
+    pub fn default_for(cni: Option<&Cni>) -> Overlay {
+        match cni {
+            Some(Cni::Flannel | Cni::Canal | Cni::K3s | Cni::Rke2Flannel | Cni::Rke2Canal) => {
+                Overlay::Vxlan {
+                    port: Self::FLANNEL_PORT,
+                }
+            }
+            _ => Overlay::None,
+        }
+    }
 }
 
 /// Which CNI the node runs, which decides where its conflist lives.

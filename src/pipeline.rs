@@ -136,7 +136,7 @@ impl Checked {
     /// The conflist change, when the policy has a `pods` block and a chosen artefact
     /// carries the change.
     pub fn conflist(&self, opts: &Options<'_>) -> Result<Option<Conflist>, Error> {
-        let Some(pods) = &self.model.pods else {
+        let Some(pods) = self.model.pods.as_ref().filter(|p| p.for_cni()) else {
             return Ok(None);
         };
         if !opts
@@ -173,7 +173,7 @@ impl Checked {
         opts: &Options<'_>,
         conflist: Option<&Conflist>,
     ) -> Result<Vec<OutFile>, Error> {
-        let pods = self.model.pods.as_ref();
+        let pods = self.model.pods.as_ref().filter(|p| p.for_cni());
         let ctx = Render {
             plan: &self.plan,
             source: opts.name,

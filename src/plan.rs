@@ -17,6 +17,71 @@ pub const SCHEMA: &str = "netqos-plan/1";
 pub struct Plan {
     pub schema: &'static str,
     pub devices: Vec<DevicePlan>,
+    /// The nftables rules that classify egress pod traffic at its source (`match pods`,
+    /// `pod src|dst` on an egress interface); `None` when the policy has none.
+    pub pod_rules: Option<PodRules>,
+}
+
+/// netqos's nftables table (`table inet netqos`): rules that set a pod packet's
+/// `skb->priority` to its HTB class id where the pod's own packet is forwarded (or, for
+/// `pod dst`, sent by the host), before VXLAN encapsulation or masquerade. HTB takes a
+/// packet whose priority names one of its classes straight to that class (a leaf) or to
+/// that class's filters (an inner class), before any filter on the outer header.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodRules {
+    /// The table's name (family `inet`); netqos owns the whole table.
+    pub table: String,
+    /// The egress device whose class ids the priorities name.
+    pub device: String,
+    /// In evaluation order: the first rule that fits sets the class.
+    pub rules: Vec<PodRule>,
+    /// Other shaped egress devices: there netqos's priorities are cleared, so pod traffic
+    /// leaving by them is classified by their own filters.
+    pub clear_on: Vec<String>,
+}
+
+/// Where a pod rule runs: `forward` (packets pods send) or `output` (packets the host sends
+/// to pods).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Forward,
+    Output,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+        }
+    }
+}
+
+/// One nftables rule: every non-empty field must hold (OR within a field).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodRule {
+    pub hook: Hook,
+    /// `ip` or `ip6`.
+    pub family: &'static str,
+    /// The pod packet's source prefixes (empty: any).
+    #[serde(serialize_with = "texts")]
+    pub saddr: Vec<crate::model::Cidr>,
+    #[serde(serialize_with = "texts")]
+    pub daddr: Vec<crate::model::Cidr>,
+    /// Transport protocols (empty: any).
+    pub protos: Vec<crate::model::Proto>,
+    #[serde(serialize_with = "texts")]
+    pub sport: Vec<crate::model::PortRange>,
+    #[serde(serialize_with = "texts")]
+    pub dport: Vec<crate::model::PortRange>,
+    /// The class id the priority is set to, `1:minor`.
+    pub classid: Handle,
+    pub line: usize,
+}
+
+fn texts<T: std::fmt::Display, S: serde::Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(ToString::to_string))
 }
 
 /// One HTB tree, on the device itself (egress) or on its IFB (ingress).
@@ -326,11 +391,20 @@ pub enum Selector {
         value: u16,
         mask: u16,
     },
+    /// `u8 0x06 0xff at 59`: a byte at a fixed offset (the inner header behind VXLAN).
+    U8 { value: u8, mask: u8, at: u16 },
+    /// `u16 0x0a2a 0xffff at 62`: a 16-bit word at an even offset (inner addresses behind
+    /// VXLAN are not 4-byte aligned, so each is 16-bit keys).
+    U16 { value: u16, mask: u16, at: u16 },
 }
 
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Selector::U8 { value, mask, at } => write!(f, "u8 {value:#04x} {mask:#04x} at {at}"),
+            Selector::U16 { value, mask, at } => {
+                write!(f, "u16 {value:#06x} {mask:#06x} at {at}")
+            }
             Selector::Any => f.write_str("u32 0 0"),
             Selector::Ipv4NoOptions => f.write_str("u8 0x05 0x0f at 0"),
             Selector::Ipv4FirstFragment => f.write_str("u16 0x0000 0x1fff at 6"),

@@ -357,14 +357,17 @@ fn the_tree_speaks_the_policy() {
     .code(0)
     .stdout();
     assert!(
-        tree.contains("◂ tcp dport 2379-2380, 6443, 9345, 10250\n"),
+        tree.contains(
+            "◂ tcp dst 10.0.0.10, 10.0.0.11, 10.0.0.12 dport 2379-2380, 6443, 9345, 10250\n"
+        ),
         "{tree}"
     );
     assert!(
         tree.contains("1:1aa5 control-plane  rate 200 Mbit/s  ceil 1 Gbit/s"),
         "{tree}"
     );
-    assert!(tree.contains("bfifo limit 10 MB"), "{tree}");
+    assert!(tree.contains("◂ pods\n"), "{tree}");
+    assert!(tree.contains("bfifo limit 2500 kB"), "{tree}");
     assert!(
         tree.contains("ids as `tc class show dev eth0` prints them"),
         "{tree}"
@@ -382,4 +385,8 @@ fn the_tree_speaks_the_policy() {
     .code(0)
     .stdout();
     assert!(verbose.contains("u32 ip protocol 6 0xff"), "{verbose}");
+    assert!(
+        verbose.contains("nft forward: ip saddr 10.42.0.0/16\n"),
+        "{verbose}"
+    );
 }

@@ -453,6 +453,8 @@ fn every_flavour_names_its_durable_source() {
         let pods = Pods {
             cni: Some(cni.clone()),
             limits: Vec::new(),
+            cidr: Vec::new(),
+            overlay: netqos::model::Overlay::None,
             burst: None,
         };
         let node = text.as_ref().map(|t| NodeConflist {

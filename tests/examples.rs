@@ -54,7 +54,7 @@ fn seed_002_reservation_model() {
     assert_eq!(eth0.rate, 1_000_000_000);
     let cp = &eth0.classes[0];
     assert_eq!((cp.rate, cp.ceil, cp.prio), (200_000_000, 1_000_000_000, 0));
-    let bulk = &eth0.classes[1];
+    let bulk = eth0.classes.iter().find(|c| c.name == "bulk").unwrap();
     assert_eq!(eth0.default_minor, bulk.minor);
     assert_ne!(cp.minor, bulk.minor);
 }

@@ -239,6 +239,9 @@ fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue
     if !kernel_tool("ping", "iputils-ping") {
         return;
     }
+    if !kernel_tool("iperf3", "iperf3") {
+        return;
+    }
     let Some(ns) = Netns::new("cls") else { return };
     let Some(peer) = Netns::new("clspeer") else {
         return;
@@ -255,7 +258,11 @@ fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue
         "ip addr add 10.0.0.10/24 dev p0 && ip addr add 10.0.0.99/24 dev p0 && ip link set p0 up",
     );
     ns.ok(&format!("sh {}", dir.join("apply.sh").display()));
-    // 10.0.0.10 is a control-plane address; 10.0.0.99 is not; ARP is neither.
+    // 10.0.0.10:6443 is a control-plane API server; a ping to 10.0.0.10 and anything to
+    // 10.0.0.99 is not control-plane traffic; ARP is neither.
+    peer.ok("timeout 10 iperf3 -s -1 -p 6443 >/dev/null 2>&1 &");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ns.ok("timeout 10 iperf3 -c 10.0.0.10 -p 6443 -t 1 -b 1M >/dev/null");
     ns.ok("ping -c 5 -i 0.2 -W 1 10.0.0.10 >/dev/null");
     ns.ok("ping -c 5 -i 0.2 -W 1 10.0.0.99 >/dev/null");
     let d = &plan.devices[0];

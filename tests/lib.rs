@@ -27,5 +27,6 @@ mod make;
 mod man;
 mod netlink_golden;
 mod node;
+mod overlay;
 mod scale;
 mod traffic;

@@ -35,13 +35,24 @@ fn two_flows(client: &Netns, server: &Netns, ip: &str) -> (f64, f64) {
 
 /// Like `two_flows`, with the reserved and bulk flows sent to different addresses.
 fn two_flows_to(client: &Netns, server: &Netns, ip_a: &str, ip_b: &str) -> (f64, f64) {
+    two_flows_port(client, server, ip_a, "5201", ip_b)
+}
+
+/// Like `two_flows_to`, with the reserved flow sent to `port_a`.
+fn two_flows_port(
+    client: &Netns,
+    server: &Netns,
+    ip_a: &str,
+    port_a: &str,
+    ip_b: &str,
+) -> (f64, f64) {
     let mut servers = vec![
-        server.spawn(&["iperf3", "-s", "-1", "-p", "5201"]),
+        server.spawn(&["iperf3", "-s", "-1", "-p", port_a]),
         server.spawn(&["iperf3", "-s", "-1", "-p", "5202"]),
     ];
     std::thread::sleep(Duration::from_millis(500));
     let a = client.spawn(&[
-        "iperf3", "-c", ip_a, "-p", "5201", "-t", "4", "-O", "1", "-J",
+        "iperf3", "-c", ip_a, "-p", port_a, "-t", "4", "-O", "1", "-J",
     ]);
     let b = client.spawn(&[
         "iperf3", "-c", ip_b, "-p", "5202", "-t", "4", "-O", "1", "-J",
@@ -140,8 +151,8 @@ fn seed_002_reservation_holds_and_nothing_bypasses_shaping() {
     let d = TempDir::new("traffic-seed");
     let sh = d.write("apply.sh", script(&src));
     a.ok(&format!("sh {}", sh.display()));
-    // 10.0.0.10 is a control-plane address; 10.0.0.99 is bulk.
-    let (cp, bulk) = two_flows_to(&a, &b, "10.0.0.10", "10.0.0.99");
+    // 10.0.0.10 is a control-plane address (its API server port); 10.0.0.99 is bulk.
+    let (cp, bulk) = two_flows_port(&a, &b, "10.0.0.10", "6443", "10.0.0.99");
     eprintln!("control plane {cp:.1} Mbit/s, bulk {bulk:.1} Mbit/s");
     assert!(
         cp >= 180.0,

@@ -300,6 +300,8 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            cidr: Vec::new(),
+            overlay: crate::model::Overlay::None,
             burst: None,
         };
         let Prepared::Install {
@@ -334,6 +336,8 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            cidr: Vec::new(),
+            overlay: crate::model::Overlay::None,
             burst: None,
         };
         let Prepared::Install { path, patched, .. } = prepare(&pods, &conf).unwrap() else {

@@ -25,6 +25,7 @@ pub mod kernel;
 pub mod keys;
 pub mod model;
 pub mod netlink;
+pub mod nft_table;
 pub mod probe;
 pub mod resource;
 pub mod safe_fs;

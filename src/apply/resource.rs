@@ -1,7 +1,7 @@
 //! What an apply changes or checks besides the tc tree, behind one boundary: the CNI
-//! conflist (`conflist_file::ConflistFile`), the post-apply probes (`probe::ProbeCheck`), the
-//! netqos CNI plugin binary a conflist names (`cni_plugin::PluginBinary`),
-//! and later kinds (an nftables table, a burst fixer).
+//! conflist (`conflist_file::ConflistFile`), netqos's nftables table
+//! (`nft_table::NftTable`), the post-apply probes (`probe::ProbeCheck`), the netqos CNI
+//! plugin binary a conflist names (`cni_plugin::PluginBinary`), and later kinds.
 //!
 //! The transaction (`transaction`) handles every resource alike: `record` before the first
 //! kernel change (what rollback needs goes into the transaction record, fsynced), `apply`
@@ -17,6 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::conflist_file::{self, ConflistError, ConflistRecord, Restored};
+use crate::apply::nft_table::{NftError, NftRecord, NftTable};
 use crate::apply::probe::ProbeError;
 
 /// A resource's failure: before any change it stops the apply (exit 3); after the
@@ -27,6 +28,8 @@ pub enum ResourceError {
     Conflist(#[from] ConflistError),
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Nft(#[from] NftError),
     #[error(transparent)]
     Plugin(#[from] crate::apply::cni_plugin::PluginError),
 }
@@ -54,12 +57,14 @@ pub trait Resource {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Recorded {
     Conflist(ConflistRecord),
+    NftTable(NftRecord),
 }
 
 impl Recorded {
     pub fn describe(&self) -> String {
         match self {
             Recorded::Conflist(c) => format!("conflist {}", c.path.display()),
+            Recorded::NftTable(t) => format!("nftables table inet {}", t.table),
         }
     }
 
@@ -70,6 +75,10 @@ impl Recorded {
                 Restored::Restored => Some(format!("conflist: restored {}", c.path.display())),
                 Restored::AlreadyDone => None,
             }),
+            Recorded::NftTable(t) => {
+                Ok(NftTable::restore(t)?
+                    .then(|| format!("nftables: table inet {} restored", t.table)))
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 mod artefact;
 mod cloud_init;
+pub mod nft;
 mod svg;
 mod systemd;
 mod tree;
@@ -195,6 +196,11 @@ pub fn tc_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
         map => map,
         redirect_prio => REDIRECT_PRIO,
         cni => ctx.cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
+        nft => ctx.plan.pod_rules.as_ref().map(|p| context! {
+            table => p.table.clone(),
+            ruleset => nft::replace(p),
+        }),
+        nft_table => crate::lower::pods::TABLE,
     })?;
     Ok(with_newline(out))
 }
@@ -288,6 +294,7 @@ pub fn rollback_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
         egress => egress,
         redirect_prio => REDIRECT_PRIO,
         cni => ctx.cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
+        nft_table => crate::lower::pods::TABLE,
     })?;
     Ok(with_newline(out))
 }

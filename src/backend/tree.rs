@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Handle, LeafQueue, Plan, Protocol};
+use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Handle, LeafQueue, Plan, PodRule, Protocol};
 use crate::units::{fmt_duration_us, fmt_rate, fmt_size};
 
 /// Renders every device's tree; `verbose` shows the u32 filters too.
@@ -29,7 +29,16 @@ pub fn tree(plan: &Plan, verbose: bool) -> String {
         if let Some(root) = d.classes.first() {
             out.push_str(&format!("└─ 1:1 root  rate {}\n", fmt_rate(root.rate)));
         }
-        let index = Index::new(d, verbose);
+        let mut index = Index::new(d, verbose);
+        if let Some(p) = plan
+            .pod_rules
+            .as_ref()
+            .filter(|p| d.ifb.is_none() && p.device == d.device)
+        {
+            for r in &p.rules {
+                index.pod_rules.entry(r.classid).or_default().push(r);
+            }
+        }
         index.walk(Handle::ROOT_CLASS, "   ", &mut out);
         out.push('\n');
     }
@@ -81,6 +90,8 @@ struct Index<'a> {
     children: BTreeMap<Handle, Vec<&'a ClassPlan>>,
     filters: BTreeMap<Handle, Vec<&'a FilterPlan>>,
     verbose: bool,
+    /// Egress pod rules (nftables) by the class they select.
+    pod_rules: BTreeMap<Handle, Vec<&'a PodRule>>,
 }
 
 impl<'a> Index<'a> {
@@ -98,6 +109,7 @@ impl<'a> Index<'a> {
             children,
             filters,
             verbose,
+            pod_rules: BTreeMap::new(),
         }
     }
 
@@ -145,6 +157,15 @@ impl<'a> Index<'a> {
         for (words, line) in &c.matches {
             out.push_str(&format!("{indent}   ◂ {words}\n"));
             if self.verbose {
+                let rules = self
+                    .pod_rules
+                    .get(&c.classid)
+                    .map_or(&[][..], Vec::as_slice);
+                for r in rules.iter().filter(|r| r.line == *line) {
+                    let text = super::nft::rule(r);
+                    let cond = text.split(" meta priority set").next().unwrap_or(&text);
+                    out.push_str(&format!("{indent}       nft {}: {cond}\n", r.hook.as_str()));
+                }
                 for f in filters
                     .iter()
                     .filter(|f| f.line == *line && f.protocol != Protocol::All)

@@ -63,6 +63,10 @@ pub struct QdiscDraft {
 pub struct MatchDraft {
     pub m: Match,
     pub span: Span,
+    /// The first pod-side field (`pods`, `pod src`, `pod dst`), for NQ091.
+    pub pod_span: Option<Span>,
+    /// Every `pod src`/`pod dst` address with where it was written, for NQ092.
+    pub pod_addrs: Vec<(crate::model::Cidr, Span)>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,8 +120,10 @@ const CLASS: &[&str] = &[
     "rate", "ceil", "prio", "burst", "cburst", "quantum", "qdisc", "id", "match", "default",
     "class",
 ];
-const PODS: &[&str] = &["cni", "burst", "limit"];
-const MATCH_FIELDS: &[&str] = &["src", "dst", "sport", "dport", "tcp", "udp", "icmp"];
+const PODS: &[&str] = &["cni", "cidr", "overlay", "burst", "limit"];
+const MATCH_FIELDS: &[&str] = &[
+    "src", "dst", "sport", "dport", "tcp", "udp", "icmp", "pods", "pod",
+];
 const QDISCS: &[&str] = &["pfifo", "bfifo", "fq_codel", "sfq", "tbf"];
 
 /// The shape of each statement, for "malformed" help.
@@ -126,7 +132,9 @@ fn form(word: &str) -> &'static str {
         "netqos" => "`netqos 1`, the first line of the file",
         "let" => "`let NAME = VALUE`, e.g. `let cp = { 10.0.0.10, 10.0.0.11 }`",
         "interface" => "`interface NAME [ingress] { … }`, e.g. `interface eth0 { rate 1gbit … }`",
-        "pods" => "`pods { cni FLAVOUR  limit SELECTOR egress RATE }`",
+        "pods" => {
+            "`pods { cni FLAVOUR  cidr ADDRESSES  overlay vxlan PORT|none  limit SELECTOR egress RATE }`"
+        }
         "rate" => "`rate RATE`, e.g. `rate 200mbit` or `rate 60%`",
         "ceil" => "`ceil RATE`, e.g. `ceil 1gbit`",
         "prio" => "`prio N` with N from 0 (first) to 7",
@@ -141,7 +149,11 @@ fn form(word: &str) -> &'static str {
         "qdisc" => {
             "`qdisc pfifo|bfifo|fq_codel|sfq [limit N]` or `qdisc tbf rate R burst SIZE latency T`"
         }
-        "match" => "`match FIELD…` with fields src/dst ADDRESSES, sport/dport PORTS, tcp|udp|icmp",
+        "match" => {
+            "`match FIELD…` with fields src/dst ADDRESSES, sport/dport PORTS, tcp|udp|icmp, pods, pod src/dst ADDRESSES"
+        }
+        "cidr" => "`cidr ADDRESSES`, the pod network, e.g. `cidr 10.42.0.0/16`",
+        "overlay" => "`overlay vxlan PORT` or `overlay none`, e.g. `overlay vxlan 8472`",
         "cni" => {
             "`cni FLAVOUR` (flannel, canal, k3s, rke2-flannel, rke2-canal, calico) or `cni file \"PATH\"`"
         }
@@ -498,7 +510,7 @@ impl Builder<'_> {
             StmtKind::Match(m) => {
                 d.match_lines += 1;
                 if let Some(m) = self.match_line(m, stmt.span) {
-                    d.matches.push(MatchDraft { m, span: stmt.span });
+                    d.matches.push(m);
                 }
             }
             StmtKind::Unknown(u) => unknown(u, CLASS, self.diags),
@@ -669,7 +681,10 @@ impl Builder<'_> {
         }
     }
 
-    fn match_line(&mut self, m: &ast::Match, span: Span) -> Option<Match> {
+    fn match_line(&mut self, m: &ast::Match, span: Span) -> Option<MatchDraft> {
+        let mut pod_span: Option<Span> = None;
+        let mut pod_addrs = Vec::new();
+        let mut outer_addr: Option<(Span, AddrDir)> = None;
         let mut out = Match {
             line: self.lines.line(span.start),
             ..Match::default()
@@ -689,11 +704,42 @@ impl Builder<'_> {
                         self.diags.push(twice(key, dir.span, first));
                         ok = false;
                     }
+                    outer_addr.get_or_insert((dir.span, dir.node));
                     let (cidrs, read) = self.list(list, values::cidr);
                     ok &= read;
                     match dir.node {
                         AddrDir::Src => out.src = Some(cidrs),
                         AddrDir::Dst => out.dst = Some(cidrs),
+                    }
+                }
+                MatchField::Pods(s) => {
+                    if let Some(first) = seen.insert("pods", *s) {
+                        self.diags.push(twice("pods", *s, first));
+                        ok = false;
+                    }
+                    pod_span.get_or_insert(*s);
+                    out.pod.get_or_insert_with(Default::default).any = true;
+                }
+                MatchField::PodAddr(dir, list) => {
+                    let key = match dir.node {
+                        AddrDir::Src => "pod src",
+                        AddrDir::Dst => "pod dst",
+                    };
+                    if let Some(first) = seen.insert(key, dir.span) {
+                        self.diags.push(twice(key, dir.span, first));
+                        ok = false;
+                    }
+                    pod_span.get_or_insert(dir.span);
+                    let (mut cidrs, read) = self.list_spanned(list, values::cidr);
+                    ok &= read;
+                    pod_addrs.extend(cidrs.iter().copied());
+                    cidrs.sort();
+                    cidrs.dedup_by(|a, b| a.0 == b.0);
+                    let cidrs = cidrs.into_iter().map(|c| c.0).collect();
+                    let pod = out.pod.get_or_insert_with(Default::default);
+                    match dir.node {
+                        AddrDir::Src => pod.src = Some(cidrs),
+                        AddrDir::Dst => pod.dst = Some(cidrs),
                     }
                 }
                 MatchField::Port(dir, list) => {
@@ -725,10 +771,52 @@ impl Builder<'_> {
             self.diags.push(icmp_ports(ps, pr));
             ok = false;
         }
+        if let (Some(pod), Some((outer, dir))) = (pod_span, outer_addr) {
+            let d = dir.as_str();
+            self.diags.push(
+                Diagnostic::new(
+                    Code::NQ093,
+                    format!("`{d}` and a pod field in one match line: `{d}` reads the outer header, which a pod's packet does not have yet"),
+                )
+                .label(outer, "outer address")
+                .label(pod, "pod-side field")
+                .help(format!("for the pod packet's address write `pod {d} ADDRESS` (inside `cidr`); for node addresses write a separate match line")),
+            );
+            ok = false;
+        }
         if ok {
             self.mixed_families(&out, span);
         }
-        ok.then_some(out)
+        ok.then_some(MatchDraft {
+            m: out,
+            span,
+            pod_span,
+            pod_addrs,
+        })
+    }
+
+    /// Like [`Self::list`], keeping where each item was written (not deduplicated).
+    fn list_spanned<T: Ord + Copy>(
+        &mut self,
+        list: &[ast::Value],
+        read: fn(&Item, &mut Diagnostics) -> Option<T>,
+    ) -> (Vec<(T, Span)>, bool) {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for v in list {
+            match self.env.items_of_value(v, self.diags) {
+                Some(items) => {
+                    for i in items {
+                        match read(&i, self.diags) {
+                            Some(x) => out.push((x, i.span)),
+                            None => ok = false,
+                        }
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        (out, ok)
     }
 
     /// A match line's protocol; NQ058 (false) when the line already names one.

@@ -43,9 +43,22 @@ fn covers_ports(a: &Option<Vec<PortRange>>, b: &Option<Vec<PortRange>>) -> bool 
     }
 }
 
-/// Whether every packet `b` matches is also matched by `a`.
+/// Whether every packet `b` matches is also matched by `a`. Pod-side matches (`pods`,
+/// `pod …`) are tried before any outer one, so neither kind covers the other; between two
+/// pod matches the pod-side addresses stand for the addresses.
 #[must_use]
 pub fn covers(a: &Match, b: &Match) -> bool {
+    match (&a.pod, &b.pod) {
+        (None, None) => {}
+        (Some(pa), Some(pb)) => {
+            return covers_protos(a, b)
+                && covers_addrs(&pa.src, &pb.src)
+                && covers_addrs(&pa.dst, &pb.dst)
+                && covers_ports(&a.sport, &b.sport)
+                && covers_ports(&a.dport, &b.dport);
+        }
+        _ => return false,
+    }
     covers_protos(a, b)
         && covers_addrs(&a.src, &b.src)
         && covers_addrs(&a.dst, &b.dst)
@@ -71,9 +84,22 @@ fn covers_families(a: &Match, b: &Match) -> bool {
     (a4 || !b4) && (a6 || !b6)
 }
 
-/// Whether some packet could match both.
+/// Whether some packet could match both. A pod-side match and an outer one may always
+/// meet (an encapsulated or masqueraded packet has both headers).
 #[must_use]
 pub fn overlaps(a: &Match, b: &Match) -> bool {
+    if a.pod.is_some() || b.pod.is_some() {
+        if let (Some(pa), Some(pb)) = (&a.pod, &b.pod) {
+            let outer = |p: &crate::model::PodMatch, m: &Match| Match {
+                src: p.src.clone(),
+                dst: p.dst.clone(),
+                pod: None,
+                ..m.clone()
+            };
+            return overlaps(&outer(pa, a), &outer(pb, b));
+        }
+        return true;
+    }
     let protos_meet = match (protos(a), protos(b)) {
         (Some(pa), Some(pb)) => pa.iter().any(|p| pb.contains(p)),
         _ => true,
@@ -286,6 +312,7 @@ fn may_take(classes: &[ClassDraft], proto: Proto, port: u16) -> bool {
     classes
         .iter()
         .flat_map(|c| c.matches.iter())
+        .filter(|m| m.m.pod.is_none())
         .any(|m| overlaps(&m.m, &probe))
 }
 

@@ -9,6 +9,7 @@ mod classify;
 mod devices;
 mod env;
 mod ids;
+mod overlay;
 mod pods;
 mod prio;
 mod queues;
@@ -98,6 +99,7 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
         .filter_map(|d| d.rate.as_ref().map(|r| r.v))
         .max();
     pods::post_check(&pod_sites, fastest_link, &mut diags);
+    overlay::check(&drafts, &pod_sites, &mut diags);
     diags.extend(unused);
     cascade::suppress_knock_ons(file, &mut diags);
     allow(file, &mut diags);

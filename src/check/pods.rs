@@ -8,7 +8,7 @@ use crate::cni::burst::{self, BurstError, PodBurst};
 use crate::cni::runtime_burst;
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
-use crate::model::{Cni, PodLimit, Pods};
+use crate::model::{Cidr, Cni, Overlay, PodLimit, Pods};
 use crate::span::Span;
 use crate::syntax::ast::{self, Direction, PodsStmtKind};
 use crate::units;
@@ -26,11 +26,17 @@ pub struct RateSite {
     pub selector: String,
 }
 
-/// What [`post_check`] needs from a `pods` block.
+/// What [`post_check`] and the overlay checks need from a `pods` block.
 #[derive(Default)]
 pub struct Sites {
     pub rates: Vec<RateSite>,
     pub cni: Option<(Cni, Span)>,
+    /// `cidr`, read, with the statement's span.
+    pub cidr: Option<(Vec<Cidr>, Span)>,
+    /// The overlay in force (explicit or the flavour's), and the `overlay` line if written.
+    pub overlay: Option<(Overlay, Option<Span>)>,
+    /// The `pods` block's head, when there is one.
+    pub head: Option<Span>,
     pub burst: Option<(PodBurst, Span)>,
 }
 
@@ -40,8 +46,47 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pod
     let mut limits = Vec::new();
     let mut burst: Option<(PodBurst, Span)> = None;
     let mut ok = true;
+    let mut cidr: Option<(Vec<Cidr>, Span)> = None;
+    let mut overlay: Option<(Overlay, Span)> = None;
+    let repeated = |b: &mut Builder<'_>, key: &str, now: Span, first: Option<Span>| {
+        if let Some(first) = first {
+            b.diags.push(
+                Diagnostic::new(
+                    Code::NQ056,
+                    format!("`{key}` is given twice in the pods block"),
+                )
+                .label(now, "given again here")
+                .label(first, "first given here")
+                .help(format!(
+                    "keep one `{key}` line; list several values after one `{key}`"
+                )),
+            );
+            return true;
+        }
+        false
+    };
     for stmt in &p.stmts {
         match &stmt.kind {
+            PodsStmtKind::Cidr(list) => {
+                if repeated(b, "cidr", stmt.span, cidr.as_ref().map(|c| c.1)) {
+                    ok = false;
+                    continue;
+                }
+                match pod_network(b, list) {
+                    Some(c) => cidr = Some((c, stmt.span)),
+                    None => ok = false,
+                }
+            }
+            PodsStmtKind::Overlay(kind, port) => {
+                if repeated(b, "overlay", stmt.span, overlay.as_ref().map(|o| o.1)) {
+                    ok = false;
+                    continue;
+                }
+                match overlay_kind(b, kind, port.as_ref()) {
+                    Some(o) => overlay = Some((o, stmt.span)),
+                    None => ok = false,
+                }
+            }
             PodsStmtKind::Burst(_) if burst.is_some() => {
                 let first = burst.as_ref().map_or(stmt.span, |c| c.1);
                 b.diags.push(
@@ -106,11 +151,86 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pod
     }
     sites.cni = cni.clone();
     sites.burst = burst;
+    sites.cidr = cidr.clone();
+    sites.head = Some(p.head);
+    let resolved =
+        overlay.map_or_else(|| Overlay::default_for(cni.as_ref().map(|c| &c.0)), |o| o.0);
+    sites.overlay = Some((resolved, overlay.map(|o| o.1)));
     ok.then(|| Pods {
         cni: cni.map(|c| c.0),
         limits,
+        cidr: cidr.map(|c| c.0).unwrap_or_default(),
+        overlay: resolved,
         burst: burst.map(|x| x.0),
     })
+}
+
+/// `cidr ADDRESSES`: prefixes, sorted, without duplicates.
+fn pod_network(b: &mut Builder<'_>, list: &[ast::Value]) -> Option<Vec<Cidr>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for v in list {
+        for item in b.env.items_of_value(v, b.diags)? {
+            match values::cidr(&item, b.diags) {
+                Some(c) => out.push(c),
+                None => ok = false,
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    ok.then_some(out)
+}
+
+/// `overlay vxlan [PORT]` / `overlay none` (NQ095 for anything else).
+fn overlay_kind(
+    b: &mut Builder<'_>,
+    kind: &crate::span::Spanned<String>,
+    port: Option<&ast::Scalar>,
+) -> Option<Overlay> {
+    match (kind.node.as_str(), port) {
+        ("none", None) => Some(Overlay::None),
+        ("none", Some(p)) => {
+            b.diags.push(
+                Diagnostic::new(Code::NQ095, "`overlay none` takes no port")
+                    .label(p.span(), "a port")
+                    .help("write `overlay none` for routed pod traffic, or `overlay vxlan PORT`"),
+            );
+            None
+        }
+        ("vxlan", None) => Some(Overlay::Vxlan {
+            port: Overlay::FLANNEL_PORT,
+        }),
+        ("vxlan", Some(p)) => {
+            let item = b.env.one(p, "port", b.diags)?;
+            let range = values::port_range(&item, b.diags)?;
+            if range.lo != range.hi {
+                b.diags.push(
+                    item.label(
+                        Diagnostic::new(
+                            Code::NQ095,
+                            format!("VXLAN port `{}` is a range", item.text),
+                        ),
+                        "one UDP port",
+                    )
+                    .help("flannel and canal use 8472, Calico's VXLAN 4789: write one port"),
+                );
+                return None;
+            }
+            Some(Overlay::Vxlan { port: range.lo })
+        }
+        (other, _) => {
+            b.diags.push(
+                Diagnostic::new(Code::NQ095, format!("unknown overlay `{other}`"))
+                    .label(kind.span, "not an overlay netqos knows")
+                    .help(format!(
+                        "write `overlay vxlan PORT` (flannel, canal: 8472) or `overlay none` (routed pod traffic); {}",
+                        suggest::help_for(other, &["vxlan", "none"])
+                    )),
+            );
+            None
+        }
+    }
 }
 
 /// `burst DURATION|SIZE` (NQ085, NQ086).

@@ -194,7 +194,8 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         }),
         hooks: hooks_from_env(),
     };
-    let mut t = Transaction::new(&mut kernel, &dir, options);
+    // netqos's nftables table first: its priorities name the classes the tree now holds.
+    let mut t = Transaction::new(&mut kernel, &dir, options).resource(loaded.nft);
     if let Some(c) = conflist {
         // The plugin first: a conflist naming netqos is never written without it.
         let bin_dir = a.plugin.bin_dir.map_or_else(

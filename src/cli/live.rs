@@ -43,6 +43,8 @@ pub struct Loaded {
     pub name: String,
     /// The policy's `pods` block, if any (apply installs its conflist change).
     pub pods: Option<netqos::model::Pods>,
+    /// netqos's nftables table as the policy wants it.
+    pub nft: netqos::apply::nft_table::NftTable,
 }
 
 /// Checks and lowers a policy into its target state (one parse and check: at 10,000
@@ -78,7 +80,8 @@ pub fn load_target(file: &Path, vars: &VarArgs, ui: Ui) -> Result<Loaded, Exit> 
     Ok(Loaded {
         target,
         name: src.name,
-        pods: checked.model.pods,
+        pods: checked.model.pods.filter(netqos::model::Pods::for_cni),
+        nft: netqos::apply::nft_table::NftTable::for_plan(checked.plan.pod_rules.as_ref()),
     })
 }
 
@@ -107,6 +110,25 @@ pub fn read_live(kernel: &mut dyn Kernel, target: &Target) -> Result<Live, Exit>
         eprintln!("netqos: {e}");
         e.exit()
     })
+}
+
+/// Reads netqos's nftables table and works out its change; with pod rules, the kernel
+/// checks them first (`nft -c`). Nothing changes here.
+pub fn nft_change(
+    table: &netqos::apply::nft_table::NftTable,
+) -> Result<(Option<String>, Option<netqos::apply::nft_table::NftChange>), Exit> {
+    let live = table.read().map_err(|e| {
+        eprintln!("netqos: {e}; nothing changed");
+        Exit::Io
+    })?;
+    let change = table.change(&live);
+    if change == Some(netqos::apply::nft_table::NftChange::Install) {
+        table.check().map_err(|e| {
+            eprintln!("netqos: {e}; nothing changed");
+            Exit::Io
+        })?;
+    }
+    Ok((live, change))
 }
 
 /// Prints changes for people, one per line.

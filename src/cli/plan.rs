@@ -39,8 +39,12 @@ pub fn run(
     vars: &VarArgs,
     ui: Ui,
 ) -> Exit {
-    let (target, name) = match load_target(file, vars, ui) {
-        Ok(l) => (l.target, l.name),
+    let (target, name, table) = match load_target(file, vars, ui) {
+        Ok(l) => (l.target, l.name, l.nft),
+        Err(e) => return e,
+    };
+    let nft = match super::live::nft_change(&table) {
+        Ok((_, c)) => c.map(|c| c.describe(&table.table)),
         Err(e) => return e,
     };
     let mut kernel = match open_kernel(Some(&target)) {
@@ -60,13 +64,24 @@ pub fn run(
     };
     note_interrupted(state);
     match format {
-        PlanFormat::Json => outln!("{}", changes_json(&changes)),
-        PlanFormat::Human if changes.is_empty() => {
+        PlanFormat::Json => {
+            let mut doc: serde_json::Value =
+                serde_json::from_str(&changes_json(&changes)).unwrap_or_default();
+            doc["nftables"] = nft
+                .clone()
+                .map_or(serde_json::Value::Null, serde_json::Value::String);
+            outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
+        }
+        PlanFormat::Human if changes.is_empty() && nft.is_none() => {
             outln!("{name}: nothing to change; the kernel already matches the policy")
         }
         PlanFormat::Human => {
-            outln!("{name}: {} change(s), in this order:", changes.len());
+            let n = changes.len() + usize::from(nft.is_some());
+            outln!("{name}: {n} change(s), in this order:");
             print_changes(&changes);
+            if let Some(line) = &nft {
+                outln!("  {line}");
+            }
         }
     }
     Exit::Ok

@@ -158,12 +158,49 @@ fn what_to_show(
 
 type Drift = Option<Result<Vec<Change>, DiffError>>;
 
+/// netqos's nftables table against the last apply's listing, in one line (`null` when
+/// neither exists).
+fn nft_state(state: &Path) -> serde_json::Value {
+    use netqos::apply::nft_table::{self, NftTable};
+    let want = nft_table::applied(state);
+    let mut table = NftTable::for_plan(None);
+    table.want = want.clone();
+    let line = match (table.read(), &want) {
+        (Err(e), _) => format!("cannot read table inet {}: {e}", table.table),
+        (Ok(None), None) => return serde_json::Value::Null,
+        (Ok(Some(l)), Some(w)) if &l == w => {
+            let rules = l
+                .lines()
+                .filter(|x| x.contains("meta priority set"))
+                .count();
+            format!(
+                "table inet {} holds the applied pod rules ({rules})",
+                table.table
+            )
+        }
+        (Ok(Some(_)), Some(_)) => format!(
+            "table inet {} differs from the applied policy (drift; `netqos apply` replaces it)",
+            table.table
+        ),
+        (Ok(Some(_)), None) => format!(
+            "table inet {} exists but the applied policy has no pod rules (`netqos apply` deletes it)",
+            table.table
+        ),
+        (Ok(None), Some(_)) => format!(
+            "table inet {} is missing (drift; `netqos apply` installs it)",
+            table.table
+        ),
+    };
+    serde_json::Value::String(line)
+}
+
 fn print_json(
     live: &Live,
     stats: &StatsMap,
     drift: &Drift,
     pending: Option<&Pending>,
     dir: &StateDir,
+    nft: &serde_json::Value,
 ) {
     let stats: Vec<serde_json::Value> = stats
         .iter()
@@ -184,6 +221,7 @@ fn print_json(
         "interrupted": interrupted(dir).map(|(r, running)| serde_json::json!({
             "id": r.id, "source": r.source, "in_progress": running,
         })),
+        "nftables": nft,
     });
     outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
@@ -213,6 +251,9 @@ fn print_human(
             }
         }
         Some(Err(e)) => outln!("drift: {e}"),
+    }
+    if let Some(line) = nft_state(&dir.path).as_str() {
+        outln!("nftables: {line}");
     }
     if let Some(p) = pending {
         print_pending(p, dir);
@@ -294,7 +335,14 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
     let drift = target.as_ref().map(|t| diff::diff(&live, t, opts));
     let pending = dir.pending().ok().flatten();
     match format {
-        PlanFormat::Json => print_json(&live, &kernel.stats, &drift, pending.as_ref(), &dir),
+        PlanFormat::Json => print_json(
+            &live,
+            &kernel.stats,
+            &drift,
+            pending.as_ref(),
+            &dir,
+            &nft_state(&dir.path),
+        ),
         PlanFormat::Human => {
             print_human(&live, &kernel.stats, &drift, pending.as_ref(), &dir);
             print_interrupted(&dir);

@@ -118,10 +118,13 @@ fn base(
     let f = match (node, flavour) {
         (Some(n), _) => return Some((n.text.to_string(), format!("the node's {}", n.path))),
         (None, None) => {
-            out.summary.push(
-                "the pods block names no `cni` and no --conflist was given: no conflist patch"
-                    .into(),
-            );
+            // A pods block that only declares the pod network has nothing for the CNI.
+            if !pods.limits.is_empty() {
+                out.summary.push(
+                    "the pods block names no `cni` and no --conflist was given: no conflist patch"
+                        .into(),
+                );
+            }
             return None;
         }
         (None, Some(f)) => f,

@@ -4,11 +4,12 @@
 //! warnings; port ranges become minimal value/mask sets; each match line becomes u32
 //! filters per address family, in source order.
 
+pub mod pods;
 mod ports;
 
 pub use ports::port_masks;
 
-use crate::model::{Cidr, Class, Interface, LeafQdisc, Match, Model, Proto};
+use crate::model::{Cidr, Class, Direction, Interface, LeafQdisc, Match, Model, Pods, Proto};
 use crate::plan::{
     ClassPlan, DevicePlan, End, Family, FilterPlan, Handle, LeafPlan, LeafQueue, Minor, Plan,
     Protocol, Root, SCHEMA, Selector, Tbf,
@@ -27,7 +28,12 @@ pub const PER_PRIO: usize = 2000;
 pub fn lower(model: &Model) -> Plan {
     Plan {
         schema: SCHEMA,
-        devices: model.interfaces.iter().map(device).collect(),
+        devices: model
+            .interfaces
+            .iter()
+            .map(|i| device(i, model.pods.as_ref()))
+            .collect(),
+        pod_rules: pods::pod_rules(model),
     }
 }
 
@@ -44,7 +50,7 @@ pub fn quantum_for(rate: u64, max_packet: u32) -> u32 {
     u32::try_from(q).unwrap_or(200_000)
 }
 
-fn device(i: &Interface) -> DevicePlan {
+fn device(i: &Interface, pods: Option<&Pods>) -> DevicePlan {
     let shaped = i.ifb.clone().unwrap_or_else(|| i.device.clone());
     let mut classes = vec![ClassPlan {
         name: String::new(),
@@ -66,11 +72,13 @@ fn device(i: &Interface) -> DevicePlan {
     for c in &i.classes {
         class(i, c, Handle::ROOT_CLASS, &mut classes);
     }
+    // Ingress pod matches are u32 filters on the IFB; egress ones are nftables rules.
+    let pods = pods.filter(|_| i.direction == Direction::Ingress);
     // The root's filters pick among top-level classes; each inner class picks among its
     // children, ending with a catch-all to its default child.
-    group_filters(Handle::ROOT, &i.classes, None, &mut filters);
+    group_filters(Handle::ROOT, &i.classes, None, pods, &mut filters);
     for c in &i.classes {
-        inner_filters(c, &mut filters);
+        inner_filters(c, pods, &mut filters);
     }
     DevicePlan {
         device: i.device.clone(),
@@ -156,38 +164,62 @@ fn leaf(c: &Class, max_packet: u32) -> LeafPlan {
     }
 }
 
-fn inner_filters(c: &Class, out: &mut Vec<FilterPlan>) {
+fn inner_filters(c: &Class, pods: Option<&Pods>, out: &mut Vec<FilterPlan>) {
     if c.is_leaf() {
         return;
     }
     let default = c.children.iter().find(|k| k.is_default);
-    group_filters(Handle::class(c.minor), &c.children, default, out);
+    group_filters(Handle::class(c.minor), &c.children, default, pods, out);
     for k in &c.children {
-        inner_filters(k, out);
+        inner_filters(k, pods, out);
     }
 }
 
+/// The filters of one sibling group: on an ingress tree first every pod match of each
+/// sibling's subtree (pod traffic is taken before any rule on outer addresses, and reaches
+/// a class whose pod match fits however deep it is), then the outer matches in source
+/// order, then the catch-all to the default sibling.
 fn group_filters(
     parent: Handle,
     classes: &[Class],
     default: Option<&Class>,
+    pods: Option<&Pods>,
     out: &mut Vec<FilterPlan>,
 ) {
     let (mut n4, mut n6) = (0usize, 0usize);
+    let mut push =
+        |v4: bool, keys: Vec<Selector>, target: u16, line: usize, out: &mut Vec<FilterPlan>| {
+            let (protocol, base, n) = if v4 {
+                (Protocol::Ip, PRIO_V4, &mut n4)
+            } else {
+                (Protocol::Ipv6, PRIO_V6, &mut n6)
+            };
+            let chunk = u16::try_from(*n / PER_PRIO).unwrap_or(u16::MAX);
+            *n += 1;
+            out.push(FilterPlan {
+                parent,
+                protocol,
+                prio: base.saturating_add(chunk),
+                keys,
+                target: Handle::class(target),
+                line,
+            });
+        };
+    if let Some(pods) = pods {
+        for c in classes {
+            let mut found = Vec::new();
+            pods::subtree(c, &mut found);
+            for (_, m) in found {
+                for k in pods::ingress_keys(m, pods) {
+                    push(k.outer_v4, k.keys, c.minor, m.line, out);
+                }
+            }
+        }
+    }
     for c in classes {
-        for m in &c.matches {
-            for (protocol, base, keys) in match_keys(m) {
-                let n = if base == PRIO_V4 { &mut n4 } else { &mut n6 };
-                let chunk = u16::try_from(*n / PER_PRIO).unwrap_or(u16::MAX);
-                *n += 1;
-                out.push(FilterPlan {
-                    parent,
-                    protocol,
-                    prio: base.saturating_add(chunk),
-                    keys,
-                    target: Handle::class(c.minor),
-                    line: m.line,
-                });
+        for m in c.matches.iter().filter(|m| m.pod.is_none()) {
+            for (_, base, keys) in match_keys(m) {
+                push(base == PRIO_V4, keys, c.minor, m.line, out);
             }
         }
     }
@@ -204,7 +236,7 @@ fn group_filters(
 }
 
 /// The u32 key sets of one match line: the cross product of its alternatives, per family.
-fn match_keys(m: &Match) -> Vec<(Protocol, u16, Vec<Selector>)> {
+pub(crate) fn match_keys(m: &Match) -> Vec<(Protocol, u16, Vec<Selector>)> {
     let protos: Vec<Option<Proto>> = match (m.proto, m.sport.is_some() || m.dport.is_some()) {
         (Some(p), _) => vec![Some(p)],
         (None, true) => vec![Some(Proto::Tcp), Some(Proto::Udp)],

@@ -200,6 +200,10 @@ pub enum MatchField {
     Addr(Spanned<AddrDir>, Vec<Value>),
     /// `sport`/`dport` with its list of items.
     Port(Spanned<PortDir>, Vec<Value>),
+    /// `pods` (the span of the keyword).
+    Pods(Span),
+    /// `pod src|dst` with its list of items; the span covers `pod src`.
+    PodAddr(Spanned<AddrDir>, Vec<Value>),
     /// Something that is not a match field.
     Bad(Spanned<String>),
 }
@@ -261,6 +265,10 @@ pub enum PodsStmtKind {
     Burst(Scalar),
     /// `limit SELECTOR [ingress RATE] [egress RATE]`.
     Limit(Limit),
+    /// `cidr ADDRESSES`: the pod network.
+    Cidr(Vec<Value>),
+    /// `overlay KIND [PORT]`.
+    Overlay(Spanned<String>, Option<Scalar>),
     Unknown(Unknown),
 }
 

@@ -402,6 +402,22 @@ fn match_field(pair: Pair<'_, Rule>) -> MatchField {
                     });
             MatchField::Port(dir, inner.next().map(list).unwrap_or_default())
         }
+        Rule::pods_field => MatchField::Pods(sp(&pair)),
+        Rule::pod_field => {
+            let start = sp(&pair).start;
+            let mut inner = pair.into_inner();
+            let dir = inner
+                .next()
+                .map_or(Spanned::new(AddrDir::Src, Span::default()), |d| {
+                    let v = if d.as_str() == "src" {
+                        AddrDir::Src
+                    } else {
+                        AddrDir::Dst
+                    };
+                    Spanned::new(v, Span::new(start, sp(&d).end))
+                });
+            MatchField::PodAddr(dir, inner.next().map(list).unwrap_or_default())
+        }
         _ => MatchField::Bad(spanned(&pair)),
     }
 }
@@ -444,6 +460,17 @@ fn pods_stmt(pair: Pair<'_, Rule>) -> PodsStmt {
             }
         }
         Rule::limit_stmt => PodsStmtKind::Limit(limit_stmt(pair)),
+        Rule::cidr_stmt => {
+            PodsStmtKind::Cidr(pair.into_inner().next().map(list).unwrap_or_default())
+        }
+        Rule::overlay_stmt => {
+            let mut inner = pair.into_inner();
+            let kind = inner
+                .next()
+                .map(|p| spanned(&p))
+                .unwrap_or_default_spanned(span);
+            PodsStmtKind::Overlay(kind, inner.next().map(scalar))
+        }
         Rule::pod_burst_stmt => PodsStmtKind::Burst(
             pair.into_inner()
                 .next()
@@ -455,6 +482,8 @@ fn pods_stmt(pair: Pair<'_, Rule>) -> PodsStmt {
     let keyword = match &kind {
         PodsStmtKind::Cni(_) | PodsStmtKind::CniFile(_) => keyword_span_of(span, "cni"),
         PodsStmtKind::Limit(_) => keyword_span_of(span, "limit"),
+        PodsStmtKind::Cidr(_) => keyword_span_of(span, "cidr"),
+        PodsStmtKind::Overlay(..) => keyword_span_of(span, "overlay"),
         PodsStmtKind::Burst(_) => keyword_span_of(span, "burst"),
         PodsStmtKind::Unknown(u) => u.word.span,
     };
