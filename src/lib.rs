@@ -6,6 +6,7 @@
 //! text ─syntax::parse─▶ ast::File ─check::check─▶ model::Model
 //! ```
 
+pub mod agent;
 pub mod apply;
 pub mod backend;
 pub mod check;

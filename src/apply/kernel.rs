@@ -122,6 +122,12 @@ impl NetlinkKernel {
         })
     }
 
+    /// The ifindex of every device seen by the last `read` (the agent's mirror follows
+    /// events by ifindex).
+    pub fn ifindexes(&self) -> &BTreeMap<String, i32> {
+        &self.ifindex
+    }
+
     /// Warnings the kernel attached to successful requests.
     pub fn warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.nl.warnings)
