@@ -118,6 +118,8 @@ pub struct AgentCounters {
 pub struct Exposition {
     pub classes: Vec<ClassSample>,
     pub agent: Option<AgentCounters>,
+    /// Differences between the kernel and the applied policy (`status`), if known.
+    pub drift: Option<usize>,
 }
 
 /// The classes with the counters of `stats` (keyed by device and classid).
@@ -264,6 +266,14 @@ impl Collector for Collect {
             "1 when the class of the applied policy is in the kernel, else 0",
             &missing,
         )?;
+        if let Some(n) = self.0.drift {
+            gauge_family(
+                &mut enc,
+                "netqos_drift_differences",
+                "Changes `netqos apply` would make to return the kernel to the applied policy",
+                &[(vec![], n as f64)],
+            )?;
+        }
         let Some(a) = &self.0.agent else {
             return Ok(());
         };
@@ -364,7 +374,7 @@ pub fn json(e: &Exposition) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "classes": classes, "agent": e.agent })
+    serde_json::json!({ "classes": classes, "agent": e.agent, "drift": e.drift })
 }
 
 /// The classes of an applied target when their names are unknown (named by classid).
@@ -427,6 +437,7 @@ mod tests {
         let e = Exposition {
             classes: sample(&[info()], &stats),
             agent: Some(AgentCounters::default()),
+            drift: None,
         };
         let text = prometheus(&e);
         assert!(text.contains(
@@ -457,6 +468,7 @@ mod tests {
         let e = Exposition {
             classes: sample(&[info()], &BTreeMap::new()),
             agent: None,
+            drift: None,
         };
         let text = prometheus(&e);
         assert!(!text.contains("netqos_class_bytes_total{"), "{text}");
@@ -470,6 +482,7 @@ mod tests {
         let e = Exposition {
             classes: sample(&[i], &BTreeMap::new()),
             agent: None,
+            drift: None,
         };
         assert!(prometheus(&e).contains(r#"class="a\"b\\c""#));
     }

@@ -7,9 +7,10 @@
 //! * `mirror` — the managed state kept from events; `mirrored` — a `Kernel` reading it.
 //! * `counters` — per-class counters; `metrics` — the exposition (Prometheus text, JSON).
 //! * `http` — `/metrics` and `/healthz`, bounded; `notify` — systemd's sd_notify.
-//! * `watch` — file fingerprints (policy, vars, conflist).
+//! * `watch` — file fingerprints (policy, vars, conflist); `daemon` — the loop.
 
 pub mod counters;
+pub mod daemon;
 pub mod events;
 pub mod http;
 pub mod metrics;

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use super::live::{changes_json, open_kernel, state_dir};
-use super::plan::PlanFormat;
 use super::{Exit, Ui};
 use netqos::apply::diff::{self, Options};
 use netqos::apply::kernel::{Kernel, StatsMap};
@@ -116,7 +115,43 @@ fn print_dev(d: &DevState, stats: &StatsMap) {
     }
 }
 
-pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: Ui) -> Exit {
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// The live tree for people.
+    Human,
+    /// The live state, counters, drift and the per-class metrics as JSON.
+    Json,
+    /// The per-class metrics once, in the Prometheus text format (for node_exporter's
+    /// textfile collector).
+    Prometheus,
+}
+
+/// The per-class metrics of the applied policy from the counters of the last read (class
+/// names from `classes.json`, else the class ids).
+fn exposition(
+    dir: &netqos::apply::txn::StateDir,
+    target: Option<&Target>,
+    stats: &StatsMap,
+    drift: Option<usize>,
+) -> netqos::agent::metrics::Exposition {
+    use netqos::agent::metrics;
+    let classes = super::agent::load_classes(dir)
+        .or_else(|| target.map(metrics::classes_of_target))
+        .unwrap_or_default();
+    let by_class = stats
+        .iter()
+        .filter(|((_, kind, _), _)| *kind == "class")
+        .map(|((dev, _, h), s)| ((dev.clone(), *h), *s))
+        .collect();
+    metrics::Exposition {
+        classes: metrics::sample(&classes, &by_class),
+        agent: None,
+        drift,
+    }
+}
+
+pub fn run(iface: Option<&str>, format: StatusFormat, state: Option<&Path>, _ui: Ui) -> Exit {
     let dir = match state_dir(state) {
         Ok(d) => d,
         Err(e) => return e,
@@ -171,7 +206,13 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
         )
     });
     let pending = dir.pending().ok().flatten();
-    if format == PlanFormat::Json {
+    let drift_count = drift.as_ref().and_then(|d| d.as_ref().ok()).map(Vec::len);
+    if format == StatusFormat::Prometheus {
+        let e = exposition(&dir, target.as_ref(), &kernel.stats, drift_count);
+        out!("{}", netqos::agent::metrics::prometheus(&e));
+        return Exit::Ok;
+    }
+    if format == StatusFormat::Json {
         let stats: Vec<serde_json::Value> = kernel
             .stats
             .iter()
@@ -189,6 +230,7 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
             "stats": stats,
             "drift": drift_json,
             "pending": pending,
+            "metrics": netqos::agent::metrics::json(&exposition(&dir, target.as_ref(), &kernel.stats, drift_count)),
         });
         outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Exit::Ok;
