@@ -2,6 +2,7 @@
 
 mod support;
 
+mod agent;
 mod ansible;
 mod apply;
 mod apply_kernel;

@@ -172,6 +172,7 @@ struct Agent<'a> {
     open: BTreeSet<&'static str>,
     retry_at: Option<Instant>,
     retry: Duration,
+    backoff: Duration,
     healthy: Result<(), String>,
 }
 
@@ -339,8 +340,11 @@ impl Agent<'_> {
                     .with(|c| *c.drift_repairs.entry(k.to_string()).or_default() += 1);
             }
             self.retry_at = None;
+            self.backoff = self.retry;
         } else {
-            self.retry_at = Some(Instant::now() + self.retry);
+            // Retried with a doubling delay (up to five minutes) until it holds.
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(300));
         }
     }
 }
@@ -356,6 +360,7 @@ pub fn run(
     signals: &Signals,
 ) -> Result<(), (u8, String)> {
     let notify = Notifier::from_env();
+    shared.with(|c| c.reason = "starting: the policy is not applied yet".into());
     let first = host.load().map_err(|d| (1, d))?;
     kernel
         .reread(&first.target.devices())
@@ -372,6 +377,7 @@ pub fn run(
         open: BTreeSet::new(),
         retry_at: None,
         retry: config.retry,
+        backoff: config.retry,
         healthy: Ok(()),
     };
     if agent.apply(&first, "start") {
