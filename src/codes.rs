@@ -104,6 +104,9 @@ codes! {
     NQ067 = 67, Info, "the CNI needs no bandwidth patch";
     NQ068 = 68, Error, "allow names an error or no code";
     NQ069 = 69, Warning, "allow without effect";
+    NQ080 = 80, Error, "policy is not UTF-8 text";
+    NQ081 = 81, Error, "input file too large";
+    NQ082 = 82, Error, "input is not a regular file";
 }
 
 impl Code {

@@ -123,12 +123,15 @@ impl Diagnostics {
         self.items.iter()
     }
 
-    /// Sorted by position (spanless first), then code, so output is stable.
+    /// Root causes first (syntax, unknown keywords, undefined variables: see
+    /// `check::is_root`), then by position (spanless first), then code, so output is stable
+    /// and the cause comes before what it implies.
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
         self.items.sort_by(|a, b| {
             let ka = a.primary_span().map(|s| (s.start, s.end));
             let kb = b.primary_span().map(|s| (s.start, s.end));
-            ka.cmp(&kb).then(a.code.cmp(&b.code))
+            let (ra, rb) = (crate::check::is_root(a.code), crate::check::is_root(b.code));
+            rb.cmp(&ra).then(ka.cmp(&kb)).then(a.code.cmp(&b.code))
         });
         self.items.dedup();
         self.items

@@ -704,7 +704,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
     for oc in &o.classes {
         if !n.classes.iter().any(|nc| nc.classid == oc.classid) {
             push(
-                &oc.classid,
+                &oc.classid.to_string(),
                 format!("class {} ({}) deleted", oc.classid, class_label(oc)),
             );
         }
@@ -712,7 +712,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
     for nc in &n.classes {
         let Some(oc) = o.classes.iter().find(|oc| oc.classid == nc.classid) else {
             push(
-                &nc.classid,
+                &nc.classid.to_string(),
                 format!("class {} ({}) created", nc.classid, class_label(nc)),
             );
             continue;
@@ -759,7 +759,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
         }
         if !what.is_empty() {
             push(
-                &nc.classid,
+                &nc.classid.to_string(),
                 format!(
                     "class {} ({}) {in_place}: {}",
                     nc.classid,
@@ -770,7 +770,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
         }
         let leaf = |l: &Option<crate::plan::LeafPlan>| {
             l.as_ref().map(|l| {
-                format!("{} {}", l.kind, l.args.join(" "))
+                format!("{} {}", l.queue.kind(), l.queue.args().join(" "))
                     .trim_end()
                     .to_string()
             })
@@ -780,9 +780,9 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
                 .leaf
                 .as_ref()
                 .or(oc.leaf.as_ref())
-                .map_or(String::new(), |l| l.handle.clone());
+                .map_or(String::new(), |l| l.handle.to_string());
             let verb = match (&oc.leaf, &nc.leaf) {
-                (Some(a), Some(b)) if a.kind == b.kind && a.handle == b.handle => {
+                (Some(a), Some(b)) if a.queue.kind() == b.queue.kind() && a.handle == b.handle => {
                     "replaced in place"
                 }
                 (Some(_), Some(_)) => "deleted and recreated",
@@ -799,15 +799,7 @@ fn device(o: &DevicePlan, n: &DevicePlan, out: &mut Vec<NodeChange>) {
             );
         }
     }
-    let filter_key = |f: &FilterPlan| {
-        (
-            f.parent.clone(),
-            f.protocol.clone(),
-            f.prio,
-            f.keys.clone(),
-            f.target.clone(),
-        )
-    };
+    let filter_key = |f: &FilterPlan| (f.parent, f.protocol, f.prio, f.keys.clone(), f.target);
     let ok: Vec<_> = o.filters.iter().map(filter_key).collect();
     let nk: Vec<_> = n.filters.iter().map(filter_key).collect();
     if ok != nk {

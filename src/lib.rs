@@ -1,10 +1,28 @@
 //! netqos: a compiler for node bandwidth policy.
 //!
-//! The pipeline, one module per stage:
+//! The pipeline, one module per stage; [`compile`] runs it from text to artefacts, and the
+//! live commands take the plan on to the kernel:
 //!
 //! ```text
-//! text ─syntax::parse─▶ ast::File ─check::check─▶ model::Model
+//! text ─syntax::parse─▶ ast::File ─check::check─▶ model::Model ─lower::lower─▶ plan::Plan
+//!   ─backend (Artefact::render)─▶ files: tc, rollback, plan, tree, cloud-init, systemd,
+//!                                        conflist, annotations
+//!   ─apply::state::from_plan─▶ Target ─apply::diff─▶ [Change] ─apply::txn─▶ the kernel
 //! ```
+//!
+//! * parse: [`syntax::parse`] (NQ040); check: [`check::check`] (every other code), both in
+//!   [`check_source`]; [`pipeline::check`] adds lowering and the `--allow` and
+//!   `--deny-warnings` rules.
+//! * lower: [`lower::lower`], infallible.
+//! * backends: [`backend::Artefact`] names each artefact kind and renders it from one
+//!   [`backend::Render`] context; [`pipeline::Checked::files`] renders a selection.
+//! * apply: [`apply::state::from_plan`] turns the plan into kernel objects,
+//!   [`apply::diff::diff`] plans the changes against what [`apply::kernel::Kernel`] reads,
+//!   [`apply::txn`] executes them journaled and undoes them on failure.
+//!
+//! The rest of this page is the project's `ARCHITECTURE.md`.
+//!
+#![doc = include_str!("../ARCHITECTURE.md")]
 
 pub mod agent;
 pub mod apply;
@@ -15,14 +33,19 @@ pub mod codes;
 pub mod diagnostic;
 pub mod diff;
 pub mod format;
+pub mod input;
 pub mod lower;
 pub mod model;
+pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod span;
 pub mod syntax;
 pub mod units;
 pub mod vars;
+
+pub use backend::Artefact;
+pub use pipeline::compile;
 
 use diagnostic::Diagnostics;
 

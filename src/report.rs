@@ -2,6 +2,7 @@
 //! workflow-command annotations for PR review.
 
 use std::fmt;
+use std::sync::Arc;
 
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
 use serde::Serialize;
@@ -18,7 +19,7 @@ pub struct Source {
 
 struct Adapter<'a> {
     d: &'a Diagnostic,
-    src: NamedSource<String>,
+    src: NamedSource<Arc<str>>,
 }
 
 impl fmt::Debug for Adapter<'_> {
@@ -85,7 +86,53 @@ impl miette::Diagnostic for Adapter<'_> {
     }
 }
 
-/// Renders diagnostics the way a person reads them; `color` adds ANSI styling.
+/// The most diagnostics `human` renders; the rest are counted in one line.
+pub const MAX_HUMAN: usize = 100;
+
+/// The longest source line `human` shows in a snippet, and the longest message, label or
+/// help text it prints whole.
+pub const MAX_SHOWN_TEXT: usize = 400;
+
+/// `d` fit for a terminal: texts over [`MAX_SHOWN_TEXT`] cut with their length said, and
+/// when a label sits on a source line longer than that, no snippet but the position.
+fn summarised(d: &Diagnostic, src: &Source) -> Diagnostic {
+    let cut = |t: &str| -> String {
+        if t.len() <= MAX_SHOWN_TEXT {
+            return t.to_string();
+        }
+        let mut end = MAX_SHOWN_TEXT / 2;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes in all)", &t[..end], t.len())
+    };
+    let mut out = d.clone();
+    out.message = cut(&d.message);
+    out.help = d.help.as_deref().map(cut);
+    for l in &mut out.labels {
+        l.text = cut(&l.text);
+    }
+    let long_line = d.labels.iter().find_map(|l| {
+        let start = l.span.start.min(src.text.len());
+        let from = src.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let to = src.text[start..]
+            .find('\n')
+            .map_or(src.text.len(), |i| start + i);
+        (to - from > MAX_SHOWN_TEXT).then_some((start, to - from))
+    });
+    if let Some((at, len)) = long_line {
+        let (line, col) = line_col(&src.text, at);
+        out.message = format!(
+            "{} (at {}:{line}:{col}; the line is {len} bytes long, not shown)",
+            out.message, src.name
+        );
+        out.labels.clear();
+    }
+    out
+}
+
+/// Renders diagnostics the way a person reads them; `color` adds ANSI styling. At most
+/// [`MAX_HUMAN`] are rendered, each summarised so that none prints megabytes.
 pub fn human(diags: &[Diagnostic], src: &Source, color: bool) -> String {
     let theme = if color {
         GraphicalTheme::unicode()
@@ -96,10 +143,12 @@ pub fn human(diags: &[Diagnostic], src: &Source, color: bool) -> String {
         .with_width(100)
         .with_links(false);
     let mut out = String::new();
-    for d in diags {
+    let text: Arc<str> = Arc::from(src.text.as_str());
+    for d in diags.iter().take(MAX_HUMAN) {
+        let d = &summarised(d, src);
         let adapter = Adapter {
             d,
-            src: NamedSource::new(src.name.clone(), src.text.clone()),
+            src: NamedSource::new(src.name.clone(), Arc::clone(&text)),
         };
         let mut one = String::new();
         if handler.render_report(&mut one, &adapter).is_err() {
@@ -109,6 +158,13 @@ pub fn human(diags: &[Diagnostic], src: &Source, color: bool) -> String {
         if !one.ends_with('\n') {
             out.push('\n');
         }
+    }
+    if diags.len() > MAX_HUMAN {
+        out.push_str(&format!(
+            "… and {} more diagnostics for {} not shown (`--format json` lists them all)\n",
+            diags.len() - MAX_HUMAN,
+            src.name
+        ));
     }
     out
 }

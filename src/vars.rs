@@ -31,16 +31,11 @@ pub struct ExternalVars {
 impl ExternalVars {
     /// The effective value of each name (last one wins), sorted by name.
     pub fn effective(&self) -> Vec<&ExternalVar> {
-        let mut out: Vec<&ExternalVar> = Vec::new();
+        let mut last: std::collections::BTreeMap<&str, &ExternalVar> = Default::default();
         for v in &self.vars {
-            if let Some(slot) = out.iter_mut().find(|e| e.name == v.name) {
-                *slot = v;
-            } else {
-                out.push(v);
-            }
+            last.insert(&v.name, v);
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+        last.into_values().collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&ExternalVar> {

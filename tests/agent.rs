@@ -57,16 +57,14 @@ pods {
 struct Node {
     ns: Netns,
     peer: Netns,
-    dir: PathBuf,
+    dir: crate::support::TempDir,
 }
 
 impl Node {
     fn new(tag: &str) -> Option<Node> {
         let ns = Netns::new(&format!("ag{tag}"))?;
         let peer = Netns::new(&format!("ap{tag}"))?;
-        let dir = std::env::temp_dir().join(format!("nq-agent-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("test dir");
+        let dir = crate::support::TempDir::new(&format!("agent-{tag}"));
         let node = Node { ns, peer, dir };
         node.add_eth0();
         node.ns.ok("ip link set lo up");
@@ -178,12 +176,6 @@ impl Node {
 
     fn tc(&self, args: &str) -> String {
         self.ns.ok(&format!("tc {args}"))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -21,7 +21,7 @@ fn play(d: &Path, extra: &[&str]) -> Output {
         .arg(d.join("inventory.yml"))
         .arg(d.join("playbook/playbook.yml"))
         .arg("-e")
-        .arg(format!("netqos={}", env!("CARGO_BIN_EXE_netqos")))
+        .arg(format!("netqos={}", netqos_bin()))
         .arg("-e")
         .arg(format!("netqos_root={}", d.join("node").display()))
         .args(["-e", "netqos_enable=false"])
@@ -52,22 +52,12 @@ fn recap(o: &Output) -> (u32, u32) {
     (field("changed="), field("failed="))
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn playbook_deploys_in_check_mode_for_real_and_idempotently() {
     if !tool("ansible-playbook", "ansible-core (pip)") {
         return;
     }
-    let d = std::env::temp_dir().join(format!("netqos-ansible-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = TempDir::new("ansible");
     let st = Command::new("cp")
         .arg("-r")
         .arg(root().join("examples/ansible"))
@@ -138,5 +128,4 @@ fn playbook_deploys_in_check_mode_for_real_and_idempotently() {
     let bad = play(&d, &[]);
     assert!(!bad.status.success());
     assert!(text(&bad).contains("NQ006"), "{}", text(&bad));
-    let _ = std::fs::remove_dir_all(&d);
 }

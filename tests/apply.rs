@@ -12,6 +12,8 @@ use netqos::apply::state::{self, Target};
 use netqos::apply::txn::{self, Hooks, Record, StateDir};
 use netqos::vars::ExternalVars;
 
+use crate::support::*;
+
 fn target(src: &str) -> Target {
     let model = netqos::check_source(src, &ExternalVars::default())
         .model
@@ -246,12 +248,6 @@ fn ingress_creates_the_ifb_first_and_the_redirect_last_and_uses_an_existing_clsa
     );
 }
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("nq-apply-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    p
-}
-
 static ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Applies `to` over `from` with a failure at step `fail`, undoes, and checks the fake
@@ -305,8 +301,8 @@ fn fail_and_undo(from: Option<&str>, to: &str, dir: &StateDir) -> usize {
 
 #[test]
 fn a_failure_at_any_step_is_undone_to_the_snapshot() {
-    let dir = temp_dir("undo");
-    let d = StateDir::open(&dir).unwrap();
+    let tmp = TempDir::new("apply-undo");
+    let d = StateDir::open(&tmp.join("state")).unwrap();
     assert!(fail_and_undo(None, EGRESS, &d) > 10);
     let edited = EGRESS
         .replace("rate 100mbit ceil 300mbit", "rate 150mbit ceil 300mbit")
@@ -324,13 +320,12 @@ fn a_failure_at_any_step_is_undone_to_the_snapshot() {
             &d
         ) > 3
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_lock_admits_one_writer() {
-    let dir = temp_dir("lock");
-    let d = StateDir::open(&dir).unwrap();
+    let tmp = TempDir::new("apply-lock");
+    let d = StateDir::open(&tmp.join("state")).unwrap();
     let held = d.lock(false).unwrap();
     let e = d.lock(false).unwrap_err();
     assert!(e.0.contains("holds"), "{e}");
@@ -340,7 +335,6 @@ fn the_lock_admits_one_writer() {
     );
     drop(held);
     d.lock(false).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -362,45 +356,32 @@ fn dropping_an_ingress_block_removes_its_redirect_and_ifb_but_keeps_the_hook_qdi
 
 #[test]
 fn live_commands_explain_what_they_cannot_do() {
-    let dir = temp_dir("cli");
-    std::fs::create_dir_all(&dir).unwrap();
-    let policy = dir.join("p.nq");
-    std::fs::write(
-        &policy,
+    let dir = TempDir::new("apply-cli");
+    let policy = dir.write(
+        "p.nq",
         EGRESS.replace(
             "class bulk { rate 100mbit default }",
             "class bulk { rate 100mbit default qdisc fq_codel }",
         ),
-    )
-    .unwrap();
+    );
     let state = dir.join("state");
     let s = state.to_str().unwrap();
-    let run = |args: &[&str]| {
-        let o = crate::support::netqos(args, &dir);
-        (
-            o.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
-    };
-    let (code, out) = run(&["plan", policy.to_str().unwrap()]);
-    assert_eq!(code, Some(3), "{out}");
+    let out = cli(["plan"]).arg(&policy).cwd(&dir).code(3).text();
     assert!(
         out.contains("fq_codel") && out.contains("not supported by the netlink apply"),
         "{out}"
     );
-    let (code, out) = run(&["apply", "--confirm", "0s", "--state-dir", s, "x.nq"]);
-    assert_eq!(code, Some(2), "{out}");
-    let (code, out) = run(&["rollback", "--state-dir", s]);
-    assert_eq!(code, Some(3), "{out}");
-    assert!(out.contains("nothing to roll back"), "{out}");
-    let (code, out) = run(&["confirm", "--state-dir", s]);
-    assert_eq!(code, Some(3), "{out}");
-    assert!(out.contains("no apply awaits confirmation"), "{out}");
-    let _ = std::fs::remove_dir_all(&dir);
+    cli(["apply", "--confirm", "0s", "--state-dir", s, "x.nq"])
+        .cwd(&dir)
+        .code(2);
+    cli(["rollback", "--state-dir", s])
+        .cwd(&dir)
+        .code(3)
+        .text_has("nothing to roll back");
+    cli(["confirm", "--state-dir", s])
+        .cwd(&dir)
+        .code(3)
+        .text_has("no apply awaits confirmation");
 }
 
 /// Many windows, the kernel refusing a change in the middle of one: the changes before it
@@ -419,8 +400,8 @@ fn a_kernel_refusal_mid_window_sends_nothing_after_it() {
     }
     src.push_str(" class bulk { rate 1mbit default }\n}\n");
     let t = target(&src);
-    let dir = temp_dir("midwindow");
-    let d = StateDir::open(&dir).unwrap();
+    let tmp = TempDir::new("apply-midwindow");
+    let d = StateDir::open(&tmp.join("state")).unwrap();
     for fail in [1, 127, 200, 600] {
         let mut k = FakeKernel::with_devices(&["eth0"]);
         let before = k.read(&t.devices()).unwrap();
@@ -444,5 +425,4 @@ fn a_kernel_refusal_mid_window_sends_nothing_after_it() {
         txn::restore(&mut k, &record, &d.inverses(&record.id)).unwrap();
         assert_eq!(k.read(&t.devices()).unwrap(), before, "undo after {fail}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,98 +10,52 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A network namespace (deleted on drop) with `eth0` ↔ `peer0` (in a second namespace),
-/// 10.0.0.1/24 and 10.0.0.2/24, and a state directory for netqos.
-struct Lab {
-    ns: String,
-    peer: String,
-    state: PathBuf,
-}
+use crate::support::*;
 
-fn netqos_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_netqos")
+/// The lab of these tests: `eth0` (10.0.0.1/24) in a namespace, joined to `peer0`
+/// (10.0.0.2/24) in a second one, and a state directory for netqos (created when the first
+/// policy is written). All removed on drop.
+struct Lab {
+    ns: Netns,
+    peer: Netns,
+    state: PathBuf,
+    _dir: TempDir,
 }
 
 impl Lab {
     fn new(tag: &str) -> Option<Lab> {
-        let ns = format!("nqa-{tag}-{}", std::process::id());
-        let peer = format!("nqb-{tag}-{}", std::process::id());
-        for n in [&ns, &peer] {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-        let ok = [&ns, &peer].iter().all(|n| {
-            Command::new("ip")
-                .args(["netns", "add", n])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-        let state = std::env::temp_dir().join(format!("nqa-state-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&state);
-        let lab = Lab { ns, peer, state };
-        if !ok {
-            assert!(
-                std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-                "NETQOS_REQUIRE_NETNS is set but `ip netns add` failed (need root and iproute2)"
-            );
-            eprintln!("skipping kernel test: cannot create network namespaces");
-            return None;
-        }
-        lab.ok(&format!(
-            "ip link add eth0 type veth peer name peer0 netns {p} && ip addr add 10.0.0.1/24 dev eth0 \
-             && ip link set eth0 up && ip link set lo up",
-            p = lab.peer
-        ));
-        lab.peer_ok(
-            "ip addr add 10.0.0.2/24 dev peer0 && ip link set peer0 up && ip link set lo up",
-        );
-        Some(lab)
-    }
-
-    fn sh_in(ns: &str, cmd: &str) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", ns, "sh", "-c", cmd])
-            .output()
-            .expect("ip netns exec runs")
+        let ns = Netns::new(&format!("ak{tag}"))?;
+        let peer = ns.peer(
+            &format!("ak{tag}p"),
+            "eth0",
+            "10.0.0.1/24",
+            "peer0",
+            "10.0.0.2/24",
+        )?;
+        let dir = TempDir::new(&format!("ak-{tag}"));
+        Some(Lab {
+            ns,
+            peer,
+            state: dir.join("state"),
+            _dir: dir,
+        })
     }
 
     fn ok(&self, cmd: &str) -> String {
-        let o = Self::sh_in(&self.ns, cmd);
-        assert!(o.status.success(), "`{cmd}`: {}", text(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        self.ns.ok(cmd)
     }
 
-    fn peer_ok(&self, cmd: &str) {
-        let o = Self::sh_in(&self.peer, cmd);
-        assert!(o.status.success(), "`{cmd}`: {}", text(&o));
+    /// `netqos ARGS` in the namespace with the lab's state directory.
+    fn netqos(&self, args: &[&str]) -> Cli {
+        self.ns.netqos(args).env("NETQOS_STATE_DIR", &self.state)
     }
 
-    fn netqos_cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns, netqos_bin()])
-            .args(args)
-            .env("NETQOS_STATE_DIR", &self.state)
-            .env("NO_COLOR", "1")
-            .env_remove("NETQOS_FAIL_AFTER")
-            .env_remove("NETQOS_PAUSE_AFTER");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c
-    }
-
-    /// Runs netqos in the namespace: (exit code, stdout + stderr).
-    fn netqos(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-        let o = self.netqos_cmd(args, env).output().expect("netqos runs");
-        (o.status.code().unwrap_or(-1), text(&o))
-    }
-
+    /// `netqos ARGS`, asserting exit 0: stdout + stderr.
     fn netqos_ok(&self, args: &[&str]) -> String {
-        let (code, out) = self.netqos(args, &[]);
-        assert_eq!(code, 0, "netqos {args:?}: {out}");
-        out
+        self.netqos(args).code(0).text()
     }
 
     /// Everything tc and ip say about the namespace, normalised: kernel-chosen action
@@ -134,27 +88,6 @@ impl Lab {
         out.sort();
         out
     }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Processes this test started in its namespaces (ping, a detached revert).
-        for n in [&self.ns, &self.peer] {
-            if let Ok(o) = Command::new("ip").args(["netns", "pids", n]).output() {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).output();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
-fn text(o: &Output) -> String {
-    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&o.stderr));
-    s
 }
 
 /// Drops what depends on creation order: u32 hash-table ids and action indexes.
@@ -238,13 +171,12 @@ fn netlink_apply_builds_what_the_tc_script_builds() {
     let Some(b) = Lab::new("eqb") else { return };
     for policy in [POLICY, INGRESS, LEAVES] {
         let pa = write_policy(&a, "p.nq", policy);
-        let out = Command::new(netqos_bin())
-            .args(["compile", pa.to_str().unwrap(), "-o", "-", "--emit", "tc"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        let out = cli(["compile"])
+            .arg(&pa)
+            .args(["-o", "-", "--emit", "tc"])
+            .code(0);
         let script = a.state.join("apply.sh");
-        std::fs::write(&script, &out.stdout).unwrap();
+        std::fs::write(&script, &out.output.stdout).unwrap();
         a.ok(&format!("sh {}", script.display()));
         // Netlink reads the script's tree and finds nothing to change…
         let plan = a.netqos_ok(&["plan", pa.to_str().unwrap()]);
@@ -321,10 +253,10 @@ fn one_class_change_keeps_the_other_counters_and_drops_no_packet() {
     let plan = lab.netqos_ok(&["plan", p2.to_str().unwrap()]);
     assert!(plan.contains("2 change(s)"), "{plan}");
     // A ping flow through the tree while the change is applied: nothing lost.
-    let ping = Command::new("ip")
-        .args([
-            "netns", "exec", &lab.ns, "ping", "-c", "200", "-i", "0.005", "-W", "1", "10.0.0.2",
-        ])
+    let ping = lab
+        .ns
+        .command("ping")
+        .args(["-c", "200", "-i", "0.005", "-W", "1", "10.0.0.2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -373,11 +305,9 @@ fn a_failure_at_every_step_is_undone_exactly() {
         let n = changes_between(&lab, to);
         assert!(n >= 4, "{n} changes");
         for step in 0..n {
-            let (code, out) = lab.netqos(
-                &["apply", to.to_str().unwrap()],
-                &[("NETQOS_FAIL_AFTER", &step.to_string())],
-            );
-            assert_eq!(code, 4, "step {step}: {out}");
+            lab.netqos(&["apply", to.to_str().unwrap()])
+                .env("NETQOS_FAIL_AFTER", step.to_string())
+                .code(4);
             assert_eq!(lab.dump(), before, "after a failure at step {step} of {n}");
         }
     }
@@ -393,10 +323,9 @@ fn sigkill_mid_apply_then_rollback_returns_to_the_snapshot() {
     let n = changes_between(&lab, &p2);
     for step in 0..n {
         let mut child = lab
-            .netqos_cmd(
-                &["apply", p2.to_str().unwrap()],
-                &[("NETQOS_PAUSE_AFTER", &step.to_string())],
-            )
+            .netqos(&["apply", p2.to_str().unwrap()])
+            .env("NETQOS_PAUSE_AFTER", step.to_string())
+            .command()
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -481,8 +410,8 @@ fn confirm_window_reverts_keeps_and_survives_the_applying_process() {
     lab.netqos_ok(&["confirm"]);
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(lab.dump(), applied, "a confirmed apply was reverted");
-    let (code, _) = lab.netqos(&["confirm"], &[]);
-    assert_eq!(code, 3, "nothing left to confirm");
+    // Nothing left to confirm.
+    lab.netqos(&["confirm"]).code(3);
     lab.netqos_ok(&["rollback"]);
     assert_eq!(lab.dump(), pristine);
 
@@ -490,10 +419,9 @@ fn confirm_window_reverts_keeps_and_survives_the_applying_process() {
     // session takes down: SIGHUP, then SIGKILL) killed mid-way: the detached revert, in a
     // session of its own, still runs.
     let mut child = lab
-        .netqos_cmd(
-            &["apply", "--confirm", "3s", path],
-            &[("NETQOS_PAUSE_AFTER", "3")],
-        )
+        .netqos(&["apply", "--confirm", "3s", path])
+        .env("NETQOS_PAUSE_AFTER", "3")
+        .command()
         .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -552,8 +480,7 @@ fn a_kernel_refusal_shows_its_extended_ack_text_and_is_undone() {
     ));
     let before = lab.dump();
     let p2 = write_policy(&lab, "p2.nq", &edited());
-    let (code, out) = lab.netqos(&["apply", p2.to_str().unwrap()], &[]);
-    assert_eq!(code, 4, "{out}");
+    let out = lab.netqos(&["apply", p2.to_str().unwrap()]).code(4).text();
     assert!(
         out.contains("HTB class in use"),
         "the kernel's own words: {out}"
@@ -690,8 +617,10 @@ fn a_batch_attributes_a_middle_failure_and_its_silent_successes() {
 #[test]
 fn a_failed_probe_undoes_the_apply() {
     let Some(lab) = Lab::new("probe") else { return };
-    let mut listener = Command::new("ip")
-        .args(["netns", "exec", &lab.peer, "python3", "-c"])
+    let mut listener = lab
+        .peer
+        .command("python3")
+        .arg("-c")
         .arg(
             "import socket, time\n\
              s = socket.socket(); s.bind(('10.0.0.2', 7443)); s.listen(8)\n\
@@ -721,8 +650,8 @@ fn a_failed_probe_undoes_the_apply() {
     let applied = lab.dump();
     assert_ne!(applied, pristine);
     let p2 = write_policy(&lab, "p2.nq", &edited());
-    let (code, out) = lab.netqos(
-        &[
+    let failed = lab
+        .netqos(&[
             "apply",
             "--probe",
             "tcp:10.0.0.2:7443",
@@ -731,22 +660,21 @@ fn a_failed_probe_undoes_the_apply() {
             "--probe-timeout",
             "3s",
             p2.to_str().unwrap(),
-        ],
-        &[],
-    );
+        ])
+        .run();
     let _ = listener.kill();
     let _ = listener.wait();
-    assert_eq!(code, 4, "{out}");
+    let out = failed.code(4).text();
     assert!(
         out.contains("probe tcp:10.0.0.2:7444") && out.contains("refused"),
         "{out}"
     );
     assert_eq!(lab.dump(), applied, "undone to the first apply");
-    let (code, out) = lab.netqos(
-        &["apply", "--probe", "10.0.0.2:22", p2.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(code, 2, "a malformed probe is a usage error: {out}");
+    // A malformed probe is a usage error.
+    let out = lab
+        .netqos(&["apply", "--probe", "10.0.0.2:22", p2.to_str().unwrap()])
+        .code(2)
+        .text();
     assert!(out.contains("tcp:HOST:PORT"), "{out}");
     assert_eq!(lab.dump(), applied, "nothing applied");
 }

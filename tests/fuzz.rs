@@ -228,11 +228,10 @@ fn exercise(src: &str) -> Option<String> {
             let _ = netqos::diff::diff(model, other);
             let plan = netqos::lower::lower(model);
             let _ = netqos::backend::unit(&plan, "fuzz.nq");
-            if let Ok(files) = netqos::backend::node_files(
-                &plan,
-                "fuzz.nq",
-                &netqos::backend::Templates::default(),
-            ) {
+            let t = netqos::backend::Templates::default();
+            if let Ok(files) =
+                netqos::backend::node_files(&netqos::backend::Render::new(&plan, "fuzz.nq", &t))
+            {
                 let _ = netqos::backend::cloud_config(&files, "fuzz.nq");
             }
         }

@@ -6,7 +6,6 @@
 //! Skips only when namespaces are unavailable and `NETQOS_REQUIRE_NETNS` is unset.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::*;
 use netqos::plan::Plan;
@@ -21,12 +20,13 @@ fn compile(src: &str, dir: &Path) -> Plan {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("apply.sh"),
-        netqos::backend::tc_script(&plan, "policy.nq", &t).unwrap(),
+        netqos::backend::tc_script(&netqos::backend::Render::new(&plan, "policy.nq", &t)).unwrap(),
     )
     .unwrap();
     std::fs::write(
         dir.join("rollback.sh"),
-        netqos::backend::rollback_script(&plan, "policy.nq", &t).unwrap(),
+        netqos::backend::rollback_script(&netqos::backend::Render::new(&plan, "policy.nq", &t))
+            .unwrap(),
     )
     .unwrap();
     plan
@@ -94,7 +94,7 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
         for c in &d.classes {
             let line = classes
                 .lines()
-                .find(|l| l.split_whitespace().nth(2) == Some(c.classid.as_str()))
+                .find(|l| l.split_whitespace().nth(2) == Some(c.classid.to_string().as_str()))
                 .unwrap_or_else(|| {
                     panic!(
                         "{dev}: class {} ({}) missing:\n{classes}",
@@ -104,7 +104,7 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
             let parent = word_after(line, "parent").unwrap_or("1:");
             assert_eq!(
                 parent,
-                c.parent.as_str(),
+                c.parent.to_string(),
                 "{dev} {} parent: {line}",
                 c.classid
             );
@@ -141,8 +141,8 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
         );
         // u32 filters of one qdisc share their hash tables, and a dump of any parent may list
         // nodes of the others: collect every parent's dump, keyed by the node's handle.
-        let mut parents: Vec<&str> = d.filters.iter().map(|f| f.parent.as_str()).collect();
-        parents.push("1:");
+        let mut parents: Vec<String> = d.filters.iter().map(|f| f.parent.to_string()).collect();
+        parents.push("1:".to_string());
         parents.sort_unstable();
         parents.dedup();
         let mut nodes = std::collections::BTreeMap::new();
@@ -163,7 +163,7 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
             shown.push_str(&text);
         }
         let mut got: Vec<String> = nodes.into_values().collect();
-        let mut want: Vec<String> = d.filters.iter().map(|f| f.target.clone()).collect();
+        let mut want: Vec<String> = d.filters.iter().map(|f| f.target.to_string()).collect();
         got.sort();
         want.sort();
         assert_eq!(got, want, "{dev} filter targets:\n{shown}");
@@ -204,7 +204,7 @@ fn every_example_applies_matches_its_plan_is_idempotent_and_rolls_back() {
             return;
         };
         let src = std::fs::read_to_string(&path).unwrap();
-        let dir = std::env::temp_dir().join(format!("netqos-kernel-{}-{n}", std::process::id()));
+        let dir = TempDir::new(&format!("kernel-{n}"));
         let plan = compile(&src, &dir);
         for (i, dev) in devices(&plan).iter().enumerate() {
             ns.ok(&format!("ip link add {dev} type veth peer name nqpeer{i} && ip link set {dev} up && ip link set nqpeer{i} up"));
@@ -231,18 +231,12 @@ fn every_example_applies_matches_its_plan_is_idempotent_and_rolls_back() {
         );
         ns.ok(&rollback);
         assert_eq!(dump(&ns), pristine, "{}: second rollback", path.display());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
 #[test]
 fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue() {
-    if Command::new("ping").arg("-V").output().is_err() {
-        assert!(
-            std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-            "ping is required (.ci/run installs it)"
-        );
-        eprintln!("skipping classification test: no ping");
+    if !kernel_tool("ping", "iputils-ping") {
         return;
     }
     let Some(ns) = Netns::new("cls") else { return };
@@ -250,7 +244,7 @@ fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue
         return;
     };
     let src = std::fs::read_to_string(root().join("examples/control-plane.nq")).unwrap();
-    let dir = std::env::temp_dir().join(format!("netqos-kernel-cls-{}", std::process::id()));
+    let dir = TempDir::new("kernel-cls");
     let plan = compile(&src, &dir);
     ns.ok(&format!(
         "ip link add eth0 type veth peer name p0 netns {}",
@@ -272,7 +266,7 @@ fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue
         .unwrap();
     let bulk = d.classes.iter().find(|c| c.name == "bulk").unwrap();
     let stats = ns.ok("tc -s class show dev eth0");
-    let sent = |classid: &str| sent_bytes(&stats, classid);
+    let sent = |classid: &netqos::plan::Handle| sent_bytes(&stats, &classid.to_string());
     assert!(
         sent(&cp.classid) > 0,
         "control-plane class got no packets:\n{stats}"
@@ -287,7 +281,6 @@ fn classification_sends_traffic_to_planned_classes_and_never_to_the_direct_queue
         Some("0"),
         "{root}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 const HOSTILE: &[&str] = &[
@@ -303,9 +296,7 @@ const HOSTILE: &[&str] = &[
 
 #[test]
 fn hostile_interface_names_are_refused_and_odd_valid_ones_are_harmless() {
-    let d = std::env::temp_dir().join(format!("netqos-hostile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = TempDir::new("kernel-hostile");
     let policy = "netqos 1\ninterface $dev {\n    rate 10mbit\n    class a {\n        rate 1mbit\n        match tcp dport 22\n    }\n    class b {\n        rate 5mbit\n        default\n    }\n}\n";
     std::fs::write(d.join("p.nq"), policy).unwrap();
     for name in HOSTILE {
@@ -353,7 +344,6 @@ fn hostile_interface_names_are_refused_and_odd_valid_ones_are_harmless() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!entries.iter().any(|e| e.contains("canary")), "{entries:?}");
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// More filters than u32 numbers in one priority: source order must still hold.
@@ -370,7 +360,7 @@ fn source_order_survives_thousands_of_filters() {
         "netqos 1\n\ninterface eth0 {{\n    rate 100mbit\n\n    class many {{\n        rate 10mbit\n        match dst {}\n    }}\n    class wide {{\n        rate 10mbit\n        match dst 10.0.0.0/8\n    }}\n    class rest {{\n        rate 10mbit\n        default\n    }}\n}}\n",
         hosts.join(", ")
     );
-    let dir = std::env::temp_dir().join(format!("netqos-kernel-many-{}", std::process::id()));
+    let dir = TempDir::new("kernel-many");
     let plan = compile(&src, &dir);
     ns.ok(&format!(
         "ip link add eth0 type veth peer name p0 netns {}",
@@ -387,14 +377,13 @@ fn source_order_survives_thousands_of_filters() {
     let many = d.classes.iter().find(|c| c.name == "many").unwrap();
     let wide = d.classes.iter().find(|c| c.name == "wide").unwrap();
     let stats = ns.ok("tc -s class show dev eth0");
-    let sent = |classid: &str| sent_bytes(&stats, classid);
+    let sent = |classid: &netqos::plan::Handle| sent_bytes(&stats, &classid.to_string());
     assert!(sent(&many.classid) > 0, "`many` got nothing:\n{stats}");
     assert_eq!(
         sent(&wide.classid),
         0,
         "`wide` took `many`'s traffic:\n{stats}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A device that already has a clsact qdisc with someone else's filter (Cilium, Calico):
@@ -405,7 +394,7 @@ fn ingress_shaping_coexists_with_clsact_and_foreign_filters() {
         return;
     };
     let src = std::fs::read_to_string(root().join("examples/ingress.nq")).unwrap();
-    let dir = std::env::temp_dir().join(format!("netqos-kernel-clsact-{}", std::process::id()));
+    let dir = TempDir::new("kernel-clsact");
     let plan = compile(&src, &dir);
     ns.ok("ip link add eth0 type veth peer name p0 && ip link set eth0 up && ip link set p0 up");
     ns.ok("tc qdisc add dev eth0 clsact && tc filter add dev eth0 ingress protocol ip prio 100 u32 match ip dst 192.0.2.1/32 flowid 1:1");
@@ -424,7 +413,6 @@ fn ingress_shaping_coexists_with_clsact_and_foreign_filters() {
         before,
         "rollback must leave clsact and its filter as they were"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Running the script of an edited policy over the old tree: removed classes go, a leaf
@@ -440,7 +428,7 @@ fn an_edited_policy_replaces_the_old_tree_without_leftovers() {
         )
         .replace("            rate 400mbit\n            default", "            rate 400mbit\n            qdisc pfifo limit 100\n            default");
     assert_ne!(old, new, "the edit applies");
-    let dir = std::env::temp_dir().join(format!("netqos-kernel-edit-{}", std::process::id()));
+    let dir = TempDir::new("kernel-edit");
     compile(&old, &dir.join("old"));
     let plan = compile(&new, &dir.join("new"));
     ns.ok("ip link add eth0 type veth peer name p0 && ip link set eth0 up && ip link set p0 up");
@@ -467,5 +455,4 @@ fn an_edited_policy_replaces_the_old_tree_without_leftovers() {
             .count(),
         "{qdiscs}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

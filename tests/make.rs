@@ -14,7 +14,7 @@ fn make(dir: &Path, args: &[&str]) -> Output {
     Command::new("make")
         .arg("-C")
         .arg(dir)
-        .arg(format!("NETQOS={}", env!("CARGO_BIN_EXE_netqos")))
+        .arg(format!("NETQOS={}", netqos_bin()))
         .args(args)
         .env("NO_COLOR", "1")
         .output()
@@ -41,21 +41,13 @@ fn mtimes(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
     out
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn makefile_compiles_every_host_and_is_idempotent() {
     if !tool("make", "make") {
         return;
     }
-    let d = std::env::temp_dir().join(format!("netqos-make-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let tmp = TempDir::new("make");
+    let d = tmp.join("make");
     let st = Command::new("cp")
         .arg("-r")
         .arg(root().join("examples/make"))
@@ -126,5 +118,4 @@ fn makefile_compiles_every_host_and_is_idempotent() {
     assert!(out.contains("error[NQ006]"), "{out}");
     assert!(out.contains("policy.nq:"), "{out}");
     assert_eq!(artefacts(mtimes(&d)), before);
-    let _ = std::fs::remove_dir_all(&d);
 }

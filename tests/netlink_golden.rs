@@ -7,6 +7,7 @@
 use netqos::apply::model::*;
 use netqos::apply::netlink::nla::{self, MsgWriter};
 use netqos::apply::netlink::{link, tc};
+use netqos::plan::{End, Family, Selector};
 
 fn golden(name: &str) -> Vec<u8> {
     let path = crate::support::root().join(format!("tests/fixtures/netlink/{name}.hex"));
@@ -202,18 +203,45 @@ fn filter(
     prio: u16,
     protocol: u16,
     handle: u32,
-    sel: &[&str],
+    sel: &[(&str, Selector)],
     action: Action,
 ) -> Filter {
-    let sel: Vec<String> = sel.iter().map(|s| s.to_string()).collect();
+    // The text is what capture.sh gave tc for the golden bytes.
+    for (text, s) in sel {
+        assert_eq!(s.to_string(), *text);
+    }
+    let sel: Vec<Selector> = sel.iter().map(|(_, s)| *s).collect();
     Filter {
         dev: "v0".into(),
         parent,
         prio,
         protocol,
         handle,
-        keys: netqos::apply::keys::encode(&sel).expect("keys"),
+        keys: netqos::apply::keys::encode(&sel),
         action,
+    }
+}
+
+fn protocol(family: Family, number: u8) -> Selector {
+    Selector::Protocol { family, number }
+}
+
+fn addr(end: End, addr: &str, prefix: u8) -> Selector {
+    Selector::Addr {
+        end,
+        cidr: netqos::model::Cidr {
+            addr: addr.parse().expect("address"),
+            prefix,
+        },
+    }
+}
+
+fn port(family: Family, end: End, value: u16, mask: u16) -> Selector {
+    Selector::Port {
+        family,
+        end,
+        value,
+        mask,
     }
 }
 
@@ -226,12 +254,18 @@ fn u32_filters_and_redirect() {
         ETH_P_IP,
         0x800,
         &[
-            "ip protocol 6 0xff",
-            "ip dst 10.0.0.0/8",
-            "u8 0x05 0x0f at 0",
-            "u16 0x0000 0x1fff at 6",
-            "ip sport 1024 0xfc00",
-            "ip dport 2379 0xffff",
+            ("ip protocol 6 0xff", protocol(Family::V4, 6)),
+            ("ip dst 10.0.0.0/8", addr(End::Dst, "10.0.0.0", 8)),
+            ("u8 0x05 0x0f at 0", Selector::Ipv4NoOptions),
+            ("u16 0x0000 0x1fff at 6", Selector::Ipv4FirstFragment),
+            (
+                "ip sport 1024 0xfc00",
+                port(Family::V4, End::Src, 1024, 0xfc00),
+            ),
+            (
+                "ip dport 2379 0xffff",
+                port(Family::V4, End::Dst, 2379, 0xffff),
+            ),
         ],
         Action::Flow { classid: 0x1_0001 },
     );
@@ -246,10 +280,13 @@ fn u32_filters_and_redirect() {
         ETH_P_IPV6,
         0x801,
         &[
-            "ip6 protocol 17 0xff",
-            "ip6 src fd00:1::/40",
-            "ip6 dst fd00::1/128",
-            "ip6 dport 8472 0xffff",
+            ("ip6 protocol 17 0xff", protocol(Family::V6, 17)),
+            ("ip6 src fd00:1::/40", addr(End::Src, "fd00:1::", 40)),
+            ("ip6 dst fd00::1/128", addr(End::Dst, "fd00::1", 128)),
+            (
+                "ip6 dport 8472 0xffff",
+                port(Family::V6, End::Dst, 8472, 0xffff),
+            ),
         ],
         Action::Flow { classid: 0x1_0002 },
     );
@@ -263,7 +300,7 @@ fn u32_filters_and_redirect() {
         60001,
         ETH_P_ALL,
         0x800,
-        &["u32 0 0"],
+        &[("u32 0 0", Selector::Any)],
         Action::Flow { classid: 0x1_0002 },
     );
     check(

@@ -7,15 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::*;
-use netqos::backend::{self, NodeFile, Templates};
+use netqos::backend::{self, NodeFile, Render, Templates};
 use netqos::vars::ExternalVars;
-
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("netqos-node-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Every example's plan, plus one whose device names need escaping in unit names.
 fn plans() -> Vec<(String, netqos::plan::Plan)> {
@@ -45,14 +38,7 @@ fn plans() -> Vec<(String, netqos::plan::Plan)> {
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().expect("tool runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), text(&out))
 }
 
 /// The `write_files` of a cloud-config read back by PyYAML (as cloud-init reads it),
@@ -93,7 +79,7 @@ fn cloud_config_validates_with_cloud_init_and_carries_the_files() {
     if !tool("cloud-init", "cloud-init") {
         return;
     }
-    let d = tmpdir("cloud-init");
+    let d = TempDir::new("node-cloud-init");
     // A user template whose output a literal block cannot hold (leading space, no final
     // newline) goes base64-encoded.
     let odd = Templates {
@@ -102,7 +88,7 @@ fn cloud_config_validates_with_cloud_init_and_carries_the_files() {
     };
     for (n, (name, plan)) in plans().iter().enumerate() {
         for templates in [Templates::default(), odd.clone()] {
-            let files = backend::node_files(plan, name, &templates).unwrap();
+            let files = backend::node_files(&Render::new(plan, name, &templates)).unwrap();
             let doc = backend::cloud_config(&files, name).unwrap();
             let path = d.join(format!("{n}.yaml"));
             std::fs::write(&path, &doc).unwrap();
@@ -149,7 +135,6 @@ fn cloud_config_validates_with_cloud_init_and_carries_the_files() {
             ]
         );
     }
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -157,7 +142,7 @@ fn systemd_unit_verifies_with_systemd_analyze() {
     if !tool("systemd-analyze", "systemd") {
         return;
     }
-    let d = tmpdir("systemd");
+    let d = TempDir::new("node-systemd");
     // `verify --root` needs the system's own units (sysinit.target, …) in the root, and
     // runs `man` for `Documentation=`: the page is installed in a MANPATH of its own.
     let sys = d.join("root/usr/lib/systemd");
@@ -171,7 +156,7 @@ fn systemd_unit_verifies_with_systemd_analyze() {
     std::fs::copy(root().join("man/netqos.1"), man1.join("netqos.1")).unwrap();
     for (name, plan) in plans() {
         let t = Templates::default();
-        for f in backend::node_files(&plan, &name, &t).unwrap() {
+        for f in backend::node_files(&Render::new(&plan, &name, &t)).unwrap() {
             let p = d.join("root").join(f.path.trim_start_matches('/'));
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, &f.content).unwrap();
@@ -216,7 +201,6 @@ fn systemd_unit_verifies_with_systemd_analyze() {
         assert!(ok, "{name}: systemctl disable:\n{text}");
         assert!(unit.contains("Type=oneshot\nRemainAfterExit=yes\n"));
     }
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -225,7 +209,7 @@ fn a_broken_unit_is_refused_by_systemd_analyze() {
     if !tool("systemd-analyze", "systemd") {
         return;
     }
-    let d = tmpdir("systemd-broken");
+    let d = TempDir::new("node-systemd-broken");
     let sys = d.join("root/usr/lib/systemd");
     std::fs::create_dir_all(&sys).unwrap();
     let (ok, text) = run(Command::new("cp")
@@ -246,5 +230,4 @@ fn a_broken_unit_is_refused_by_systemd_analyze() {
         .arg(format!("--root={}", d.join("root").display()))
         .arg(backend::UNIT_NAME));
     assert!(!ok && text.contains("netqos-apply.sh"), "{text}");
-    let _ = std::fs::remove_dir_all(&d);
 }

@@ -3,9 +3,10 @@
 //! IFB. The reserved flow gets at least 90 % of its guarantee and the bulk flow stays
 //! within its ceil. Each run lasts a few seconds; all traffic stays between namespaces.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
+use crate::support::*;
 use netqos::vars::ExternalVars;
 
 /// Traffic tests measure throughput: run them one at a time so they do not share the CPU
@@ -18,71 +19,13 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Option<Netns> {
-        let name = format!("nqtr-{tag}-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        let have_iperf = Command::new("iperf3").arg("--version").output().is_ok();
-        if !ok || !have_iperf {
-            assert!(
-                std::env::var_os("NETQOS_REQUIRE_NETNS").is_none(),
-                "NETQOS_REQUIRE_NETNS is set but namespaces or iperf3 are unavailable"
-            );
-            eprintln!("skipping traffic test: no namespaces or no iperf3");
-            return None;
-        }
-        Some(Netns(name))
-    }
-
-    fn ok(&self, cmd: &str) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "sh", "-c", cmd])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "`{cmd}`: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "pids", &self.0])
-            .output()
-            .map(|o| {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("kill").arg(pid).output();
-                }
-            });
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 fn script(src: &str) -> String {
     let model = netqos::check_source(src, &ExternalVars::default())
         .model
         .expect("valid");
     let plan = netqos::lower::lower(&model);
-    netqos::backend::tc_script(&plan, "traffic.nq", &netqos::backend::Templates::default()).unwrap()
+    let t = netqos::backend::Templates::default();
+    netqos::backend::tc_script(&netqos::backend::Render::new(&plan, "traffic.nq", &t)).unwrap()
 }
 
 /// Runs the reserved (port 5201) and bulk (5202) flows together; returns received Mbit/s.
@@ -126,15 +69,20 @@ fn two_flows_to(client: &Netns, server: &Netns, ip_a: &str, ip_b: &str) -> (f64,
 
 const POLICY: &str = "netqos 1\n\ninterface eth0 DIR {\n    rate 100mbit\n\n    class reserved {\n        rate 60mbit\n        ceil 100mbit\n        prio 0\n        match tcp dport 5201\n    }\n    class bulk {\n        rate 20mbit\n        ceil 40mbit\n        prio 1\n        default\n    }\n}\n";
 
+/// Two namespaces joined by `eth0` ↔ `eth0` (10.9.0.1 and .2); `None` (skip) without
+/// namespaces or iperf3.
 fn setup(tag: &str) -> Option<(Netns, Netns)> {
-    let a = Netns::new(&format!("{tag}a"))?;
-    let b = Netns::new(&format!("{tag}b"))?;
-    a.ok(&format!(
-        "ip link add eth0 type veth peer name eth0 netns {}",
-        b.0
-    ));
-    a.ok("ip addr add 10.9.0.1/24 dev eth0 && ip link set eth0 up && ip link set lo up");
-    b.ok("ip addr add 10.9.0.2/24 dev eth0 && ip link set eth0 up && ip link set lo up");
+    if !kernel_tool("iperf3", "iperf3") {
+        return None;
+    }
+    let a = Netns::new(&format!("tr{tag}a"))?;
+    let b = a.peer(
+        &format!("tr{tag}b"),
+        "eth0",
+        "10.9.0.1/24",
+        "eth0",
+        "10.9.0.2/24",
+    )?;
     Some((a, b))
 }
 
@@ -155,11 +103,10 @@ fn check(reserved: f64, bulk: f64) {
 fn egress_reservation_holds_under_contention() {
     let _serial = serial();
     let Some((a, b)) = setup("eg") else { return };
-    let dir = std::env::temp_dir().join(format!("netqos-traffic-eg-{}.sh", std::process::id()));
-    std::fs::write(&dir, script(&POLICY.replace(" DIR", ""))).unwrap();
-    a.ok(&format!("sh {}", dir.display()));
+    let d = TempDir::new("traffic-eg");
+    let sh = d.write("apply.sh", script(&POLICY.replace(" DIR", "")));
+    a.ok(&format!("sh {}", sh.display()));
     let (reserved, bulk) = two_flows(&a, &b, "10.9.0.2");
-    let _ = std::fs::remove_file(&dir);
     check(reserved, bulk);
 }
 
@@ -167,11 +114,10 @@ fn egress_reservation_holds_under_contention() {
 fn ingress_reservation_holds_through_the_ifb() {
     let _serial = serial();
     let Some((a, b)) = setup("in") else { return };
-    let dir = std::env::temp_dir().join(format!("netqos-traffic-in-{}.sh", std::process::id()));
-    std::fs::write(&dir, script(&POLICY.replace(" DIR", " ingress"))).unwrap();
-    b.ok(&format!("sh {}", dir.display()));
+    let d = TempDir::new("traffic-in");
+    let sh = d.write("apply.sh", script(&POLICY.replace(" DIR", " ingress")));
+    b.ok(&format!("sh {}", sh.display()));
     let (reserved, bulk) = two_flows(&a, &b, "10.9.0.2");
-    let _ = std::fs::remove_file(&dir);
     check(reserved, bulk);
 }
 
@@ -180,22 +126,22 @@ fn ingress_reservation_holds_through_the_ifb() {
 #[test]
 fn seed_002_reservation_holds_and_nothing_bypasses_shaping() {
     let _serial = serial();
-    let Some(a) = Netns::new("seeda") else { return };
-    let Some(b) = Netns::new("seedb") else { return };
-    a.ok(&format!(
-        "ip link add eth0 type veth peer name eth0 netns {}",
-        b.0
-    ));
-    a.ok("ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up && ip link set lo up");
-    b.ok("ip addr add 10.0.0.10/24 dev eth0 && ip addr add 10.0.0.99/24 dev eth0 && ip link set eth0 up && ip link set lo up");
-    let src =
-        std::fs::read_to_string(crate::support::root().join("examples/control-plane.nq")).unwrap();
-    let path = std::env::temp_dir().join(format!("netqos-traffic-seed-{}.sh", std::process::id()));
-    std::fs::write(&path, script(&src)).unwrap();
-    a.ok(&format!("sh {}", path.display()));
+    if !kernel_tool("iperf3", "iperf3") {
+        return;
+    }
+    let Some(a) = Netns::new("trseeda") else {
+        return;
+    };
+    let Some(b) = a.peer("trseedb", "eth0", "10.0.0.1/24", "eth0", "10.0.0.10/24") else {
+        return;
+    };
+    b.ok("ip addr add 10.0.0.99/24 dev eth0");
+    let src = std::fs::read_to_string(root().join("examples/control-plane.nq")).unwrap();
+    let d = TempDir::new("traffic-seed");
+    let sh = d.write("apply.sh", script(&src));
+    a.ok(&format!("sh {}", sh.display()));
     // 10.0.0.10 is a control-plane address; 10.0.0.99 is bulk.
     let (cp, bulk) = two_flows_to(&a, &b, "10.0.0.10", "10.0.0.99");
-    let _ = std::fs::remove_file(&path);
     eprintln!("control plane {cp:.1} Mbit/s, bulk {bulk:.1} Mbit/s");
     assert!(
         cp >= 180.0,
@@ -210,12 +156,6 @@ fn seed_002_reservation_holds_and_nothing_bypasses_shaping() {
         "the link carried {:.1} Mbit/s, more than 1 Gbit/s",
         cp + bulk
     );
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &a.0, "tc", "-s", "qdisc", "show", "dev", "eth0", "root",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = a.ok("tc -s qdisc show dev eth0 root");
     assert!(text.contains("direct_packets_stat 0 "), "{text}");
 }

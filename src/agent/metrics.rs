@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::model::fmt_handle;
 use crate::apply::netlink::tc::Stats;
-use crate::apply::state::parse_handle;
 use crate::plan::Plan;
 
 /// The `Content-Type` of `/metrics`.
@@ -62,8 +61,15 @@ pub struct ClassInfo {
 }
 
 impl ClassInfo {
+    /// The class id as the kernel has it (`1:3c3a` → 0x0001_3c3a; 0 if malformed).
     pub fn handle(&self) -> u32 {
-        parse_handle(&self.classid).unwrap_or(0)
+        let Some((maj, min)) = self.classid.split_once(':') else {
+            return 0;
+        };
+        match (u16::from_str_radix(maj, 16), u16::from_str_radix(min, 16)) {
+            (Ok(a), Ok(b)) => (u32::from(a) << 16) | u32::from(b),
+            _ => 0,
+        }
     }
 }
 
@@ -76,7 +82,7 @@ pub fn classes_of(plan: &Plan) -> Vec<ClassInfo> {
                 interface: d.device.clone(),
                 direction: d.direction.as_str().to_string(),
                 class: c.name.clone(),
-                classid: c.classid.clone(),
+                classid: c.classid.to_string(),
                 device: d.shaped_device.clone(),
                 rate: c.rate,
                 ceil: c.ceil,

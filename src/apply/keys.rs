@@ -1,32 +1,31 @@
-//! The plan's u32 match selectors (`ip dst 10.0.0.0/8`, `ip dport 2379 0xffff`, `u8 0x05
-//! 0x0f at 0`, …) as the 32-bit keys `tc` would send for them: same offsets, same order,
-//! keys at the same offset merged (iproute2's `pack_key`).
+//! The plan's u32 match selectors as the 32-bit keys `tc` would send for them: same
+//! offsets, same order, keys at the same offset merged (iproute2's `pack_key`).
+//!
+//! Infallible: a [`Selector`] is typed, so there is no text to read back. The selectors of
+//! one filter name different header fields (lowering makes them so), so merging two keys at
+//! one offset never has to reconcile two values for the same bits.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use crate::apply::model::Key;
+use crate::plan::{End, Family, Selector};
 
-/// Encodes the selectors of one filter; an error names the selector it cannot read.
-pub fn encode(selectors: &[String]) -> Result<Vec<Key>, String> {
+/// The keys of one filter's selectors, in tc's order.
+pub fn encode(selectors: &[Selector]) -> Vec<Key> {
     let mut keys: Vec<Key> = Vec::new();
     for s in selectors {
-        one(s, &mut keys).map_err(|e| format!("u32 selector `{s}`: {e}"))?;
+        one(*s, &mut keys);
     }
-    Ok(keys)
+    keys
 }
 
-fn pack(keys: &mut Vec<Key>, val: u32, mask: u32, off: i32) -> Result<(), String> {
+/// Adds `val`/`mask` at the word `off` (a multiple of 4), merged into an earlier key there.
+fn pack(keys: &mut Vec<Key>, val: u32, mask: u32, off: i32) {
     let val = val & mask;
     if let Some(k) = keys.iter_mut().find(|k| k.off == off && k.offmask == 0) {
-        if (k.val ^ val) & (k.mask & mask) != 0 {
-            return Err("contradicts an earlier match at the same offset".into());
-        }
         k.val |= val;
         k.mask |= mask;
-        return Ok(());
-    }
-    if off % 4 != 0 {
-        return Err(format!("offset {off} is not a multiple of 4"));
+        return;
     }
     keys.push(Key {
         mask,
@@ -34,112 +33,90 @@ fn pack(keys: &mut Vec<Key>, val: u32, mask: u32, off: i32) -> Result<(), String
         off,
         offmask: 0,
     });
-    Ok(())
 }
 
-fn pack8(keys: &mut Vec<Key>, val: u32, mask: u32, off: i32) -> Result<(), String> {
-    if val > 0xff || mask > 0xff {
-        return Err("value or mask wider than 8 bits".into());
-    }
+/// A byte at `off`.
+fn pack8(keys: &mut Vec<Key>, val: u8, mask: u8, off: i32) {
     let shift = 24 - 8 * (off & 3);
-    pack(keys, val << shift, mask << shift, off & !3)
+    pack(
+        keys,
+        u32::from(val) << shift,
+        u32::from(mask) << shift,
+        off & !3,
+    );
 }
 
-fn pack16(keys: &mut Vec<Key>, val: u32, mask: u32, off: i32) -> Result<(), String> {
-    if val > 0xffff || mask > 0xffff {
-        return Err("value or mask wider than 16 bits".into());
-    }
-    if off % 2 != 0 {
-        return Err(format!("offset {off} is odd"));
-    }
+/// A 16-bit word at the even offset `off`.
+fn pack16(keys: &mut Vec<Key>, val: u16, mask: u16, off: i32) {
     let shift = if off & 3 == 0 { 16 } else { 0 };
-    pack(keys, val << shift, mask << shift, off & !3)
+    pack(
+        keys,
+        u32::from(val) << shift,
+        u32::from(mask) << shift,
+        off & !3,
+    );
 }
 
-fn num(s: &str) -> Result<u32, String> {
-    let r = match s.strip_prefix("0x") {
-        Some(h) => u32::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("`{s}` is not a number"))
+/// The top `bits` bits of a word set (0 to 32).
+fn prefix_mask(bits: u32) -> u32 {
+    u32::MAX.checked_shl(32 - bits.min(32)).unwrap_or(0)
 }
 
-fn one(sel: &str, keys: &mut Vec<Key>) -> Result<(), String> {
-    let w: Vec<&str> = sel.split_whitespace().collect();
-    match w.as_slice() {
-        ["u32", v, m] => pack(keys, num(v)?, num(m)?, 0),
-        ["u32", v, m, "at", o] => pack(keys, num(v)?, num(m)?, off(o)?),
-        ["u16", v, m, "at", o] => pack16(keys, num(v)?, num(m)?, off(o)?),
-        ["u8", v, m, "at", o] => pack8(keys, num(v)?, num(m)?, off(o)?),
-        ["ip", "protocol", v, m] => pack8(keys, num(v)?, num(m)?, 9),
-        ["ip6", "protocol", v, m] => pack8(keys, num(v)?, num(m)?, 6),
-        ["ip", "sport", v, m] => pack16(keys, num(v)?, num(m)?, 20),
-        ["ip", "dport", v, m] => pack16(keys, num(v)?, num(m)?, 22),
-        ["ip6", "sport", v, m] => pack16(keys, num(v)?, num(m)?, 40),
-        ["ip6", "dport", v, m] => pack16(keys, num(v)?, num(m)?, 42),
-        ["ip", dir @ ("src" | "dst"), cidr] => {
-            let (addr, plen) = prefix(cidr)?;
-            let a: Ipv4Addr = addr.parse().map_err(|_| format!("`{addr}` is not IPv4"))?;
-            if plen > 32 {
-                return Err(format!("prefix /{plen} longer than 32"));
-            }
-            let mask = if plen == 0 {
-                0
-            } else {
-                u32::MAX << (32 - plen)
+fn one(sel: Selector, keys: &mut Vec<Key>) {
+    match sel {
+        Selector::Any => pack(keys, 0, 0, 0),
+        Selector::Ipv4NoOptions => pack8(keys, 0x05, 0x0f, 0),
+        Selector::Ipv4FirstFragment => pack16(keys, 0x0000, 0x1fff, 6),
+        Selector::Protocol { family, number } => {
+            let off = match family {
+                Family::V4 => 9,
+                Family::V6 => 6,
             };
-            pack(
-                keys,
-                u32::from(a),
-                mask,
-                if *dir == "src" { 12 } else { 16 },
-            )
+            pack8(keys, number, 0xff, off);
         }
-        ["ip6", dir @ ("src" | "dst"), cidr] => {
-            let (addr, plen) = prefix(cidr)?;
-            let a: Ipv6Addr = addr.parse().map_err(|_| format!("`{addr}` is not IPv6"))?;
-            if plen > 128 {
-                return Err(format!("prefix /{plen} longer than 128"));
-            }
-            let base = if *dir == "src" { 8 } else { 24 };
-            let words = a.octets();
-            for i in 0..4u32 {
-                let lo = i * 32;
-                if lo >= plen {
-                    break;
+        Selector::Port {
+            family,
+            end,
+            value,
+            mask,
+        } => {
+            let off = match (family, end) {
+                (Family::V4, End::Src) => 20,
+                (Family::V4, End::Dst) => 22,
+                (Family::V6, End::Src) => 40,
+                (Family::V6, End::Dst) => 42,
+            };
+            pack16(keys, value, mask, off);
+        }
+        Selector::Addr { end, cidr } => {
+            let plen = u32::from(cidr.prefix);
+            match cidr.addr {
+                IpAddr::V4(a) => {
+                    let off = if end == End::Src { 12 } else { 16 };
+                    pack(keys, u32::from(a), prefix_mask(plen), off);
                 }
-                let bits = (plen - lo).min(32);
-                let mask = if bits == 32 {
-                    u32::MAX
-                } else {
-                    u32::MAX << (32 - bits)
-                };
-                let at = 4 * i as usize;
-                let word =
-                    u32::from_be_bytes([words[at], words[at + 1], words[at + 2], words[at + 3]]);
-                pack(keys, word, mask, base + 4 * i as i32)?;
+                IpAddr::V6(a) => {
+                    let base = if end == End::Src { 8 } else { 24 };
+                    let o = a.octets();
+                    for (i, off) in (0..4u32).zip((base..).step_by(4)) {
+                        let lo = i * 32;
+                        if lo >= plen {
+                            break;
+                        }
+                        let at = 4 * i as usize;
+                        let word = u32::from_be_bytes([o[at], o[at + 1], o[at + 2], o[at + 3]]);
+                        pack(keys, word, prefix_mask(plen - lo), off);
+                    }
+                }
             }
-            Ok(())
         }
-        _ => Err("not a selector netqos generates".into()),
-    }
-}
-
-fn off(s: &str) -> Result<i32, String> {
-    let v = num(s)?;
-    i32::try_from(v).map_err(|_| format!("offset {v} too large"))
-}
-
-fn prefix(cidr: &str) -> Result<(&str, u32), String> {
-    match cidr.split_once('/') {
-        Some((a, p)) => Ok((a, p.parse().map_err(|_| format!("bad prefix in `{cidr}`"))?)),
-        None => Ok((cidr, if cidr.contains(':') { 128 } else { 32 })),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Cidr;
 
     fn k(mask: u32, val: u32, off: i32) -> Key {
         Key {
@@ -150,25 +127,43 @@ mod tests {
         }
     }
 
+    fn cidr(s: &str) -> Cidr {
+        let (a, p) = s.split_once('/').unwrap();
+        Cidr {
+            addr: a.parse().unwrap(),
+            prefix: p.parse().unwrap(),
+        }
+    }
+
+    fn port(end: End, value: u16, mask: u16) -> Selector {
+        Selector::Port {
+            family: Family::V4,
+            end,
+            value,
+            mask,
+        }
+    }
+
     #[test]
     fn ports_share_one_key_like_tc() {
-        let keys = encode(&[
-            "ip sport 1024 0xfc00".to_string(),
-            "ip dport 443 0xffff".to_string(),
-        ])
-        .unwrap();
+        let keys = encode(&[port(End::Src, 1024, 0xfc00), port(End::Dst, 443, 0xffff)]);
         assert_eq!(keys, vec![k(0xfc00_ffff, 0x0400_01bb, 20)]);
     }
 
     #[test]
     fn addresses_protocol_and_raw_matches() {
         let keys = encode(&[
-            "ip protocol 6 0xff".into(),
-            "ip dst 10.1.0.0/16".into(),
-            "u8 0x05 0x0f at 0".into(),
-            "u16 0x0000 0x1fff at 6".into(),
-        ])
-        .unwrap();
+            Selector::Protocol {
+                family: Family::V4,
+                number: 6,
+            },
+            Selector::Addr {
+                end: End::Dst,
+                cidr: cidr("10.1.0.0/16"),
+            },
+            Selector::Ipv4NoOptions,
+            Selector::Ipv4FirstFragment,
+        ]);
         assert_eq!(
             keys,
             vec![
@@ -178,12 +173,15 @@ mod tests {
                 k(0x0000_1fff, 0, 4),
             ]
         );
-        assert_eq!(encode(&["u32 0 0".into()]).unwrap(), vec![k(0, 0, 0)]);
+        assert_eq!(encode(&[Selector::Any]), vec![k(0, 0, 0)]);
     }
 
     #[test]
     fn ipv6_prefix_spans_words() {
-        let keys = encode(&["ip6 src fd00:1::/40".into()]).unwrap();
+        let keys = encode(&[Selector::Addr {
+            end: End::Src,
+            cidr: cidr("fd00:1::/40"),
+        }]);
         assert_eq!(
             keys,
             vec![k(u32::MAX, 0xfd00_0001, 8), k(0xff00_0000, 0, 12)]
@@ -191,15 +189,24 @@ mod tests {
     }
 
     #[test]
-    fn unknown_selectors_are_errors_not_panics() {
-        for bad in [
-            "",
-            "ip dst",
-            "ip dst 300.0.0.1/8",
-            "u8 0x100 0xff at 0",
-            "tcp dport 1",
-        ] {
-            assert!(encode(&[bad.to_string()]).is_err(), "{bad}");
-        }
+    fn whole_and_empty_prefixes() {
+        let any = encode(&[Selector::Addr {
+            end: End::Src,
+            cidr: cidr("0.0.0.0/0"),
+        }]);
+        assert_eq!(any, vec![k(0, 0, 12)]);
+        let host = encode(&[Selector::Addr {
+            end: End::Dst,
+            cidr: cidr("fd00::1/128"),
+        }]);
+        assert_eq!(host.len(), 4);
+        assert_eq!(host[3], k(u32::MAX, 1, 36));
+        assert!(
+            encode(&[Selector::Addr {
+                end: End::Src,
+                cidr: cidr("::/0")
+            }])
+            .is_empty()
+        );
     }
 }

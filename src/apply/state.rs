@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::keys;
 use crate::apply::model::*;
-use crate::plan::{DevicePlan, Plan};
+use crate::plan::{DevicePlan, FilterPlan, Handle, LeafPlan, LeafQueue, Plan, Protocol, Tbf};
 
 /// The priority of netqos's ingress redirect filter (as in the tc script).
 pub const REDIRECT_PRIO: u16 = crate::backend::REDIRECT_PRIO;
@@ -102,127 +102,101 @@ impl Target {
     }
 }
 
-/// Parses `1:`, `1:3c3a`, `3c3a:` (hex, as tc reads them).
-pub fn parse_handle(s: &str) -> Result<u32, String> {
-    let (maj, min) = s
-        .split_once(':')
-        .ok_or_else(|| format!("`{s}` is not a tc handle"))?;
-    let maj = u32::from_str_radix(maj, 16).map_err(|_| format!("`{s}`: bad major"))?;
-    let min = if min.is_empty() {
-        0
-    } else {
-        u32::from_str_radix(min, 16).map_err(|_| format!("`{s}`: bad minor"))?
-    };
-    if maj > 0xffff || min > 0xffff {
-        return Err(format!("`{s}` is out of range"));
-    }
-    Ok((maj << 16) | min)
+/// Why a valid plan cannot be applied over netlink: limits of the netlink apply, not of
+/// the policy (the tc script has none of them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error(
+        "leaf queue `{kind}` of class {class} is not supported by the netlink apply \
+         (pfifo, bfifo and tbf are); use `netqos compile --emit tc` for it"
+    )]
+    UnsupportedLeaf { kind: &'static str, class: Handle },
+    #[error("tbf leaf {0} needs a rate and a burst")]
+    TbfWithoutRate(Handle),
+    #[error("tbf leaf {0} needs a limit")]
+    TbfWithoutLimit(Handle),
+    #[error("{what} {value} does not fit in 32 bits")]
+    TooLarge { what: &'static str, value: u64 },
+    #[error("more than {} filters at priority {prio} of {parent}", 0xfff - FIRST_NODE + 1)]
+    TooManyFilters { prio: u16, parent: Handle },
 }
 
-fn protocol(p: &str) -> Result<u16, String> {
+fn u32_of(value: u64, what: &'static str) -> Result<u32, TargetError> {
+    u32::try_from(value).map_err(|_| TargetError::TooLarge { what, value })
+}
+
+fn ethertype(p: Protocol) -> u16 {
     match p {
-        "ip" => Ok(ETH_P_IP),
-        "ipv6" => Ok(ETH_P_IPV6),
-        "all" => Ok(ETH_P_ALL),
-        _ => Err(format!("protocol `{p}` is not ip, ipv6 or all")),
+        Protocol::Ip => ETH_P_IP,
+        Protocol::Ipv6 => ETH_P_IPV6,
+        Protocol::All => ETH_P_ALL,
     }
-}
-
-/// The value after `key` in tc arguments (`limit 5000`).
-fn arg<'a>(args: &'a [String], key: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == key)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
-
-fn number_with(s: &str, suffix: &str) -> Result<u64, String> {
-    s.strip_suffix(suffix)
-        .unwrap_or(s)
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of {suffix}"))
-}
-
-fn u32_of(v: u64, what: &str) -> Result<u32, String> {
-    u32::try_from(v).map_err(|_| format!("{what} {v} does not fit in 32 bits"))
 }
 
 /// A leaf queue of the plan as a qdisc.
-fn leaf(dev: &str, parent: u32, l: &crate::plan::LeafPlan) -> Result<Qdisc, String> {
-    let limit = |suffix: &str| -> Result<Option<u32>, String> {
-        arg(&l.args, "limit")
-            .map(|v| number_with(v, suffix).and_then(|n| u32_of(n, "limit")))
-            .transpose()
-    };
-    let kind = match l.kind.as_str() {
-        "pfifo" => QdiscKind::Pfifo { limit: limit("")? },
-        "bfifo" => QdiscKind::Bfifo { limit: limit("b")? },
-        "tbf" => {
-            let rate = number_with(arg(&l.args, "rate").unwrap_or("0"), "bit")? / 8;
-            let burst = number_with(arg(&l.args, "burst").unwrap_or("0"), "b")?;
-            let peak = arg(&l.args, "peakrate")
-                .map(|v| number_with(v, "bit"))
-                .transpose()?
-                .map_or(0, |p| p / 8);
-            let mtu = arg(&l.args, "mtu")
-                .map(|v| number_with(v, ""))
-                .transpose()?
-                .unwrap_or(0);
-            if rate == 0 || burst == 0 {
-                return Err(format!("tbf leaf {} needs a rate and a burst", l.handle));
-            }
-            let limit = match (
-                arg(&l.args, "limit"),
-                arg(&l.args, "latency").map(|v| number_with(v, "us")),
-            ) {
-                (Some(v), _) => number_with(v, "b")?,
-                (None, Some(lat)) => {
-                    // tc: the bytes that arrive during the latency, plus the burst.
-                    let lat = lat?;
-                    let l1 = rate.saturating_mul(lat) / 1_000_000 + burst;
-                    if peak > 0 {
-                        l1.min(peak.saturating_mul(lat) / 1_000_000 + mtu)
-                    } else {
-                        l1
-                    }
-                }
-                (None, None) => return Err(format!("tbf leaf {} needs a limit", l.handle)),
-            };
-            QdiscKind::Tbf {
-                rate,
-                peakrate: peak,
-                limit: u32_of(limit, "tbf limit")?,
-                buffer: ticks(rate, burst),
-                mtu: if peak > 0 { ticks(peak, mtu) } else { 0 },
-                burst: Some(u32_of(burst, "tbf burst")?),
-                pburst: (peak > 0).then(|| u32_of(mtu, "tbf mtu")).transpose()?,
-            }
-        }
+fn leaf(dev: &str, class: Handle, l: &LeafPlan) -> Result<Qdisc, TargetError> {
+    let limit32 = |l: Option<u64>| l.map(|v| u32_of(v, "limit")).transpose();
+    let kind = match &l.queue {
+        LeafQueue::Pfifo { limit } => QdiscKind::Pfifo { limit: *limit },
+        LeafQueue::Bfifo { limit } => QdiscKind::Bfifo {
+            limit: limit32(*limit)?,
+        },
+        LeafQueue::Tbf(t) => tbf(l.handle, t)?,
         other => {
-            return Err(format!(
-                "leaf queue `{other}` of class {} is not supported by the netlink apply \
-                 (pfifo, bfifo and tbf are); use `netqos compile --emit tc` for it",
-                fmt_handle(parent)
-            ));
+            return Err(TargetError::UnsupportedLeaf {
+                kind: other.kind(),
+                class,
+            });
         }
     };
     Ok(Qdisc {
         dev: dev.to_string(),
-        parent,
-        handle: parse_handle(&l.handle)?,
+        parent: class.raw(),
+        handle: l.handle.raw(),
         kind,
     })
 }
 
-fn tree(d: &DevicePlan) -> Result<TreeWant, String> {
+/// A token bucket in the kernel's units: bytes/s and ticks.
+fn tbf(handle: Handle, t: &Tbf) -> Result<QdiscKind, TargetError> {
+    let rate = t.rate / 8;
+    let burst = t.burst;
+    let (peak, mtu) = t.peak.map_or((0, 0), |(p, mtu)| (p / 8, u64::from(mtu)));
+    if rate == 0 || burst == 0 {
+        return Err(TargetError::TbfWithoutRate(handle));
+    }
+    let limit = match (t.limit, t.latency_us) {
+        (Some(v), _) => v,
+        (None, Some(lat)) => {
+            // tc: the bytes that arrive during the latency, plus the burst.
+            let l1 = rate.saturating_mul(lat) / 1_000_000 + burst;
+            if peak > 0 {
+                l1.min(peak.saturating_mul(lat) / 1_000_000 + mtu)
+            } else {
+                l1
+            }
+        }
+        (None, None) => return Err(TargetError::TbfWithoutLimit(handle)),
+    };
+    Ok(QdiscKind::Tbf {
+        rate,
+        peakrate: peak,
+        limit: u32_of(limit, "tbf limit")?,
+        buffer: ticks(rate, burst),
+        mtu: if peak > 0 { ticks(peak, mtu) } else { 0 },
+        burst: Some(u32_of(burst, "tbf burst")?),
+        pburst: (peak > 0).then(|| u32_of(mtu, "tbf mtu")).transpose()?,
+    })
+}
+
+fn tree(d: &DevicePlan) -> Result<TreeWant, TargetError> {
     let dev = d.shaped_device.clone();
     let root = Qdisc {
         dev: dev.clone(),
         parent: H_ROOT,
-        handle: parse_handle(&d.root.handle)?,
+        handle: d.root.handle.raw(),
         kind: QdiscKind::Htb {
-            default: u32::from_str_radix(&d.root.default, 16)
-                .map_err(|_| format!("default `{}` is not hex", d.root.default))?,
+            default: u32::from(d.root.default.0),
             r2q: d.root.r2q.unwrap_or(10),
             direct_qlen: d.root.direct_qlen,
         },
@@ -230,13 +204,12 @@ fn tree(d: &DevicePlan) -> Result<TreeWant, String> {
     let mut classes = Vec::new();
     let mut leaves = Vec::new();
     for c in &d.classes {
-        let classid = parse_handle(&c.classid)?;
         let rate = c.rate / 8;
         let ceil = c.ceil / 8;
         classes.push(Class {
             dev: dev.clone(),
-            classid,
-            parent: parse_handle(&c.parent)?,
+            classid: c.classid.raw(),
+            parent: c.parent.raw(),
             rate,
             ceil,
             buffer: ticks(rate, c.burst),
@@ -245,47 +218,49 @@ fn tree(d: &DevicePlan) -> Result<TreeWant, String> {
             prio: u32::from(c.prio),
         });
         if let Some(l) = &c.leaf {
-            leaves.push(leaf(&dev, classid, l)?);
+            leaves.push(leaf(&dev, c.classid, l)?);
         }
-    }
-    let mut filters: Vec<Filter> = Vec::new();
-    let mut next: std::collections::BTreeMap<(u32, u16), u32> = Default::default();
-    for f in &d.filters {
-        let parent = parse_handle(&f.parent)?;
-        let slot = next.entry((parent, f.prio)).or_insert(FIRST_NODE);
-        let handle = *slot;
-        *slot += 1;
-        if handle > 0xfff {
-            return Err(format!(
-                "more than {} filters at priority {} of {}",
-                0xfff - FIRST_NODE + 1,
-                f.prio,
-                f.parent
-            ));
-        }
-        filters.push(Filter {
-            dev: dev.clone(),
-            parent,
-            prio: f.prio,
-            protocol: protocol(&f.protocol)?,
-            handle,
-            keys: keys::encode(&f.keys)?,
-            action: Action::Flow {
-                classid: parse_handle(&f.target)?,
-            },
-        });
     }
     Ok(TreeWant {
+        filters: filters(&dev, &d.filters)?,
         dev,
         root: Some(root),
         classes,
         leaves,
-        filters,
     })
 }
 
+/// The plan's filters, numbered 0x800 + position within (parent, priority).
+fn filters(dev: &str, plan: &[FilterPlan]) -> Result<Vec<Filter>, TargetError> {
+    let mut next: std::collections::BTreeMap<(Handle, u16), u32> = Default::default();
+    plan.iter()
+        .map(|f| {
+            let slot = next.entry((f.parent, f.prio)).or_insert(FIRST_NODE);
+            let handle = *slot;
+            *slot += 1;
+            if handle > 0xfff {
+                return Err(TargetError::TooManyFilters {
+                    prio: f.prio,
+                    parent: f.parent,
+                });
+            }
+            Ok(Filter {
+                dev: dev.to_string(),
+                parent: f.parent.raw(),
+                prio: f.prio,
+                protocol: ethertype(f.protocol),
+                handle,
+                keys: keys::encode(&f.keys),
+                action: Action::Flow {
+                    classid: f.target.raw(),
+                },
+            })
+        })
+        .collect()
+}
+
 /// The target state of a plan.
-pub fn from_plan(plan: &Plan) -> Result<Target, String> {
+pub fn from_plan(plan: &Plan) -> Result<Target, TargetError> {
     let mut t = Target {
         links: Vec::new(),
         trees: Vec::new(),

@@ -1,10 +1,12 @@
 //! Backends: plan → artefacts. Logic lives here; the minijinja templates only lay out
 //! values, and every dynamic shell token passes through the `shq` quoting filter.
 
+mod artefact;
 mod cloud_init;
 mod systemd;
 mod tree;
 
+pub use artefact::{Artefact, Info, OutFile, Render, RenderError};
 pub use cloud_init::{NodeFile, cloud_config};
 pub use systemd::{
     APPLY_PATH, INSTALL_DIR, ROLLBACK_PATH, UNIT_NAME, UNIT_PATH, device_unit, unit,
@@ -19,18 +21,6 @@ use crate::plan::{DevicePlan, Plan};
 /// The u32 priority of netqos's redirect filter on an ingress qdisc. Not 49152 and below,
 /// which the kernel hands out to filters added without a priority.
 pub const REDIRECT_PRIO: u16 = 65261;
-
-/// Artefact kinds `compile --emit` knows.
-pub const KINDS: &[&str] = &[
-    "tc",
-    "rollback",
-    "plan",
-    "tree",
-    "cloud-init",
-    "systemd",
-    "conflist",
-    "annotations",
-];
 
 const APPLY_TEMPLATE: &str = include_str!("templates/apply.sh.j2");
 const ROLLBACK_TEMPLATE: &str = include_str!("templates/rollback.sh.j2");
@@ -121,9 +111,11 @@ fn device_lines(d: &DevicePlan) -> Vec<(String, usize, String)> {
         if let Some(leaf) = &c.leaf {
             let mut l = format!(
                 "qdisc replace dev {dev} parent {} handle {} {}",
-                c.classid, leaf.handle, leaf.kind
+                c.classid,
+                leaf.handle,
+                leaf.queue.kind()
             );
-            for a in &leaf.args {
+            for a in &leaf.queue.args() {
                 l.push(' ');
                 l.push_str(a);
             }
@@ -168,71 +160,19 @@ pub struct CniInstall {
     pub strict: bool,
 }
 
-/// Renders the apply script for the whole node.
-pub fn tc_script(
-    plan: &Plan,
-    source: &str,
-    templates: &Templates,
-) -> Result<String, minijinja::Error> {
-    tc_script_for_node(plan, source, templates, None)
-}
-
-/// The apply script, also installing the patched CNI conflist when `cni` is given.
-pub fn tc_script_for_node(
-    plan: &Plan,
-    source: &str,
-    templates: &Templates,
-    cni: Option<&CniInstall>,
-) -> Result<String, minijinja::Error> {
-    let env = env(templates)?;
-    let source = &display_name(source);
+/// The apply script for the whole node; it also installs the patched CNI conflist when
+/// `ctx.cni` is given.
+pub fn tc_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
+    let env = env(ctx.templates)?;
+    let source = &display_name(ctx.source);
     let mut map = Vec::new();
-    let mut views = Vec::new();
-    for d in &plan.devices {
-        let title = format!("{} {}", d.device, d.direction.as_str());
-        map.push(format!("{source}:{} (root of {title})", d.line));
-        let mut lines = Vec::new();
-        for (l, line, what) in device_lines(d) {
-            map.push(format!("{source}:{line} ({what} on {})", d.shaped_device));
-            lines.push(l);
-        }
-        let redirect = d.ifb.as_ref().map_or(String::new(), |ifb| {
-            map.push(format!("{source}:{} (redirect of {} ingress to {ifb})", d.line, d.device));
-            format!(
-                "filter add dev {} ingress protocol all prio {REDIRECT_PRIO} u32 match u32 0 0 action mirred egress redirect dev {ifb}",
-                d.device
-            )
-        });
-        views.push(DeviceView {
-            title,
-            device: d.device.clone(),
-            shaped: d.shaped_device.clone(),
-            ifb: d.ifb.clone(),
-            default: d.root.default.clone(),
-            line: d.line,
-            root_add: fmt_root(d, "add"),
-            root_keep: format!("qdisc show dev {}", d.shaped_device),
-            keep: d
-                .classes
-                .iter()
-                .map(|c| c.classid.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-            leaves: d
-                .classes
-                .iter()
-                .filter_map(|c| c.leaf.as_ref().map(|l| format!("{}{}", l.handle, l.kind)))
-                .collect::<Vec<_>>()
-                .join(" "),
-            lines,
-            redirect,
-            redirect_mark: d
-                .ifb
-                .as_ref()
-                .map_or(String::new(), |ifb| format!("Redirect to device {ifb})")),
-        });
-    }
-    let mut required: Vec<String> = plan.devices.iter().map(|d| d.device.clone()).collect();
+    let views: Vec<DeviceView> = ctx
+        .plan
+        .devices
+        .iter()
+        .map(|d| device_view(d, source, &mut map))
+        .collect();
+    let mut required: Vec<String> = ctx.plan.devices.iter().map(|d| d.device.clone()).collect();
     required.sort();
     required.dedup();
     let out = env.get_template("apply")?.render(context! {
@@ -241,9 +181,55 @@ pub fn tc_script_for_node(
         required => required,
         map => map,
         redirect_prio => REDIRECT_PRIO,
-        cni => cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
+        cni => ctx.cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
     })?;
     Ok(with_newline(out))
+}
+
+/// One device of the apply script; its batch lines' policy lines go to `map`.
+fn device_view(d: &DevicePlan, source: &str, map: &mut Vec<String>) -> DeviceView {
+    let title = format!("{} {}", d.device, d.direction.as_str());
+    map.push(format!("{source}:{} (root of {title})", d.line));
+    let mut lines = Vec::new();
+    for (l, line, what) in device_lines(d) {
+        map.push(format!("{source}:{line} ({what} on {})", d.shaped_device));
+        lines.push(l);
+    }
+    let redirect = d.ifb.as_ref().map_or(String::new(), |ifb| {
+        map.push(format!("{source}:{} (redirect of {} ingress to {ifb})", d.line, d.device));
+        format!(
+            "filter add dev {} ingress protocol all prio {REDIRECT_PRIO} u32 match u32 0 0 action mirred egress redirect dev {ifb}",
+            d.device
+        )
+    });
+    let join = |items: Vec<String>| items.join(" ");
+    DeviceView {
+        title,
+        device: d.device.clone(),
+        shaped: d.shaped_device.clone(),
+        ifb: d.ifb.clone(),
+        default: d.root.default.to_string(),
+        line: d.line,
+        root_add: fmt_root(d, "add"),
+        root_keep: format!("qdisc show dev {}", d.shaped_device),
+        keep: join(d.classes.iter().map(|c| c.classid.to_string()).collect()),
+        leaves: join(
+            d.classes
+                .iter()
+                .filter_map(|c| {
+                    c.leaf
+                        .as_ref()
+                        .map(|l| format!("{}{}", l.handle, l.queue.kind()))
+                })
+                .collect(),
+        ),
+        lines,
+        redirect,
+        redirect_mark: d
+            .ifb
+            .as_ref()
+            .map_or(String::new(), |ifb| format!("Redirect to device {ifb})")),
+    }
 }
 
 fn with_newline(mut s: String) -> String {
@@ -253,34 +239,18 @@ fn with_newline(mut s: String) -> String {
     s
 }
 
-/// Renders the rollback script.
-pub fn rollback_script(
-    plan: &Plan,
-    source: &str,
-    templates: &Templates,
-) -> Result<String, minijinja::Error> {
-    rollback_script_for_node(plan, source, templates, None)
-}
-
-/// The rollback script, also restoring the conflist backup when `cni` is given.
-pub fn rollback_script_for_node(
-    plan: &Plan,
-    source: &str,
-    templates: &Templates,
-    cni: Option<&CniInstall>,
-) -> Result<String, minijinja::Error> {
-    let env = env(templates)?;
-    let source = &display_name(source);
+/// The rollback script; it also restores the conflist backup when `ctx.cni` is given.
+pub fn rollback_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
     #[derive(Serialize)]
     struct Ingress {
         device: String,
         ifb: String,
         mark: String,
     }
-    let ingress: Vec<Ingress> = plan
-        .devices
-        .iter()
-        .rev()
+    let env = env(ctx.templates)?;
+    let source = &display_name(ctx.source);
+    let devices = || ctx.plan.devices.iter().rev();
+    let ingress: Vec<Ingress> = devices()
         .filter_map(|d| {
             d.ifb.as_ref().map(|ifb| Ingress {
                 device: d.device.clone(),
@@ -289,10 +259,7 @@ pub fn rollback_script_for_node(
             })
         })
         .collect();
-    let egress: Vec<String> = plan
-        .devices
-        .iter()
-        .rev()
+    let egress: Vec<String> = devices()
         .filter(|d| d.ifb.is_none())
         .map(|d| d.shaped_device.clone())
         .collect();
@@ -301,43 +268,30 @@ pub fn rollback_script_for_node(
         ingress => minijinja::Value::from(minijinja::value::Serde(&ingress)),
         egress => egress,
         redirect_prio => REDIRECT_PRIO,
-        cni => cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
+        cni => ctx.cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
     })?;
     Ok(with_newline(out))
 }
 
-/// The files a node needs, at their installed paths: the apply and rollback scripts and the
-/// systemd unit that runs them. The `cloud-init` artefact writes these.
-pub fn node_files(
-    plan: &Plan,
-    source: &str,
-    templates: &Templates,
-) -> Result<Vec<NodeFile>, minijinja::Error> {
-    node_files_for_node(plan, source, templates, None)
-}
-
-/// [`node_files`] whose scripts also install and restore the patched CNI conflist.
-pub fn node_files_for_node(
-    plan: &Plan,
-    source: &str,
-    templates: &Templates,
-    cni: Option<&CniInstall>,
-) -> Result<Vec<NodeFile>, minijinja::Error> {
+/// The files a node needs, at their installed paths: the apply and rollback scripts (with
+/// the conflist change of `ctx.cni`) and the systemd unit that runs them. The `cloud-init`
+/// artefact writes these.
+pub fn node_files(ctx: &Render<'_>) -> Result<Vec<NodeFile>, minijinja::Error> {
     Ok(vec![
         NodeFile {
             path: APPLY_PATH.to_string(),
             mode: 0o755,
-            content: tc_script_for_node(plan, source, templates, cni)?,
+            content: tc_script(ctx)?,
         },
         NodeFile {
             path: ROLLBACK_PATH.to_string(),
             mode: 0o755,
-            content: rollback_script_for_node(plan, source, templates, cni)?,
+            content: rollback_script(ctx)?,
         },
         NodeFile {
             path: UNIT_PATH.to_string(),
             mode: 0o644,
-            content: unit(plan, source)?,
+            content: unit(ctx.plan, ctx.source)?,
         },
     ])
 }

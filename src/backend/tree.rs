@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Plan};
+use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Handle, Plan, Protocol};
 use crate::units::fmt_rate;
 
 /// Renders every device's tree.
@@ -18,7 +18,7 @@ pub fn tree(plan: &Plan) -> String {
             out.push_str(&format!("└─ 1:1 root  rate {}\n", fmt_rate(root.rate)));
         }
         let index = Index::new(d);
-        index.walk("1:1", "   ", &mut out);
+        index.walk(Handle::ROOT_CLASS, "   ", &mut out);
         out.push('\n');
     }
     while out.ends_with("\n\n") {
@@ -30,19 +30,19 @@ pub fn tree(plan: &Plan) -> String {
 /// Children and filters of each class, looked up once (large trees stay linear).
 struct Index<'a> {
     device: &'a DevicePlan,
-    children: BTreeMap<&'a str, Vec<&'a ClassPlan>>,
-    filters: BTreeMap<&'a str, Vec<&'a FilterPlan>>,
+    children: BTreeMap<Handle, Vec<&'a ClassPlan>>,
+    filters: BTreeMap<Handle, Vec<&'a FilterPlan>>,
 }
 
 impl<'a> Index<'a> {
     fn new(d: &'a DevicePlan) -> Self {
-        let mut children: BTreeMap<&str, Vec<&ClassPlan>> = BTreeMap::new();
+        let mut children: BTreeMap<Handle, Vec<&ClassPlan>> = BTreeMap::new();
         for c in d.classes.iter().skip(1) {
-            children.entry(c.parent.as_str()).or_default().push(c);
+            children.entry(c.parent).or_default().push(c);
         }
-        let mut filters: BTreeMap<&str, Vec<&FilterPlan>> = BTreeMap::new();
+        let mut filters: BTreeMap<Handle, Vec<&FilterPlan>> = BTreeMap::new();
         for f in &d.filters {
-            filters.entry(f.target.as_str()).or_default().push(f);
+            filters.entry(f.target).or_default().push(f);
         }
         Index {
             device: d,
@@ -51,8 +51,8 @@ impl<'a> Index<'a> {
         }
     }
 
-    fn walk(&self, parent: &str, indent: &str, out: &mut String) {
-        let Some(classes) = self.children.get(parent) else {
+    fn walk(&self, parent: Handle, indent: &str, out: &mut String) {
+        let Some(classes) = self.children.get(&parent) else {
             return;
         };
         for (n, c) in classes.iter().enumerate() {
@@ -70,24 +70,29 @@ impl<'a> Index<'a> {
                 fmt_rate(c.ceil),
                 c.prio
             );
-            if self.device.root.default == c.classid.trim_start_matches("1:") {
+            if c.classid == Handle::class(self.device.root.default.0) {
                 line.push_str("  [default]");
             }
             if let Some(leaf) = &c.leaf {
-                line.push_str(&format!("  {} {}", leaf.kind, leaf.args.join(" ")));
+                line.push_str(&format!(
+                    "  {} {}",
+                    leaf.queue.kind(),
+                    leaf.queue.args().join(" ")
+                ));
             }
             out.push_str(line.trim_end());
             out.push('\n');
             let child_indent = format!("{indent}{more}");
-            for f in self.filters.get(c.classid.as_str()).into_iter().flatten() {
-                let what = if f.protocol == "all" {
+            for f in self.filters.get(&c.classid).into_iter().flatten() {
+                let what = if f.protocol == Protocol::All {
                     "anything else (catch-all)".to_string()
                 } else {
-                    f.keys.join(" && ")
+                    let keys: Vec<String> = f.keys.iter().map(ToString::to_string).collect();
+                    keys.join(" && ")
                 };
                 out.push_str(&format!("{child_indent}   ◂ {what}\n"));
             }
-            self.walk(&c.classid, &child_indent, out);
+            self.walk(c.classid, &child_indent, out);
         }
     }
 }

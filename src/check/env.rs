@@ -66,6 +66,9 @@ struct Binding {
     used: bool,
 }
 
+/// Given variables the policy does not use are listed one by one up to this many.
+pub const MAX_UNUSED_GIVEN: usize = 10;
+
 /// All variables visible in a policy.
 pub struct Env {
     bindings: BTreeMap<String, Binding>,
@@ -292,8 +295,41 @@ impl Env {
         items.pop()
     }
 
-    /// Warnings for variables defined or given but never used.
+    /// Warnings for variables defined or given but never used; more than
+    /// [`MAX_UNUSED_GIVEN`] given ones are one NQ045 naming the first few.
     pub fn unused(&self) -> Vec<Diagnostic> {
+        let (mut given, mut out): (Vec<_>, Vec<_>) = self
+            .unused_each()
+            .into_iter()
+            .partition(|d| d.code == Code::NQ045);
+        if given.len() > MAX_UNUSED_GIVEN {
+            let names: Vec<String> = self
+                .bindings
+                .iter()
+                .filter(|(_, b)| b.external && !b.used && b.let_span.is_none())
+                .map(|(n, _)| format!("`{n}`"))
+                .collect();
+            given = vec![
+                Diagnostic::new(
+                    Code::NQ045,
+                    format!(
+                        "{} variables are given but the policy never uses them: {}, … and {} more",
+                        names.len(),
+                        names[..5].join(", "),
+                        names.len() - 5
+                    ),
+                )
+                .help(
+                    "pass only the variables this policy uses (a vars file per policy), or \
+                     check their spelling against the policy's variables",
+                ),
+            ];
+        }
+        out.append(&mut given);
+        out
+    }
+
+    fn unused_each(&self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         for (name, b) in &self.bindings {
             if b.used {

@@ -4,6 +4,7 @@
 //! `ids` (class ids) → `devices`, `tree`, `queues`, `classify`, `pods` (checks) → model.
 
 mod build;
+mod cascade;
 mod classify;
 mod devices;
 mod env;
@@ -14,6 +15,7 @@ mod suggest;
 mod tree;
 mod values;
 
+pub use cascade::is_root;
 pub use classify::{covers, overlaps};
 pub use devices::{default_ifb, name_problem};
 pub use ids::preferred_minor;
@@ -94,6 +96,7 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
         .max();
     pods::post_check(&pod_sites, fastest_link, &mut diags);
     diags.extend(unused);
+    cascade::suppress_knock_ons(file, &mut diags);
     allow(file, &mut diags);
     let model = if diags.has_errors() {
         None

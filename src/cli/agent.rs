@@ -50,8 +50,13 @@ impl Host for CliHost<'_> {
                 },
             )
         })?;
-        let src = read_source(self.args.file)
-            .map_err(|e| format!("cannot read {}: {e}", self.args.file.display()))?;
+        let src = read_source(self.args.file).map_err(|e| match e {
+            super::input::Unreadable::Io(m) => m,
+            super::input::Unreadable::Invalid(b) => {
+                let (src, d) = *b;
+                rendered(&[d], &src)
+            }
+        })?;
         let vars_text = self
             .args
             .vars
@@ -68,7 +73,7 @@ impl Host for CliHost<'_> {
             eprint!("{}", rendered(&diags, &src));
         }
         let plan = netqos::lower::lower(&model);
-        let target = netqos::apply::state::from_plan(&plan)?;
+        let target = netqos::apply::state::from_plan(&plan).map_err(|e| e.to_string())?;
         let conflist = model
             .pods
             .as_ref()

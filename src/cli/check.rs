@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::input::Unreadable;
+
 use super::{Exit, Format, NodeArgs, Ui, VarArgs};
 use netqos::diagnostic::{Diagnostic, Severity};
 use netqos::report::{self, Source};
@@ -12,13 +14,14 @@ pub fn external_vars(args: &VarArgs) -> Result<ExternalVars, (Vec<Diagnostic>, E
     let mut vars = ExternalVars::default();
     let mut diags = Vec::new();
     if let Some(path) = &args.vars_file {
-        match std::fs::read_to_string(path) {
+        match super::input::read_vars(path) {
             Ok(text) => match parse_vars_toml(&text, &path.display().to_string()) {
                 Ok(v) => vars.vars.extend(v),
                 Err(d) => diags.push(d),
             },
-            Err(e) => {
-                eprintln!("netqos: cannot read vars file {}: {e}", path.display());
+            Err(Unreadable::Invalid(b)) => return Err((vec![b.1], Exit::Invalid)),
+            Err(Unreadable::Io(message)) => {
+                eprintln!("netqos: {message}");
                 return Err((Vec::new(), Exit::Io));
             }
         }
@@ -36,17 +39,9 @@ pub fn external_vars(args: &VarArgs) -> Result<ExternalVars, (Vec<Diagnostic>, E
     }
 }
 
-/// Reads a policy file (`-` is stdin).
-pub fn read_source(path: &Path) -> std::io::Result<Source> {
-    let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        std::fs::read_to_string(path)?
-    };
-    Ok(Source {
-        name: path.display().to_string(),
-        text,
-    })
+/// Reads a policy file (`-` is stdin), bounded (see `input`).
+pub fn read_source(path: &Path) -> Result<Source, Unreadable> {
+    super::input::read_policy(path)
 }
 
 /// Prints diagnostics of one source in the chosen format.
@@ -103,9 +98,16 @@ pub fn run(
     for path in files {
         let src = match read_source(path) {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("netqos: cannot read {}: {e}", path.display());
+            Err(Unreadable::Io(message)) => {
+                eprintln!("netqos: {message}");
                 exit = exit.max(Exit::Io);
+                continue;
+            }
+            Err(Unreadable::Invalid(b)) => {
+                let (src, d) = *b;
+                print(&[d], &src, format, ui, &mut json);
+                errors += 1;
+                exit = exit.max(Exit::Invalid);
                 continue;
             }
         };

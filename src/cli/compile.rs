@@ -1,25 +1,15 @@
 //! `netqos compile FILE -o DIR`: checks, lowers and writes the artefacts (only those that
 //! changed, each by atomic rename), or prints one with `-o -`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::check::{external_vars, print, read_source};
 use super::{Exit, Format, NodeArgs, Ui, VarArgs, write_atomic};
-use netqos::backend::{self, Templates};
-use netqos::diagnostic::Severity;
-
-/// File name of each artefact kind.
-fn file_name(kind: &str) -> &'static str {
-    match kind {
-        "tc" => "netqos-apply.sh",
-        "rollback" => "netqos-rollback.sh",
-        "plan" => "plan.json",
-        "annotations" => "annotations.yaml",
-        "cloud-init" => "cloud-init.yaml",
-        "systemd" => "netqos.service",
-        _ => "tree.txt",
-    }
-}
+use netqos::backend::{Artefact, OutFile, RenderError, Templates};
+use netqos::cni::NodeConflist;
+use netqos::diagnostic::Diagnostic;
+use netqos::pipeline::{self, Checked, Conflist, Options, Selection};
+use netqos::report::Source;
 
 fn load_templates(dir: Option<&Path>) -> Result<Templates, Exit> {
     let Some(dir) = dir else {
@@ -45,7 +35,7 @@ fn load_templates(dir: Option<&Path>) -> Result<Templates, Exit> {
 pub struct Args<'a> {
     pub file: &'a Path,
     pub out: &'a Path,
-    pub emit: &'a [String],
+    pub emit: &'a [Artefact],
     pub templates: Option<&'a Path>,
     pub vars: &'a VarArgs,
     pub node: &'a NodeArgs,
@@ -53,186 +43,185 @@ pub struct Args<'a> {
 }
 
 pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
-    let explicit = !a.emit.is_empty();
-    let allowed = match a.node.allowed() {
-        Ok(x) => x,
-        Err(e) => return e,
-    };
-    let node_conflist = match super::cni::read(a.node.conflist.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let kinds: Vec<String> = if a.emit.is_empty() {
-        backend::KINDS.iter().map(|k| (*k).to_string()).collect()
-    } else {
-        a.emit
-            .iter()
-            .flat_map(|e| e.split(','))
-            .map(|k| k.trim().to_string())
-            .collect()
-    };
-    if let Some(bad) = kinds.iter().find(|k| !backend::KINDS.contains(&k.as_str())) {
-        eprintln!(
-            "netqos: unknown artefact kind `{bad}`; kinds: {}",
-            backend::KINDS.join(", ")
-        );
-        return Exit::Usage;
+    compile(a, ui).map_or_else(|e| e, |()| Exit::Ok)
+}
+
+/// Diagnostics about something other than a file (`--var`, the output directory).
+fn command_line() -> Source {
+    Source {
+        name: "<command line>".into(),
+        text: String::new(),
     }
+}
+
+fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Exit> {
+    let allowed = a.node.allowed()?;
+    let node_conflist = super::cni::read(a.node.conflist.as_deref())?;
     let to_stdout = a.out == Path::new("-");
-    if to_stdout && kinds.len() != 1 {
+    if to_stdout && a.emit.len() != 1 {
         eprintln!("netqos: `-o -` prints one artefact: choose it with `--emit KIND`");
-        return Exit::Usage;
+        return Err(Exit::Usage);
     }
-    let mut json = Vec::new();
-    let vars = match external_vars(a.vars) {
-        Ok(v) => v,
-        Err((diags, exit)) => {
-            let src = netqos::report::Source {
-                name: "<command line>".into(),
-                text: String::new(),
-            };
-            print(&diags, &src, Format::Human, ui, &mut json);
-            return exit;
-        }
-    };
-    let src = match read_source(a.file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("netqos: cannot read {}: {e}", a.file.display());
-            return Exit::Io;
-        }
-    };
-    let checked = netqos::check_source(&src.text, &vars);
-    let mut diags = checked.diagnostics.into_sorted();
-    diags.retain(|d| !allowed.contains(&d.code));
-    print(&diags, &src, Format::Human, ui, &mut json);
-    let warned = diags.iter().any(|d| d.severity == Severity::Warning);
-    let Some(model) = checked.model.filter(|_| !(a.deny_warnings && warned)) else {
-        eprintln!("netqos: {} not compiled: fix the errors above", src.name);
-        return Exit::Invalid;
-    };
-    let templates = match load_templates(a.templates) {
-        Ok(t) => t,
-        Err(e) => return e,
-    };
-    let plan = netqos::lower::lower(&model);
-    let source_name = a
+    let vars = external_vars(a.vars).map_err(|(diags, exit)| {
+        print(&diags, &command_line(), Format::Human, ui, &mut Vec::new());
+        exit
+    })?;
+    let src = read_source(a.file).map_err(|e| e.report(ui))?;
+    let name = a
         .file
         .file_name()
         .map_or("policy".into(), |n| n.to_string_lossy().into_owned());
-    let pods = model.pods.as_ref();
+    let mut opts = Options {
+        name: &name,
+        artefacts: if a.emit.is_empty() {
+            Selection::All
+        } else {
+            Selection::Only(a.emit.to_vec())
+        },
+        templates: Templates::default(),
+        conflist: node_conflist.as_ref().map(|n| NodeConflist {
+            path: &n.name,
+            text: &n.text,
+        }),
+        allow: &allowed,
+        deny_warnings: a.deny_warnings,
+    };
+    let checked = check(&src, &vars, &opts, ui)?;
+    opts.templates = load_templates(a.templates)?;
+    let pods = checked.model.pods.as_ref();
     if !to_stdout
         && let Some(d) = super::cni::check_out_dir(a.out, pods, a.node.conflist.as_deref())
     {
-        let cmd = netqos::report::Source {
-            name: "<command line>".into(),
-            text: String::new(),
-        };
-        print(&[d], &cmd, Format::Human, ui, &mut json);
-        return Exit::Invalid;
+        print(&[d], &command_line(), Format::Human, ui, &mut Vec::new());
+        return Err(Exit::Invalid);
     }
-    // The conflist change, which the scripts install and restore too.
-    let wants = |k: &str| kinds.iter().any(|x| x == k);
-    let cni = match pods {
-        Some(p) if wants("conflist") || wants("tc") || wants("rollback") || wants("cloud-init") => {
-            match conflist_files(p, node_conflist.as_ref(), &allowed, ui, &mut json) {
-                Ok(c) => Some(c),
-                Err(e) => return e,
-            }
+    let conflist = conflist(&checked, &opts, node_conflist.as_ref(), ui)?;
+    let files = checked
+        .files(&opts, conflist.as_ref())
+        .map_err(|e| render_failed(&e))?;
+    if to_stdout {
+        print_one(a.emit[0], &files);
+        return Ok(());
+    }
+    write_all(a.out, &files, ui)
+}
+
+/// The front half: prints the policy's diagnostics; a policy with errors stops here.
+fn check(
+    src: &Source,
+    vars: &netqos::vars::ExternalVars,
+    opts: &Options<'_>,
+    ui: Ui,
+) -> Result<Checked, Exit> {
+    let show = |diags: &[Diagnostic]| print(diags, src, Format::Human, ui, &mut Vec::new());
+    match pipeline::check(&src.text, vars, opts.allow, opts.deny_warnings) {
+        Ok(checked) => {
+            show(&checked.warnings);
+            Ok(checked)
         }
-        _ => None,
+        Err(diags) => {
+            show(&diags);
+            eprintln!("netqos: {} not compiled: fix the errors above", src.name);
+            Err(Exit::Invalid)
+        }
+    }
+}
+
+/// The conflist change; prints its summary (and any diagnostics about the node's conflist)
+/// to stderr.
+fn conflist(
+    checked: &Checked,
+    opts: &Options<'_>,
+    node: Option<&Source>,
+    ui: Ui,
+) -> Result<Option<Conflist>, Exit> {
+    let default_src = Source {
+        name: "<flavour default conflist>".into(),
+        text: String::new(),
     };
-    let install = cni
-        .as_ref()
-        .and_then(|c| c.install.as_ref())
-        .map(|i| backend::CniInstall {
-            path: i.path.clone(),
-            original: i.original.clone(),
-            patched: i.patched.clone(),
-            strict: i.from_node,
-        });
-    // (relative path, contents) of every file to write, in a fixed order.
-    let mut outputs: Vec<(String, String)> = Vec::new();
-    for kind in &kinds {
-        let text = match kind.as_str() {
-            "tc" => backend::tc_script_for_node(&plan, &source_name, &templates, install.as_ref()),
-            "rollback" => {
-                backend::rollback_script_for_node(&plan, &source_name, &templates, install.as_ref())
-            }
-            "plan" => Ok(backend::plan_json(&plan)),
-            "conflist" | "annotations" => {
-                let Some(pods) = pods else {
-                    if explicit {
-                        eprintln!("netqos: `--emit {kind}` needs a `pods` block in the policy");
-                        return Exit::Usage;
-                    }
-                    continue;
-                };
-                if kind == "annotations" {
-                    Ok(netqos::cni::annotations::component(pods, &source_name))
-                } else {
-                    let files = cni.as_ref().map_or(&[][..], |c| &c.files[..]);
-                    if to_stdout {
-                        // `-o -` prints the RFC 6902 patch itself.
-                        let patch = files.iter().find(|f| f.0 == "conflist/patch.json");
-                        Ok(patch.map_or_else(|| "[]\n".to_string(), |f| f.1.clone()))
-                    } else {
-                        outputs.extend(files.iter().cloned());
-                        continue;
+    let src = node.unwrap_or(&default_src);
+    let show = |diags: &[Diagnostic]| print(diags, src, Format::Human, ui, &mut Vec::new());
+    match checked.conflist(opts) {
+        Ok(c) => {
+            if let Some(c) = &c {
+                show(&c.warnings);
+                if !ui.quiet {
+                    for line in &c.artefacts.summary {
+                        eprintln!("conflist: {line}");
                     }
                 }
             }
-            "cloud-init" => {
-                backend::node_files_for_node(&plan, &source_name, &templates, install.as_ref())
-                    .and_then(|files| backend::cloud_config(&files, &source_name))
-            }
-            "systemd" => backend::unit(&plan, &source_name),
-            _ => Ok(backend::tree(&plan)),
-        };
-        match text {
-            Ok(t) => outputs.push((file_name(kind).to_string(), t)),
-            Err(e) => {
-                eprintln!("netqos: template for `{kind}` failed: {e}");
-                return Exit::Usage;
-            }
+            Ok(c)
         }
-    }
-    if to_stdout {
-        for (_, t) in &outputs {
-            out!("{t}");
+        Err(pipeline::Error::Conflist(diags)) => {
+            show(&diags);
+            eprintln!("netqos: conflist not patched: fix the problems above (nothing was written)");
+            Err(Exit::Invalid)
         }
-        return Exit::Ok;
+        Err(e) => Err(render_failed(&e)),
     }
-    if let Err(e) = std::fs::create_dir_all(a.out) {
-        eprintln!("netqos: cannot create {}: {e}", a.out.display());
-        return Exit::Io;
-    }
-    for (rel, text) in outputs {
-        let path: PathBuf = a.out.join(&rel);
-        if let Some(dir) = path.parent()
-            && let Err(e) = std::fs::create_dir_all(dir)
-        {
-            eprintln!("netqos: cannot create {}: {e}", dir.display());
-            return Exit::Io;
+}
+
+/// Says why rendering failed (usage errors: a missing `pods` block, a broken template).
+fn render_failed(e: &pipeline::Error) -> Exit {
+    match e {
+        pipeline::Error::Render {
+            source: e @ RenderError::NeedsPods(_),
+            ..
+        } => eprintln!("netqos: {e}"),
+        pipeline::Error::Render { artefact, source } => {
+            eprintln!("netqos: template for `{artefact}` failed: {source}");
         }
-        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+        other => eprintln!("netqos: {other}"),
+    }
+    Exit::Usage
+}
+
+/// `-o -`: the one artefact on stdout; for `conflist`, the RFC 6902 patch itself.
+fn print_one(kind: Artefact, files: &[OutFile]) {
+    if kind == Artefact::Conflist {
+        let patch = files.iter().find(|f| f.path == "conflist/patch.json");
+        out!("{}", patch.map_or("[]\n", |f| f.text.as_str()));
+        return;
+    }
+    for f in files {
+        out!("{}", f.text);
+    }
+}
+
+/// Writes each file that changed, by atomic rename; scripts are made executable.
+fn write_all(out: &Path, files: &[OutFile], ui: Ui) -> Result<(), Exit> {
+    create_dir(out)?;
+    for f in files {
+        let path = out.join(&f.path);
+        if let Some(dir) = path.parent() {
+            create_dir(dir)?;
+        }
+        if std::fs::read(&path).is_ok_and(|old| old == f.text.as_bytes()) {
             if ui.verbose {
                 eprintln!("unchanged {}", path.display());
             }
             continue;
         }
-        if let Err(e) = write_atomic(&path, text.as_bytes()) {
+        if let Err(e) = write_atomic(&path, f.text.as_bytes()) {
             eprintln!("netqos: cannot write {}: {e}", path.display());
-            return Exit::Io;
+            return Err(Exit::Io);
         }
-        if rel.ends_with(".sh") {
+        if f.path.ends_with(".sh") {
             set_executable(&path);
         }
         if !ui.quiet {
             outln!("wrote {}", path.display());
         }
     }
-    Exit::Ok
+    Ok(())
+}
+
+fn create_dir(dir: &Path) -> Result<(), Exit> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        eprintln!("netqos: cannot create {}: {e}", dir.display());
+        Exit::Io
+    })
 }
 
 fn set_executable(path: &Path) {
@@ -241,48 +230,5 @@ fn set_executable(path: &Path) {
         let mut p = meta.permissions();
         p.set_mode(p.mode() | 0o755);
         let _ = std::fs::set_permissions(path, p);
-    }
-}
-
-/// The `conflist` artefact's files; prints its summary (and any diagnostics about the
-/// node's conflist) to stderr.
-fn conflist_files(
-    pods: &netqos::model::Pods,
-    node: Option<&netqos::report::Source>,
-    allowed: &[netqos::codes::Code],
-    ui: Ui,
-    json: &mut Vec<netqos::report::JsonDiagnostic>,
-) -> Result<netqos::cni::ConflistArtefacts, Exit> {
-    let input = node.map(|n| netqos::cni::NodeConflist {
-        path: &n.name,
-        text: &n.text,
-    });
-    let default_src = netqos::report::Source {
-        name: "<flavour default conflist>".into(),
-        text: String::new(),
-    };
-    let src = node.unwrap_or(&default_src);
-    let warnings = node
-        .map(|n| super::cni::diagnose(Some(pods), n))
-        .unwrap_or_default();
-    match netqos::cni::conflist_artefacts(pods, input.as_ref()) {
-        Ok(a) => {
-            let shown: Vec<_> = warnings
-                .into_iter()
-                .filter(|d| !allowed.contains(&d.code))
-                .collect();
-            print(&shown, src, Format::Human, ui, json);
-            if !ui.quiet {
-                for line in &a.summary {
-                    eprintln!("conflist: {line}");
-                }
-            }
-            Ok(a)
-        }
-        Err(diags) => {
-            print(&diags, src, Format::Human, ui, json);
-            eprintln!("netqos: conflist not patched: fix the problems above (nothing was written)");
-            Err(Exit::Invalid)
-        }
     }
 }

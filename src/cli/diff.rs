@@ -27,9 +27,12 @@ use netqos::vars::ExternalVars;
 fn load(path: &Path, vars: &ExternalVars, ui: Ui) -> Result<(Source, Model), Exit> {
     let src = match read_source(path) {
         Ok(s) => s,
+        // Like a policy with errors: trouble (2), as diff(1) has it.
         Err(e) => {
-            eprintln!("netqos: cannot read {}: {e}", path.display());
-            return Err(Exit::Io);
+            return Err(match e.report(ui) {
+                Exit::Invalid => Exit::Usage,
+                other => other,
+            });
         }
     };
     let checked = netqos::check_source(&src.text, vars);

@@ -12,8 +12,7 @@ pub fn run(files: &[PathBuf], check: bool, ui: Ui) -> Exit {
         let src = match read_source(path) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("netqos: cannot read {}: {e}", path.display());
-                exit = exit.max(Exit::Io);
+                exit = exit.max(e.report(ui));
                 continue;
             }
         };

@@ -55,27 +55,25 @@ pub fn load_target(file: &Path, vars: &VarArgs, ui: Ui) -> Result<Loaded, Exit> 
             return Err(exit);
         }
     };
-    let src = read_source(file).map_err(|e| {
-        eprintln!("netqos: cannot read {}: {e}", file.display());
-        Exit::Io
-    })?;
-    let checked = netqos::check_source(&src.text, &vars);
-    let diags = checked.diagnostics.into_sorted();
-    print(&diags, &src, Format::Human, ui, &mut json);
-    let Some(model) = checked.model else {
-        eprintln!("netqos: {} has errors: nothing applied", src.name);
-        return Err(Exit::Invalid);
+    let src = read_source(file).map_err(|e| e.report(ui))?;
+    let checked = match netqos::pipeline::check(&src.text, &vars, &[], false) {
+        Ok(c) => c,
+        Err(diags) => {
+            print(&diags, &src, Format::Human, ui, &mut json);
+            eprintln!("netqos: {} has errors: nothing applied", src.name);
+            return Err(Exit::Invalid);
+        }
     };
-    let plan = netqos::lower::lower(&model);
+    print(&checked.warnings, &src, Format::Human, ui, &mut json);
     // The policy is valid; what fails here is a limit of the netlink apply (exit 3).
-    let target = state::from_plan(&plan).map_err(|e| {
+    let target = state::from_plan(&checked.plan).map_err(|e| {
         eprintln!("netqos: {e}");
         Exit::Io
     })?;
     Ok(Loaded {
         target,
         name: src.name,
-        pods: model.pods,
+        pods: checked.model.pods,
     })
 }
 

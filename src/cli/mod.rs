@@ -26,6 +26,7 @@ mod completions;
 mod diff;
 mod explain;
 mod fmt;
+mod input;
 mod live;
 mod plan;
 mod rollback;
@@ -190,10 +191,9 @@ enum Command {
         /// Output directory, or `-` to print one artefact on stdout.
         #[arg(short, long, value_name = "DIR")]
         out: std::path::PathBuf,
-        /// Artefact kinds to write (tc, rollback, plan, tree, cloud-init, systemd, conflist,
-        /// annotations), comma separated; default all.
-        #[arg(long, value_name = "KIND,…")]
-        emit: Vec<String>,
+        /// Artefact kinds to write, comma separated; default all.
+        #[arg(long, value_name = "KIND,…", value_enum, value_delimiter = ',')]
+        emit: Vec<netqos::Artefact>,
         /// Directory with templates overriding the built-in ones (apply.sh.j2, rollback.sh.j2).
         #[arg(long, value_name = "DIR")]
         templates: Option<std::path::PathBuf>,

@@ -39,6 +39,7 @@ pub struct Install {
 }
 
 /// The node's conflist as read from `--conflist FILE`.
+#[derive(Debug, Clone, Copy)]
 pub struct NodeConflist<'a> {
     pub path: &'a str,
     pub text: &'a str,

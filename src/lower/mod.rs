@@ -9,7 +9,10 @@ mod ports;
 pub use ports::port_masks;
 
 use crate::model::{Cidr, Class, Interface, LeafQdisc, Match, Model, Proto};
-use crate::plan::{ClassPlan, DevicePlan, FilterPlan, LeafPlan, Plan, Root, SCHEMA};
+use crate::plan::{
+    ClassPlan, DevicePlan, End, Family, FilterPlan, Handle, LeafPlan, LeafQueue, Minor, Plan,
+    Protocol, Root, SCHEMA, Selector, Tbf,
+};
 
 /// Filter priorities: IPv4 rules from 1, IPv6 rules from 30001, then the catch-all to a
 /// default child. u32 numbers the nodes of one priority 800::800 … 800::fff and then wraps
@@ -28,10 +31,6 @@ pub fn lower(model: &Model) -> Plan {
     }
 }
 
-fn hex(minor: u16) -> String {
-    format!("1:{minor:x}")
-}
-
 /// Recommended burst: four packets or 1 ms of traffic, whichever is larger.
 pub fn burst_for(rate: u64, max_packet: u32) -> u64 {
     (4 * u64::from(max_packet)).max(rate / 8 / 1000)
@@ -47,8 +46,8 @@ fn device(i: &Interface) -> DevicePlan {
     let shaped = i.ifb.clone().unwrap_or_else(|| i.device.clone());
     let mut classes = vec![ClassPlan {
         name: String::new(),
-        classid: "1:1".to_string(),
-        parent: "1:".to_string(),
+        classid: Handle::ROOT_CLASS,
+        parent: Handle::ROOT,
         rate: i.rate,
         ceil: i.rate,
         burst: i.burst.unwrap_or_else(|| burst_for(i.rate, i.max_packet)),
@@ -61,11 +60,11 @@ fn device(i: &Interface) -> DevicePlan {
     }];
     let mut filters = Vec::new();
     for c in &i.classes {
-        class(i, c, "1:1", &mut classes);
+        class(i, c, Handle::ROOT_CLASS, &mut classes);
     }
     // The root's filters pick among top-level classes; each inner class picks among its
     // children, ending with a catch-all to its default child.
-    group_filters("1:", &i.classes, None, &mut filters);
+    group_filters(Handle::ROOT, &i.classes, None, &mut filters);
     for c in &i.classes {
         inner_filters(c, &mut filters);
     }
@@ -75,8 +74,8 @@ fn device(i: &Interface) -> DevicePlan {
         shaped_device: shaped,
         ifb: i.ifb.clone(),
         root: Root {
-            handle: "1:".to_string(),
-            default: format!("{:x}", i.default_minor),
+            handle: Handle::ROOT,
+            default: Minor(i.default_minor),
             r2q: i.r2q,
             direct_qlen: 1000,
         },
@@ -86,15 +85,15 @@ fn device(i: &Interface) -> DevicePlan {
     }
 }
 
-fn class(i: &Interface, c: &Class, parent: &str, out: &mut Vec<ClassPlan>) {
-    let classid = hex(c.minor);
+fn class(i: &Interface, c: &Class, parent: Handle, out: &mut Vec<ClassPlan>) {
+    let classid = Handle::class(c.minor);
     let quantum = c
         .quantum
         .or_else(|| i.r2q.is_none().then(|| quantum_for(c.rate, i.max_packet)));
     out.push(ClassPlan {
         name: c.path.clone(),
-        classid: classid.clone(),
-        parent: parent.to_string(),
+        classid,
+        parent,
         rate: c.rate,
         ceil: c.ceil,
         burst: c.burst.unwrap_or_else(|| burst_for(c.rate, i.max_packet)),
@@ -105,70 +104,46 @@ fn class(i: &Interface, c: &Class, parent: &str, out: &mut Vec<ClassPlan>) {
         line: c.line,
     });
     for child in &c.children {
-        class(i, child, &classid, out);
+        class(i, child, classid, out);
     }
 }
 
 fn leaf(c: &Class, max_packet: u32) -> LeafPlan {
-    let handle = format!("{:x}:", c.minor);
-    let (kind, args) = match &c.qdisc {
-        None => (
-            "bfifo",
-            // 100 ms at the class rate, never under ten full packets.
-            vec![
-                "limit".to_string(),
-                (c.rate / 8 / 10)
-                    .max(10 * u64::from(max_packet))
-                    .to_string(),
-            ],
-        ),
-        Some(LeafQdisc::Pfifo { limit_packets }) => {
-            ("pfifo", limit_args(limit_packets.map(u64::from)))
-        }
-        Some(LeafQdisc::Bfifo { limit_bytes }) => ("bfifo", limit_args(*limit_bytes)),
-        Some(LeafQdisc::FqCodel { limit_packets }) => {
-            ("fq_codel", limit_args(limit_packets.map(u64::from)))
-        }
-        Some(LeafQdisc::Sfq { limit_packets }) => ("sfq", limit_args(limit_packets.map(u64::from))),
+    let queue = match &c.qdisc {
+        // 100 ms at the class rate, never under ten full packets.
+        None => LeafQueue::Bfifo {
+            limit: Some((c.rate / 8 / 10).max(10 * u64::from(max_packet))),
+        },
+        Some(LeafQdisc::Pfifo { limit_packets }) => LeafQueue::Pfifo {
+            limit: *limit_packets,
+        },
+        Some(LeafQdisc::Bfifo { limit_bytes }) => LeafQueue::Bfifo {
+            limit: *limit_bytes,
+        },
+        Some(LeafQdisc::FqCodel { limit_packets }) => LeafQueue::FqCodel {
+            limit: *limit_packets,
+        },
+        Some(LeafQdisc::Sfq { limit_packets }) => LeafQueue::Sfq {
+            limit: *limit_packets,
+        },
         Some(LeafQdisc::Tbf {
             rate,
             burst,
             limit_bytes,
             latency_us,
             peakrate,
-        }) => {
-            let mut a = vec![
-                "rate".into(),
-                format!("{rate}bit"),
-                "burst".into(),
-                format!("{burst}b"),
-            ];
-            if let Some(l) = limit_bytes {
-                a.extend(["limit".into(), format!("{l}b")]);
-            }
-            if let Some(t) = latency_us {
-                a.extend(["latency".into(), format!("{t}us")]);
-            }
-            if let Some(p) = peakrate {
-                a.extend([
-                    "peakrate".into(),
-                    format!("{p}bit"),
-                    "mtu".into(),
-                    max_packet.to_string(),
-                ]);
-            }
-            ("tbf", a)
-        }
+        }) => LeafQueue::Tbf(Tbf {
+            rate: *rate,
+            burst: *burst,
+            limit: *limit_bytes,
+            latency_us: *latency_us,
+            peak: peakrate.map(|p| (p, max_packet)),
+        }),
     };
     LeafPlan {
-        handle,
-        kind: kind.to_string(),
-        args,
+        handle: Handle::new(c.minor, 0),
+        queue,
     }
-}
-
-fn limit_args(limit: Option<u64>) -> Vec<String> {
-    limit.map_or_else(Vec::new, |l| vec!["limit".to_string(), l.to_string()])
 }
 
 fn inner_filters(c: &Class, out: &mut Vec<FilterPlan>) {
@@ -176,14 +151,14 @@ fn inner_filters(c: &Class, out: &mut Vec<FilterPlan>) {
         return;
     }
     let default = c.children.iter().find(|k| k.is_default);
-    group_filters(&hex(c.minor), &c.children, default, out);
+    group_filters(Handle::class(c.minor), &c.children, default, out);
     for k in &c.children {
         inner_filters(k, out);
     }
 }
 
 fn group_filters(
-    parent: &str,
+    parent: Handle,
     classes: &[Class],
     default: Option<&Class>,
     out: &mut Vec<FilterPlan>,
@@ -196,11 +171,11 @@ fn group_filters(
                 let chunk = u16::try_from(*n / PER_PRIO).unwrap_or(u16::MAX);
                 *n += 1;
                 out.push(FilterPlan {
-                    parent: parent.to_string(),
-                    protocol: protocol.to_string(),
+                    parent,
+                    protocol,
                     prio: base.saturating_add(chunk),
                     keys,
-                    target: hex(c.minor),
+                    target: Handle::class(c.minor),
                     line: m.line,
                 });
             }
@@ -208,116 +183,148 @@ fn group_filters(
     }
     if let Some(d) = default {
         out.push(FilterPlan {
-            parent: parent.to_string(),
-            protocol: "all".to_string(),
+            parent,
+            protocol: Protocol::All,
             prio: PRIO_CATCH_ALL,
-            keys: vec!["u32 0 0".to_string()],
-            target: hex(d.minor),
+            keys: vec![Selector::Any],
+            target: Handle::class(d.minor),
             line: d.line,
         });
     }
 }
 
 /// The u32 key sets of one match line: the cross product of its alternatives, per family.
-fn match_keys(m: &Match) -> Vec<(&'static str, u16, Vec<String>)> {
+fn match_keys(m: &Match) -> Vec<(Protocol, u16, Vec<Selector>)> {
     let protos: Vec<Option<Proto>> = match (m.proto, m.sport.is_some() || m.dport.is_some()) {
         (Some(p), _) => vec![Some(p)],
         (None, true) => vec![Some(Proto::Tcp), Some(Proto::Udp)],
         (None, false) => vec![None],
     };
-    let fams = families(m);
     let mut out = Vec::new();
-    for v4 in [true, false] {
-        if !fams.contains(&v4) {
-            continue;
-        }
-        let srcs = addrs(&m.src, v4);
-        let dsts = addrs(&m.dst, v4);
-        let sports = port_alts(&m.sport);
-        let dports = port_alts(&m.dport);
-        for proto in &protos {
-            for src in &srcs {
-                for dst in &dsts {
-                    for sp in &sports {
-                        for dp in &dports {
-                            let mut keys = Vec::new();
-                            let fam = if v4 { "ip" } else { "ip6" };
-                            if let Some(p) = proto {
-                                let n = match (p, v4) {
-                                    (Proto::Icmp, false) => 58,
-                                    (p, _) => p.number(),
-                                };
-                                keys.push(format!("{fam} protocol {n} 0xff"));
-                            }
-                            if let Some(c) = src {
-                                keys.push(format!("{fam} src {}/{}", c.addr, c.prefix));
-                            }
-                            if let Some(c) = dst {
-                                keys.push(format!("{fam} dst {}/{}", c.addr, c.prefix));
-                            }
-                            if sp.is_some() || dp.is_some() {
-                                if v4 {
-                                    // Fixed port offsets assume a 20-byte header and a first
-                                    // fragment: require both, so other packets fall through
-                                    // instead of being misread.
-                                    keys.push("u8 0x05 0x0f at 0".to_string());
-                                    keys.push("u16 0x0000 0x1fff at 6".to_string());
-                                }
-                                if let Some((v, mask)) = sp {
-                                    keys.push(format!("{fam} sport {v} {mask:#06x}"));
-                                }
-                                if let Some((v, mask)) = dp {
-                                    keys.push(format!("{fam} dport {v} {mask:#06x}"));
-                                }
-                            }
-                            if keys.is_empty() {
-                                keys.push("u32 0 0".to_string());
-                            }
-                            let (protocol, prio) = if v4 {
-                                ("ip", PRIO_V4)
-                            } else {
-                                ("ipv6", PRIO_V6)
-                            };
-                            out.push((protocol, prio, keys));
+    for family in families(m) {
+        let alts = Alternatives {
+            protos: &protos,
+            srcs: addrs(m.src.as_deref(), family),
+            dsts: addrs(m.dst.as_deref(), family),
+            sports: port_alts(m.sport.as_deref()),
+            dports: port_alts(m.dport.as_deref()),
+        };
+        let (protocol, prio) = match family {
+            Family::V4 => (Protocol::Ip, PRIO_V4),
+            Family::V6 => (Protocol::Ipv6, PRIO_V6),
+        };
+        alts.each(|one| out.push((protocol, prio, one.selectors(family))));
+    }
+    out
+}
+
+/// The alternatives of one match line in one family.
+struct Alternatives<'a> {
+    protos: &'a [Option<Proto>],
+    srcs: Vec<Option<Cidr>>,
+    dsts: Vec<Option<Cidr>>,
+    sports: Vec<Option<(u16, u16)>>,
+    dports: Vec<Option<(u16, u16)>>,
+}
+
+/// One combination of the alternatives: one u32 filter.
+struct OneMatch {
+    proto: Option<Proto>,
+    src: Option<Cidr>,
+    dst: Option<Cidr>,
+    sport: Option<(u16, u16)>,
+    dport: Option<(u16, u16)>,
+}
+
+impl Alternatives<'_> {
+    /// Calls `f` with each combination, in source order (protocol, source, destination,
+    /// source port, destination port).
+    fn each(&self, mut f: impl FnMut(OneMatch)) {
+        for &proto in self.protos {
+            for &src in &self.srcs {
+                for &dst in &self.dsts {
+                    for &sport in &self.sports {
+                        for &dport in &self.dports {
+                            f(OneMatch {
+                                proto,
+                                src,
+                                dst,
+                                sport,
+                                dport,
+                            });
                         }
                     }
                 }
             }
         }
     }
-    out
 }
 
-/// Which families (true = IPv4) a match applies to.
-fn families(m: &Match) -> Vec<bool> {
+impl OneMatch {
+    fn selectors(&self, family: Family) -> Vec<Selector> {
+        let mut keys = Vec::new();
+        if let Some(p) = self.proto {
+            let number = match (p, family) {
+                (Proto::Icmp, Family::V6) => 58,
+                (p, _) => p.number(),
+            };
+            keys.push(Selector::Protocol { family, number });
+        }
+        for (end, cidr) in [(End::Src, self.src), (End::Dst, self.dst)] {
+            if let Some(cidr) = cidr {
+                keys.push(Selector::Addr { end, cidr });
+            }
+        }
+        if self.sport.is_some() || self.dport.is_some() {
+            if family == Family::V4 {
+                // Fixed port offsets assume a 20-byte header and a first fragment: require
+                // both, so other packets fall through instead of being misread.
+                keys.extend([Selector::Ipv4NoOptions, Selector::Ipv4FirstFragment]);
+            }
+            for (end, port) in [(End::Src, self.sport), (End::Dst, self.dport)] {
+                if let Some((value, mask)) = port {
+                    keys.push(Selector::Port {
+                        family,
+                        end,
+                        value,
+                        mask,
+                    });
+                }
+            }
+        }
+        if keys.is_empty() {
+            keys.push(Selector::Any);
+        }
+        keys
+    }
+}
+
+/// Which families a match applies to: those every address list has an address of.
+fn families(m: &Match) -> Vec<Family> {
     let mut v4 = true;
     let mut v6 = true;
     for list in [&m.src, &m.dst].into_iter().flatten() {
         v4 &= list.iter().any(Cidr::is_v4);
         v6 &= list.iter().any(|c| !c.is_v4());
     }
-    let mut out = Vec::new();
-    if v4 {
-        out.push(true);
-    }
-    if v6 {
-        out.push(false);
-    }
-    out
+    [(v4, Family::V4), (v6, Family::V6)]
+        .into_iter()
+        .filter_map(|(yes, f)| yes.then_some(f))
+        .collect()
 }
 
-fn addrs(list: &Option<Vec<Cidr>>, v4: bool) -> Vec<Option<Cidr>> {
+fn addrs(list: Option<&[Cidr]>, family: Family) -> Vec<Option<Cidr>> {
     match list {
         None => vec![None],
         Some(l) => l
             .iter()
-            .filter(|c| c.is_v4() == v4)
+            .filter(|c| c.is_v4() == (family == Family::V4))
             .map(|c| Some(*c))
             .collect(),
     }
 }
 
-fn port_alts(list: &Option<Vec<crate::model::PortRange>>) -> Vec<Option<(u16, u16)>> {
+fn port_alts(list: Option<&[crate::model::PortRange]>) -> Vec<Option<(u16, u16)>> {
     match list {
         None => vec![None],
         Some(l) => l

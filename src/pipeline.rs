@@ -1,0 +1,265 @@
+//! The whole pipeline in one call: parse → check → lower → backends ([`compile`]), and its
+//! two halves ([`check`], then [`Checked::render`]) for callers that act in between (the
+//! CLI refuses an output directory with NQ037 once it knows the policy's CNI).
+//!
+//! Pure like every stage: the caller reads the policy, the variables, the templates and the
+//! node's conflist, and writes the files.
+
+use crate::backend::{Artefact, CniInstall, OutFile, Render, RenderError, Templates};
+use crate::cni::{self, ConflistArtefacts, NodeConflist};
+use crate::codes::Code;
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::model::Model;
+use crate::plan::Plan;
+use crate::vars::ExternalVars;
+
+/// Which artefacts to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every kind that applies: without a `pods` block, those that need one are left out.
+    All,
+    /// Exactly these, in this order: one that needs a `pods` block the policy lacks fails.
+    Only(Vec<Artefact>),
+}
+
+impl Selection {
+    /// The kinds chosen, in order.
+    pub fn kinds(&self) -> &[Artefact] {
+        match self {
+            Selection::All => &Artefact::ALL,
+            Selection::Only(k) => k,
+        }
+    }
+}
+
+/// What [`compile`] needs besides the policy text and its variables.
+#[derive(Debug, Clone)]
+pub struct Options<'a> {
+    /// The policy's name as the artefacts show it (its file name).
+    pub name: &'a str,
+    pub artefacts: Selection,
+    pub templates: Templates,
+    /// The node's conflist (`--conflist`); otherwise the `cni` flavour's default is used.
+    pub conflist: Option<NodeConflist<'a>>,
+    /// Accepted warning and info codes: neither reported nor counted.
+    pub allow: &'a [Code],
+    /// A warning fails the compile.
+    pub deny_warnings: bool,
+}
+
+/// A checked and lowered policy: the front half's result.
+#[derive(Debug)]
+pub struct Checked {
+    pub model: Model,
+    pub plan: Plan,
+    /// Warnings and infos about the policy, sorted (allowed codes removed).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The conflist change for the policy's pod limits.
+#[derive(Debug)]
+pub struct Conflist {
+    /// The `conflist` artefact's files and its summary for the operator.
+    pub artefacts: ConflistArtefacts,
+    /// What the scripts install and restore, when there is a change.
+    pub install: Option<CniInstall>,
+    /// Warnings about the node's conflist text (allowed codes removed).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Everything a compile produced.
+#[derive(Debug)]
+pub struct Artefacts {
+    /// The files, in the order of the selection.
+    pub files: Vec<OutFile>,
+    /// Warnings and infos about the policy, sorted (allowed codes removed).
+    pub warnings: Vec<Diagnostic>,
+    /// The conflist change, when a chosen artefact carries it and the policy has pods.
+    pub conflist: Option<Conflist>,
+}
+
+/// Why a compile produced nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The policy has errors, or warnings under `deny_warnings`: every diagnostic, sorted.
+    #[error("the policy has errors")]
+    Policy(Vec<Diagnostic>),
+    /// The node's conflist cannot be patched: diagnostics about its text, one an error.
+    #[error("the conflist cannot be patched")]
+    Conflist(Vec<Diagnostic>),
+    /// An artefact could not be rendered.
+    #[error("{artefact}: {source}")]
+    Render {
+        artefact: Artefact,
+        source: RenderError,
+    },
+}
+
+/// Parses, checks, lowers and renders a policy: the whole pipeline.
+pub fn compile(text: &str, vars: &ExternalVars, opts: &Options<'_>) -> Result<Artefacts, Error> {
+    let checked = check(text, vars, opts.allow, opts.deny_warnings).map_err(Error::Policy)?;
+    let conflist = checked.conflist(opts)?;
+    Ok(Artefacts {
+        files: checked.files(opts, conflist.as_ref())?,
+        warnings: checked.warnings,
+        conflist,
+    })
+}
+
+/// Parses, checks and lowers a policy. Diagnostics with a code in `allow` are dropped; `Err`
+/// holds every other diagnostic (sorted), at least one an error or, under `deny_warnings`, a
+/// warning.
+pub fn check(
+    text: &str,
+    vars: &ExternalVars,
+    allow: &[Code],
+    deny_warnings: bool,
+) -> Result<Checked, Vec<Diagnostic>> {
+    let checked = crate::check_source(text, vars);
+    let mut diags = checked.diagnostics.into_sorted();
+    diags.retain(|d| !allow.contains(&d.code));
+    let warned = diags.iter().any(|d| d.severity == Severity::Warning);
+    match checked.model {
+        Some(model) if !(deny_warnings && warned) => Ok(Checked {
+            plan: crate::lower::lower(&model),
+            model,
+            warnings: diags,
+        }),
+        _ => Err(diags),
+    }
+}
+
+impl Checked {
+    /// The conflist change, when the policy has a `pods` block and a chosen artefact
+    /// carries the change.
+    pub fn conflist(&self, opts: &Options<'_>) -> Result<Option<Conflist>, Error> {
+        let Some(pods) = &self.model.pods else {
+            return Ok(None);
+        };
+        if !opts
+            .artefacts
+            .kinds()
+            .iter()
+            .any(|k| k.info().uses_conflist)
+        {
+            return Ok(None);
+        }
+        let artefacts =
+            cni::conflist_artefacts(pods, opts.conflist.as_ref()).map_err(Error::Conflist)?;
+        let mut warnings = opts.conflist.as_ref().map_or_else(Vec::new, |node| {
+            cni::conflist::analyse(node.text, !pods.limits.is_empty()).1
+        });
+        warnings.retain(|d| !opts.allow.contains(&d.code));
+        let install = artefacts.install.as_ref().map(|i| CniInstall {
+            path: i.path.clone(),
+            original: i.original.clone(),
+            patched: i.patched.clone(),
+            strict: i.from_node,
+        });
+        Ok(Some(Conflist {
+            artefacts,
+            install,
+            warnings,
+        }))
+    }
+
+    /// Renders the chosen artefacts with the conflist change `conflist`.
+    pub fn files(
+        &self,
+        opts: &Options<'_>,
+        conflist: Option<&Conflist>,
+    ) -> Result<Vec<OutFile>, Error> {
+        let pods = self.model.pods.as_ref();
+        let ctx = Render {
+            plan: &self.plan,
+            source: opts.name,
+            templates: &opts.templates,
+            pods,
+            conflist: conflist.map(|c| &c.artefacts),
+            cni: conflist.and_then(|c| c.install.as_ref()),
+        };
+        let mut files = Vec::new();
+        for &artefact in opts.artefacts.kinds() {
+            if pods.is_none() && artefact.info().needs_pods && opts.artefacts == Selection::All {
+                continue;
+            }
+            let out = artefact
+                .render(&ctx)
+                .map_err(|source| Error::Render { artefact, source })?;
+            files.extend(out);
+        }
+        Ok(files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = include_str!("../examples/pods.nq");
+
+    fn opts(artefacts: Selection) -> Options<'static> {
+        Options {
+            name: "pods.nq",
+            artefacts,
+            templates: Templates::default(),
+            conflist: None,
+            allow: &[],
+            deny_warnings: false,
+        }
+    }
+
+    #[test]
+    fn compile_is_the_stages_chained() {
+        let vars = ExternalVars::default();
+        let all = compile(POLICY, &vars, &opts(Selection::All)).unwrap();
+        let checked = check(POLICY, &vars, &[], false).unwrap();
+        let t = Templates::default();
+        let ctx = Render::new(&checked.plan, "pods.nq", &t);
+        let plan = all.files.iter().find(|f| f.artefact == Artefact::Plan);
+        assert_eq!(plan.unwrap().text, crate::backend::plan_json(&checked.plan));
+        let tree = all.files.iter().find(|f| f.path == "tree.txt");
+        assert_eq!(tree.unwrap().text, crate::backend::tree(ctx.plan));
+        let kinds: Vec<Artefact> = all.files.iter().map(|f| f.artefact).collect();
+        assert!(kinds.windows(2).all(|w| w[0] <= w[1]), "{kinds:?}");
+        assert!(kinds.contains(&Artefact::Annotations));
+    }
+
+    #[test]
+    fn an_artefact_that_needs_pods_is_left_out_or_refused() {
+        let vars = ExternalVars::default();
+        let src = include_str!("../examples/ingress.nq");
+        let all = compile(src, &vars, &opts(Selection::All)).unwrap();
+        assert!(all.files.iter().all(|f| !f.artefact.info().needs_pods));
+        assert!(all.conflist.is_none());
+        let only = compile(
+            src,
+            &vars,
+            &opts(Selection::Only(vec![Artefact::Annotations])),
+        );
+        assert!(matches!(
+            only,
+            Err(Error::Render {
+                artefact: Artefact::Annotations,
+                source: RenderError::NeedsPods(_)
+            })
+        ));
+        let bad = compile("netqos 1\nbogus\n", &vars, &opts(Selection::All));
+        assert!(matches!(bad, Err(Error::Policy(d)) if d.iter().any(Diagnostic::is_error)));
+    }
+
+    #[test]
+    fn names_and_files_are_distinct() {
+        let mut names: Vec<&str> = Artefact::ALL.iter().map(|a| a.name()).collect();
+        let mut files: Vec<&str> = Artefact::ALL.iter().map(|a| a.info().file_name).collect();
+        names.dedup();
+        files.sort_unstable();
+        files.dedup();
+        assert_eq!((names.len(), files.len()), (8, 8));
+        for a in Artefact::ALL {
+            let parsed = <Artefact as clap::ValueEnum>::from_str(a.name(), false);
+            assert_eq!(parsed, Ok(a));
+            assert!(!a.description().is_empty());
+        }
+    }
+}
