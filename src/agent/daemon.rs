@@ -173,6 +173,8 @@ struct Agent<'a> {
     retry_at: Option<Instant>,
     retry: Duration,
     backoff: Duration,
+    /// When the drift being repaired was first seen.
+    noticed: Option<Instant>,
     healthy: Result<(), String>,
 }
 
@@ -272,6 +274,7 @@ impl Agent<'_> {
                         .log(&format!("{why}: now enforcing policy {}", p.hash));
                     self.adopt(p);
                     self.open.clear();
+                    self.noticed = None;
                 }
             }
         }
@@ -279,7 +282,7 @@ impl Agent<'_> {
     }
 
     /// Compares the mirror with the target and repairs what differs.
-    fn check_drift(&mut self) {
+    fn check_drift(&mut self, woke: Instant) {
         let Some(policy) = self.good.clone() else {
             return;
         };
@@ -297,6 +300,7 @@ impl Agent<'_> {
             if !self.open.is_empty() {
                 // Put back by someone else: nothing left to repair.
                 self.open.clear();
+                self.noticed = None;
             }
             if self.healthy.is_err() && self.retry_at.is_none() {
                 self.set_health(Ok(()));
@@ -325,6 +329,9 @@ impl Agent<'_> {
                 }
             ));
         }
+        if self.open.is_empty() {
+            self.noticed = Some(woke);
+        }
         self.open.extend(new);
         if kinds.contains("link") && changes.is_empty() {
             // A device is gone: wait for it to come back (a link event re-reads it).
@@ -335,6 +342,14 @@ impl Agent<'_> {
             return;
         }
         if self.apply(&policy, "drift repair") {
+            if let Some(t) = self.noticed.take() {
+                let secs = t.elapsed().as_secs_f64();
+                self.shared.with(|c| c.last_repair_seconds = secs);
+                self.host.log(&format!(
+                    "drift repaired {:.1} ms after it was seen",
+                    secs * 1000.0
+                ));
+            }
             for k in std::mem::take(&mut self.open) {
                 self.shared
                     .with(|c| *c.drift_repairs.entry(k.to_string()).or_default() += 1);
@@ -378,6 +393,7 @@ pub fn run(
         retry_at: None,
         retry: config.retry,
         backoff: config.retry,
+        noticed: None,
         healthy: Ok(()),
     };
     if agent.apply(&first, "start") {
@@ -409,6 +425,8 @@ pub fn run(
                 0
             }
         };
+        // When the loop learnt of what it is about to look at (the event or file change).
+        let woke = Instant::now();
         let _ = agent.kernel.take_events();
         if last_resync.elapsed() >= config.resync {
             last_resync = Instant::now();
@@ -417,9 +435,8 @@ pub fn run(
                 .as_ref()
                 .map(|p| p.target.devices())
                 .unwrap_or_default();
-            let before = agent.kernel.mirror().map(|m| m.live().clone());
             let _ = agent.kernel.sync();
-            let before = agent.kernel.mirror().map(|m| m.live().clone()).or(before);
+            let before = agent.kernel.mirror().map(|m| m.live().clone());
             if let Ok(fresh) = agent.kernel.reread(&devices)
                 && before.is_some_and(|b| b.devs != fresh.devs)
             {
@@ -433,7 +450,7 @@ pub fn run(
             || agent.retry_at.is_some_and(|t| Instant::now() >= t)
             || last_resync.elapsed() < tick
         {
-            agent.check_drift();
+            agent.check_drift(woke);
         }
         if let Some(w) = notify.watchdog
             && last_ping.elapsed() >= w

@@ -117,6 +117,9 @@ pub struct AgentCounters {
     pub mirror_partial_reads: u64,
     /// Seconds of the last re-apply (tree and resources, not the check).
     pub last_apply_seconds: f64,
+    /// Seconds from the event (or file change) that showed the last drift to its
+    /// verified repair.
+    pub last_repair_seconds: f64,
 }
 
 /// Everything one exposition shows.
@@ -342,6 +345,12 @@ impl Collector for Collect {
             "netqos_last_apply_seconds",
             "How long the last apply took (diff, send, verify, resources)",
             &[(vec![], a.last_apply_seconds)],
+        )?;
+        gauge_family(
+            &mut enc,
+            "netqos_last_repair_seconds",
+            "From the event that showed the last drift to its verified repair",
+            &[(vec![], a.last_repair_seconds)],
         )?;
         Ok(())
     }
