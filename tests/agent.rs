@@ -900,3 +900,118 @@ fn the_mirror_equals_a_fresh_read_after_each_kind_of_change() {
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// A tmux server of its own (`-L`), killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("timeout")
+            .args(["10", "tmux", "-L", &self.0])
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "top"])
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn top_shows_the_live_tree_in_a_terminal_and_q_quits() {
+    if !crate::support::tool("tmux", "tmux") {
+        return;
+    }
+    let Some(node) = Node::new("top") else {
+        return;
+    };
+    let mut agent = node.agent(1, &[]);
+    node.wait_healthy(&mut agent);
+    let tmux = Tmux(format!("nqtop-{}", std::process::id()));
+    let cmd = format!(
+        "ip netns exec {} {} top --state-dir {} eth0; echo EXITED $?; sleep 60",
+        node.ns.0,
+        env!("CARGO_BIN_EXE_netqos"),
+        node.state().display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "150",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    // Traffic to the peer runs through the control-plane class while top watches.
+    let ping = Command::new("ip")
+        .args([
+            "netns", "exec", &node.ns.0, "ping", "-q", "-c", "60", "-i", "0.05",
+        ])
+        .args(["-s", "1200", "-W", "1", "10.0.0.2"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ping");
+    let mut ping = Agent {
+        child: Some(ping),
+        log: PathBuf::new(),
+    };
+    let live = |s: &str| {
+        s.lines().any(|l| {
+            l.contains("control-plane")
+                && l.contains("egress")
+                && (l.contains("kbit/s  ") || l.contains("Mbit/s  "))
+                && !l.contains(" 0 bit/s")
+        })
+    };
+    let mut screen = String::new();
+    let seen = wait(Duration::from_secs(10), || {
+        screen = tmux.screen();
+        live(&screen)
+    });
+    assert!(seen, "no live control-plane rate on screen:\n{screen}");
+    for col in [
+        "IFACE",
+        "CLASS",
+        "RATE",
+        "GUARANTEE",
+        "CEIL",
+        "DROPS",
+        "BACKLOG",
+    ] {
+        assert!(screen.contains(col), "{col}:\n{screen}");
+    }
+    // The tree: the root class first, its children indented under it.
+    let rows: Vec<&str> = screen.lines().filter(|l| l.starts_with("eth0")).collect();
+    assert!(
+        rows.first().is_some_and(|r| r.contains("(root)")),
+        "{screen}"
+    );
+    assert!(
+        rows.iter().any(|r| r.contains("  control-plane")),
+        "{screen}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("ingress") && r.contains("  rest")),
+        "{screen}"
+    );
+    let _ = ping.wait_exit(Duration::ZERO);
+    tmux.run(&["send-keys", "-t", "top", "q"]);
+    let quit = wait(Duration::from_secs(5), || {
+        tmux.screen().contains("EXITED 0")
+    });
+    assert!(quit, "q did not quit top:\n{}", tmux.screen());
+}

@@ -55,6 +55,9 @@ pub struct ClassInfo {
     pub classid: String,
     /// The device the tree is on (the interface, or its IFB).
     pub device: String,
+    /// The parent class id (`1:` for the root class).
+    #[serde(default)]
+    pub parent: String,
     /// bit/s.
     pub rate: u64,
     pub ceil: u64,
@@ -84,6 +87,7 @@ pub fn classes_of(plan: &Plan) -> Vec<ClassInfo> {
                 class: c.name.clone(),
                 classid: c.classid.to_string(),
                 device: d.shaped_device.clone(),
+                parent: c.parent.to_string(),
                 rate: c.rate,
                 ceil: c.ceil,
             })
@@ -415,6 +419,7 @@ pub fn classes_of_target(t: &crate::apply::state::Target) -> Vec<ClassInfo> {
                 class: fmt_handle(c.classid),
                 classid: fmt_handle(c.classid),
                 device: tree.dev.clone(),
+                parent: fmt_handle(c.parent),
                 rate: c.rate.saturating_mul(8),
                 ceil: c.ceil.saturating_mul(8),
             });
@@ -434,6 +439,7 @@ mod tests {
             class: "control-plane".into(),
             classid: "1:10".into(),
             device: "eth0".into(),
+            parent: "1:1".into(),
             rate: 200_000_000,
             ceil: 950_000_000,
         }

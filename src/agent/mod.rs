@@ -8,6 +8,7 @@
 //! * `counters` — per-class counters; `metrics` — the exposition (Prometheus text, JSON).
 //! * `http` — `/metrics` and `/healthz`, bounded; `notify` — systemd's sd_notify.
 //! * `watch` — file fingerprints (policy, vars, conflist); `daemon` — the loop.
+//! * `view` — the frame of `netqos top`.
 
 pub mod counters;
 pub mod daemon;
@@ -17,4 +18,5 @@ pub mod metrics;
 pub mod mirror;
 pub mod mirrored;
 pub mod notify;
+pub mod view;
 pub mod watch;

@@ -32,6 +32,7 @@ mod plan;
 mod rollback;
 mod status;
 mod timings;
+mod top;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -281,6 +282,21 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<std::path::PathBuf>,
     },
+    /// A live per-class view of the applied policy, refreshed every second; q quits.
+    #[command(
+        after_help = "Examples:\n  netqos top\n  netqos top eth0\n  netqos top --count 1 | less"
+    )]
+    Top {
+        /// Only this interface (and its IFB).
+        #[arg(value_name = "IFACE")]
+        iface: Option<String>,
+        /// Stop after this many refreshes.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// The state directory (default: $NETQOS_STATE_DIR or /var/lib/netqos).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
+    },
     /// Keep the node on a policy: apply it, repair drift, re-apply on change, serve metrics.
     #[command(
         after_help = "Examples:\n  netqos agent /etc/netqos/policy.nq\n  netqos agent --listen 0.0.0.0:9787 --vars /etc/netqos/host.toml policy.nq\n  kill -HUP $(pidof netqos)   # re-load the policy now"
@@ -463,6 +479,11 @@ pub fn run() -> ExitCode {
             format,
             state_dir,
         } => status::run(iface.as_deref(), format, state_dir.as_deref(), ui),
+        Command::Top {
+            iface,
+            count,
+            state_dir,
+        } => top::run(iface.as_deref(), count, state_dir.as_deref(), ui),
         Command::Agent {
             file,
             listen,
