@@ -258,7 +258,14 @@ impl Agent<'_> {
     /// a bad one is refused and the last good one stays.
     fn reload(&mut self, why: &str) {
         self.notify.send("RELOADING=1");
-        match self.host.load() {
+        let started = Instant::now();
+        let loaded = self.host.load();
+        let why = format!(
+            "{why} (read and checked in {:.1} ms)",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        let why = why.as_str();
+        match loaded {
             Err(diags) => {
                 self.count("refused");
                 self.host.log(&format!(
