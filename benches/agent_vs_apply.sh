@@ -64,17 +64,17 @@ sleep 2
 for i in $(seq 1 "$runs"); do
     if [ $(((runs + i) % 2)) = 1 ]; then src=p2; else src=p; fi
     cp "$tmp/$src.nq" "$tmp/next.nq"
-    before=$(grep -c "policy file changed" "$log" || true)
+    before=$(grep "policy file changed" "$log" | grep -c "): applied" || true)
     mv "$tmp/next.nq" "$tmp/policy.nq"
     for _ in $(seq 1 300); do
-        now=$(grep "policy file changed" "$log" | grep -c "applied" || true)
+        now=$(grep "policy file changed" "$log" | grep -c "): applied" || true)
         [ "$now" -gt "$before" ] && break
         sleep 0.05
     done
     sleep 0.5
 done
 # One class changed by hand, repaired by the agent (RUNS times).
-cls=$(ip netns exec "$ns" tc class show dev eth0 | awk '/rate 800Kbit|rate 900Kbit/ {print $3; exit}')
+cls=$(ip netns exec "$ns" tc class show dev eth0 | awk '!f && /rate 800Kbit|rate 900Kbit/ {print $3; f=1}')
 repair=()
 for i in $(seq 1 "$runs"); do
     ip netns exec "$ns" tc class change dev eth0 classid "$cls" htb rate 1mbit

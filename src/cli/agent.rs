@@ -150,6 +150,7 @@ fn interim_apply(
     use netqos::apply::diff;
     use netqos::apply::kernel::Kernel;
     use netqos::apply::txn::{self, Hooks, Record};
+    let mut timings = super::timings::Timings::from_env();
     let target = match dir.applied().ok().flatten() {
         Some(prev) => netqos::apply::state::with_removals(policy.target.clone(), &prev),
         None => policy.target.clone(),
@@ -167,10 +168,12 @@ fn interim_apply(
             return Applied::NotStarted(format!("device {} does not exist", d.name));
         }
     }
+    timings.mark("agent read (mirror)");
     let changes = match diff::diff(&live, &target, opts) {
         Ok(c) => c,
         Err(e) => return Applied::NotStarted(e.to_string()),
     };
+    timings.mark("agent diff");
     let conflist = match (&policy.pods, &policy.conflist) {
         (Some(pods), Some(path)) => match netqos::apply::conflist_file::prepare(pods, path) {
             Ok(netqos::apply::conflist_file::Prepared::Install {
@@ -214,6 +217,7 @@ fn interim_apply(
     {
         return Applied::NotStarted(e.to_string());
     }
+    timings.mark("agent record");
     let mut journal = match dir.journal(&record.id) {
         Ok(j) => j,
         Err(e) => return Applied::NotStarted(e.to_string()),
@@ -222,6 +226,7 @@ fn interim_apply(
         txn::execute(kernel, &changes, &mut journal, Hooks::from_env())
             .map(|_| ())
             .map_err(|(_, e)| e.to_string());
+    timings.mark("agent send");
     if result.is_ok() {
         match kernel.read(&target.devices()) {
             Ok(l) => match diff::diff(&l, &target, opts) {
@@ -242,10 +247,12 @@ fn interim_apply(
     {
         result = Err(format!("conflist {}: {e}", path.display()));
     }
+    timings.mark("agent verify and conflist");
     match result {
         Ok(()) => {
             let _ = dir.set_outcome(&mut record, "applied");
             let _ = dir.replace_applied(&record.id, &target);
+            timings.mark("agent outcome");
             Applied::Applied(changes)
         }
         Err(e) => {
