@@ -54,8 +54,12 @@ pub trait Host {
     /// `repair`: the policy was in place and drifted, so a root qdisc someone else put
     /// there is replaced (a first apply replaces one only with `--replace-foreign`).
     fn apply(&mut self, kernel: &mut Mirrored, policy: &Policy, repair: bool) -> Applied;
-    /// Whether the conflist still holds netqos's entry (`true` when there is none to hold).
-    fn conflist_ok(&mut self, policy: &Policy) -> bool;
+    /// The resources besides the tc tree that no longer hold what the policy put there,
+    /// by drift kind: `conflist` when the CNI conflist lost netqos's entry. This is the
+    /// seam for later resources (an nftables table: its own netlink family, watched the
+    /// same way, kind `nftables`); each kind named here is counted and repaired by an
+    /// apply like the tree.
+    fn resource_drift(&mut self, policy: &Policy) -> Vec<&'static str>;
     /// A line for the log (stderr: the journal under systemd).
     fn log(&mut self, line: &str);
 }
@@ -300,9 +304,7 @@ impl Agent<'_> {
                 return;
             }
         };
-        if !self.host.conflist_ok(&policy) {
-            kinds.insert("conflist");
-        }
+        kinds.extend(self.host.resource_drift(&policy));
         if kinds.is_empty() {
             if !self.open.is_empty() {
                 // Put back by someone else: nothing left to repair.

@@ -106,13 +106,15 @@ impl Host for CliHost<'_> {
         r
     }
 
-    fn conflist_ok(&mut self, policy: &Policy) -> bool {
+    fn resource_drift(&mut self, policy: &Policy) -> Vec<&'static str> {
         use netqos::apply::conflist_file::{Prepared, prepare};
         match (&policy.pods, &policy.conflist) {
-            (Some(pods), Some(path)) => {
-                !matches!(prepare(pods, path), Ok(Prepared::Install { .. }))
+            (Some(pods), Some(path))
+                if matches!(prepare(pods, path), Ok(Prepared::Install { .. })) =>
+            {
+                vec!["conflist"]
             }
-            _ => true,
+            _ => Vec::new(),
         }
     }
 
