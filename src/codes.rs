@@ -107,6 +107,11 @@ codes! {
     NQ080 = 80, Error, "policy is not UTF-8 text";
     NQ081 = 81, Error, "input file too large";
     NQ082 = 82, Error, "input is not a regular file";
+    NQ083 = 83, Info, "prio gives no precedence";
+    NQ085 = 85, Error, "pod burst is not a duration or a size";
+    NQ086 = 86, Error, "pod burst below one frame";
+    NQ087 = 87, Warning, "pod burst without effect on Calico";
+    NQ088 = 88, Error, "netqos CNI entry out of place";
 }
 
 impl Code {

@@ -71,7 +71,10 @@ fn without_lines(p: &Plan) -> Plan {
     let mut p = p.clone();
     for d in &mut p.devices {
         d.line = 0;
-        d.classes.iter_mut().for_each(|c| c.line = 0);
+        d.classes.iter_mut().for_each(|c| {
+            c.line = 0;
+            c.matches.iter_mut().for_each(|m| m.1 = 0);
+        });
         d.filters.iter_mut().for_each(|f| f.line = 0);
     }
     p
@@ -534,6 +537,7 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
     let empty = Pods {
         cni: None,
         limits: Vec::new(),
+        burst: None,
     };
     let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
     let mut push = |text: String, line: Option<usize>, old_file: bool| {
@@ -554,6 +558,21 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
         };
         push(
             format!("cni {} → {}{files}", fmt_cni(&o.cni), fmt_cni(&n.cni)),
+            None,
+            false,
+        );
+    }
+    if o.burst != n.burst {
+        let show = |b: &Option<crate::cni::burst::PodBurst>| {
+            b.as_ref()
+                .map_or("none (the runtime's)".to_string(), |b| b.config_text())
+        };
+        push(
+            format!(
+                "pod burst {} → {} (the netqos CNI entry in the conflist; pods created from now on get the new bucket)",
+                show(&o.burst),
+                show(&n.burst)
+            ),
             None,
             false,
         );
@@ -633,8 +652,9 @@ fn node(old: &Plan, new: &Plan, out: &mut Vec<NodeChange>) {
                 device: o.shaped_device.clone(),
                 id: "1:".to_string(),
                 text: format!(
-                    "HTB root and its {} classes stay until the old rollback script removes them",
-                    o.classes.len()
+                    "HTB root, root class 1:1 and its {} stay until the old rollback script \
+                     removes them",
+                    plural(o.classes.len().saturating_sub(1), "class", "classes")
                 ),
             });
         }
@@ -644,15 +664,21 @@ fn node(old: &Plan, new: &Plan, out: &mut Vec<NodeChange>) {
             None => out.push(NodeChange {
                 device: n.shaped_device.clone(),
                 id: "1:".to_string(),
+                // Counted like the policy side: the classes the policy wrote, not 1:1.
                 text: format!(
-                    "HTB root created with {} classes and {} u32 filters",
-                    n.classes.len(),
-                    n.filters.len()
+                    "HTB root created with root class 1:1, {} and {}",
+                    plural(n.classes.len().saturating_sub(1), "class", "classes"),
+                    plural(n.filters.len(), "u32 filter", "u32 filters")
                 ),
             }),
             Some(o) => device(o, n, out),
         }
     }
+}
+
+/// `1 class`, `3 classes`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn class_label(c: &ClassPlan) -> String {

@@ -45,6 +45,8 @@ pub struct Options<'a> {
     pub allow: &'a [Code],
     /// A warning fails the compile.
     pub deny_warnings: bool,
+    /// Review artefacts show the kernel's form too (`compile -v`: the tree's u32 filters).
+    pub verbose: bool,
 }
 
 /// A checked and lowered policy: the front half's result.
@@ -155,6 +157,7 @@ impl Checked {
             original: i.original.clone(),
             patched: i.patched.clone(),
             strict: i.from_node,
+            plugin_dir: i.plugin_dir.clone(),
         });
         Ok(Some(Conflist {
             artefacts,
@@ -177,6 +180,7 @@ impl Checked {
             pods,
             conflist: conflist.map(|c| &c.artefacts),
             cni: conflist.and_then(|c| c.install.as_ref()),
+            verbose: opts.verbose,
         };
         let mut files = Vec::new();
         for &artefact in opts.artefacts.kinds() {
@@ -206,6 +210,7 @@ mod tests {
             conflist: None,
             allow: &[],
             deny_warnings: false,
+            verbose: false,
         }
     }
 
@@ -219,7 +224,7 @@ mod tests {
         let plan = all.files.iter().find(|f| f.artefact == Artefact::Plan);
         assert_eq!(plan.unwrap().text, crate::backend::plan_json(&checked.plan));
         let tree = all.files.iter().find(|f| f.path == "tree.txt");
-        assert_eq!(tree.unwrap().text, crate::backend::tree(ctx.plan));
+        assert_eq!(tree.unwrap().text, crate::backend::tree(ctx.plan, false));
         let kinds: Vec<Artefact> = all.files.iter().map(|f| f.artefact).collect();
         assert!(kinds.windows(2).all(|w| w[0] <= w[1]), "{kinds:?}");
         assert!(kinds.contains(&Artefact::Annotations));
@@ -255,7 +260,7 @@ mod tests {
         names.dedup();
         files.sort_unstable();
         files.dedup();
-        assert_eq!((names.len(), files.len()), (9, 9));
+        assert_eq!((names.len(), files.len()), (10, 10));
         for a in Artefact::ALL {
             let parsed = <Artefact as clap::ValueEnum>::from_str(a.name(), false);
             assert_eq!(parsed, Ok(a));

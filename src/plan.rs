@@ -64,6 +64,13 @@ pub struct ClassPlan {
     pub prio: u8,
     pub leaf: Option<LeafPlan>,
     pub line: usize,
+    /// The class's match lines in the policy's words with their source lines, for review
+    /// output (`tree`); not part of `netqos-plan/1`.
+    #[serde(skip)]
+    pub matches: Vec<(String, usize)>,
+    /// Marked `default` in the policy (of the interface or of its parent class).
+    #[serde(skip)]
+    pub is_default: bool,
 }
 
 /// The qdisc of a leaf class. Serialized as `{"handle", "kind", "args"}`: the queue as tc

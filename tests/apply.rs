@@ -9,7 +9,9 @@ use netqos::apply::fake::FakeKernel;
 use netqos::apply::kernel::Kernel;
 use netqos::apply::model::*;
 use netqos::apply::state::{self, Target};
-use netqos::apply::txn::{self, Hooks, Record, StateDir};
+use netqos::apply::state_dir::StateDir;
+use netqos::apply::transaction::{self, Outcome, Transaction};
+use netqos::apply::txn::Hooks;
 use netqos::vars::ExternalVars;
 
 use crate::support::*;
@@ -170,11 +172,11 @@ fn what_htb_cannot_change_in_place_is_refused_with_a_reason() {
     }
     let live = k.read(&t2.devices()).unwrap();
     let e = diff(&live, &t2, Options::default()).unwrap_err();
-    assert!(e.contains("cannot change its default"), "{e}");
+    assert!(e.to_string().contains("cannot change its default"), "{e}");
     let mut t3 = t.clone();
     t3.trees[0].classes[2].parent = 0x1_0000;
     let e = diff(&live, &t3, Options::default()).unwrap_err();
-    assert!(e.contains("cannot move a class"), "{e}");
+    assert!(e.to_string().contains("cannot move a class"), "{e}");
 }
 
 #[test]
@@ -202,7 +204,7 @@ fn a_foreign_root_is_refused_unless_allowed() {
     let t = target(EGRESS);
     let live = k.read(&t.devices()).unwrap();
     let e = diff(&live, &t, Options::default()).unwrap_err();
-    assert!(e.contains("--replace-foreign"), "{e}");
+    assert!(e.to_string().contains("--replace-foreign"), "{e}");
     let c = diff(
         &live,
         &t,
@@ -248,7 +250,17 @@ fn ingress_creates_the_ifb_first_and_the_redirect_last_and_uses_an_existing_clsa
     );
 }
 
-static ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Runs the apply transaction to `t` against `k` with `hooks`.
+fn transact(k: &mut FakeKernel, dir: &StateDir, t: &Target, hooks: Hooks) -> Outcome {
+    let options = transaction::Options {
+        source: "test".into(),
+        hooks,
+        ..Default::default()
+    };
+    Transaction::new(k, dir, options)
+        .apply(t.clone())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
 
 /// Applies `to` over `from` with a failure at step `fail`, undoes, and checks the fake
 /// kernel equals the snapshot.
@@ -269,27 +281,14 @@ fn fail_and_undo(from: Option<&str>, to: &str, dir: &StateDir) -> usize {
     for fail in 0..n {
         let mut k = base();
         let before = k.read(&t.devices()).unwrap();
-        let changes = diff(&before, &t, Options::default()).unwrap();
-        let record = Record {
-            conflist: None,
-            id: format!(
-                "t{}-{fail}",
-                ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ),
-            created: 0,
-            source: "test".into(),
-            target: t.clone(),
-            snapshot: before.clone(),
-            outcome: "applying".into(),
-        };
-        let mut j = dir.journal(&record.id).unwrap();
         let hooks = Hooks {
             fail_after: Some(fail),
-            pause_after: None,
+            ..Hooks::default()
         };
-        let (at, _) = txn::execute(&mut k, &changes, &mut j, hooks).unwrap_err();
-        assert_eq!(at, fail);
-        txn::restore(&mut k, &record, &dir.inverses(&record.id)).unwrap();
+        let Outcome::RolledBack(f) = transact(&mut k, dir, &t, hooks) else {
+            panic!("step {fail}: not rolled back");
+        };
+        assert_eq!(f.at, fail);
         assert_eq!(
             k.read(&t.devices()).unwrap(),
             before,
@@ -328,9 +327,10 @@ fn the_lock_admits_one_writer() {
     let d = StateDir::open(&tmp.join("state")).unwrap();
     let held = d.lock(false).unwrap();
     let e = d.lock(false).unwrap_err();
-    assert!(e.0.contains("holds"), "{e}");
+    assert!(e.to_string().contains("holds"), "{e}");
     assert!(
-        e.0.contains(&format!("(process {})", std::process::id())),
+        e.to_string()
+            .contains(&format!("(process {})", std::process::id())),
         "{e}"
     );
     drop(held);
@@ -408,21 +408,510 @@ fn a_kernel_refusal_mid_window_sends_nothing_after_it() {
         let changes = diff(&before, &t, Options::default()).unwrap();
         assert!(changes.len() > 800, "{}", changes.len());
         k.fail_at = Some(fail);
-        let record = Record {
-            conflist: None,
-            id: format!("mid-{fail}"),
-            created: 0,
-            source: "test".into(),
-            target: t.clone(),
-            snapshot: before.clone(),
-            outcome: "applying".into(),
+        let Outcome::RolledBack(f) = transact(&mut k, &d, &t, Hooks::default()) else {
+            panic!("not rolled back");
         };
-        let mut j = d.journal(&record.id).unwrap();
-        let (at, e) = txn::execute(&mut k, &changes, &mut j, Hooks::default()).unwrap_err();
-        assert_eq!(at, fail, "{e}");
-        assert_eq!(k.sent, changes[..fail], "nothing after the refused change");
-        k.fail_at = None;
-        txn::restore(&mut k, &record, &d.inverses(&record.id)).unwrap();
+        assert_eq!(f.at, fail, "{}", f.error);
+        // The changes before the refused one went out; after it only the undo (every
+        // change here adds, every undo step deletes).
+        assert_eq!(k.sent[..fail], changes[..fail]);
+        assert!(
+            k.sent[fail..].iter().all(|c| !changes.contains(c)),
+            "nothing after the refused change"
+        );
         assert_eq!(k.read(&t.devices()).unwrap(), before, "undo after {fail}");
+    }
+}
+
+/// Lines the transaction gave the operator.
+#[derive(Default)]
+struct Lines(Vec<String>);
+
+impl transaction::Observer for Lines {
+    fn note(&mut self, line: &str) {
+        self.0.push(line.to_string());
+    }
+    fn warn(&mut self, line: &str) {
+        self.0.push(line.to_string());
+    }
+}
+
+/// A state directory for one test (and room beside it), removed on drop.
+struct Dir(TempDir, StateDir);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let t = TempDir::new(&format!("apply-{tag}"));
+        let d = StateDir::open(&t.join("state")).unwrap();
+        Dir(t, d)
+    }
+}
+
+fn options() -> transaction::Options<'static> {
+    transaction::Options {
+        source: "test".into(),
+        ..Default::default()
+    }
+}
+
+/// A kernel that acknowledges a change without making it: the read-back finds the
+/// difference, the apply fails after all changes and is undone.
+#[test]
+fn a_verify_mismatch_fails_the_apply_and_undoes_it() {
+    let d = Dir::new("verify");
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    let before = k.read(&t.devices()).unwrap();
+    // The last change: nothing later depends on it.
+    k.ignore_at = Some(diff(&before, &t, Options::default()).unwrap().len() - 1);
+    let Outcome::RolledBack(f) = transact(&mut k, &d.1, &t, Hooks::default()) else {
+        panic!("not rolled back");
+    };
+    assert_eq!(f.at, f.total, "after all changes");
+    assert!(matches!(
+        f.error,
+        transaction::FailError::Verify { count: 1, .. }
+    ));
+    assert!(
+        f.error.to_string().contains("does not hold what was sent"),
+        "{}",
+        f.error
+    );
+    assert_eq!(k.read(&t.devices()).unwrap(), before);
+    let rec = d.1.record(&f.id).unwrap().unwrap();
+    assert_eq!(rec.outcome, "failed, rolled back");
+    assert!(
+        d.1.last().unwrap().is_none(),
+        "a failed apply is no undo point"
+    );
+    assert!(
+        d.1.applied().unwrap().is_none(),
+        "nothing recorded as applied"
+    );
+}
+
+/// The conflist changed between the check and the install: the install refuses, the
+/// kernel is undone, the file keeps what the other writer put there.
+#[test]
+fn a_conflist_refusal_undoes_the_apply_and_leaves_the_file() {
+    use netqos::apply::conflist_file::ConflistFile;
+    let d = Dir::new("conflist");
+    let conf = d.0.join("10-flannel.conflist");
+    std::fs::write(&conf, "{\"changed\": true}").unwrap();
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    let before = k.read(&t.devices()).unwrap();
+    let res = ConflistFile {
+        path: conf.clone(),
+        original: "{\"plugins\": []}".into(),
+        patched: "{\"plugins\": [{\"type\": \"bandwidth\"}]}".into(),
+    };
+    let out = Transaction::new(&mut k, &d.1, options())
+        .resource(res)
+        .apply(t.clone())
+        .unwrap();
+    let Outcome::RolledBack(f) = out else {
+        panic!("not rolled back: {out:?}");
+    };
+    assert!(
+        f.error.to_string().contains("changed while applying"),
+        "{}",
+        f.error
+    );
+    assert_eq!(k.read(&t.devices()).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "{\"changed\": true}"
+    );
+}
+
+/// A probe that cannot connect undoes the tree and the conflist installed before it; a
+/// probe that connects keeps the apply and says so.
+#[test]
+fn a_failed_probe_undoes_the_tree_and_the_conflist() {
+    use netqos::apply::conflist_file::ConflistFile;
+    use netqos::apply::probe::{ProbeCheck, parse};
+    let d = Dir::new("probe");
+    let conf = d.0.join("10-flannel.conflist");
+    let original = "{\"plugins\": []}";
+    std::fs::write(&conf, original).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = listener.local_addr().unwrap().port();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let probe = |port: u16| ProbeCheck {
+        probe: parse(&format!("tcp:127.0.0.1:{port}")).unwrap(),
+        timeout: std::time::Duration::from_secs(2),
+    };
+    let res = ConflistFile {
+        path: conf.clone(),
+        original: original.into(),
+        patched: "{\"plugins\": [{\"type\": \"bandwidth\"}]}".into(),
+    };
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    let before = k.read(&t.devices()).unwrap();
+    let out = Transaction::new(&mut k, &d.1, options())
+        .resource(res.clone())
+        .resource(probe(open))
+        .resource(probe(closed))
+        .apply(t.clone())
+        .unwrap();
+    let Outcome::RolledBack(f) = out else {
+        panic!("not rolled back: {out:?}");
+    };
+    let text = f.error.to_string();
+    assert!(
+        text.contains(&format!("probe tcp:127.0.0.1:{closed}")) && text.contains("refused"),
+        "{text}"
+    );
+    assert_eq!(k.read(&t.devices()).unwrap(), before);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), original);
+    let mut lines = Lines::default();
+    let out = Transaction::new(&mut k, &d.1, options())
+        .resource(res)
+        .resource(probe(open))
+        .observer(&mut lines)
+        .apply(t.clone())
+        .unwrap();
+    assert!(matches!(out, Outcome::Applied(_)), "{out:?}");
+    assert!(
+        lines.0.iter().any(|l| l.starts_with("conflist: patched"))
+            && lines.0.iter().any(|l| l.contains("connected in")),
+        "{:?}",
+        lines.0
+    );
+    drop(listener);
+}
+
+/// A kernel that refuses everything from the failing change on: the undo cannot finish,
+/// exit 5, and the record says so.
+#[test]
+fn an_undo_that_fails_is_reported_as_such() {
+    let d = Dir::new("undofail");
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    k.fail_from = Some(4);
+    let out = transact(&mut k, &d.1, &t, Hooks::default());
+    let Outcome::RollbackFailed(f, e) = &out else {
+        panic!("{out:?}");
+    };
+    assert_eq!(f.at, 4);
+    assert!(e.to_string().contains("injected failure"), "{e}");
+    assert_eq!(out.exit(), netqos::exit::Exit::RollbackFailed);
+    assert_eq!(
+        d.1.record(&f.id).unwrap().unwrap().outcome,
+        "failed, rollback failed"
+    );
+}
+
+/// Refusals before any change: a pending confirmation, a missing device, a foreign root,
+/// a reverter that cannot start (the pending mark is removed again). Nothing is sent.
+#[test]
+fn refusals_before_any_change_send_nothing() {
+    use netqos::apply::state_dir::Pending;
+    use netqos::apply::transaction::{ApplyError, Confirm, Reverter};
+    struct Broken;
+    impl Reverter for Broken {
+        fn start(&self, _: &StateDir, _: &Pending) -> std::io::Result<()> {
+            Err(std::io::Error::other("no timer here"))
+        }
+    }
+    let d = Dir::new("refusals");
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth1"]);
+    let e = Transaction::new(&mut k, &d.1, options())
+        .apply(t.clone())
+        .unwrap_err();
+    assert!(matches!(&e, ApplyError::NoDevice(n) if n == "eth0"), "{e}");
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    let o = transaction::Options {
+        confirm: Some(Confirm {
+            window: std::time::Duration::from_secs(60),
+            reverter: &Broken,
+        }),
+        ..options()
+    };
+    let e = Transaction::new(&mut k, &d.1, o)
+        .apply(t.clone())
+        .unwrap_err();
+    assert!(matches!(e, ApplyError::Reverter(_)), "{e}");
+    assert!(d.1.pending().unwrap().is_none());
+    assert!(k.sent.is_empty());
+    d.1.set_pending(Some(&Pending {
+        id: "x".into(),
+        deadline: netqos::apply::state_dir::now() + 3600,
+    }))
+    .unwrap();
+    let e = Transaction::new(&mut k, &d.1, options())
+        .apply(t.clone())
+        .unwrap_err();
+    assert!(e.to_string().contains("awaits confirmation"), "{e}");
+    assert_eq!(e.exit(), netqos::exit::Exit::Io);
+    assert!(k.sent.is_empty());
+}
+
+/// The default-route hint comes without a safety net and not with a probe or a confirm
+/// window; applied, then rolled back through the library, the kernel is as before.
+#[test]
+fn default_route_hint_and_rollback_through_the_library() {
+    use netqos::apply::probe::{ProbeCheck, parse};
+    let d = Dir::new("defroute");
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    k.default_routes = vec!["eth0".into()];
+    let pristine = k.read(&t.devices()).unwrap();
+    let mut lines = Lines::default();
+    let out = Transaction::new(&mut k, &d.1, options())
+        .observer(&mut lines)
+        .apply(t.clone())
+        .unwrap();
+    assert!(matches!(out, Outcome::Applied(_)));
+    assert!(
+        lines
+            .0
+            .iter()
+            .any(|l| l.contains("eth0 carries the default route")),
+        "{:?}",
+        lines.0
+    );
+    let mut lines = Lines::default();
+    let guard = ProbeCheck {
+        probe: parse("tcp:127.0.0.1:9").unwrap(),
+        timeout: std::time::Duration::from_millis(1),
+    };
+    let mut k2 = FakeKernel::with_devices(&["eth0"]);
+    k2.default_routes = vec!["eth0".into()];
+    let d2 = Dir::new("defroute2");
+    let _ = Transaction::new(&mut k2, &d2.1, options())
+        .resource(guard)
+        .observer(&mut lines)
+        .apply(t.clone());
+    assert!(
+        !lines.0.iter().any(|l| l.contains("default route")),
+        "{:?}",
+        lines.0
+    );
+    let mut rec = d.1.last().unwrap().unwrap();
+    assert_eq!(rec.outcome, "applied");
+    let done = transaction::rollback(
+        &mut k,
+        &d.1,
+        &mut rec,
+        "rolled back",
+        &mut transaction::Silent,
+    )
+    .unwrap();
+    assert!(done.changes > 0 && done.unrecorded.is_none());
+    assert_eq!(k.read(&t.devices()).unwrap(), pristine);
+    assert!(d.1.applied().unwrap().is_none());
+}
+
+/// Issue 18.7: a failed apply never replaces the undo point. A applied, B fails and is
+/// undone: rollback still returns to before A.
+#[test]
+fn a_failed_apply_leaves_the_previous_undo_point() {
+    let d = Dir::new("undopoint");
+    let a = target(EGRESS);
+    let b = target(&EGRESS.replace("rate 100mbit ceil 300mbit", "rate 150mbit ceil 300mbit"));
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    let pristine = k.read(&a.devices()).unwrap();
+    let Outcome::Applied(first) = transact(&mut k, &d.1, &a, Hooks::default()) else {
+        panic!("A not applied");
+    };
+    let hooks = Hooks {
+        fail_after: Some(1),
+        ..Hooks::default()
+    };
+    assert!(matches!(
+        transact(&mut k, &d.1, &b, hooks),
+        Outcome::RolledBack(_)
+    ));
+    let mut last = d.1.last().unwrap().unwrap();
+    assert_eq!(last.id, first.id, "the undo point is still A");
+    transaction::rollback(
+        &mut k,
+        &d.1,
+        &mut last,
+        "rolled back",
+        &mut transaction::Silent,
+    )
+    .unwrap();
+    assert_eq!(k.read(&a.devices()).unwrap(), pristine);
+}
+
+/// Issue 18.1: a transaction that never recorded its end (here: its undo failed) is undone
+/// to its own snapshot by the next apply before anything else, so that apply's snapshot
+/// is the state before it, never a half-built tree.
+#[test]
+fn an_unfinished_transaction_is_undone_before_the_next_apply() {
+    let d = Dir::new("unfinished");
+    let a = target(EGRESS);
+    let b = target(&EGRESS.replace("10.42.3.0/24", "10.42.4.0/24"));
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    transact(&mut k, &d.1, &a, Hooks::default());
+    let after_a = k.read(&a.devices()).unwrap();
+    let mut broken = k.clone();
+    broken.fail_from = Some(broken.sent.len() + 1);
+    assert!(matches!(
+        transact(&mut broken, &d.1, &b, Hooks::default()),
+        Outcome::RollbackFailed(..)
+    ));
+    let half = broken.read(&a.devices()).unwrap();
+    assert_ne!(half, after_a, "half-built");
+    let interrupted = d.1.interrupted().unwrap().expect("named as interrupted");
+    broken.fail_from = None;
+    let mut lines = Lines::default();
+    let out = Transaction::new(&mut broken, &d.1, options())
+        .observer(&mut lines)
+        .apply(b.clone())
+        .unwrap();
+    assert!(matches!(out, Outcome::Applied(_)), "{out:?}");
+    assert!(
+        lines
+            .0
+            .iter()
+            .any(|l| l.contains(&interrupted.id) && l.contains("interrupted")),
+        "{:?}",
+        lines.0
+    );
+    assert!(d.1.interrupted().unwrap().is_none());
+    let mut last = d.1.last().unwrap().unwrap();
+    assert_eq!(
+        last.snapshot, after_a,
+        "the snapshot is A, not the half-built tree"
+    );
+    transaction::rollback(
+        &mut broken,
+        &d.1,
+        &mut last,
+        "rolled back",
+        &mut transaction::Silent,
+    )
+    .unwrap();
+    assert_eq!(broken.read(&a.devices()).unwrap(), after_a);
+}
+
+/// Issue 18.4: when the outcome cannot be recorded the apply says so (the CLI exits 3).
+#[test]
+fn an_unrecorded_outcome_is_reported() {
+    let d = Dir::new("unrecorded");
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    let hooks = Hooks {
+        fail_record: true,
+        ..Hooks::default()
+    };
+    let Outcome::Applied(a) = transact(&mut k, &d.1, &t, hooks) else {
+        panic!("not applied");
+    };
+    assert!(a.unrecorded.is_some());
+}
+
+/// Starts a second apply (its own state directory, the same device) while the first holds
+/// its device locks, and keeps the error it got.
+struct Intruder {
+    k: FakeKernel,
+    dir: Dir,
+    t: Target,
+    refused: Option<String>,
+}
+
+impl transaction::Observer for Intruder {
+    fn phase(&mut self, name: &'static str) {
+        if name == "read" && self.refused.is_none() {
+            let e = Transaction::new(&mut self.k, &self.dir.1, options())
+                .apply(self.t.clone())
+                .err();
+            self.refused = Some(e.map_or("not refused".into(), |e| e.to_string()));
+        }
+    }
+}
+
+/// Issue 18.2: one lock per device, whatever the state directory: a second apply on the
+/// same device (same namespace and ifindex) is refused while the first runs.
+#[test]
+fn a_second_apply_on_the_same_device_is_refused_whatever_its_state_dir() {
+    let locks = TempDir::new("apply-devlocks");
+    let d = Dir::new("devlock1");
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    k.lock_dir = Some(locks.join("dev"));
+    k.netns = 4242;
+    let mut intruder = Intruder {
+        k: k.clone(),
+        dir: Dir::new("devlock2"),
+        t: t.clone(),
+        refused: None,
+    };
+    let out = Transaction::new(&mut k, &d.1, options())
+        .observer(&mut intruder)
+        .apply(t.clone())
+        .unwrap();
+    assert!(matches!(out, Outcome::Applied(_)));
+    let refused = intruder.refused.unwrap();
+    assert!(
+        refused.contains("device eth0 is being changed by another netqos"),
+        "{refused}"
+    );
+    assert!(intruder.k.sent.is_empty(), "the second sent nothing");
+    // Once the first is done, the device is free again.
+    let out = Transaction::new(&mut intruder.k, &intruder.dir.1, options())
+        .apply(t)
+        .unwrap();
+    assert!(matches!(out, Outcome::Applied(_)));
+}
+
+/// Issue 18.3: a device renamed mid-apply (its ifindex stays) fails verification as what
+/// it is, and the undo, which could not reach the same device by its name, says so: exit 5.
+#[test]
+fn a_device_renamed_mid_apply_is_reported_as_renamed() {
+    let locks = TempDir::new("apply-rename");
+    let d = Dir::new("rename");
+    let t = target(EGRESS);
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    k.lock_dir = Some(locks.join("dev"));
+    k.netns = 4343;
+    k.rename_at = Some((3, "eth0".into(), "eth9".into()));
+    let out = transact(&mut k, &d.1, &t, Hooks::default());
+    let Outcome::RollbackFailed(f, e) = &out else {
+        panic!("{out:?}");
+    };
+    assert!(
+        matches!(&f.error, transaction::FailError::DeviceChanged { name, .. } if name == "eth0"),
+        "{}",
+        f.error
+    );
+    assert!(e.to_string().contains("renamed or replaced"), "{e}");
+    assert_eq!(out.exit(), netqos::exit::Exit::RollbackFailed);
+    assert!(
+        k.live.dev("eth9").is_some_and(|d| !d.classes.is_empty()),
+        "the changes went to the renamed device"
+    );
+}
+
+/// Issue 18.5: the live commands refuse a state directory others may write (the help's
+/// own `/tmp` example made by another user, say): exit 3, before touching the kernel.
+#[test]
+fn a_world_writable_state_dir_is_refused_by_the_live_commands() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("apply-unsafe");
+    let policy = dir.write("p.nq", EGRESS);
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let s = state.to_str().unwrap();
+    for args in [
+        vec!["apply", "--state-dir", s, policy.to_str().unwrap()],
+        vec!["rollback", "--state-dir", s],
+        vec!["status", "--state-dir", s],
+    ] {
+        cli(args)
+            .cwd(&dir)
+            .code(3)
+            .text_has("refusing the state directory")
+            .text_has("writable by every user");
     }
 }

@@ -285,7 +285,11 @@ fn one_class_change_keeps_the_other_counters_and_drops_no_packet() {
 
 /// (exit, dump) of an apply of `to` over a kernel holding `from`, failing at `step`.
 fn changes_between(lab: &Lab, to: &Path) -> usize {
-    let plan = lab.netqos_ok(&["plan", "--format", "json", to.to_str().unwrap()]);
+    // The JSON is stdout; stderr may carry the policy's infos.
+    let plan = lab
+        .netqos(&["plan", "--format", "json", to.to_str().unwrap()])
+        .code(0)
+        .stdout();
     let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
     v["count"].as_u64().unwrap() as usize
 }
@@ -322,39 +326,7 @@ fn sigkill_mid_apply_then_rollback_returns_to_the_snapshot() {
     let before = lab.dump();
     let n = changes_between(&lab, &p2);
     for step in 0..n {
-        let mut child = lab
-            .netqos(&["apply", p2.to_str().unwrap()])
-            .env("NETQOS_PAUSE_AFTER", step.to_string())
-            .command()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Wait until the journal shows `step` finished changes, then kill.
-        let t0 = Instant::now();
-        loop {
-            let done = std::fs::read_dir(lab.state.join("txn"))
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .filter(|e| e.path().extension().is_some_and(|x| x == "journal"))
-                        .map(|e| {
-                            std::fs::read_to_string(e.path())
-                                .unwrap_or_default()
-                                .matches("\"done\":true")
-                                .count()
-                        })
-                        .max()
-                        .unwrap_or(0)
-                })
-                .unwrap_or(0);
-            if done >= step || t0.elapsed() > Duration::from_secs(10) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        child.kill().unwrap();
-        let _ = child.wait();
+        kill_at(&lab, &["apply", p2.to_str().unwrap()], step);
         if step > 0 {
             assert_ne!(
                 lab.dump(),
@@ -372,6 +344,44 @@ fn sigkill_mid_apply_then_rollback_returns_to_the_snapshot() {
         let _ = std::fs::remove_dir_all(lab.state.join("txn"));
         std::fs::create_dir_all(lab.state.join("txn")).unwrap();
     }
+}
+
+/// Runs `netqos ARGS` paused after `step` changes (the fault hook) and kills it with
+/// SIGKILL once its journal shows them done.
+fn kill_at(lab: &Lab, args: &[&str], step: usize) {
+    let mut child = lab
+        .netqos(args)
+        .env("NETQOS_PAUSE_AFTER", step.to_string())
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the journal shows `step` finished changes, then kill.
+    let t0 = Instant::now();
+    loop {
+        let done = std::fs::read_dir(lab.state.join("txn"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "journal"))
+                    .map(|e| {
+                        std::fs::read_to_string(e.path())
+                            .unwrap_or_default()
+                            .matches("\"done\":true")
+                            .count()
+                    })
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        if done >= step || t0.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().unwrap();
+    let _ = child.wait();
 }
 
 fn wait_for(mut ok: impl FnMut() -> bool, secs: u64) -> bool {
@@ -703,4 +713,163 @@ fn the_default_route_device_draws_a_warning_without_a_safety_net() {
     lab.ok("ip route del default && ip -6 route add default via fd00::2 dev eth0");
     let out = lab.netqos_ok(&["apply", p2.to_str().unwrap()]);
     assert!(out.contains(hint), "IPv6 default route: {out}");
+}
+
+/// Issue 18.1: SIGKILL mid-apply, the same apply again, rollback: the devices are exactly
+/// as before the first apply, the foreign root it replaced included. Before the re-apply,
+/// `status` and `plan` name the interrupted transaction.
+#[test]
+fn a_killed_apply_is_undone_by_the_next_and_rollback_returns_to_before_it() {
+    let Some(lab) = Lab::new("intr") else { return };
+    lab.ok("tc qdisc add dev eth0 root handle 5: tbf rate 100mbit burst 32kb latency 50ms");
+    let pristine = lab.dump();
+    let p = write_policy(&lab, "p.nq", POLICY);
+    let path = p.to_str().unwrap();
+    for step in [3, 9] {
+        kill_at(&lab, &["apply", "--replace-foreign", path], step);
+        assert_ne!(lab.dump(), pristine, "half-built at step {step}");
+        let status = lab.netqos_ok(&["status"]);
+        assert!(status.contains("interrupted: transaction"), "{status}");
+        lab.netqos(&["plan", "--replace-foreign", path])
+            .code(0)
+            .text_has("was interrupted");
+        let out = lab.netqos_ok(&["apply", "--replace-foreign", path]);
+        assert!(
+            out.contains("was interrupted; undone to its snapshot first"),
+            "{out}"
+        );
+        lab.netqos_ok(&["rollback"]);
+        assert_eq!(lab.dump(), pristine, "after a kill at step {step}");
+    }
+}
+
+/// Issue 18.7: apply A, apply B that fails (undone): rollback undoes A.
+#[test]
+fn a_failed_apply_keeps_the_undo_point_of_the_one_before() {
+    let Some(lab) = Lab::new("undopt") else {
+        return;
+    };
+    let pristine = lab.dump();
+    let p1 = write_policy(&lab, "p1.nq", POLICY);
+    let p2 = write_policy(&lab, "p2.nq", &edited());
+    lab.netqos_ok(&["apply", p1.to_str().unwrap()]);
+    lab.netqos(&["apply", p2.to_str().unwrap()])
+        .env("NETQOS_FAIL_AFTER", "2")
+        .code(4);
+    lab.netqos_ok(&["rollback"]);
+    assert_eq!(lab.dump(), pristine, "rollback undid A");
+}
+
+/// Issue 18.4: an apply whose outcome cannot be recorded (the fault hook stands for a full
+/// disk) exits 3 and says what is live.
+#[test]
+fn an_apply_that_cannot_record_its_outcome_exits_3() {
+    let Some(lab) = Lab::new("norec") else { return };
+    let p = write_policy(&lab, "p.nq", POLICY);
+    lab.netqos(&["apply", p.to_str().unwrap()])
+        .env("NETQOS_FAIL_RECORD", "1")
+        .code(3)
+        .text_has("the kernel holds")
+        .text_has("could not be recorded");
+}
+
+/// Issue 18.4: the confirm window survives its reverter's death. Kill the reverter: once
+/// the deadline passes `status` says the change is still live, and a late `confirm` does
+/// not keep it but reverts it (exit 3).
+#[test]
+fn a_dead_reverter_is_noticed_and_its_revert_done() {
+    let Some(lab) = Lab::new("deadrev") else {
+        return;
+    };
+    let pristine = lab.dump();
+    let p = write_policy(&lab, "p.nq", POLICY);
+    lab.netqos_ok(&["apply", "--confirm", "2s", p.to_str().unwrap()]);
+    // The only process left in the namespace is the detached reverter.
+    let pids = Command::new("ip")
+        .args(["netns", "pids", lab.ns.name()])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
+    assert!(!pids.trim().is_empty(), "a reverter runs");
+    for pid in pids.split_whitespace() {
+        let _ = Command::new("kill").args(["-9", pid]).output();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(lab.dump(), pristine, "nobody reverted");
+    let status = lab.netqos_ok(&["status"]);
+    assert!(status.contains("its reverter is gone"), "{status}");
+    lab.netqos(&["confirm"])
+        .code(3)
+        .text_has("reverting it now");
+    assert_eq!(lab.dump(), pristine);
+}
+
+/// Issue 18.2: two applies on one device with different state directories: the second
+/// is refused while the first runs, nothing is half-built by it, and rollback works.
+#[test]
+fn a_second_apply_on_the_device_with_another_state_dir_is_refused() {
+    let Some(lab) = Lab::new("twodirs") else {
+        return;
+    };
+    let pristine = lab.dump();
+    let p = write_policy(&lab, "p.nq", POLICY);
+    let path = p.to_str().unwrap();
+    let mut first = lab
+        .netqos(&["apply", path])
+        .env("NETQOS_PAUSE_AFTER", "3")
+        .env("NETQOS_PAUSE_SECS", "4")
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let other = lab.state.with_file_name("state-other");
+    lab.netqos(&["apply", "--state-dir", other.to_str().unwrap(), path])
+        .code(3)
+        .text_has("device eth0 is being changed by another netqos");
+    assert!(first.wait().unwrap().success(), "the first apply finishes");
+    lab.netqos_ok(&["rollback"]);
+    assert_eq!(lab.dump(), pristine);
+    lab.netqos(&["apply", "--state-dir", other.to_str().unwrap(), path])
+        .code(0);
+}
+
+/// Issue 18.3: the device renamed while the apply runs (changes go by ifindex): the apply
+/// says it was renamed and that the undo could not reach it (exit 5), never "the devices
+/// are as they were". Renamed back, rollback undoes the interrupted transaction.
+#[test]
+fn a_device_renamed_mid_apply_is_reported_and_rollback_works_once_renamed_back() {
+    let Some(lab) = Lab::new("rename") else {
+        return;
+    };
+    let pristine = lab.dump();
+    let p = write_policy(&lab, "p.nq", POLICY);
+    let child = lab
+        .netqos(&["apply", p.to_str().unwrap()])
+        .env("NETQOS_PAUSE_AFTER", "3")
+        .env("NETQOS_PAUSE_SECS", "3")
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    lab.ok("ip link set eth0 down && ip link set eth0 name eth9 && ip link set eth9 up");
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    assert!(said.contains("renamed or replaced"), "{said}");
+    assert!(!said.contains("as they were"), "{said}");
+    assert!(
+        lab.ok("tc class show dev eth9").contains("htb"),
+        "the tree is on eth9"
+    );
+    lab.ok("ip link set eth9 down && ip link set eth9 name eth0 && ip link set eth0 up");
+    lab.netqos_ok(&["rollback"]);
+    assert!(
+        wait_for(|| lab.dump() == pristine, 5),
+        "{}\n---\n{pristine}",
+        lab.dump()
+    );
 }

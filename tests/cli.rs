@@ -306,3 +306,77 @@ fn a_diagnostic_on_a_huge_line_is_summarised() {
         &err[err.len().saturating_sub(500)..]
     );
 }
+
+#[test]
+fn fmt_check_diff_shows_a_unified_diff() {
+    let d = TempDir::new("cli-fmtdiff");
+    d.write(
+        "m.nq",
+        "netqos 1\ninterface eth0 {  rate 1gbit\n class a { rate 1mbit  default }\n}\n",
+    );
+    let out = cli(["fmt", "--check", "--diff", "m.nq"])
+        .cwd(&d)
+        .code(1)
+        .stdout();
+    assert!(
+        out.starts_with("--- m.nq\n+++ m.nq (formatted)\n@@ -1,4 +1,9 @@\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n-interface eth0 {  rate 1gbit\n") && out.contains("\n+    rate 1gbit\n"),
+        "{out}"
+    );
+    cli(["fmt", "--diff", "m.nq"])
+        .cwd(&d)
+        .code(2)
+        .stderr_has("--check");
+    cli(["fmt", "--check", "--diff", "examples/pods.nq"]).code(0);
+}
+
+#[test]
+fn compile_without_an_output_says_what_to_write() {
+    cli(["compile", "examples/pods.nq"])
+        .code(2)
+        .stderr_has("netqos compile examples/pods.nq -o out/")
+        .stderr_has("-o - --emit tree");
+}
+
+#[test]
+fn the_tree_speaks_the_policy() {
+    let tree = cli([
+        "compile",
+        "examples/control-plane.nq",
+        "-o",
+        "-",
+        "--emit",
+        "tree",
+    ])
+    .code(0)
+    .stdout();
+    assert!(
+        tree.contains("◂ tcp dport 2379-2380, 6443, 9345, 10250\n"),
+        "{tree}"
+    );
+    assert!(
+        tree.contains("1:1aa5 control-plane  rate 200 Mbit/s  ceil 1 Gbit/s"),
+        "{tree}"
+    );
+    assert!(tree.contains("bfifo limit 10 MB"), "{tree}");
+    assert!(
+        tree.contains("ids as `tc class show dev eth0` prints them"),
+        "{tree}"
+    );
+    assert!(!tree.contains("u32"), "{tree}");
+    let verbose = cli([
+        "compile",
+        "-v",
+        "examples/control-plane.nq",
+        "-o",
+        "-",
+        "--emit",
+        "tree",
+    ])
+    .code(0)
+    .stdout();
+    assert!(verbose.contains("u32 ip protocol 6 0xff"), "{verbose}");
+}

@@ -23,7 +23,7 @@ fn every_artefact_of_every_example() {
         let tc = backend::tc_script(&Render::new(&plan, &file, &t)).unwrap();
         let rollback = backend::rollback_script(&Render::new(&plan, &file, &t)).unwrap();
         let json = backend::plan_json(&plan);
-        let tree = backend::tree(&plan);
+        let tree = backend::tree(&plan, false);
         let unit = backend::unit(&plan, &file).unwrap();
         let cloud = backend::node_files(&Render::new(&plan, &file, &t))
             .and_then(|files| backend::cloud_config(&files, &file))
@@ -61,6 +61,61 @@ fn every_artefact_of_every_example() {
     }
 }
 
+/// `--emit svg` for every example is a picture `rsvg-convert` renders (as GitHub would show
+/// it), with every class, its id and its match lines in it.
+#[test]
+fn the_svg_tree_renders() {
+    if !tool("rsvg-convert", "librsvg2-bin") {
+        return;
+    }
+    let d = TempDir::new("compile-svg");
+    for path in policies(&root().join("examples")) {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let svg = cli(["compile", "--emit", "svg", "-o", "-"])
+            .arg(&path)
+            .code(0)
+            .stdout();
+        let file = d.write(&format!("{name}.svg"), &svg);
+        let png = d.join(format!("{name}.png"));
+        let out = Command::new("rsvg-convert")
+            .arg(&file)
+            .arg("-o")
+            .arg(&png)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let bytes = std::fs::read(&png).unwrap();
+        assert!(
+            bytes.starts_with(b"\x89PNG") && bytes.len() > 2000,
+            "{name}"
+        );
+        let plan = netqos::lower::lower(
+            &netqos::check_source(
+                &std::fs::read_to_string(&path).unwrap(),
+                &Default::default(),
+            )
+            .model
+            .unwrap(),
+        );
+        for c in plan.devices.iter().flat_map(|d| d.classes.iter().skip(1)) {
+            let short = c.name.rsplit('/').next().unwrap();
+            assert!(
+                svg.contains(&format!(">{short}</tspan>")),
+                "{name}: {short}"
+            );
+            assert!(
+                svg.contains(&c.classid.to_string()),
+                "{name}: {}",
+                c.classid
+            );
+            for (words, _) in &c.matches {
+                let shown: String = words.chars().take(20).collect();
+                assert!(svg.contains(&shown), "{name}: {words}");
+            }
+        }
+    }
+}
+
 #[test]
 fn compile_writes_only_changed_files_and_prints_one_artefact() {
     let d = TempDir::new("compile");
@@ -68,8 +123,8 @@ fn compile_writes_only_changed_files_and_prints_one_artefact() {
     let policy = root().join("examples/pods.nq");
     let (p, o) = (policy.to_str().unwrap(), out.to_str().unwrap());
     let first = cli(["compile", p, "-o", o]).code(0);
-    // tc, rollback, plan, tree, cloud-init, systemd, agent-service, annotations and four
-    // conflist files.
+    // tc, rollback, plan, tree, svg, cloud-init, systemd, agent-service, annotations and
+    // four conflist files.
     assert_eq!(first.stdout().lines().count(), 12);
     let mtime = std::fs::metadata(out.join("netqos-apply.sh"))
         .unwrap()

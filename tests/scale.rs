@@ -11,7 +11,7 @@ pub fn big_policy(tenants: usize) -> String {
     let groups = tenants.div_ceil(100);
     for g in 0..groups {
         s.push_str(&format!(
-            "    class group{g} {{\n        rate 90mbit\n        match dst 10.{}.{}.0/24\n",
+            "    class group{g} {{\n        rate 90mbit\n        prio 1\n        match dst 10.{}.{}.0/24\n",
             g / 256,
             g % 256
         ));
@@ -25,7 +25,7 @@ pub fn big_policy(tenants: usize) -> String {
         }
         s.push_str(&format!("        class rest{g} {{\n            rate 10kbit\n            default\n        }}\n    }}\n"));
     }
-    s.push_str("    class bulk {\n        rate 1gbit\n        default\n    }\n}\n");
+    s.push_str("    class bulk {\n        rate 1gbit\n        prio 1\n        default\n    }\n}\n");
     s
 }
 

@@ -247,7 +247,7 @@ impl Agent<'_> {
     }
 
     fn adopt(&mut self, policy: Policy) {
-        let loaded = crate::apply::txn::now();
+        let loaded = crate::apply::state_dir::now();
         self.shared.with(|c| {
             c.policy_hash = policy.hash.clone();
             c.policy_loaded = loaded;

@@ -148,4 +148,23 @@ impl Kernel for Mirrored {
     fn send_many(&mut self, changes: &[Change]) -> Vec<Result<(), KernelError>> {
         self.inner.send_many(changes)
     }
+
+    fn default_route_devices(&mut self) -> Result<Vec<String>, KernelError> {
+        self.inner.default_route_devices()
+    }
+
+    fn warnings(&mut self) -> Vec<String> {
+        self.inner.warnings()
+    }
+
+    fn device_ids(
+        &mut self,
+        names: &[String],
+    ) -> Result<Vec<(String, crate::apply::device_lock::DeviceId)>, KernelError> {
+        self.inner.device_ids(names)
+    }
+
+    fn lock_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.lock_dir()
+    }
 }

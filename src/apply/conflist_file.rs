@@ -2,14 +2,15 @@
 //! rename in the same directory, owner and mode kept), the original kept outside the CNI
 //! directory, and put back by `rollback` only over the very file `apply` wrote.
 
-use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::apply::resource::{Recorded, Resource, ResourceError};
 use crate::cni::{self, NodeConflist};
 use crate::diagnostic::Diagnostic;
+use crate::exit::Exit;
 use crate::model::Pods;
 
 /// What `apply` did to the conflist, kept in the transaction record for `rollback`.
@@ -34,15 +35,55 @@ pub enum Prepared {
     },
 }
 
-/// Why the conflist cannot be prepared: diagnostics about its text (exit 1), or I/O.
-#[derive(Debug)]
+/// Why the conflist cannot be prepared: diagnostics about its text (exit 1), or I/O (exit 3).
+#[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
+    #[error("{} cannot be patched", path.display())]
     Invalid {
         path: PathBuf,
         text: String,
         diagnostics: Vec<Diagnostic>,
     },
-    Io(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Io(#[from] ConflistError),
+}
+
+impl PrepareError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            PrepareError::Invalid { .. } => Exit::Invalid,
+            PrepareError::Io(_) => Exit::Io,
+        }
+    }
+}
+
+/// A failure to write or restore the conflist or its backup.
+#[derive(Debug, thiserror::Error)]
+pub enum ConflistError {
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} names no file", path.display())]
+    NoFile { path: PathBuf },
+    #[error("the backup of {} would be in the CNI directory itself", path.display())]
+    BackupInCniDir { path: PathBuf },
+    #[error("{} changed while applying; not patched", path.display())]
+    Changed { path: PathBuf },
+    #[error(
+        "{} is not the file apply wrote (it changed since); left alone, the original is in {}",
+        path.display(),
+        backup.display()
+    )]
+    NotOurs { path: PathBuf, backup: PathBuf },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ConflistError {
+    let path = path.to_path_buf();
+    move |source| ConflistError::Io { what, path, source }
 }
 
 /// The node's conflist path: `over` when given, else the flavour's.
@@ -64,7 +105,7 @@ pub fn prepare(pods: &Pods, path: &Path) -> Result<Prepared, PrepareError> {
                 path.display()
             )));
         }
-        Err(e) => return Err(PrepareError::Io(path.to_path_buf(), e)),
+        Err(e) => return Err(io("read", path)(e).into()),
     };
     let name = path.display().to_string();
     let node = NodeConflist {
@@ -90,10 +131,10 @@ pub fn prepare(pods: &Pods, path: &Path) -> Result<Prepared, PrepareError> {
 
 /// Where the original of `path` is kept: `<state>/cni/<name>.orig`. Refused inside the
 /// conflist's own directory, where the runtime would load it as a network (NQ037).
-pub fn backup_path(state: &Path, path: &Path) -> std::io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
+pub fn backup_path(state: &Path, path: &Path) -> Result<PathBuf, ConflistError> {
+    let name = path.file_name().ok_or_else(|| ConflistError::NoFile {
+        path: path.to_path_buf(),
+    })?;
     let backup = state
         .join("cni")
         .join(format!("{}.orig", name.to_string_lossy()));
@@ -101,10 +142,9 @@ pub fn backup_path(state: &Path, path: &Path) -> std::io::Result<PathBuf> {
     if let Some(dir) = path.parent()
         && canon(state).join("cni") == canon(dir)
     {
-        return Err(std::io::Error::other(format!(
-            "the backup of {} would be in the CNI directory itself",
-            path.display()
-        )));
+        return Err(ConflistError::BackupInCniDir {
+            path: path.to_path_buf(),
+        });
     }
     Ok(backup)
 }
@@ -116,21 +156,26 @@ pub fn install(
     path: &Path,
     original: &str,
     patched: &str,
-) -> std::io::Result<ConflistRecord> {
-    let current = std::fs::read(path)?;
+) -> Result<ConflistRecord, ConflistError> {
+    let current = std::fs::read(path).map_err(io("read", path))?;
     if current != original.as_bytes() {
-        return Err(std::io::Error::other(format!(
-            "{} changed while applying; not patched",
-            path.display()
-        )));
+        return Err(ConflistError::Changed {
+            path: path.to_path_buf(),
+        });
     }
     let backup = backup_path(state, path)?;
     if let Some(dir) = backup.parent() {
-        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("create", dir))?;
     }
-    let tmp = write_beside(&backup, original.as_bytes(), &std::fs::metadata(path)?)?;
-    std::fs::rename(&tmp, &backup)?;
-    replace(path, patched.as_bytes())?;
+    let meta = std::fs::metadata(path).map_err(io("read", path))?;
+    let tmp = write_beside(&backup, original.as_bytes(), &meta).map_err(io("write", &backup))?;
+    std::fs::rename(&tmp, &backup).map_err(io("write", &backup))?;
+    replace(path, patched.as_bytes()).map_err(io("write", path))?;
     Ok(ConflistRecord {
         path: path.to_path_buf(),
         backup,
@@ -148,26 +193,57 @@ pub enum Restored {
 }
 
 /// Puts the original back, only over exactly what `apply` wrote.
-pub fn restore(r: &ConflistRecord) -> std::io::Result<Restored> {
-    let original = match std::fs::read(&r.backup) {
+pub fn restore(r: &ConflistRecord) -> Result<Restored, ConflistError> {
+    let original = match crate::apply::safe_fs::read(&r.backup) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Restored::AlreadyDone),
-        Err(e) => return Err(e),
+        Err(e) => return Err(io("read", &r.backup)(e)),
     };
-    match std::fs::read(&r.path) {
-        Ok(cur) if cur == original => {}
-        Ok(cur) if cur == r.patched.as_bytes() => replace(&r.path, &original)?,
-        Ok(_) => {
-            return Err(std::io::Error::other(format!(
-                "{} is not the file apply wrote (it changed since); left alone, the original is in {}",
-                r.path.display(),
-                r.backup.display()
-            )));
+    match std::fs::read(&r.path).map_err(io("read", &r.path))? {
+        cur if cur == original => {}
+        cur if cur == r.patched.as_bytes() => {
+            replace(&r.path, &original).map_err(io("write", &r.path))?
         }
-        Err(e) => return Err(e),
+        _ => {
+            return Err(ConflistError::NotOurs {
+                path: r.path.clone(),
+                backup: r.backup.clone(),
+            });
+        }
     }
-    std::fs::remove_file(&r.backup)?;
+    std::fs::remove_file(&r.backup).map_err(io("remove", &r.backup))?;
     Ok(Restored::Restored)
+}
+
+/// The conflist as an apply resource: installed once the kernel holds the tree.
+#[derive(Debug, Clone)]
+pub struct ConflistFile {
+    pub path: PathBuf,
+    /// The file as `prepare` read it: the install refuses any other content.
+    pub original: String,
+    pub patched: String,
+}
+
+impl Resource for ConflistFile {
+    fn describe(&self) -> String {
+        format!("conflist {}", self.path.display())
+    }
+
+    fn record(&self, state: &Path) -> Result<Option<Recorded>, ResourceError> {
+        Ok(Some(Recorded::Conflist(ConflistRecord {
+            path: self.path.clone(),
+            backup: backup_path(state, &self.path)?,
+            patched: self.patched.clone(),
+        })))
+    }
+
+    fn apply(&mut self, state: &Path) -> Result<String, ResourceError> {
+        install(state, &self.path, &self.original, &self.patched)?;
+        Ok(format!(
+            "conflist: patched {}; pods created from now on are shaped",
+            self.path.display()
+        ))
+    }
 }
 
 /// Replaces `path` by `bytes` through a temporary file in the same directory (a dot-name
@@ -191,9 +267,7 @@ fn write_beside(path: &Path, bytes: &[u8], meta: &std::fs::Metadata) -> std::io:
         .map_or("conflist".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.netqos-tmp-{}", std::process::id()));
     let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        crate::apply::safe_fs::create_exclusive(&tmp, bytes, 0o600)?;
         std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
     })();
@@ -226,6 +300,7 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            burst: None,
         };
         let Prepared::Install {
             path,
@@ -259,6 +334,7 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            burst: None,
         };
         let Prepared::Install { path, patched, .. } = prepare(&pods, &conf).unwrap() else {
             panic!()

@@ -5,18 +5,77 @@
 //!
 //! When the target equals the live state there are no changes (a second apply of the same
 //! plan writes nothing). What the kernel cannot change in place is refused with an
-//! explanation instead of being torn down silently.
+//! explanation (`DiffError`, exit 3, nothing changed) instead of being torn down silently.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::apply::model::*;
-use crate::apply::state::{HookWant, Live, REDIRECT_PRIO, Target, TreeWant, redirect_filter};
+use crate::apply::state::{
+    DevState, HookWant, Live, REDIRECT_PRIO, Target, TreeWant, redirect_filter,
+};
+use crate::exit::Exit;
+
+/// The handle of netqos's HTB root (`1:`).
+const NETQOS_ROOT: u32 = 0x1_0000;
 
 /// Choices the operator makes explicitly.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
     /// Replace a root qdisc netqos did not create (like the script's NETQOS_REPLACE_FOREIGN).
     pub replace_foreign: bool,
+}
+
+/// Why the planner will not get from the live state to the target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiffError {
+    #[error(
+        "{name} exists and is a `{have}` device, not `{want}`; netqos will not take it over \
+         (rename the device or the IFB)"
+    )]
+    LinkKind {
+        name: String,
+        have: String,
+        want: String,
+    },
+    #[error(
+        "{dev}: the root {root} has {have} but the policy needs {want}; HTB cannot change its \
+         default class or r2q in place, and rebuilding the root would briefly leave \
+         the device unshaped. Keep the old default class, or remove the tree first \
+         (`netqos rollback`, or the compiled rollback script) and apply again"
+    )]
+    RootParams {
+        dev: String,
+        root: String,
+        have: String,
+        want: String,
+    },
+    #[error(
+        "{dev}: the root holds {root}, which netqos did not create; pass --replace-foreign \
+         to replace it"
+    )]
+    Foreign { dev: String, root: String },
+    #[error(
+        "{dev}: the root {root} cannot be replaced in one step and restored exactly \
+         (same handle, unknown kind or classes of its own); remove it by hand first"
+    )]
+    Irreplaceable { dev: String, root: String },
+    #[error(
+        "{dev}: class {class} is under {have} but the target puts it under {want}; HTB cannot move a \
+         class. Give it another id, or remove the tree first"
+    )]
+    Move {
+        dev: String,
+        class: String,
+        have: String,
+        want: String,
+    },
+}
+
+impl DiffError {
+    /// Exit 3: nothing was changed.
+    pub fn exit(&self) -> Exit {
+        Exit::Io
+    }
 }
 
 /// Changes in the order they must be sent.
@@ -37,13 +96,51 @@ struct Phases {
     del_links: Vec<Change>,
 }
 
+impl Phases {
+    fn into_changes(self) -> Vec<Change> {
+        [
+            self.links,
+            self.roots,
+            self.classes,
+            self.leaves,
+            self.filters,
+            self.hooks,
+            self.del_hook_filters,
+            self.del_filters,
+            self.del_leaves,
+            self.del_classes,
+            self.del_roots,
+            self.del_hooks,
+            self.del_links,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 /// Computes the changes from `live` to `target`, or explains why it will not.
-pub fn diff(live: &Live, target: &Target, opts: Options) -> Result<Vec<Change>, String> {
+pub fn diff(live: &Live, target: &Target, opts: Options) -> Result<Vec<Change>, DiffError> {
     let mut p = Phases::default();
-    let mut dying_links = Vec::new();
+    let dying_links = links(live, target, &mut p)?;
+    let empty = DevState::default();
+    for t in &target.trees {
+        if dying_links.contains(&t.dev) {
+            continue; // its qdiscs go with it
+        }
+        tree(live.dev(&t.dev).unwrap_or(&empty), t, opts, &mut p)?;
+    }
+    for (dev, want) in &target.hooks {
+        hook(live.dev(dev).unwrap_or(&empty), dev, want, &mut p);
+    }
+    Ok(p.into_changes())
+}
+
+/// The target's links (IFBs): created, brought up, or removed. Returns the removed ones.
+fn links(live: &Live, target: &Target, p: &mut Phases) -> Result<Vec<String>, DiffError> {
+    let mut dying = Vec::new();
     for (name, want) in &target.links {
-        let have = live.link(name);
-        match (want, have) {
+        match (want, live.link(name)) {
             (Some(w), None) => {
                 p.links.push(Change::AddLink { link: w.clone() });
                 if w.up {
@@ -55,16 +152,15 @@ pub fn diff(live: &Live, target: &Target, opts: Options) -> Result<Vec<Change>, 
             }
             (Some(w), Some(h)) => {
                 if h.kind != w.kind {
-                    return Err(format!(
-                        "{name} exists and is a `{}` device, not `{}`; netqos will not take it over \
-                         (rename the device or the IFB)",
-                        if h.kind.is_empty() {
-                            "physical"
+                    return Err(DiffError::LinkKind {
+                        name: name.clone(),
+                        have: if h.kind.is_empty() {
+                            "physical".into()
                         } else {
-                            &h.kind
+                            h.kind.clone()
                         },
-                        w.kind
-                    ));
+                        want: w.kind.clone(),
+                    });
                 }
                 if h.up != w.up {
                     p.links.push(Change::SetLinkUp {
@@ -74,143 +170,111 @@ pub fn diff(live: &Live, target: &Target, opts: Options) -> Result<Vec<Change>, 
                 }
             }
             (None, Some(h)) if h.kind == "ifb" => {
-                dying_links.push(name.clone());
+                dying.push(name.clone());
                 p.del_links.push(Change::DelLink { link: h.clone() });
             }
             (None, _) => {}
         }
     }
-    for t in &target.trees {
-        if dying_links.contains(&t.dev) {
-            continue; // its qdiscs go with it
-        }
-        let empty = Default::default();
-        let d = live.dev(&t.dev).unwrap_or(&empty);
-        tree(d, t, opts, &mut p)?;
-    }
-    for (dev, want) in &target.hooks {
-        let empty = Default::default();
-        let d = live.dev(dev).unwrap_or(&empty);
-        hook(d, dev, want, &mut p);
-    }
-    let Phases {
-        links,
-        roots,
-        classes,
-        leaves,
-        filters,
-        hooks,
-        del_hook_filters,
-        del_filters,
-        del_leaves,
-        del_classes,
-        del_roots,
-        del_hooks,
-        del_links,
-    } = p;
-    Ok([
-        links,
-        roots,
-        classes,
-        leaves,
-        filters,
-        hooks,
-        del_hook_filters,
-        del_filters,
-        del_leaves,
-        del_classes,
-        del_roots,
-        del_hooks,
-        del_links,
-    ]
-    .into_iter()
-    .flatten()
-    .collect())
+    Ok(dying)
 }
 
-fn tree(
-    d: &crate::apply::state::DevState,
+/// The root qdisc of one tree. Returns whether the live objects below it survive (false:
+/// they vanish with it), or `None` when the tree has nothing more to do.
+fn root(
+    d: &DevState,
     t: &TreeWant,
     opts: Options,
     p: &mut Phases,
-) -> Result<(), String> {
+) -> Result<Option<bool>, DiffError> {
     let live_root = d.root.as_ref().filter(|q| !q.is_kernel_default());
-    // Whether the live objects below the root survive (false: they vanish with it).
-    let mut keep_below = true;
     match (&t.root, live_root) {
-        (None, None) => return Ok(()),
+        (None, None) => Ok(None),
         (None, Some(have)) => {
             p.del_roots.push(Change::DelQdisc { q: have.clone() });
-            return Ok(());
+            Ok(None)
         }
         (Some(want), None) => {
             p.roots.push(Change::AddQdisc { q: want.clone() });
-            keep_below = false;
+            Ok(Some(false))
         }
         (Some(want), Some(have))
             if want.handle == have.handle && want.kind.name() == have.kind.name() =>
         {
             if !want.kind.satisfied_by(&have.kind) {
-                return Err(format!(
-                    "{}: the root {} has {} but the policy needs {}; HTB cannot change its \
-                     default class or r2q in place, and rebuilding the root would briefly leave \
-                     the device unshaped. Keep the old default class, or remove the tree first \
-                     (`netqos rollback`, or the compiled rollback script) and apply again",
-                    t.dev,
-                    have.describe(),
-                    htb_params(&have.kind),
-                    htb_params(&want.kind)
-                ));
+                return Err(DiffError::RootParams {
+                    dev: t.dev.clone(),
+                    root: have.describe(),
+                    have: htb_params(&have.kind),
+                    want: htb_params(&want.kind),
+                });
             }
+            Ok(Some(true))
+        }
+        (Some(want), Some(have)) if have.handle == NETQOS_ROOT && have.kind.name() == "htb" => {
+            // netqos's own tree gives way to another root: the return to a snapshot that
+            // held a foreign root (replaced with --replace-foreign). Its classes go with it.
+            p.roots.push(Change::ReplaceQdisc {
+                old: have.clone(),
+                new: want.clone(),
+            });
+            Ok(Some(false))
         }
         (Some(want), Some(have)) => {
+            let root = have.describe();
             if !opts.replace_foreign {
-                return Err(format!(
-                    "{}: the root holds {}, which netqos did not create; pass --replace-foreign \
-                     to replace it",
-                    t.dev,
-                    have.describe()
-                ));
+                return Err(DiffError::Foreign {
+                    dev: t.dev.clone(),
+                    root,
+                });
             }
             if have.handle == want.handle
                 || matches!(have.kind, QdiscKind::Other { .. })
                 || !d.classes.is_empty()
             {
-                return Err(format!(
-                    "{}: the root {} cannot be replaced in one step and restored exactly \
-                     (same handle, unknown kind or classes of its own); remove it by hand first",
-                    t.dev,
-                    have.describe()
-                ));
+                return Err(DiffError::Irreplaceable {
+                    dev: t.dev.clone(),
+                    root,
+                });
             }
             p.roots.push(Change::ReplaceQdisc {
                 old: have.clone(),
                 new: want.clone(),
             });
-            keep_below = false;
+            Ok(Some(false))
         }
     }
+}
+
+fn tree(d: &DevState, t: &TreeWant, opts: Options, p: &mut Phases) -> Result<(), DiffError> {
+    let Some(keep_below) = root(d, t, opts, p)? else {
+        return Ok(());
+    };
     let live_classes: &[Class] = if keep_below { &d.classes } else { &[] };
     let live_leaves: &[Qdisc] = if keep_below { &d.leaves } else { &[] };
     let live_filters: &[Filter] = if keep_below { &d.filters } else { &[] };
+    let want_class = classes(live_classes, t, p)?;
+    leaves(live_leaves, &want_class, t, p);
+    filters(live_filters, &t.filters, &mut p.filters, &mut p.del_filters);
+    Ok(())
+}
 
-    // Indexes: trees reach 10,000 classes and filters, so no linear searches.
-    let live_class: BTreeMap<u32, &Class> = live_classes.iter().map(|c| (c.classid, c)).collect();
+/// New and changed classes (target order: parents first) and removed ones (deepest
+/// first: the kernel refuses to delete a class that has children). Returns the target's
+/// class ids. Trees reach 10,000 classes: indexes, no linear searches.
+fn classes(live: &[Class], t: &TreeWant, p: &mut Phases) -> Result<BTreeSet<u32>, DiffError> {
+    let live_class: BTreeMap<u32, &Class> = live.iter().map(|c| (c.classid, c)).collect();
     let want_class: BTreeSet<u32> = t.classes.iter().map(|c| c.classid).collect();
-    let live_leaf: BTreeMap<u32, &Qdisc> = live_leaves.iter().map(|q| (q.parent, q)).collect();
-    let want_leaf: BTreeSet<u32> = t.leaves.iter().map(|q| q.parent).collect();
     for c in &t.classes {
         match live_class.get(&c.classid).copied() {
             None => p.classes.push(Change::AddClass { c: c.clone() }),
             Some(l) if l.parent != c.parent => {
-                return Err(format!(
-                    "{}: class {} is under {} but the target puts it under {}; HTB cannot move a \
-                     class. Give it another id, or remove the tree first",
-                    t.dev,
-                    fmt_handle(c.classid),
-                    fmt_handle(l.parent),
-                    fmt_handle(c.parent)
-                ));
+                return Err(DiffError::Move {
+                    dev: t.dev.clone(),
+                    class: fmt_handle(c.classid),
+                    have: fmt_handle(l.parent),
+                    want: fmt_handle(c.parent),
+                });
             }
             Some(l) if !c.params_satisfied_by(l) => p.classes.push(Change::ChangeClass {
                 old: l.clone(),
@@ -219,26 +283,33 @@ fn tree(
             Some(_) => {}
         }
     }
-    // Deepest first: the kernel refuses to delete a class that has children.
     let depth = |c: &Class| {
         let mut n = 0;
         let mut at = c.parent;
         while let Some(up) = live_class.get(&at) {
             n += 1;
             at = up.parent;
-            if n > live_classes.len() {
+            if n > live.len() {
                 break; // a loop cannot happen in HTB; stay finite anyway
             }
         }
         n
     };
-    let mut gone: Vec<&Class> = live_classes
+    let mut gone: Vec<&Class> = live
         .iter()
         .filter(|l| !want_class.contains(&l.classid))
         .collect();
     gone.sort_by_key(|c| (std::cmp::Reverse(depth(c)), c.classid));
     p.del_classes
         .extend(gone.into_iter().map(|c| Change::DelClass { c: c.clone() }));
+    Ok(want_class)
+}
+
+/// Leaf queues: added, changed in place, replaced (another handle), or deleted and added
+/// (same handle, another kind); removed where the class stays but wants none.
+fn leaves(live: &[Qdisc], want_class: &BTreeSet<u32>, t: &TreeWant, p: &mut Phases) {
+    let live_leaf: BTreeMap<u32, &Qdisc> = live.iter().map(|q| (q.parent, q)).collect();
+    let want_leaf: BTreeSet<u32> = t.leaves.iter().map(|q| q.parent).collect();
     for q in &t.leaves {
         match live_leaf.get(&q.parent).copied() {
             None => p.leaves.push(Change::AddQdisc { q: q.clone() }),
@@ -262,14 +333,12 @@ fn tree(
             }
         }
     }
-    for l in live_leaves {
+    for l in live {
         let class_goes = !want_class.contains(&l.parent);
         if !class_goes && !want_leaf.contains(&l.parent) {
             p.del_leaves.push(Change::DelQdisc { q: l.clone() });
         }
     }
-    filters(live_filters, &t.filters, &mut p.filters, &mut p.del_filters);
-    Ok(())
 }
 
 fn htb_params(k: &QdiscKind) -> String {
@@ -320,7 +389,7 @@ fn filters(live: &[Filter], want: &[Filter], adds: &mut Vec<Change>, dels: &mut 
     }
 }
 
-fn hook(d: &crate::apply::state::DevState, dev: &str, want: &HookWant, p: &mut Phases) {
+fn hook(d: &DevState, dev: &str, want: &HookWant, p: &mut Phases) {
     match want {
         HookWant::Redirect { ifb } => {
             // The ingress hook (ffff:fff2), as `tc filter add … ingress` names it: valid

@@ -1,7 +1,9 @@
 //! An in-memory kernel for tests of the diff, the executor and undo: it keeps the managed
 //! state and enforces the kernel rules the order of changes depends on (no duplicates,
 //! no deletion of a class with children or with filters sending to it, a deleted root
-//! takes everything below it). `fail_at` makes one call of `send` fail.
+//! takes everything below it). `fail_at` makes one call of `send` fail, `fail_from` every
+//! call from one on (an undo that cannot finish), `ignore_at` one call succeed without
+//! effect (a kernel that acknowledges a change it did not make: verification must notice).
 
 use crate::apply::kernel::{EEXIST, ENOENT, Kernel, KernelError};
 use crate::apply::model::*;
@@ -17,6 +19,23 @@ pub struct FakeKernel {
     pub sent: Vec<Change>,
     /// Fail the `send` call with this index (0-based, counting every call).
     pub fail_at: Option<usize>,
+    /// Fail every `send` call from this index on.
+    pub fail_from: Option<usize>,
+    /// Acknowledge the `send` call with this index without doing it.
+    pub ignore_at: Option<usize>,
+    /// What `default_route_devices` answers.
+    pub default_routes: Vec<String>,
+    /// Device locks go here when set (the fake's namespace id is `netns`).
+    pub lock_dir: Option<std::path::PathBuf>,
+    pub netns: u64,
+    /// Rename a device (from, to) after the `send` call with this index: the ifindex
+    /// stays, as with `ip link set NAME name NEW`.
+    pub rename_at: Option<(usize, String, String)>,
+    /// Link identities: the ifindex of a name is its position here, plus one.
+    ifindexes: Vec<String>,
+    /// Renamed devices (old name, new name): changes naming the old one still reach the
+    /// device until the next `read`, as netlink's cached ifindexes do.
+    aliases: Vec<(String, String)>,
     calls: usize,
 }
 
@@ -36,6 +55,23 @@ fn default_root(dev: &str) -> Qdisc {
         kind: QdiscKind::Other {
             name: "noqueue".into(),
         },
+    }
+}
+
+fn rename_objects(d: &mut DevState, to: &str) {
+    for q in d
+        .root
+        .iter_mut()
+        .chain(d.hook.iter_mut())
+        .chain(d.leaves.iter_mut())
+    {
+        q.dev = to.to_string();
+    }
+    for c in &mut d.classes {
+        c.dev = to.to_string();
+    }
+    for f in d.filters.iter_mut().chain(d.hook_filters.iter_mut()) {
+        f.dev = to.to_string();
     }
 }
 
@@ -59,7 +95,27 @@ impl FakeKernel {
         k
     }
 
+    /// Renames a device in place (its identity, objects and queues stay).
+    fn rename(&mut self, from: &str, to: &str) {
+        self.aliases.push((from.to_string(), to.to_string()));
+        if let Some(i) = self.ifindexes.iter().position(|x| x == from) {
+            self.ifindexes[i] = to.to_string();
+        }
+        for l in self.live.links.iter_mut().filter(|l| l.name == from) {
+            l.name = to.to_string();
+        }
+        for d in self.live.devs.iter_mut().filter(|d| d.name == from) {
+            d.name = to.to_string();
+            rename_objects(d, to);
+        }
+    }
+
     fn dev(&mut self, name: &str, c: &Change) -> Result<&mut DevState, KernelError> {
+        let name = self
+            .aliases
+            .iter()
+            .find(|(from, _)| from == name)
+            .map_or(name, |(_, to)| to.as_str());
         self.live
             .devs
             .iter_mut()
@@ -69,188 +125,231 @@ impl FakeKernel {
 
     fn apply(&mut self, c: &Change) -> Result<(), KernelError> {
         match c {
-            Change::AddLink { link } => {
-                if self.live.link(&link.name).is_some() {
+            Change::AddLink { link } => self.add_link(c, link),
+            Change::SetLinkUp { name, up } => self.set_up(c, name, *up),
+            Change::DelLink { link } => self.del_link(c, link),
+            Change::AddQdisc { q } => self.add_qdisc(c, q, false),
+            Change::ReplaceQdisc { new, .. } => self.add_qdisc(c, new, true),
+            Change::ChangeQdisc { new, .. } => self.change_qdisc(c, new),
+            Change::DelQdisc { q } => self.del_qdisc(c, q),
+            Change::AddClass { c: k } => self.add_class(c, k),
+            Change::ChangeClass { new, .. } => self.change_class(c, new),
+            Change::DelClass { c: k } => self.del_class(c, k),
+            Change::AddFilter { f } => self.add_filter(c, f),
+            Change::ReplaceFilter { new, .. } => self.edit_filter(c, new, false),
+            Change::DelFilter { f } => self.edit_filter(c, f, true),
+        }
+    }
+
+    /// A new link starts down, with a default root.
+    fn add_link(&mut self, c: &Change, link: &Link) -> Result<(), KernelError> {
+        if self.live.link(&link.name).is_some() {
+            return Err(err(c, EEXIST, "exists"));
+        }
+        let mut l = link.clone();
+        l.up = false;
+        self.live.links.push(l);
+        self.live.devs.retain(|d| d.name != link.name);
+        self.live.devs.push(DevState {
+            name: link.name.clone(),
+            exists: true,
+            root: Some(default_root(&link.name)),
+            ..DevState::default()
+        });
+        Ok(())
+    }
+
+    /// Link up or down.
+    fn set_up(&mut self, c: &Change, name: &str, up: bool) -> Result<(), KernelError> {
+        let l = self
+            .live
+            .links
+            .iter_mut()
+            .find(|l| l.name == name)
+            .ok_or_else(|| err(c, 19, "no such device"))?;
+        l.up = up;
+        Ok(())
+    }
+
+    /// A link goes with its qdiscs.
+    fn del_link(&mut self, c: &Change, link: &Link) -> Result<(), KernelError> {
+        if self.live.link(&link.name).is_none() {
+            return Err(err(c, ENOENT, "no such device"));
+        }
+        self.live.links.retain(|l| l.name != link.name);
+        self.live.devs.retain(|d| d.name != link.name);
+        Ok(())
+    }
+
+    /// A root (takes everything below it), the ingress hook, or a leaf queue.
+    fn add_qdisc(&mut self, c: &Change, q: &Qdisc, replace: bool) -> Result<(), KernelError> {
+        let d = self.dev(&q.dev.clone(), c)?;
+        match q.parent {
+            H_ROOT => {
+                if !replace && d.root.as_ref().is_some_and(|r| !r.is_kernel_default()) {
                     return Err(err(c, EEXIST, "exists"));
                 }
-                let mut l = link.clone();
-                l.up = false;
-                self.live.links.push(l);
-                self.live.devs.retain(|d| d.name != link.name);
-                self.live.devs.push(DevState {
-                    name: link.name.clone(),
-                    exists: true,
-                    root: Some(default_root(&link.name)),
-                    ..DevState::default()
-                });
+                d.root = Some(q.clone());
+                d.classes.clear();
+                d.leaves.clear();
+                d.filters.clear();
             }
-            Change::SetLinkUp { name, up } => {
-                let l = self
-                    .live
-                    .links
-                    .iter_mut()
-                    .find(|l| &l.name == name)
-                    .ok_or_else(|| err(c, 19, "no such device"))?;
-                l.up = *up;
-            }
-            Change::DelLink { link } => {
-                if self.live.link(&link.name).is_none() {
-                    return Err(err(c, ENOENT, "no such device"));
-                }
-                self.live.links.retain(|l| l.name != link.name);
-                self.live.devs.retain(|d| d.name != link.name);
-            }
-            Change::AddQdisc { q } | Change::ReplaceQdisc { new: q, .. } => {
-                let replace = matches!(c, Change::ReplaceQdisc { .. });
-                let d = self.dev(&q.dev.clone(), c)?;
-                match q.parent {
-                    H_ROOT => {
-                        if !replace && d.root.as_ref().is_some_and(|r| !r.is_kernel_default()) {
-                            return Err(err(c, EEXIST, "exists"));
-                        }
-                        d.root = Some(q.clone());
-                        d.classes.clear();
-                        d.leaves.clear();
-                        d.filters.clear();
-                    }
-                    H_INGRESS => {
-                        if d.hook.is_some() {
-                            return Err(err(c, EEXIST, "exists"));
-                        }
-                        d.hook = Some(q.clone());
-                    }
-                    p => {
-                        if !d.classes.iter().any(|k| k.classid == p) {
-                            return Err(err(c, ENOENT, "no such class"));
-                        }
-                        if d.leaves.iter().any(|l| l.parent == p) && !replace {
-                            return Err(err(c, EEXIST, "exists"));
-                        }
-                        d.leaves.retain(|l| l.parent != p);
-                        d.leaves.push(q.clone());
-                    }
-                }
-            }
-            Change::ChangeQdisc { new, .. } => {
-                let d = self.dev(&new.dev.clone(), c)?;
-                let slot = if new.parent == H_ROOT {
-                    d.root.as_mut()
-                } else {
-                    d.leaves.iter_mut().find(|l| l.parent == new.parent)
-                };
-                match slot {
-                    Some(q) if q.handle == new.handle && q.kind.name() == new.kind.name() => {
-                        *q = new.clone()
-                    }
-                    _ => return Err(err(c, ENOENT, "no such qdisc")),
-                }
-            }
-            Change::DelQdisc { q } => {
-                let d = self.dev(&q.dev.clone(), c)?;
-                match q.parent {
-                    H_ROOT => {
-                        if d.root.as_ref().is_none_or(Qdisc::is_kernel_default) {
-                            return Err(err(c, ENOENT, "no qdisc"));
-                        }
-                        d.root = Some(default_root(&q.dev));
-                        d.classes.clear();
-                        d.leaves.clear();
-                        d.filters.clear();
-                    }
-                    H_INGRESS => {
-                        if d.hook.take().is_none() {
-                            return Err(err(c, ENOENT, "no qdisc"));
-                        }
-                        d.hook_filters.clear();
-                    }
-                    p => {
-                        let n = d.leaves.len();
-                        d.leaves.retain(|l| l.parent != p);
-                        if n == d.leaves.len() {
-                            return Err(err(c, ENOENT, "no qdisc"));
-                        }
-                    }
-                }
-            }
-            Change::AddClass { c: k } => {
-                let d = self.dev(&k.dev.clone(), c)?;
-                if d.classes.iter().any(|x| x.classid == k.classid) {
+            H_INGRESS => {
+                if d.hook.is_some() {
                     return Err(err(c, EEXIST, "exists"));
                 }
-                d.classes.push(k.clone());
+                d.hook = Some(q.clone());
             }
-            Change::ChangeClass { new, .. } => {
-                let d = self.dev(&new.dev.clone(), c)?;
-                let Some(x) = d.classes.iter_mut().find(|x| x.classid == new.classid) else {
-                    return Err(err(c, ENOENT, "no class"));
-                };
-                *x = new.clone();
+            p => {
+                if !d.classes.iter().any(|k| k.classid == p) {
+                    return Err(err(c, ENOENT, "no such class"));
+                }
+                if d.leaves.iter().any(|l| l.parent == p) && !replace {
+                    return Err(err(c, EEXIST, "exists"));
+                }
+                d.leaves.retain(|l| l.parent != p);
+                d.leaves.push(q.clone());
             }
-            Change::DelClass { c: k } => {
-                let d = self.dev(&k.dev.clone(), c)?;
-                if !d.classes.iter().any(|x| x.classid == k.classid) {
-                    return Err(err(c, ENOENT, "no class"));
-                }
-                if d.classes.iter().any(|x| x.parent == k.classid)
-                    || d.filters.iter().any(
-                        |f| matches!(f.action, Action::Flow { classid } if classid == k.classid),
-                    )
-                {
-                    return Err(err(c, EBUSY, "HTB class in use"));
-                }
-                d.classes.retain(|x| x.classid != k.classid);
-                d.leaves.retain(|l| l.parent != k.classid);
-                d.filters.retain(|f| f.parent != k.classid);
+        }
+        Ok(())
+    }
+
+    /// Parameters of an existing qdisc of the same kind and handle.
+    fn change_qdisc(&mut self, c: &Change, new: &Qdisc) -> Result<(), KernelError> {
+        let d = self.dev(&new.dev.clone(), c)?;
+        let slot = if new.parent == H_ROOT {
+            d.root.as_mut()
+        } else {
+            d.leaves.iter_mut().find(|l| l.parent == new.parent)
+        };
+        match slot {
+            Some(q) if q.handle == new.handle && q.kind.name() == new.kind.name() => {
+                *q = new.clone()
             }
-            Change::AddFilter { f } => {
-                let d = self.dev(&f.dev.clone(), c)?;
-                let hook = f.parent >= H_INGRESS_QDISC;
-                let parent_exists = if hook {
-                    d.hook.is_some()
-                } else {
-                    d.root
-                        .as_ref()
-                        .is_some_and(|r| r.handle == f.parent && r.handle != 0)
-                        || d.classes.iter().any(|k| k.classid == f.parent)
-                };
-                if !parent_exists {
-                    return Err(err(c, ENOENT, "no such parent"));
+            _ => return Err(err(c, ENOENT, "no such qdisc")),
+        }
+        Ok(())
+    }
+
+    /// A root (back to the default, taking everything below), the hook, or a leaf.
+    fn del_qdisc(&mut self, c: &Change, q: &Qdisc) -> Result<(), KernelError> {
+        let d = self.dev(&q.dev.clone(), c)?;
+        match q.parent {
+            H_ROOT => {
+                if d.root.as_ref().is_none_or(Qdisc::is_kernel_default) {
+                    return Err(err(c, ENOENT, "no qdisc"));
                 }
-                let list = if hook {
-                    &mut d.hook_filters
-                } else {
-                    &mut d.filters
-                };
-                if list
-                    .iter()
-                    .any(|l| l.parent == f.parent && l.prio == f.prio && l.node() == f.node())
-                {
-                    return Err(err(c, EEXIST, "Filter already exists"));
-                }
-                let mut f = f.clone();
-                f.handle = 0x8000_0000 | f.node();
-                list.push(f);
+                d.root = Some(default_root(&q.dev));
+                d.classes.clear();
+                d.leaves.clear();
+                d.filters.clear();
             }
-            Change::ReplaceFilter { new: f, .. } | Change::DelFilter { f } => {
-                let del = matches!(c, Change::DelFilter { .. });
-                let d = self.dev(&f.dev.clone(), c)?;
-                let list = if f.parent >= H_INGRESS_QDISC {
-                    &mut d.hook_filters
-                } else {
-                    &mut d.filters
-                };
-                let Some(i) = list
-                    .iter()
-                    .position(|l| l.parent == f.parent && l.prio == f.prio && l.node() == f.node())
-                else {
-                    return Err(err(c, ENOENT, "no filter"));
-                };
-                if del {
-                    list.remove(i);
-                } else {
-                    list[i].action = f.action.clone();
+            H_INGRESS => {
+                if d.hook.take().is_none() {
+                    return Err(err(c, ENOENT, "no qdisc"));
+                }
+                d.hook_filters.clear();
+            }
+            p => {
+                let n = d.leaves.len();
+                d.leaves.retain(|l| l.parent != p);
+                if n == d.leaves.len() {
+                    return Err(err(c, ENOENT, "no qdisc"));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A new class; its id must be free.
+    fn add_class(&mut self, c: &Change, k: &Class) -> Result<(), KernelError> {
+        let d = self.dev(&k.dev.clone(), c)?;
+        if d.classes.iter().any(|x| x.classid == k.classid) {
+            return Err(err(c, EEXIST, "exists"));
+        }
+        d.classes.push(k.clone());
+        Ok(())
+    }
+
+    /// Parameters of an existing class.
+    fn change_class(&mut self, c: &Change, new: &Class) -> Result<(), KernelError> {
+        let d = self.dev(&new.dev.clone(), c)?;
+        let Some(x) = d.classes.iter_mut().find(|x| x.classid == new.classid) else {
+            return Err(err(c, ENOENT, "no class"));
+        };
+        *x = new.clone();
+        Ok(())
+    }
+
+    /// Refused while children or filters use it (EBUSY), as HTB does.
+    fn del_class(&mut self, c: &Change, k: &Class) -> Result<(), KernelError> {
+        let d = self.dev(&k.dev.clone(), c)?;
+        if !d.classes.iter().any(|x| x.classid == k.classid) {
+            return Err(err(c, ENOENT, "no class"));
+        }
+        if d.classes.iter().any(|x| x.parent == k.classid)
+            || d.filters
+                .iter()
+                .any(|f| matches!(f.action, Action::Flow { classid } if classid == k.classid))
+        {
+            return Err(err(c, EBUSY, "HTB class in use"));
+        }
+        d.classes.retain(|x| x.classid != k.classid);
+        d.leaves.retain(|l| l.parent != k.classid);
+        d.filters.retain(|f| f.parent != k.classid);
+        Ok(())
+    }
+
+    /// A u32 node at a free (parent, prio, node) whose parent exists.
+    fn add_filter(&mut self, c: &Change, f: &Filter) -> Result<(), KernelError> {
+        let d = self.dev(&f.dev.clone(), c)?;
+        let hook = f.parent >= H_INGRESS_QDISC;
+        let parent_exists = if hook {
+            d.hook.is_some()
+        } else {
+            d.root
+                .as_ref()
+                .is_some_and(|r| r.handle == f.parent && r.handle != 0)
+                || d.classes.iter().any(|k| k.classid == f.parent)
+        };
+        if !parent_exists {
+            return Err(err(c, ENOENT, "no such parent"));
+        }
+        let list = if hook {
+            &mut d.hook_filters
+        } else {
+            &mut d.filters
+        };
+        if list
+            .iter()
+            .any(|l| l.parent == f.parent && l.prio == f.prio && l.node() == f.node())
+        {
+            return Err(err(c, EEXIST, "Filter already exists"));
+        }
+        let mut f = f.clone();
+        f.handle = 0x8000_0000 | f.node();
+        list.push(f);
+        Ok(())
+    }
+
+    /// Re-points (`del`: removes) an existing node.
+    fn edit_filter(&mut self, c: &Change, f: &Filter, del: bool) -> Result<(), KernelError> {
+        let d = self.dev(&f.dev.clone(), c)?;
+        let list = if f.parent >= H_INGRESS_QDISC {
+            &mut d.hook_filters
+        } else {
+            &mut d.filters
+        };
+        let Some(i) = list
+            .iter()
+            .position(|l| l.parent == f.parent && l.prio == f.prio && l.node() == f.node())
+        else {
+            return Err(err(c, ENOENT, "no filter"));
+        };
+        if del {
+            list.remove(i);
+        } else {
+            list[i].action = f.action.clone();
         }
         Ok(())
     }
@@ -258,6 +357,7 @@ impl FakeKernel {
 
 impl Kernel for FakeKernel {
     fn read(&mut self, devices: &[String]) -> Result<Live, KernelError> {
+        self.aliases.clear();
         let mut live = Live {
             links: self.live.links.clone(),
             devs: Vec::new(),
@@ -280,11 +380,53 @@ impl Kernel for FakeKernel {
     fn send(&mut self, change: &Change) -> Result<(), KernelError> {
         let call = self.calls;
         self.calls += 1;
-        if self.fail_at == Some(call) {
+        if self.fail_at == Some(call) || self.fail_from.is_some_and(|f| call >= f) {
             return Err(err(change, 22, "injected failure"));
+        }
+        if self.ignore_at == Some(call) {
+            return Ok(());
         }
         self.apply(change)?;
         self.sent.push(change.clone());
+        if let Some((at, from, to)) = self.rename_at.clone()
+            && at == call
+        {
+            self.rename(&from, &to);
+        }
         Ok(())
+    }
+
+    fn default_route_devices(&mut self) -> Result<Vec<String>, KernelError> {
+        Ok(self.default_routes.clone())
+    }
+
+    fn device_ids(
+        &mut self,
+        names: &[String],
+    ) -> Result<Vec<(String, crate::apply::device_lock::DeviceId)>, KernelError> {
+        for l in &self.live.links {
+            if !self.ifindexes.contains(&l.name) {
+                self.ifindexes.push(l.name.clone());
+            }
+        }
+        Ok(names
+            .iter()
+            .filter(|n| self.live.link(n).is_some())
+            .filter_map(|n| {
+                let i = self.ifindexes.iter().position(|x| x == n)?;
+                let ifindex = i32::try_from(i + 1).ok()?;
+                Some((
+                    n.clone(),
+                    crate::apply::device_lock::DeviceId {
+                        netns: self.netns,
+                        ifindex,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    fn lock_dir(&self) -> Option<std::path::PathBuf> {
+        self.lock_dir.clone()
     }
 }

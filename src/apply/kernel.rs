@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::apply::device_lock::DeviceId;
 use crate::apply::model::*;
 use crate::apply::netlink::nla::MsgWriter;
 use crate::apply::netlink::tc::{self, FilterEntry, Mode, Stats};
@@ -59,6 +60,22 @@ pub trait Kernel: Send {
     /// processes them one by one, in order, and answers each).
     fn send_many(&mut self, changes: &[Change]) -> Vec<Result<(), KernelError>> {
         sequential(self, changes)
+    }
+    /// The names of the devices that carry a default route (IPv4 or IPv6, any table).
+    fn default_route_devices(&mut self) -> Result<Vec<String>, KernelError> {
+        Ok(Vec::new())
+    }
+    /// Warnings the kernel attached to successful requests since the last call.
+    fn warnings(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The identities (namespace, ifindex) of those of `names` that exist, read afresh.
+    fn device_ids(&mut self, _names: &[String]) -> Result<Vec<(String, DeviceId)>, KernelError> {
+        Ok(Vec::new())
+    }
+    /// Where this kernel's device locks live (`device_lock`); `None`: not shared.
+    fn lock_dir(&self) -> Option<std::path::PathBuf> {
+        None
     }
 }
 
@@ -128,11 +145,6 @@ impl NetlinkKernel {
         &self.ifindex
     }
 
-    /// Warnings the kernel attached to successful requests.
-    pub fn warnings(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.nl.warnings)
-    }
-
     fn links(&mut self) -> Result<Vec<(i32, Link)>, KernelError> {
         let msgs = self
             .nl
@@ -144,33 +156,6 @@ impl NetlinkKernel {
         }
         self.ifindex = out.iter().map(|(i, l)| (l.name.clone(), *i)).collect();
         Ok(out)
-    }
-
-    /// The names of the devices that carry a default route (IPv4 or IPv6, any table).
-    pub fn default_route_devices(&mut self) -> Result<Vec<String>, KernelError> {
-        use crate::apply::netlink::route;
-        let what = "listing routes";
-        let mut ifindexes = Vec::new();
-        for family in [route::AF_INET, route::AF_INET6] {
-            let msgs = self
-                .nl
-                .dump(&route::dump_request(family))
-                .map_err(|e| KernelError::new(what, &e))?;
-            for m in msgs {
-                ifindexes.extend(
-                    route::default_route_oifs(&m).map_err(|e| KernelError::new(what, &e.into()))?,
-                );
-            }
-        }
-        let links = self.links()?;
-        let mut names: Vec<String> = links
-            .into_iter()
-            .filter(|(i, _)| ifindexes.contains(i))
-            .map(|(_, l)| l.name)
-            .collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
     }
 
     fn index(&mut self, dev: &str) -> Result<i32, KernelError> {
@@ -503,8 +488,8 @@ fn kerr(e: KernelError) -> NlError {
     }
 }
 
-impl Kernel for NetlinkKernel {
-    fn read(&mut self, devices: &[String]) -> Result<Live, KernelError> {
+impl NetlinkKernel {
+    fn read_once(&mut self, devices: &[String]) -> Result<Live, KernelError> {
         self.stats.clear();
         let links = self.links()?;
         let names: BTreeMap<i32, String> =
@@ -531,6 +516,80 @@ impl Kernel for NetlinkKernel {
         let mut links: Vec<Link> = links.into_iter().map(|(_, l)| l).collect();
         links.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Live { links, devs })
+    }
+}
+
+/// How often a read is retried when a dump came back interrupted (another writer).
+const READ_TRIES: usize = 8;
+
+impl Kernel for NetlinkKernel {
+    /// Reads the devices; a dump the kernel marks interrupted (someone changed the state
+    /// while it was read) restarts the whole read, so a snapshot is never inconsistent.
+    fn read(&mut self, devices: &[String]) -> Result<Live, KernelError> {
+        let mut tries = 1;
+        loop {
+            match self.read_once(devices) {
+                Err(e)
+                    if e.errno == Some(crate::apply::netlink::socket::EINTR)
+                        && tries < READ_TRIES =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20 * tries as u64));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.nl.warnings)
+    }
+
+    fn device_ids(&mut self, names: &[String]) -> Result<Vec<(String, DeviceId)>, KernelError> {
+        let netns = crate::apply::device_lock::current_netns().map_err(|e| KernelError {
+            what: "reading the network namespace".into(),
+            errno: e.raw_os_error(),
+            message: e.to_string(),
+        })?;
+        let links = self.links()?;
+        Ok(names
+            .iter()
+            .filter_map(|n| {
+                let (i, _) = links.iter().find(|(_, l)| &l.name == n)?;
+                Some((n.clone(), DeviceId { netns, ifindex: *i }))
+            })
+            .collect())
+    }
+
+    fn lock_dir(&self) -> Option<std::path::PathBuf> {
+        Some(crate::apply::device_lock::LOCK_DIR.into())
+    }
+
+    /// The names of the devices that carry a default route (IPv4 or IPv6, any table).
+    fn default_route_devices(&mut self) -> Result<Vec<String>, KernelError> {
+        use crate::apply::netlink::route;
+        let what = "listing routes";
+        let mut ifindexes = Vec::new();
+        for family in [route::AF_INET, route::AF_INET6] {
+            let msgs = self
+                .nl
+                .dump(&route::dump_request(family))
+                .map_err(|e| KernelError::new(what, &e))?;
+            for m in msgs {
+                ifindexes.extend(
+                    route::default_route_oifs(&m).map_err(|e| KernelError::new(what, &e.into()))?,
+                );
+            }
+        }
+        let links = self.links()?;
+        let mut names: Vec<String> = links
+            .into_iter()
+            .filter(|(i, _)| ifindexes.contains(i))
+            .map(|(_, l)| l.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     fn send(&mut self, change: &Change) -> Result<(), KernelError> {

@@ -7,6 +7,33 @@ use std::fmt;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use crate::apply::resource::{Recorded, Resource, ResourceError};
+
+/// Why a probe could not be parsed or did not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "`{input}` is not a probe: write tcp:HOST:PORT, e.g. tcp:10.0.0.1:6443 or tcp:[fd00::1]:22"
+    )]
+    Usage { input: String },
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{host} resolves to no address")]
+    NoAddress { host: String },
+    #[error("no connection within {ms} ms")]
+    Timeout { ms: u128 },
+    #[error("{addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// One probe, as written on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
@@ -25,11 +52,9 @@ impl fmt::Display for Probe {
 }
 
 /// Parses `tcp:HOST:PORT`, `tcp:[IPV6]:PORT`.
-pub fn parse(s: &str) -> Result<Probe, String> {
-    let usage = || {
-        format!(
-            "`{s}` is not a probe: write tcp:HOST:PORT, e.g. tcp:10.0.0.1:6443 or tcp:[fd00::1]:22"
-        )
+pub fn parse(s: &str) -> Result<Probe, ProbeError> {
+    let usage = || ProbeError::Usage {
+        input: s.to_string(),
     };
     let rest = s.strip_prefix("tcp:").ok_or_else(usage)?;
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
@@ -55,25 +80,63 @@ pub fn parse(s: &str) -> Result<Probe, String> {
 impl Probe {
     /// Opens a new connection within `timeout` (every address the name resolves to is
     /// tried in turn, until one connects). Returns how long the connect took.
-    pub fn run(&self, timeout: Duration) -> Result<Duration, String> {
+    pub fn run(&self, timeout: Duration) -> Result<Duration, ProbeError> {
         let start = Instant::now();
         let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", self.host))?
+            .map_err(|source| ProbeError::Resolve {
+                host: self.host.clone(),
+                source,
+            })?
             .collect();
-        let mut last = format!("{} resolves to no address", self.host);
-        for a in addrs {
+        let mut last = ProbeError::NoAddress {
+            host: self.host.clone(),
+        };
+        for addr in addrs {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
-                last = format!("no connection within {} ms", timeout.as_millis());
+                last = ProbeError::Timeout {
+                    ms: timeout.as_millis(),
+                };
                 break;
             }
-            match TcpStream::connect_timeout(&a, left) {
+            match TcpStream::connect_timeout(&addr, left) {
                 Ok(_) => return Ok(start.elapsed()),
-                Err(e) => last = format!("{a}: {e}"),
+                Err(source) => last = ProbeError::Connect { addr, source },
             }
         }
         Err(last)
+    }
+}
+
+/// A probe as an apply resource: a check after the tree and the other resources, with
+/// nothing to undo. It guards the apply (no default-route warning).
+#[derive(Debug, Clone)]
+pub struct ProbeCheck {
+    pub probe: Probe,
+    pub timeout: Duration,
+}
+
+impl Resource for ProbeCheck {
+    fn describe(&self) -> String {
+        format!("probe {}", self.probe)
+    }
+
+    fn guards(&self) -> bool {
+        true
+    }
+
+    fn record(&self, _state: &std::path::Path) -> Result<Option<Recorded>, ResourceError> {
+        Ok(None)
+    }
+
+    fn apply(&mut self, _state: &std::path::Path) -> Result<String, ResourceError> {
+        let t = self.probe.run(self.timeout)?;
+        Ok(format!(
+            "probe {}: connected in {} ms",
+            self.probe,
+            t.as_millis()
+        ))
     }
 }
 
@@ -111,7 +174,7 @@ mod tests {
         let p = parse(&format!("tcp:127.0.0.1:{port}")).unwrap();
         assert!(p.run(Duration::from_secs(2)).is_ok());
         drop(l);
-        let e = p.run(Duration::from_secs(2)).unwrap_err();
+        let e = p.run(Duration::from_secs(2)).unwrap_err().to_string();
         assert!(e.contains("refused"), "{e}");
     }
 }

@@ -19,8 +19,10 @@ pub enum Artefact {
     Rollback,
     /// The IR as JSON (`netqos-plan/1`).
     Plan,
-    /// Each hierarchy as text, for review.
+    /// Each hierarchy as text, for review, in the policy's words (`-v`: with the u32 filters).
     Tree,
+    /// Each hierarchy as an SVG picture for pull requests: bars for guarantees and ceilings.
+    Svg,
     /// A `#cloud-config` installing the scripts and the unit.
     CloudInit,
     /// A oneshot systemd unit applying the policy at boot.
@@ -48,11 +50,12 @@ pub struct Info {
 
 impl Artefact {
     /// Every kind, in writing order.
-    pub const ALL: [Artefact; 9] = [
+    pub const ALL: [Artefact; 10] = [
         Artefact::Tc,
         Artefact::Rollback,
         Artefact::Plan,
         Artefact::Tree,
+        Artefact::Svg,
         Artefact::CloudInit,
         Artefact::Systemd,
         Artefact::AgentService,
@@ -67,6 +70,7 @@ impl Artefact {
             Artefact::Rollback => ("rollback", "netqos-rollback.sh", false, true),
             Artefact::Plan => ("plan", "plan.json", false, false),
             Artefact::Tree => ("tree", "tree.txt", false, false),
+            Artefact::Svg => ("svg", "tree.svg", false, false),
             Artefact::CloudInit => ("cloud-init", "cloud-init.yaml", false, true),
             Artefact::Systemd => ("systemd", "netqos.service", false, false),
             Artefact::AgentService => ("agent-service", "netqos-agent.service", false, false),
@@ -101,7 +105,8 @@ impl Artefact {
             Artefact::Tc => one(super::tc_script(ctx)?),
             Artefact::Rollback => one(super::rollback_script(ctx)?),
             Artefact::Plan => one(super::plan_json(ctx.plan)),
-            Artefact::Tree => one(super::tree(ctx.plan)),
+            Artefact::Tree => one(super::tree(ctx.plan, ctx.verbose)),
+            Artefact::Svg => one(super::svg(ctx.plan)),
             Artefact::CloudInit => one(super::cloud_config(&super::node_files(ctx)?, ctx.source)?),
             Artefact::Systemd => one(super::unit(ctx.plan, ctx.source)?),
             Artefact::AgentService => {
@@ -153,6 +158,8 @@ pub struct Render<'a> {
     pub conflist: Option<&'a ConflistArtefacts>,
     /// The conflist change the scripts install and restore.
     pub cni: Option<&'a CniInstall>,
+    /// Review output shows what the kernel gets too (the tree's u32 filters).
+    pub verbose: bool,
 }
 
 impl<'a> Render<'a> {
@@ -165,6 +172,7 @@ impl<'a> Render<'a> {
             pods: None,
             conflist: None,
             cni: None,
+            verbose: false,
         }
     }
 }

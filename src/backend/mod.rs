@@ -3,11 +3,13 @@
 
 mod artefact;
 mod cloud_init;
+mod svg;
 mod systemd;
 mod tree;
 
 pub use artefact::{Artefact, Info, OutFile, Render, RenderError};
 pub use cloud_init::{NodeFile, cloud_config};
+pub use svg::svg;
 pub use systemd::{
     AGENT_UNIT_NAME, AGENT_UNIT_PATH, APPLY_PATH, BINARY_PATH, INSTALL_DIR, POLICY_PATH,
     ROLLBACK_PATH, UNIT_NAME, UNIT_PATH, agent_unit, device_unit, unit,
@@ -159,6 +161,10 @@ pub struct CniInstall {
     /// the apply script before it changes anything. Otherwise (a flavour's default) it is
     /// skipped with a warning.
     pub strict: bool,
+    /// The patched conflist names the netqos plugin: the script refuses to install it
+    /// unless an executable `netqos` is in this CNI bin dir (`NETQOS_CNI_BIN_DIR` overrides
+    /// it; `NETQOS_INSTALL_PLUGIN=PATH` copies the binary there first).
+    pub plugin_dir: Option<String>,
 }
 
 /// The apply script for the whole node; it also installs the patched CNI conflist when

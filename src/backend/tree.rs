@@ -1,23 +1,35 @@
-//! The `tree` artefact: each hierarchy as text for PR review.
+//! The `tree` artefact: each hierarchy as text for PR review, in the policy's words: every
+//! class by id (as `tc class show` prints it) and name, rates and queue sizes in units, and
+//! its match lines as written (variables expanded). `verbose` adds, under each match line,
+//! the u32 filters it compiles to.
 
 use std::collections::BTreeMap;
 
-use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Handle, Plan, Protocol};
-use crate::units::fmt_rate;
+use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Handle, LeafQueue, Plan, Protocol};
+use crate::units::{fmt_duration_us, fmt_rate, fmt_size};
 
-/// Renders every device's tree.
-pub fn tree(plan: &Plan) -> String {
+/// Renders every device's tree; `verbose` shows the u32 filters too.
+pub fn tree(plan: &Plan, verbose: bool) -> String {
     let mut out = String::new();
     for d in &plan.devices {
         let on = match &d.ifb {
             Some(ifb) => format!("{} ingress (shaped on {ifb})", d.device),
             None => format!("{} egress", d.device),
         };
-        out.push_str(&format!("{on}: htb 1: default 1:{}\n", d.root.default));
+        let default = Handle::class(d.root.default.0);
+        let name = d
+            .classes
+            .iter()
+            .find(|c| c.classid == default)
+            .map_or(String::new(), |c| format!(" ({})", leaf_name(c)));
+        out.push_str(&format!(
+            "{on}: htb 1: default {default}{name}; ids as `tc class show dev {}` prints them\n",
+            d.shaped_device
+        ));
         if let Some(root) = d.classes.first() {
             out.push_str(&format!("└─ 1:1 root  rate {}\n", fmt_rate(root.rate)));
         }
-        let index = Index::new(d);
+        let index = Index::new(d, verbose);
         index.walk(Handle::ROOT_CLASS, "   ", &mut out);
         out.push('\n');
     }
@@ -27,15 +39,52 @@ pub fn tree(plan: &Plan) -> String {
     out
 }
 
+/// The last part of a class path: `pods/web` → `web`.
+fn leaf_name(c: &ClassPlan) -> &str {
+    c.name.rsplit('/').next().unwrap_or(&c.name)
+}
+
+/// A leaf queue with sizes, rates and times in units.
+fn leaf_words(q: &LeafQueue) -> String {
+    let packets = |l: &Option<u32>| l.map_or(String::new(), |n| format!(" limit {n} packets"));
+    match q {
+        LeafQueue::Pfifo { limit } | LeafQueue::FqCodel { limit } | LeafQueue::Sfq { limit } => {
+            format!("{}{}", q.kind(), packets(limit))
+        }
+        LeafQueue::Bfifo { limit } => format!(
+            "bfifo{}",
+            limit.map_or(String::new(), |b| format!(" limit {}", fmt_size(b)))
+        ),
+        LeafQueue::Tbf(t) => {
+            let mut s = format!("tbf rate {} burst {}", fmt_rate(t.rate), fmt_size(t.burst));
+            if let Some(l) = t.limit {
+                s.push_str(&format!(" limit {}", fmt_size(l)));
+            }
+            if let Some(l) = t.latency_us {
+                s.push_str(&format!(" latency {}", fmt_duration_us(l)));
+            }
+            if let Some((rate, mtu)) = t.peak {
+                s.push_str(&format!(
+                    " peakrate {} mtu {}",
+                    fmt_rate(rate),
+                    fmt_size(u64::from(mtu))
+                ));
+            }
+            s
+        }
+    }
+}
+
 /// Children and filters of each class, looked up once (large trees stay linear).
 struct Index<'a> {
     device: &'a DevicePlan,
     children: BTreeMap<Handle, Vec<&'a ClassPlan>>,
     filters: BTreeMap<Handle, Vec<&'a FilterPlan>>,
+    verbose: bool,
 }
 
 impl<'a> Index<'a> {
-    fn new(d: &'a DevicePlan) -> Self {
+    fn new(d: &'a DevicePlan, verbose: bool) -> Self {
         let mut children: BTreeMap<Handle, Vec<&ClassPlan>> = BTreeMap::new();
         for c in d.classes.iter().skip(1) {
             children.entry(c.parent).or_default().push(c);
@@ -48,6 +97,7 @@ impl<'a> Index<'a> {
             device: d,
             children,
             filters,
+            verbose,
         }
     }
 
@@ -62,37 +112,54 @@ impl<'a> Index<'a> {
             } else {
                 ("├─ ", "│  ")
             };
-            let name = c.name.rsplit('/').next().unwrap_or(&c.name);
             let mut line = format!(
-                "{indent}{branch}{} {name}  rate {} ceil {} prio {}",
+                "{indent}{branch}{} {}  rate {}  ceil {}  prio {}",
                 c.classid,
+                leaf_name(c),
                 fmt_rate(c.rate),
                 fmt_rate(c.ceil),
                 c.prio
             );
-            if c.classid == Handle::class(self.device.root.default.0) {
+            if c.is_default || c.classid == Handle::class(self.device.root.default.0) {
                 line.push_str("  [default]");
             }
             if let Some(leaf) = &c.leaf {
-                line.push_str(&format!(
-                    "  {} {}",
-                    leaf.queue.kind(),
-                    leaf.queue.args().join(" ")
-                ));
+                line.push_str(&format!("  {}", leaf_words(&leaf.queue)));
             }
             out.push_str(line.trim_end());
             out.push('\n');
             let child_indent = format!("{indent}{more}");
-            for f in self.filters.get(&c.classid).into_iter().flatten() {
-                let what = if f.protocol == Protocol::All {
-                    "anything else (catch-all)".to_string()
-                } else {
-                    let keys: Vec<String> = f.keys.iter().map(ToString::to_string).collect();
-                    keys.join(" && ")
-                };
-                out.push_str(&format!("{child_indent}   ◂ {what}\n"));
-            }
+            self.matches(c, &child_indent, out);
             self.walk(c.classid, &child_indent, out);
+        }
+    }
+
+    /// The class's match lines; with `verbose`, each followed by its u32 filters, and the
+    /// catch-all filter of a default child last.
+    fn matches(&self, c: &ClassPlan, indent: &str, out: &mut String) {
+        let filters = self.filters.get(&c.classid).map_or(&[][..], Vec::as_slice);
+        let keys = |f: &FilterPlan| {
+            let k: Vec<String> = f.keys.iter().map(ToString::to_string).collect();
+            k.join(" && ")
+        };
+        for (words, line) in &c.matches {
+            out.push_str(&format!("{indent}   ◂ {words}\n"));
+            if self.verbose {
+                for f in filters
+                    .iter()
+                    .filter(|f| f.line == *line && f.protocol != Protocol::All)
+                {
+                    out.push_str(&format!("{indent}       u32 {}\n", keys(f)));
+                }
+            }
+        }
+        if self.verbose {
+            for f in filters.iter().filter(|f| f.protocol == Protocol::All) {
+                out.push_str(&format!(
+                    "{indent}       u32 anything else (catch-all to the default, prio {})\n",
+                    f.prio
+                ));
+            }
         }
     }
 }

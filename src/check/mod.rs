@@ -10,6 +10,7 @@ mod devices;
 mod env;
 mod ids;
 mod pods;
+mod prio;
 mod queues;
 mod suggest;
 mod tree;
@@ -87,6 +88,7 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
     for d in &drafts {
         let default = tree::check(d, &mut diags);
         queues::check(d, &mut diags);
+        prio::check(d, &mut diags);
         classify::check(d, default, &mut diags);
         defaults.push(default);
     }

@@ -16,7 +16,7 @@ use netqos::agent::daemon::{self, Applied, Config, Host, Policy, Shared, Signals
 use netqos::agent::http::{Pages, Server};
 use netqos::agent::metrics::{self, Exposition};
 use netqos::agent::mirrored::Mirrored;
-use netqos::apply::txn::StateDir;
+use netqos::apply::state_dir::StateDir;
 
 pub struct Args<'a> {
     pub file: &'a Path,
@@ -99,7 +99,13 @@ impl Host for CliHost<'_> {
                 }
             }
         }
-        let r = interim_apply(kernel, &self.dir, policy, opts);
+        let r = transact(
+            kernel,
+            &self.dir,
+            policy,
+            opts,
+            &self.args.file.display().to_string(),
+        );
         if matches!(r, Applied::Applied(_) | Applied::Unchanged) {
             let _ = save_classes(&self.dir, &policy.classes);
         }
@@ -132,7 +138,7 @@ fn save_classes(dir: &StateDir, classes: &[metrics::ClassInfo]) -> std::io::Resu
     if std::fs::read(&p).is_ok_and(|b| b == bytes) {
         return Ok(());
     }
-    netqos::apply::txn::write_synced(&p, &bytes)
+    netqos::apply::state_dir::write_synced(&p, &bytes)
 }
 
 /// The names of the applied classes, if an agent or apply saved them.
@@ -141,140 +147,74 @@ pub fn load_classes(dir: &StateDir) -> Option<Vec<metrics::ClassInfo>> {
     serde_json::from_slice(&b).ok()
 }
 
-/// Interim until the library transaction lands: the same steps as `netqos apply` (record,
-/// journal, execute, read back, conflist, undo on failure) over the mirrored kernel.
-fn interim_apply(
+/// Applies `policy` through the library's apply transaction on top of the mirrored
+/// kernel (its snapshot and read-back come from the mirror), with the conflist (and the
+/// netqos CNI plugin a conflist names) as resources, as `netqos apply` does.
+fn transact(
     kernel: &mut Mirrored,
     dir: &StateDir,
     policy: &Policy,
     opts: netqos::apply::diff::Options,
+    source: &str,
 ) -> Applied {
-    use netqos::apply::diff;
-    use netqos::apply::kernel::Kernel;
-    use netqos::apply::txn::{self, Hooks, Record};
-    let mut timings = super::timings::Timings::from_env();
-    let target = match dir.applied().ok().flatten() {
-        Some(prev) => netqos::apply::state::with_removals(policy.target.clone(), &prev),
-        None => policy.target.clone(),
-    };
-    let live = match kernel.read(&target.devices()) {
-        Ok(l) => l,
-        Err(e) => return Applied::NotStarted(e.to_string()),
-    };
-    for d in &live.devs {
-        let created = target
-            .links
-            .iter()
-            .any(|(n, l)| n == &d.name && l.is_some());
-        if !d.exists && !created {
-            return Applied::NotStarted(format!("device {} does not exist", d.name));
+    use netqos::apply::conflist_file::{ConflistFile, Prepared, prepare};
+    use netqos::apply::transaction::{Observer, Outcome, Transaction};
+    struct Timed(super::timings::Timings);
+    impl Observer for Timed {
+        fn phase(&mut self, name: &'static str) {
+            self.0.mark(name);
         }
     }
-    timings.mark("agent read (mirror)");
-    let changes = match diff::diff(&live, &target, opts) {
-        Ok(c) => c,
-        Err(e) => return Applied::NotStarted(e.to_string()),
-    };
-    timings.mark("agent diff");
     let conflist = match (&policy.pods, &policy.conflist) {
-        (Some(pods), Some(path)) => match netqos::apply::conflist_file::prepare(pods, path) {
-            Ok(netqos::apply::conflist_file::Prepared::Install {
+        (Some(pods), Some(path)) => match prepare(pods, path) {
+            Ok(Prepared::Install {
                 path,
                 original,
                 patched,
-            }) => Some((path, original, patched)),
+            }) => Some(ConflistFile {
+                path,
+                original,
+                patched,
+            }),
             Ok(_) => None,
             Err(_) => return Applied::NotStarted(format!("{} cannot be patched", path.display())),
         },
         _ => None,
     };
-    if changes.is_empty() && conflist.is_none() {
-        let _ = dir.set_applied(Some(&target));
-        return Applied::Unchanged;
-    }
-    let mut record = Record {
-        id: txn::new_id(),
-        created: txn::now(),
-        source: "agent".into(),
-        target: target.clone(),
-        snapshot: live,
-        outcome: "applying".into(),
-        conflist: None,
+    let options = netqos::apply::transaction::Options {
+        source: source.to_string(),
+        diff: opts,
+        confirm: None,
+        hooks: super::apply::hooks_from_env(),
     };
-    if let Some((path, _, patched)) = &conflist {
-        match netqos::apply::conflist_file::backup_path(&dir.path, path) {
-            Ok(backup) => {
-                record.conflist = Some(netqos::apply::conflist_file::ConflistRecord {
-                    path: path.clone(),
-                    backup,
-                    patched: patched.clone(),
-                })
-            }
-            Err(e) => return Applied::NotStarted(e.to_string()),
+    let mut observer = Timed(super::timings::Timings::from_env());
+    let mut t = Transaction::new(kernel, dir, options);
+    if let Some(c) = conflist {
+        let bin_dir = netqos::apply::cni_plugin::bin_dir_for(
+            policy.pods.as_ref().unwrap_or(&Default::default()),
+        );
+        if let Some(p) =
+            netqos::apply::cni_plugin::PluginBinary::needed_by(&c.patched, bin_dir, false)
+        {
+            t = t.resource(p);
         }
+        t = t.resource(c);
     }
-    if let Err(e) = dir
-        .save_record(&record)
-        .and_then(|()| dir.set_last(&record.id))
-    {
-        return Applied::NotStarted(e.to_string());
-    }
-    timings.mark("agent record");
-    let mut journal = match dir.journal(&record.id) {
-        Ok(j) => j,
-        Err(e) => return Applied::NotStarted(e.to_string()),
-    };
-    let mut result: Result<(), String> =
-        txn::execute(kernel, &changes, &mut journal, Hooks::from_env())
-            .map(|_| ())
-            .map_err(|(_, e)| e.to_string());
-    timings.mark("agent send");
-    if result.is_ok() {
-        match kernel.read(&target.devices()) {
-            Ok(l) => match diff::diff(&l, &target, opts) {
-                Ok(c) if c.is_empty() => {}
-                Ok(c) => {
-                    result = Err(format!(
-                        "the kernel does not hold what was sent: {}",
-                        c[0].describe()
-                    ))
-                }
-                Err(e) => result = Err(e.to_string()),
-            },
-            Err(e) => result = Err(e.to_string()),
-        }
-    }
-    if let (Ok(()), Some((path, original, patched))) = (&result, &conflist)
-        && let Err(e) = netqos::apply::conflist_file::install(&dir.path, path, original, patched)
-    {
-        result = Err(format!("conflist {}: {e}", path.display()));
-    }
-    timings.mark("agent verify and conflist");
-    match result {
-        Ok(()) => {
-            let _ = dir.set_outcome(&mut record, "applied");
-            let _ = dir.replace_applied(&record.id, &target);
-            timings.mark("agent outcome");
-            Applied::Applied(changes)
-        }
-        Err(e) => {
-            let inverses = dir.inverses(&record.id);
-            let mut undone = txn::restore(kernel, &record, &inverses);
-            if let (Ok(_), Some(c)) = (&undone, &record.conflist)
-                && let Err(e) = netqos::apply::conflist_file::restore(c)
-            {
-                undone = Err(format!("conflist {}: {e}", c.path.display()));
-            }
-            match undone {
-                Ok(_) => {
-                    let _ = dir.set_outcome(&mut record, "failed, rolled back");
-                    Applied::RolledBack(e)
-                }
-                Err(e2) => {
-                    let _ = dir.set_outcome(&mut record, "failed, rollback failed");
-                    Applied::RollbackFailed(format!("{e}; undo: {e2}"))
-                }
-            }
+    match t.observer(&mut observer).apply(policy.target.clone()) {
+        Err(e) => Applied::NotStarted(e.to_string()),
+        Ok(Outcome::Unchanged) => Applied::Unchanged,
+        Ok(Outcome::Applied(a)) => match a.unrecorded {
+            None => Applied::Applied(a.changes),
+            // The kernel holds it but the state directory does not say so: an error to
+            // see, not a success to forget.
+            Some(e) => Applied::NotStarted(format!(
+                "applied (transaction {}) but not recorded: {e}",
+                a.id
+            )),
+        },
+        Ok(Outcome::RolledBack(f)) => Applied::RolledBack(f.error.to_string()),
+        Ok(Outcome::RollbackFailed(f, e)) => {
+            Applied::RollbackFailed(format!("{}; undo: {e}", f.error))
         }
     }
 }

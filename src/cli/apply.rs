@@ -1,30 +1,43 @@
-//! `netqos apply FILE`: changes the kernel in place to match the policy, under the lock,
-//! after recording a snapshot; undoes everything on the first failure (exit 4, or 5 if
-//! the undo fails too). With `--confirm DURATION` a detached process reverts unless
-//! `netqos confirm` arrives in time.
+//! `netqos apply FILE`: maps the flags to a `transaction::Transaction` (with the conflist
+//! and the probes as resources, the confirm window's detached reverter, the test hooks from
+//! the environment) and its outcome to an exit status: 0 applied, 3 nothing changed, 4
+//! failed and undone, 5 the undo failed too.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::live::{load_target, lock, open_kernel, print_changes, read_live, state_dir};
+use super::live::{load_target, lock, open_kernel, print_changes, state_dir};
 use super::{Exit, Ui, VarArgs};
-use netqos::apply::diff::{self, Options};
-use netqos::apply::kernel::Kernel;
-use netqos::apply::state;
-use netqos::apply::txn::{self, Hooks, Pending, Record, StateDir};
+use netqos::apply::cni_plugin::PluginBinary;
+use netqos::apply::conflist_file::{self, ConflistFile, PrepareError, Prepared};
+use netqos::apply::diff::Options;
+use netqos::apply::probe::{Probe, ProbeCheck};
+use netqos::apply::state_dir::{Pending, StateDir};
+use netqos::apply::transaction::{
+    Applied, Confirm, Failure, Observer, Outcome, Reverter, Transaction,
+};
+use netqos::apply::txn::Hooks;
 
 pub struct Args<'a> {
     pub file: &'a Path,
     pub confirm: Option<Duration>,
     /// New connections that must succeed once the kernel holds the policy.
-    pub probes: &'a [netqos::apply::probe::Probe],
+    pub probes: &'a [Probe],
     pub probe_timeout: Duration,
     pub opts: Options,
     pub state_dir: Option<&'a Path>,
     /// Overrides the flavour's conflist path.
     pub conflist: Option<&'a Path>,
+    pub plugin: PluginArgs<'a>,
     pub vars: &'a VarArgs,
+}
+
+/// Where the netqos CNI plugin must be for a conflist that names it, and whether to put it
+/// there.
+pub struct PluginArgs<'a> {
+    pub bin_dir: Option<&'a Path>,
+    pub install: bool,
 }
 
 /// The conflist change of the policy's `pods` block, worked out against the node's file
@@ -33,8 +46,7 @@ fn prepare_conflist(
     a: &Args<'_>,
     pods: Option<&netqos::model::Pods>,
     ui: Ui,
-) -> Result<Option<(std::path::PathBuf, String, String)>, Exit> {
-    use netqos::apply::conflist_file::{self, PrepareError, Prepared};
+) -> Result<Option<ConflistFile>, Exit> {
     let Some(pods) = pods else {
         return Ok(None);
     };
@@ -52,41 +64,44 @@ fn prepare_conflist(
             path,
             original,
             patched,
-        }) => Ok(Some((path, original, patched))),
-        Err(PrepareError::Invalid {
+        }) => Ok(Some(ConflistFile {
             path,
-            text,
-            diagnostics,
-        }) => {
-            let src = netqos::report::Source {
-                name: path.display().to_string(),
+            original,
+            patched,
+        })),
+        Err(e) => {
+            if let PrepareError::Invalid {
+                path,
                 text,
-            };
-            super::check::print(
-                &diagnostics,
-                &src,
-                super::Format::Human,
-                ui,
-                &mut Vec::new(),
-            );
-            eprintln!(
-                "netqos: {} cannot be patched: nothing applied",
-                path.display()
-            );
-            Err(Exit::Invalid)
-        }
-        Err(PrepareError::Io(path, e)) => {
-            eprintln!(
-                "netqos: cannot read {}: {e}; nothing applied",
-                path.display()
-            );
-            Err(Exit::Io)
+                diagnostics,
+            } = &e
+            {
+                let src = netqos::report::Source {
+                    name: path.display().to_string(),
+                    text: text.clone(),
+                };
+                let mut json = Vec::new();
+                super::check::print(diagnostics, &src, super::Format::Human, ui, &mut json);
+            }
+            eprintln!("netqos: {e}; nothing applied");
+            Err(e.exit())
         }
     }
 }
 
+/// A duration on the command line that is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error("unknown unit `{unit}` in `{input}`: use s, m or h (120s)")]
+    Unit { unit: String, input: String },
+    #[error("`{0}` is not a duration such as 120s")]
+    Number(String),
+    #[error("a confirm window of 0 would revert at once; use at least 1s")]
+    Zero,
+}
+
 /// Parses `120s`, `2m`, `90` (seconds), `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         None => (s, 1),
         Some((i, _)) => (
@@ -95,27 +110,66 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 "s" => 1,
                 "m" => 60,
                 "h" => 3600,
-                u => return Err(format!("unknown unit `{u}` in `{s}`: use s, m or h (120s)")),
+                u => {
+                    return Err(DurationError::Unit {
+                        unit: u.to_string(),
+                        input: s.to_string(),
+                    });
+                }
             },
         ),
     };
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a duration such as 120s"))?;
+        .map_err(|_| DurationError::Number(s.to_string()))?;
     if n == 0 {
-        return Err("a confirm window of 0 would revert at once; use at least 1s".into());
+        return Err(DurationError::Zero);
     }
     Ok(Duration::from_secs(n.saturating_mul(mult)))
 }
 
+/// Phase timings (`NETQOS_TIMINGS`) and the transaction's lines on stderr.
+struct Progress {
+    timings: super::timings::Timings,
+    ui: Ui,
+}
+
+impl Observer for Progress {
+    fn phase(&mut self, name: &'static str) {
+        self.timings.mark(name);
+    }
+    fn note(&mut self, line: &str) {
+        if !self.ui.quiet {
+            eprintln!("{line}");
+        }
+    }
+    fn warn(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+/// The test hooks, from the environment (see the man page).
+pub fn hooks_from_env() -> Hooks {
+    let n = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+    Hooks {
+        fail_after: n("NETQOS_FAIL_AFTER"),
+        pause_after: n("NETQOS_PAUSE_AFTER"),
+        pause: n("NETQOS_PAUSE_SECS").map(|s| Duration::from_secs(s as u64)),
+        fail_record: n("NETQOS_FAIL_RECORD") == Some(1),
+    }
+}
+
 pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
-    let mut timings = super::timings::Timings::from_env();
-    let (target, name, pods) = match load_target(a.file, a.vars, ui) {
-        Ok(l) => (l.target, l.name, l.pods),
+    let mut progress = Progress {
+        timings: super::timings::Timings::from_env(),
+        ui,
+    };
+    let loaded = match load_target(a.file, a.vars, ui) {
+        Ok(l) => l,
         Err(e) => return e,
     };
-    timings.mark("check");
-    let conflist = match prepare_conflist(a, pods.as_ref(), ui) {
+    progress.phase("check");
+    let conflist = match prepare_conflist(a, loaded.pods.as_ref(), ui) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -127,287 +181,153 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         Ok(l) => l,
         Err(e) => return e,
     };
-    match dir.pending() {
-        Ok(None) => {}
-        Ok(Some(p)) => {
-            eprintln!(
-                "netqos: apply {} awaits confirmation; run `netqos confirm` to keep it or \
-                 `netqos rollback` to undo it first",
-                p.id
-            );
-            return Exit::Io;
-        }
-        Err(e) => {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
-    }
-    // Devices the last applied policy shaped and this one does not: remove netqos's tree,
-    // redirect and IFB there too.
-    let previous_applied = dir.applied().ok().flatten();
-    let target = match &previous_applied {
-        Some(prev) => state::with_removals(target, prev),
-        None => target,
-    };
-    let mut kernel = match open_kernel(Some(&target)) {
+    let mut kernel = match open_kernel(Some(&loaded.target)) {
         Ok(k) => k,
         Err(e) => return e,
     };
-    let started = Instant::now();
-    let live = match read_live(&mut kernel, &target) {
-        Ok(l) => l,
-        Err(e) => return e,
+    let options = netqos::apply::transaction::Options {
+        source: loaded.name.clone(),
+        diff: a.opts,
+        confirm: a.confirm.map(|window| Confirm {
+            window,
+            reverter: &Detached,
+        }),
+        hooks: hooks_from_env(),
     };
-    if a.confirm.is_none() && a.probes.is_empty() && !ui.quiet {
-        warn_default_route(&mut kernel, &target.devices());
+    let mut t = Transaction::new(&mut kernel, &dir, options);
+    if let Some(c) = conflist {
+        // The plugin first: a conflist naming netqos is never written without it.
+        let bin_dir = a.plugin.bin_dir.map_or_else(
+            || {
+                netqos::apply::cni_plugin::bin_dir_for(
+                    loaded.pods.as_ref().unwrap_or(&Default::default()),
+                )
+            },
+            Path::to_path_buf,
+        );
+        if let Some(p) = PluginBinary::needed_by(&c.patched, bin_dir, a.plugin.install) {
+            t = t.resource(p);
+        }
+        t = t.resource(c);
     }
-    timings.mark("read");
-    let changes = match diff::diff(&live, &target, a.opts) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
-    };
-    if changes.is_empty() && conflist.is_none() {
-        if let Err(e) = dir.set_applied(Some(&target)) {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
-        if !ui.quiet {
-            outln!("{name}: nothing to change; the kernel already matches the policy");
-        }
-        return Exit::Ok;
+    for p in a.probes {
+        t = t.resource(ProbeCheck {
+            probe: p.clone(),
+            timeout: a.probe_timeout,
+        });
     }
-    let mut record = Record {
-        id: txn::new_id(),
-        created: txn::now(),
-        source: name.clone(),
-        target: target.clone(),
-        snapshot: live,
-        outcome: "applying".into(),
-        conflist: None,
-    };
-    if let Some((path, _, patched)) = &conflist {
-        match netqos::apply::conflist_file::backup_path(&dir.path, path) {
-            Ok(backup) => {
-                record.conflist = Some(netqos::apply::conflist_file::ConflistRecord {
-                    path: path.clone(),
-                    backup,
-                    patched: patched.clone(),
-                })
-            }
-            Err(e) => {
-                eprintln!("netqos: {e}; nothing changed");
-                return Exit::Io;
-            }
-        }
-    }
-    let saved = dir
-        .save_record(&record)
-        .and_then(|()| dir.set_last(&record.id));
-    if let Err(e) = saved {
-        eprintln!("netqos: {e}; nothing changed");
-        return Exit::Io;
-    }
-    if let Some(window) = a.confirm {
-        let pending = Pending {
-            id: record.id.clone(),
-            deadline: txn::now() + window.as_secs(),
-        };
-        if let Err(e) = dir.set_pending(Some(&pending)) {
-            eprintln!("netqos: {e}; nothing changed");
-            return Exit::Io;
-        }
-        if let Err(e) = spawn_reverter(&dir, &pending) {
-            let _ = dir.set_pending(None);
-            eprintln!("netqos: cannot start the revert timer: {e}; nothing changed");
-            return Exit::Io;
-        }
-    }
-    timings.mark("diff and snapshot");
-    let mut journal = match dir.journal(&record.id) {
-        Ok(j) => j,
-        Err(e) => {
-            let _ = dir.set_pending(None);
-            eprintln!("netqos: {e}; nothing changed");
-            return Exit::Io;
-        }
-    };
-    let mut result = txn::execute(&mut kernel, &changes, &mut journal, Hooks::from_env());
-    timings.mark("send");
-    // Read back: the kernel must now hold the target (a change it accepted but applied
-    // differently, or another writer in between, fails the apply and is undone).
-    if result.is_ok() {
-        let left = kernel
-            .read(&target.devices())
-            .map_err(|e| e.to_string())
-            .and_then(|live| diff::diff(&live, &target, a.opts));
-        let problem = match left {
-            Ok(c) if c.is_empty() => None,
-            Ok(c) => Some(format!(
-                "the kernel does not hold what was sent: {} difference(s), first: {}",
-                c.len(),
-                c[0].describe()
-            )),
-            Err(e) => Some(e),
-        };
-        if let Some(message) = problem {
-            result = Err((
-                changes.len(),
-                netqos::apply::kernel::KernelError {
-                    what: "verifying the applied state".into(),
-                    errno: None,
-                    message,
-                },
-            ));
-        }
-    }
-    timings.mark("verify");
-    // The conflist last: only once the kernel holds the policy.
-    if let (Ok(_), Some((path, original, patched))) = (&result, &conflist) {
-        match netqos::apply::conflist_file::install(&dir.path, path, original, patched) {
-            Ok(_) => {
-                if !ui.quiet {
-                    eprintln!(
-                        "conflist: patched {}; pods created from now on are shaped",
-                        path.display()
-                    );
-                }
-            }
-            Err(e) => {
-                result = Err((
-                    changes.len(),
-                    netqos::apply::kernel::KernelError {
-                        what: format!("conflist {}", path.display()),
-                        errno: None,
-                        message: e.to_string(),
-                    },
-                ));
-            }
-        }
-    }
-    // Probes last: new connections through the finished tree (and the new conflist).
-    if result.is_ok() {
-        for p in a.probes {
-            match p.run(a.probe_timeout) {
-                Ok(t) => {
-                    if !ui.quiet {
-                        eprintln!("probe {p}: connected in {} ms", t.as_millis());
-                    }
-                }
-                Err(message) => {
-                    result = Err((
-                        changes.len(),
-                        netqos::apply::kernel::KernelError {
-                            what: format!("probe {p}"),
-                            errno: None,
-                            message,
-                        },
-                    ));
-                    break;
-                }
-            }
-        }
-        timings.mark("probes");
-    }
-    for w in kernel.warnings() {
-        eprintln!("netqos: kernel warning: {w}");
-    }
+    let result = t.observer(&mut progress).apply(loaded.target);
     match result {
-        Ok(n) => {
-            let _ = dir.set_outcome(&mut record, "applied");
-            if let Err(e) = dir.replace_applied(&record.id, &target) {
-                eprintln!("netqos: {e}");
-            }
-            timings.mark("record");
-            if !ui.quiet {
-                outln!(
-                    "{name}: applied {n} change(s) in {} ms (transaction {})",
-                    started.elapsed().as_millis(),
-                    record.id
-                );
-                if ui.verbose {
-                    print_changes(&changes);
-                }
-                if let Some(w) = a.confirm {
-                    outln!(
-                        "reverts in {} s unless `netqos confirm` runs (from any session)",
-                        w.as_secs()
-                    );
-                }
-            }
-            Exit::Ok
+        Err(e) => {
+            eprintln!("netqos: {e}");
+            e.exit()
         }
-        Err((n, e)) => {
-            if n < changes.len() {
-                eprintln!("netqos: change {} of {} failed: {e}", n + 1, changes.len());
-            } else {
-                eprintln!("netqos: after all {} change(s): {e}", changes.len());
-            }
-            eprintln!("netqos: undoing the {n} change(s) made, back to the snapshot");
-            let inverses = dir.inverses(&record.id);
-            let mut undone = txn::restore(&mut kernel, &record, &inverses);
-            if let (Ok(_), Some(c)) = (&undone, &record.conflist)
-                && let Err(e) = netqos::apply::conflist_file::restore(c)
-            {
-                undone = Err(format!("conflist {}: {e}", c.path.display()));
-            }
-            let _ = dir.set_pending(None);
-            match undone {
-                Ok(_) => {
-                    let _ = dir.set_outcome(&mut record, "failed, rolled back");
-                    eprintln!("netqos: the devices are as they were before the apply");
-                    Exit::Failed
-                }
-                Err(e2) => {
-                    let _ = dir.set_outcome(&mut record, "failed, rollback failed");
-                    eprintln!(
-                        "netqos: undo failed too: {e2}\nnetqos: inspect with `netqos status`, then \
-                         retry `netqos rollback`"
-                    );
-                    Exit::RollbackFailed
-                }
-            }
-        }
+        Ok(outcome) => report(&outcome, &loaded.name, ui),
     }
 }
 
-/// Says so when a device the policy shapes carries a default route and neither
-/// `--confirm` nor `--probe` guards the apply: a wrong tree there can cut the node off
-/// (reliability F11). A warning only: shaping that NIC is the common case.
-fn warn_default_route(kernel: &mut netqos::apply::kernel::NetlinkKernel, devices: &[String]) {
-    let Ok(routed) = kernel.default_route_devices() else {
+fn report(outcome: &Outcome, name: &str, ui: Ui) -> Exit {
+    match outcome {
+        Outcome::Unchanged => {
+            if !ui.quiet {
+                outln!("{name}: nothing to change; the kernel already matches the policy");
+            }
+        }
+        Outcome::Applied(a) => {
+            report_applied(a, name, ui);
+            if let Some(e) = &a.unrecorded {
+                // What is live must not go unsaid: the undo point may be stale.
+                eprintln!(
+                    "netqos: the kernel holds {name} (transaction {}), but its outcome could not \
+                     be recorded: {e}\nnetqos: `netqos status` and `netqos rollback` may not know \
+                     it; fix the state directory, then run `netqos apply` again",
+                    a.id
+                );
+                return Exit::Io;
+            }
+        }
+        Outcome::RolledBack(f) => {
+            report_failure(f);
+            eprintln!("netqos: the devices are as they were before the apply");
+        }
+        Outcome::RollbackFailed(f, e) => {
+            report_failure(f);
+            eprintln!(
+                "netqos: undo failed too: {e}\nnetqos: inspect with `netqos status`, then \
+                 retry `netqos rollback`"
+            );
+        }
+    }
+    outcome.exit()
+}
+
+fn report_applied(a: &Applied, name: &str, ui: Ui) {
+    if ui.quiet {
         return;
-    };
-    for d in devices.iter().filter(|d| routed.contains(d)) {
-        eprintln!(
-            "netqos: warning: {d} carries the default route; a mistake here can cut this node \
-             off. Consider --confirm 120s (reverts unless `netqos confirm` runs) and --probe \
-             tcp:APISERVER:6443"
+    }
+    outln!(
+        "{name}: applied {} change(s) in {} ms (transaction {})",
+        a.changes.len(),
+        a.elapsed.as_millis(),
+        a.id
+    );
+    if ui.verbose {
+        print_changes(&a.changes);
+    }
+    if let Some(w) = a.confirm {
+        outln!(
+            "reverts in {} s unless `netqos confirm` runs (from any session)",
+            w.as_secs()
         );
     }
 }
 
-/// Starts `netqos __revert-after` detached: its own session (it calls setsid), no
-/// terminal, output to `revert.log` in the state directory. It outlives this process.
-fn spawn_reverter(dir: &StateDir, p: &Pending) -> std::io::Result<()> {
-    let exe = std::env::current_exe()?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.path.join("revert.log"))?;
-    Command::new(exe)
-        .arg("__revert-after")
-        .arg("--state-dir")
-        .arg(&dir.path)
-        .arg(&p.id)
-        .arg(p.deadline.to_string())
-        .env_remove("NETQOS_FAIL_AFTER")
-        .env_remove("NETQOS_PAUSE_AFTER")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    Ok(())
+fn report_failure(f: &Failure) {
+    if f.at < f.total {
+        eprintln!(
+            "netqos: change {} of {} failed: {}",
+            f.at + 1,
+            f.total,
+            f.error
+        );
+    } else {
+        eprintln!("netqos: after all {} change(s): {}", f.total, f.error);
+    }
+    eprintln!(
+        "netqos: undoing the {} change(s) made, back to the snapshot",
+        f.at
+    );
+}
+
+/// The confirm window's reverter: `netqos __revert-after` detached, in its own session
+/// (it calls setsid), no terminal, output to `revert.log` in the state directory. It
+/// outlives this process.
+struct Detached;
+
+impl Reverter for Detached {
+    fn start(&self, dir: &StateDir, p: &Pending) -> std::io::Result<()> {
+        let exe = std::env::current_exe()?;
+        // The reverter's liveness: it holds this lock for as long as it runs (its stdin).
+        let alive = dir
+            .reverter_lock(&p.id)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let log = netqos::apply::safe_fs::options()
+            .create(true)
+            .append(true)
+            .open(dir.path.join("revert.log"))?;
+        Command::new(exe)
+            .arg("__revert-after")
+            .arg("--state-dir")
+            .arg(&dir.path)
+            .arg(&p.id)
+            .arg(p.deadline.to_string())
+            .env_remove("NETQOS_FAIL_AFTER")
+            .env_remove("NETQOS_PAUSE_AFTER")
+            .env_remove("NETQOS_FAIL_RECORD")
+            .stdin(Stdio::from(alive))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(())
+    }
 }

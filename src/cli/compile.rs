@@ -42,6 +42,20 @@ pub struct Args<'a> {
     pub deny_warnings: bool,
 }
 
+/// `compile` without `-o`: what to write instead of clap's generic "required argument".
+pub fn no_output(file: &Path) -> Exit {
+    let f = file.display();
+    let kinds: Vec<&str> = Artefact::ALL.iter().map(|k| k.name()).collect();
+    eprintln!(
+        "netqos: compile needs to know where the artefacts go:\n  \
+         netqos compile {f} -o out/              writes every artefact into out/\n  \
+         netqos compile {f} -o - --emit tree     prints one artefact ({})\n\
+         (`netqos check {f}` only checks.)",
+        kinds.join(", ")
+    );
+    Exit::Usage
+}
+
 pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
     compile(a, ui).map_or_else(|e| e, |()| Exit::Ok)
 }
@@ -85,6 +99,7 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Exit> {
         }),
         allow: &allowed,
         deny_warnings: a.deny_warnings,
+        verbose: ui.verbose,
     };
     let checked = check(&src, &vars, &opts, ui)?;
     opts.templates = load_templates(a.templates)?;

@@ -6,7 +6,16 @@ use super::check::read_source;
 use super::{Exit, Ui, write_atomic};
 use netqos::report;
 
-pub fn run(files: &[PathBuf], check: bool, ui: Ui) -> Exit {
+/// A unified diff (3 lines of context) from `name` as it is to its formatted text.
+fn unified(name: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(name, &format!("{name} (formatted)"))
+        .to_string()
+}
+
+pub fn run(files: &[PathBuf], check: bool, diff: bool, ui: Ui) -> Exit {
     let mut exit = Exit::Ok;
     for path in files {
         let src = match read_source(path) {
@@ -31,7 +40,11 @@ pub fn run(files: &[PathBuf], check: bool, ui: Ui) -> Exit {
         if path == Path::new("-") {
             if check {
                 if formatted != src.text {
-                    outln!("<stdin>");
+                    if diff {
+                        out!("{}", unified("<stdin>", &src.text, &formatted));
+                    } else {
+                        outln!("<stdin>");
+                    }
                     exit = exit.max(Exit::Invalid);
                 }
             } else {
@@ -46,7 +59,11 @@ pub fn run(files: &[PathBuf], check: bool, ui: Ui) -> Exit {
             continue;
         }
         if check {
-            outln!("{}", src.name);
+            if diff {
+                out!("{}", unified(&src.name, &src.text, &formatted));
+            } else {
+                outln!("{}", src.name);
+            }
             exit = exit.max(Exit::Invalid);
             continue;
         }

@@ -8,26 +8,31 @@ use super::{Exit, Format, Ui, VarArgs};
 use netqos::apply::kernel::{Kernel, NetlinkKernel};
 use netqos::apply::model::Change;
 use netqos::apply::state::{self, Live, Target};
-use netqos::apply::txn::StateDir;
+use netqos::apply::state_dir::StateDir;
 
 /// `--state-dir`, else `NETQOS_STATE_DIR`, else `/var/lib/netqos`.
-pub fn state_dir(arg: Option<&Path>) -> Result<StateDir, Exit> {
-    let path = arg.map(Path::to_path_buf).unwrap_or_else(|| {
+pub fn state_path(arg: Option<&Path>) -> PathBuf {
+    arg.map(Path::to_path_buf).unwrap_or_else(|| {
         std::env::var_os("NETQOS_STATE_DIR")
             .filter(|v| !v.is_empty())
             .map_or_else(|| PathBuf::from("/var/lib/netqos"), PathBuf::from)
-    });
+    })
+}
+
+/// The state directory (created when missing).
+pub fn state_dir(arg: Option<&Path>) -> Result<StateDir, Exit> {
+    let path = state_path(arg);
     StateDir::open(&path).map_err(|e| {
         eprintln!("netqos: {e}");
-        Exit::Io
+        e.exit()
     })
 }
 
 /// Takes the state directory's lock (`wait`: block until it is free), or says why not.
-pub fn lock(dir: &StateDir, wait: bool) -> Result<netqos::apply::txn::Lock, Exit> {
+pub fn lock(dir: &StateDir, wait: bool) -> Result<netqos::apply::state_dir::Lock, Exit> {
     dir.lock(wait).map_err(|e| {
         eprintln!("netqos: {e}");
-        Exit::Io
+        e.exit()
     })
 }
 
@@ -98,24 +103,10 @@ pub fn open_kernel(target: Option<&Target>) -> Result<NetlinkKernel, Exit> {
 /// Reads the devices of `target`; a device the policy names that does not exist (other
 /// than an IFB netqos creates) is an error.
 pub fn read_live(kernel: &mut dyn Kernel, target: &Target) -> Result<Live, Exit> {
-    let live = kernel.read(&target.devices()).map_err(|e| {
+    netqos::apply::transaction::read_target(kernel, target).map_err(|e| {
         eprintln!("netqos: {e}");
-        Exit::Io
-    })?;
-    for d in &live.devs {
-        let created = target
-            .links
-            .iter()
-            .any(|(n, l)| n == &d.name && l.is_some());
-        if !d.exists && !created {
-            eprintln!(
-                "netqos: device {} does not exist; check the interface name (`ip link`)",
-                d.name
-            );
-            return Err(Exit::Io);
-        }
-    }
-    Ok(live)
+        e.exit()
+    })
 }
 
 /// Prints changes for people, one per line.

@@ -12,7 +12,33 @@ pub enum PlanFormat {
     Json,
 }
 
-pub fn run(file: &Path, format: PlanFormat, opts: Options, vars: &VarArgs, ui: Ui) -> Exit {
+/// Names an interrupted transaction in the state directory (if it exists): `apply` will
+/// undo it before anything else, so the plan shown is against a kernel that still holds it.
+fn note_interrupted(state: Option<&Path>) {
+    let path = super::live::state_path(state);
+    if !path.is_dir() {
+        return;
+    }
+    let dir = netqos::apply::state_dir::StateDir { path };
+    if let Ok(Some(r)) = dir.interrupted()
+        && dir.lock(false).is_ok()
+    {
+        eprintln!(
+            "netqos: transaction {} ({}) was interrupted; `netqos apply` undoes it first, so \
+             the changes below may be more than it will make",
+            r.id, r.source
+        );
+    }
+}
+
+pub fn run(
+    file: &Path,
+    format: PlanFormat,
+    opts: Options,
+    state: Option<&Path>,
+    vars: &VarArgs,
+    ui: Ui,
+) -> Exit {
     let (target, name) = match load_target(file, vars, ui) {
         Ok(l) => (l.target, l.name),
         Err(e) => return e,
@@ -29,9 +55,10 @@ pub fn run(file: &Path, format: PlanFormat, opts: Options, vars: &VarArgs, ui: U
         Ok(c) => c,
         Err(e) => {
             eprintln!("netqos: {e}");
-            return Exit::Io;
+            return e.exit();
         }
     };
+    note_interrupted(state);
     match format {
         PlanFormat::Json => outln!("{}", changes_json(&changes)),
         PlanFormat::Human if changes.is_empty() => {

@@ -5,10 +5,11 @@ use std::path::Path;
 
 use super::live::{changes_json, open_kernel, state_dir};
 use super::{Exit, Ui};
-use netqos::apply::diff::{self, Options};
+use netqos::apply::diff::{self, DiffError, Options};
 use netqos::apply::kernel::{Kernel, StatsMap};
-use netqos::apply::model::{Class, fmt_handle};
-use netqos::apply::state::{DevState, Target};
+use netqos::apply::model::{Change, Class, fmt_handle};
+use netqos::apply::state::{DevState, Live, Target};
+use netqos::apply::state_dir::{Pending, StateDir};
 use netqos::units::fmt_rate;
 
 fn restrict(t: &Target, iface: &str) -> Target {
@@ -115,54 +116,16 @@ fn print_dev(d: &DevState, stats: &StatsMap) {
     }
 }
 
-/// How `status` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StatusFormat {
-    /// The live tree for people.
-    Human,
-    /// The live state, counters, drift and the per-class metrics as JSON.
-    Json,
-    /// The per-class metrics once, in the Prometheus text format (for node_exporter's
-    /// textfile collector).
-    Prometheus,
-}
-
-/// The per-class metrics of the applied policy from the counters of the last read (class
-/// names from `classes.json`, else the class ids).
-fn exposition(
-    dir: &netqos::apply::txn::StateDir,
-    target: Option<&Target>,
-    stats: &StatsMap,
-    drift: Option<usize>,
-) -> netqos::agent::metrics::Exposition {
-    use netqos::agent::metrics;
-    let classes = super::agent::load_classes(dir)
-        .or_else(|| target.map(metrics::classes_of_target))
-        .unwrap_or_default();
-    let by_class = stats
-        .iter()
-        .filter(|((_, kind, _), _)| *kind == "class")
-        .map(|((dev, _, h), s)| ((dev.clone(), *h), *s))
-        .collect();
-    metrics::Exposition {
-        classes: metrics::sample(&classes, &by_class),
-        agent: None,
-        drift,
-    }
-}
-
-pub fn run(iface: Option<&str>, format: StatusFormat, state: Option<&Path>, _ui: Ui) -> Exit {
-    let dir = match state_dir(state) {
-        Ok(d) => d,
-        Err(e) => return e,
-    };
-    let applied = match dir.applied() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
-    };
+/// The applied target (restricted to `iface`) and the devices to show; `Err` when there is
+/// nothing to show.
+fn what_to_show(
+    dir: &StateDir,
+    iface: Option<&str>,
+) -> Result<(Option<Target>, Vec<String>), Exit> {
+    let applied = dir.applied().map_err(|e| {
+        eprintln!("netqos: {e}");
+        e.exit()
+    })?;
     let target = match (&applied, iface) {
         // An interface the last applied policy does not shape has no drift to speak of.
         (Some(t), Some(i)) => {
@@ -179,64 +142,94 @@ pub fn run(iface: Option<&str>, format: StatusFormat, state: Option<&Path>, _ui:
         devices.sort();
     }
     if devices.is_empty() {
+        if let Ok(Some(r)) = dir.interrupted() {
+            // Nothing succeeded yet, but something is half-done: show its devices.
+            return Ok((None, r.target.devices()));
+        }
         eprintln!(
             "netqos: no policy has been applied (state in {}); name an interface: netqos status eth0",
             dir.path.display()
         );
-        return Exit::Io;
+        return Err(Exit::Io);
     }
-    let mut kernel = match open_kernel(target.as_ref()) {
-        Ok(k) => k,
-        Err(e) => return e,
+    Ok((target, devices))
+}
+
+type Drift = Option<Result<Vec<Change>, DiffError>>;
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// The live tree for people.
+    Human,
+    /// The live state, counters, drift and the per-class metrics as JSON.
+    Json,
+    /// The per-class metrics once, in the Prometheus text format (for node_exporter's
+    /// textfile collector).
+    Prometheus,
+}
+
+/// The per-class metrics of the applied policy from the counters of the last read (class
+/// names from `classes.json`, which the agent writes, else the class ids).
+fn exposition(
+    dir: &StateDir,
+    target: Option<&Target>,
+    stats: &StatsMap,
+    drift: &Drift,
+) -> netqos::agent::metrics::Exposition {
+    use netqos::agent::metrics;
+    let classes = super::agent::load_classes(dir)
+        .or_else(|| target.map(metrics::classes_of_target))
+        .unwrap_or_default();
+    let by_class = stats
+        .iter()
+        .filter(|((_, kind, _), _)| *kind == "class")
+        .map(|((dev, _, h), s)| ((dev.clone(), *h), *s))
+        .collect();
+    metrics::Exposition {
+        classes: metrics::sample(&classes, &by_class),
+        agent: None,
+        drift: drift.as_ref().and_then(|d| d.as_ref().ok()).map(Vec::len),
+    }
+}
+
+fn print_json(
+    live: &Live,
+    stats: &StatsMap,
+    drift: &Drift,
+    pending: Option<&Pending>,
+    metrics: &netqos::agent::metrics::Exposition,
+) {
+    let stats: Vec<serde_json::Value> = stats
+        .iter()
+        .map(|((dev, kind, handle), s)| {
+            serde_json::json!({"device": dev, "object": kind, "handle": fmt_handle(*handle), "stats": s})
+        })
+        .collect();
+    let drift_json = match drift {
+        None => serde_json::Value::Null,
+        Some(Ok(c)) => serde_json::from_str(&changes_json(c)).unwrap_or_default(),
+        Some(Err(e)) => serde_json::json!({ "error": e.to_string() }),
     };
-    let live = match kernel.read(&devices) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("netqos: {e}");
-            return Exit::Io;
-        }
-    };
-    let drift = target.as_ref().map(|t| {
-        diff::diff(
-            &live,
-            t,
-            Options {
-                replace_foreign: true,
-            },
-        )
+    let doc = serde_json::json!({
+        "live": live,
+        "stats": stats,
+        "drift": drift_json,
+        "pending": pending,
+        "metrics": netqos::agent::metrics::json(metrics),
     });
-    let pending = dir.pending().ok().flatten();
-    let drift_count = drift.as_ref().and_then(|d| d.as_ref().ok()).map(Vec::len);
-    if format == StatusFormat::Prometheus {
-        let e = exposition(&dir, target.as_ref(), &kernel.stats, drift_count);
-        out!("{}", netqos::agent::metrics::prometheus(&e));
-        return Exit::Ok;
-    }
-    if format == StatusFormat::Json {
-        let stats: Vec<serde_json::Value> = kernel
-            .stats
-            .iter()
-            .map(|((dev, kind, handle), s)| {
-                serde_json::json!({"device": dev, "object": kind, "handle": fmt_handle(*handle), "stats": s})
-            })
-            .collect();
-        let drift_json = match &drift {
-            None => serde_json::Value::Null,
-            Some(Ok(c)) => serde_json::from_str(&changes_json(c)).unwrap_or_default(),
-            Some(Err(e)) => serde_json::json!({ "error": e }),
-        };
-        let doc = serde_json::json!({
-            "live": live,
-            "stats": stats,
-            "drift": drift_json,
-            "pending": pending,
-            "metrics": netqos::agent::metrics::json(&exposition(&dir, target.as_ref(), &kernel.stats, drift_count)),
-        });
-        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return Exit::Ok;
-    }
+    outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
+
+fn print_human(
+    live: &Live,
+    stats: &StatsMap,
+    drift: &Drift,
+    pending: Option<&Pending>,
+    dir: &StateDir,
+) {
     for d in &live.devs {
-        print_dev(d, &kernel.stats);
+        print_dev(d, stats);
     }
     match drift {
         None => outln!("drift: unknown (no applied policy shapes these devices)"),
@@ -248,18 +241,97 @@ pub fn run(iface: Option<&str>, format: StatusFormat, state: Option<&Path>, _ui:
                 "drift: {} difference(s) from the last applied policy; `netqos apply` would:",
                 c.len()
             );
-            for ch in &c {
+            for ch in c {
                 outln!("  {}", ch.describe());
             }
         }
         Some(Err(e)) => outln!("drift: {e}"),
     }
     if let Some(p) = pending {
+        print_pending(p, dir);
+    }
+}
+
+fn print_pending(p: &Pending, dir: &StateDir) {
+    let now = netqos::apply::state_dir::now();
+    if now < p.deadline {
         outln!(
             "pending: transaction {} reverts in {} s unless `netqos confirm` runs",
             p.id,
-            p.deadline.saturating_sub(netqos::apply::txn::now())
+            p.deadline - now
         );
+    } else if dir.reverter_alive(&p.id) {
+        outln!(
+            "pending: transaction {} was not confirmed in time; its reverter is reverting it",
+            p.id
+        );
+    } else {
+        outln!(
+            "pending: transaction {} should have reverted {} s ago but its reverter is gone; \
+             it is still live: `netqos rollback` reverts it (`netqos apply` and `netqos confirm` \
+             revert it first)",
+            p.id,
+            now - p.deadline
+        );
+    }
+}
+
+/// Says so when a transaction was interrupted (its process died mid-way): the devices
+/// may hold part of it. The state lock tells a dead one from one in progress.
+fn print_interrupted(dir: &StateDir) {
+    let Ok(Some(r)) = dir.interrupted() else {
+        return;
+    };
+    if dir.lock(false).is_err() {
+        outln!("in progress: transaction {} ({})", r.id, r.source);
+        return;
+    }
+    outln!(
+        "interrupted: transaction {} ({}) did not finish; the devices may hold part of it. \
+         `netqos rollback` undoes it (`netqos apply` undoes it first)",
+        r.id,
+        r.source
+    );
+}
+
+pub fn run(iface: Option<&str>, format: StatusFormat, state: Option<&Path>, _ui: Ui) -> Exit {
+    let dir = match state_dir(state) {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    let (target, devices) = match what_to_show(&dir, iface) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    let mut kernel = match open_kernel(target.as_ref()) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    let live = match kernel.read(&devices) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("netqos: {e}");
+            return Exit::Io;
+        }
+    };
+    let opts = Options {
+        replace_foreign: true,
+    };
+    let drift = target.as_ref().map(|t| diff::diff(&live, t, opts));
+    let pending = dir.pending().ok().flatten();
+    match format {
+        StatusFormat::Prometheus => {
+            let e = exposition(&dir, target.as_ref(), &kernel.stats, &drift);
+            out!("{}", netqos::agent::metrics::prometheus(&e));
+        }
+        StatusFormat::Json => {
+            let e = exposition(&dir, target.as_ref(), &kernel.stats, &drift);
+            print_json(&live, &kernel.stats, &drift, pending.as_ref(), &e);
+        }
+        StatusFormat::Human => {
+            print_human(&live, &kernel.stats, &drift, pending.as_ref(), &dir);
+            print_interrupted(&dir);
+        }
     }
     Exit::Ok
 }

@@ -74,7 +74,7 @@ fn quit_requested(timeout: Duration) -> bool {
 }
 
 /// The classes to show: the saved names of the applied policy, else the applied target.
-fn classes(dir: &netqos::apply::txn::StateDir) -> Result<Vec<ClassInfo>, String> {
+fn classes(dir: &netqos::apply::state_dir::StateDir) -> Result<Vec<ClassInfo>, String> {
     if let Some(c) = super::agent::load_classes(dir) {
         return Ok(c);
     }

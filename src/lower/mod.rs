@@ -57,6 +57,8 @@ fn device(i: &Interface) -> DevicePlan {
         prio: 0,
         leaf: None,
         line: i.line,
+        matches: Vec::new(),
+        is_default: false,
     }];
     let mut filters = Vec::new();
     for c in &i.classes {
@@ -102,6 +104,12 @@ fn class(i: &Interface, c: &Class, parent: Handle, out: &mut Vec<ClassPlan>) {
         prio: c.prio,
         leaf: c.is_leaf().then(|| leaf(c, i.max_packet)),
         line: c.line,
+        matches: c
+            .matches
+            .iter()
+            .map(|m| (crate::diff::fmt_match(m), m.line))
+            .collect(),
+        is_default: c.is_default,
     });
     for child in &c.children {
         class(i, child, classid, out);

@@ -58,7 +58,11 @@ pub fn dump_request() -> MsgWriter {
 /// One dumped device: (ifindex, link).
 pub fn decode(payload: &[u8]) -> Result<(i32, Link), DecodeError> {
     if payload.len() < 16 {
-        return Err(DecodeError("link message shorter than ifinfomsg".into()));
+        return Err(DecodeError::Short {
+            what: "a link message",
+            len: payload.len(),
+            header: "struct ifinfomsg",
+        });
     }
     let index = nla::i32_at(payload, 4)?;
     let flags = nla::u32_at(payload, 8)?;
@@ -81,7 +85,7 @@ pub fn decode(payload: &[u8]) -> Result<(i32, Link), DecodeError> {
         }
     }
     if link.name.is_empty() {
-        return Err(DecodeError(format!("link {index} has no name")));
+        return Err(DecodeError::NoName { index });
     }
     Ok((index, link))
 }

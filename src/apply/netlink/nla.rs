@@ -3,8 +3,6 @@
 //! is an error, never a silently skipped message (a lost dump entry would give a wrong
 //! diff).
 
-use std::fmt;
-
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 
@@ -12,6 +10,8 @@ pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_MULTI: u16 = 0x2;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_ECHO: u16 = 0x8;
+/// On a dump message: the dumped state changed while the dump ran (it is inconsistent).
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
 pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_REPLACE: u16 = 0x100;
 pub const NLM_F_EXCL: u16 = 0x200;
@@ -24,17 +24,41 @@ pub const NLM_F_ACK_TLVS: u16 = 0x200;
 pub const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
-/// A decoding failure: the bytes the kernel sent do not have the expected shape.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(pub String);
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot decode netlink message: {}", self.0)
-    }
+/// A decoding failure: the bytes the kernel sent do not have the expected shape. Reading
+/// the kernel's state fails with it (exit 3, nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("cannot decode netlink message: {len} trailing bytes, shorter than a message header")]
+    Trailing { len: usize },
+    #[error("cannot decode netlink message: message length {len} outside 16..={left}")]
+    MessageLength { len: usize, left: usize },
+    #[error("cannot decode netlink message: attribute {kind} has length {len}, {left} bytes left")]
+    AttrLength { kind: u16, len: usize, left: usize },
+    #[error("cannot decode netlink message: {ty} at {off} beyond {len} bytes")]
+    Beyond {
+        ty: &'static str,
+        off: usize,
+        len: usize,
+    },
+    #[error("cannot decode netlink message: a name attribute is not UTF-8")]
+    NotUtf8,
+    #[error("cannot decode netlink message: {what} of {len} bytes is shorter than {header}")]
+    Short {
+        what: &'static str,
+        len: usize,
+        header: &'static str,
+    },
+    #[error("cannot decode netlink message: {object} has no {part}")]
+    Missing { object: String, part: &'static str },
+    #[error("cannot decode netlink message: a next hop of {len} bytes in {left} bytes")]
+    NextHop { len: usize, left: usize },
+    #[error("cannot decode netlink message: link {index} has no name")]
+    NoName { index: i32 },
+    #[error(
+        "cannot decode netlink message: a netlink datagram of {len} bytes exceeds the {cap} byte buffer"
+    )]
+    Datagram { len: usize, cap: usize },
 }
-
-impl std::error::Error for DecodeError {}
 
 pub fn align4(n: usize) -> usize {
     (n + 3) & !3
@@ -150,17 +174,14 @@ pub fn messages(mut buf: &[u8]) -> Result<Vec<Msg<'_>>, DecodeError> {
     let mut out = Vec::new();
     while !buf.is_empty() {
         if buf.len() < 16 {
-            return Err(DecodeError(format!(
-                "{} trailing bytes, shorter than a message header",
-                buf.len()
-            )));
+            return Err(DecodeError::Trailing { len: buf.len() });
         }
         let len = u32_at(buf, 0)? as usize;
         if len < 16 || len > buf.len() {
-            return Err(DecodeError(format!(
-                "message length {len} outside 16..={}",
-                buf.len()
-            )));
+            return Err(DecodeError::MessageLength {
+                len,
+                left: buf.len(),
+            });
         }
         out.push(Msg {
             kind: u16_at(buf, 4)?,
@@ -187,10 +208,11 @@ pub fn attrs(mut buf: &[u8]) -> Result<Vec<Attr<'_>>, DecodeError> {
         let len = usize::from(u16_at(buf, 0)?);
         let kind = u16_at(buf, 2)? & NLA_TYPE_MASK;
         if len < 4 || len > buf.len() {
-            return Err(DecodeError(format!(
-                "attribute {kind} has length {len}, {} bytes left",
-                buf.len()
-            )));
+            return Err(DecodeError::AttrLength {
+                kind,
+                len,
+                left: buf.len(),
+            });
         }
         out.push(Attr {
             kind,
@@ -205,14 +227,22 @@ pub fn u16_at(b: &[u8], off: usize) -> Result<u16, DecodeError> {
     b.get(off..off + 2)
         .and_then(|s| s.try_into().ok())
         .map(u16::from_ne_bytes)
-        .ok_or_else(|| DecodeError(format!("u16 at {off} beyond {} bytes", b.len())))
+        .ok_or(DecodeError::Beyond {
+            ty: "u16",
+            off,
+            len: b.len(),
+        })
 }
 
 pub fn u32_at(b: &[u8], off: usize) -> Result<u32, DecodeError> {
     b.get(off..off + 4)
         .and_then(|s| s.try_into().ok())
         .map(u32::from_ne_bytes)
-        .ok_or_else(|| DecodeError(format!("u32 at {off} beyond {} bytes", b.len())))
+        .ok_or(DecodeError::Beyond {
+            ty: "u32",
+            off,
+            len: b.len(),
+        })
 }
 
 pub fn i32_at(b: &[u8], off: usize) -> Result<i32, DecodeError> {
@@ -223,7 +253,11 @@ pub fn u64_at(b: &[u8], off: usize) -> Result<u64, DecodeError> {
     b.get(off..off + 8)
         .and_then(|s| s.try_into().ok())
         .map(u64::from_ne_bytes)
-        .ok_or_else(|| DecodeError(format!("u64 at {off} beyond {} bytes", b.len())))
+        .ok_or(DecodeError::Beyond {
+            ty: "u64",
+            off,
+            len: b.len(),
+        })
 }
 
 /// A big-endian u32 (u32 key masks and values).
@@ -236,7 +270,7 @@ pub fn string(b: &[u8]) -> Result<String, DecodeError> {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     std::str::from_utf8(&b[..end])
         .map(str::to_string)
-        .map_err(|_| DecodeError("a name attribute is not UTF-8".into()))
+        .map_err(|_| DecodeError::NotUtf8)
 }
 
 #[cfg(test)]

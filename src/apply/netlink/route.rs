@@ -23,10 +23,11 @@ pub fn dump_request(family: u8) -> MsgWriter {
 /// (destination length 0), every next hop of a multipath route included.
 pub fn default_route_oifs(payload: &[u8]) -> Result<Vec<i32>, DecodeError> {
     if payload.len() < 12 {
-        return Err(DecodeError(format!(
-            "a route message of {} bytes is shorter than struct rtmsg",
-            payload.len()
-        )));
+        return Err(DecodeError::Short {
+            what: "a route message",
+            len: payload.len(),
+            header: "struct rtmsg",
+        });
     }
     if payload[1] != 0 {
         return Ok(Vec::new());
@@ -41,10 +42,10 @@ pub fn default_route_oifs(payload: &[u8]) -> Result<Vec<i32>, DecodeError> {
                 while rest.len() >= 8 {
                     let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
                     if len < 8 || len > rest.len() {
-                        return Err(DecodeError(format!(
-                            "a next hop of {len} bytes in {} bytes",
-                            rest.len()
-                        )));
+                        return Err(DecodeError::NextHop {
+                            len,
+                            left: rest.len(),
+                        });
                     }
                     out.push(nla::i32_at(rest, 4)?);
                     rest = &rest[nla::align4(len).min(rest.len())..];

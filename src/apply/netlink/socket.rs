@@ -2,8 +2,6 @@
 //! text on failure and warnings on success), or a dump read to its end. Every message of
 //! the reply is decoded; a malformed one fails the call.
 
-use std::fmt;
-
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 
 use super::nla::{self, DecodeError, MsgWriter, NLM_F_ACK_TLVS, NLM_F_CAPPED};
@@ -11,53 +9,39 @@ use super::nla::{self, DecodeError, MsgWriter, NLM_F_ACK_TLVS, NLM_F_CAPPED};
 const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// A failed netlink exchange.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum NlError {
-    Io(std::io::Error),
-    Decode(DecodeError),
+    #[error("netlink socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The kernel marked the dump interrupted (`NLM_F_DUMP_INTR`): retried, never used.
+    #[error("the dump was interrupted by a concurrent change")]
+    Interrupted,
     /// The kernel refused: errno and its extended-ack message, if it gave one.
-    Kernel {
-        errno: i32,
-        message: Option<String>,
-    },
+    #[error("kernel: {}{}", message.as_deref().map(|m| format!("{m} (")).unwrap_or_default(), errno_text(*errno, message.is_some()))]
+    Kernel { errno: i32, message: Option<String> },
 }
+
+fn errno_text(errno: i32, close: bool) -> String {
+    let text = std::io::Error::from_raw_os_error(errno);
+    if close {
+        format!("{text})")
+    } else {
+        text.to_string()
+    }
+}
+
+/// The errno an interrupted dump is reported with (the kernel's own word for it).
+pub const EINTR: i32 = 4;
 
 impl NlError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             NlError::Kernel { errno, .. } => Some(*errno),
+            NlError::Interrupted => Some(EINTR),
             _ => None,
         }
-    }
-}
-
-impl fmt::Display for NlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NlError::Io(e) => write!(f, "netlink socket: {e}"),
-            NlError::Decode(e) => write!(f, "{e}"),
-            NlError::Kernel { errno, message } => {
-                let text = std::io::Error::from_raw_os_error(*errno);
-                match message {
-                    Some(m) => write!(f, "kernel: {m} ({text})"),
-                    None => write!(f, "kernel: {text}"),
-                }
-            }
-        }
-    }
-}
-
-impl std::error::Error for NlError {}
-
-impl From<DecodeError> for NlError {
-    fn from(e: DecodeError) -> Self {
-        NlError::Decode(e)
-    }
-}
-
-impl From<std::io::Error> for NlError {
-    fn from(e: std::io::Error) -> Self {
-        NlError::Io(e)
     }
 }
 
@@ -99,10 +83,10 @@ impl Netlink {
         self.rbuf.clear();
         let n = self.sock.recv(&mut self.rbuf, MSG_TRUNC)?;
         if n > self.rbuf.len() {
-            return Err(NlError::Decode(DecodeError(format!(
-                "a netlink datagram of {n} bytes exceeds the {} byte buffer",
-                self.rbuf.capacity()
-            ))));
+            return Err(NlError::Decode(DecodeError::Datagram {
+                len: n,
+                cap: self.rbuf.capacity(),
+            }));
         }
         Ok(self.rbuf[..n].to_vec())
     }
@@ -211,35 +195,59 @@ impl Netlink {
     /// Sends a dump request and returns the payload of every reply message.
     pub fn dump(&mut self, w: &MsgWriter) -> Result<Vec<Vec<u8>>, NlError> {
         let seq = self.send(w)?;
-        let mut out = Vec::new();
+        let mut dump = Dump::default();
         loop {
             let buf = self.recv()?;
-            for m in nla::messages(&buf)? {
-                if m.seq != seq {
-                    continue;
-                }
-                match m.kind {
-                    nla::NLMSG_DONE => {
-                        let errno = nla::i32_at(m.payload, 0).unwrap_or(0);
-                        if errno < 0 {
-                            return Err(NlError::Kernel {
-                                errno: -errno,
-                                message: None,
-                            });
-                        }
-                        return Ok(out);
-                    }
-                    nla::NLMSG_ERROR => {
-                        let (errno, text) = parse_error(m.flags, m.payload)?;
-                        return Err(NlError::Kernel {
-                            errno: -errno,
-                            message: text,
-                        });
-                    }
-                    _ => out.push(m.payload.to_vec()),
-                }
+            if let Some(payloads) = dump.take(&buf, seq)? {
+                return Ok(payloads);
             }
         }
+    }
+}
+
+/// A dump being read: its payloads so far, and whether the kernel marked any message
+/// interrupted (`NLM_F_DUMP_INTR`: the state changed while it was dumped).
+#[derive(Debug, Default)]
+pub struct Dump {
+    out: Vec<Vec<u8>>,
+    interrupted: bool,
+}
+
+impl Dump {
+    /// Takes one datagram of the dump with sequence `seq`; `Some` once it ended, `Err`
+    /// when it failed (which ends it too). An interrupted dump is read to its end, then is
+    /// an error: never a snapshot.
+    pub fn take(&mut self, buf: &[u8], seq: u32) -> Result<Option<Vec<Vec<u8>>>, NlError> {
+        for m in nla::messages(buf)? {
+            if m.seq != seq {
+                continue;
+            }
+            self.interrupted |= m.flags & nla::NLM_F_DUMP_INTR != 0;
+            match m.kind {
+                nla::NLMSG_DONE => {
+                    let errno = nla::i32_at(m.payload, 0).unwrap_or(0);
+                    if errno < 0 {
+                        return Err(NlError::Kernel {
+                            errno: -errno,
+                            message: None,
+                        });
+                    }
+                    if self.interrupted {
+                        return Err(NlError::Interrupted);
+                    }
+                    return Ok(Some(std::mem::take(&mut self.out)));
+                }
+                nla::NLMSG_ERROR => {
+                    let (errno, text) = parse_error(m.flags, m.payload)?;
+                    return Err(NlError::Kernel {
+                        errno: -errno,
+                        message: text,
+                    });
+                }
+                _ => self.out.push(m.payload.to_vec()),
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -269,6 +277,32 @@ pub fn parse_error(flags: u16, payload: &[u8]) -> Result<(i32, Option<String>), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn msg(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&u32::try_from(16 + payload.len()).unwrap().to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(payload);
+        m
+    }
+
+    /// Issue 18.2: a dump the kernel marks interrupted is an error once read to its end.
+    #[test]
+    fn an_interrupted_dump_is_an_error_not_a_snapshot() {
+        let data = msg(36, nla::NLM_F_MULTI, 9, &[0; 20]);
+        let intr = msg(36, nla::NLM_F_MULTI | nla::NLM_F_DUMP_INTR, 9, &[0; 20]);
+        let done = msg(nla::NLMSG_DONE, nla::NLM_F_MULTI, 9, &0i32.to_ne_bytes());
+        let mut d = Dump::default();
+        assert!(d.take(&data, 9).unwrap().is_none());
+        assert_eq!(d.take(&done, 9).unwrap().unwrap().len(), 1);
+        let mut d = Dump::default();
+        assert!(d.take(&[data.clone(), intr].concat(), 9).unwrap().is_none());
+        let e = d.take(&done, 9).unwrap_err();
+        assert!(matches!(e, NlError::Interrupted), "{e}");
+    }
 
     #[test]
     fn extended_ack_text_is_read() {

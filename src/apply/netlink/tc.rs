@@ -335,10 +335,11 @@ struct Parsed<'a> {
 
 fn parse(payload: &[u8]) -> Result<Parsed<'_>, DecodeError> {
     if payload.len() < 20 {
-        return Err(DecodeError(format!(
-            "tc message of {} bytes, shorter than tcmsg",
-            payload.len()
-        )));
+        return Err(DecodeError::Short {
+            what: "a tc message",
+            len: payload.len(),
+            header: "struct tcmsg",
+        });
     }
     let mut p = Parsed {
         ifindex: nla::i32_at(payload, 4)?,
@@ -408,8 +409,10 @@ pub fn decode_qdisc(payload: &[u8]) -> Result<(i32, Qdisc, Stats), DecodeError> 
     let kind = match (p.kind.as_str(), p.options) {
         ("htb", Some(o)) => {
             let a = nla::attrs(o)?;
-            let glob = find(&a, TCA_HTB_INIT)
-                .ok_or_else(|| DecodeError(format!("{} has no TCA_HTB_INIT", what())))?;
+            let glob = find(&a, TCA_HTB_INIT).ok_or_else(|| DecodeError::Missing {
+                object: what(),
+                part: "TCA_HTB_INIT",
+            })?;
             QdiscKind::Htb {
                 r2q: nla::u32_at(glob, 4)?,
                 default: nla::u32_at(glob, 8)?,
@@ -421,8 +424,10 @@ pub fn decode_qdisc(payload: &[u8]) -> Result<(i32, Qdisc, Stats), DecodeError> 
         }
         ("tbf", Some(o)) => {
             let a = nla::attrs(o)?;
-            let parms = find(&a, TCA_TBF_PARMS)
-                .ok_or_else(|| DecodeError(format!("{} has no TCA_TBF_PARMS", what())))?;
+            let parms = find(&a, TCA_TBF_PARMS).ok_or_else(|| DecodeError::Missing {
+                object: what(),
+                part: "TCA_TBF_PARMS",
+            })?;
             QdiscKind::Tbf {
                 rate: rate_of(parms, 0, find(&a, TCA_TBF_RATE64))?,
                 peakrate: rate_of(parms, 12, find(&a, TCA_TBF_PRATE64))?,
@@ -442,7 +447,10 @@ pub fn decode_qdisc(payload: &[u8]) -> Result<(i32, Qdisc, Stats), DecodeError> 
         ("ingress", _) => QdiscKind::Ingress,
         ("clsact", _) => QdiscKind::Clsact,
         (k @ ("htb" | "tbf" | "pfifo" | "bfifo"), None) => {
-            return Err(DecodeError(format!("{k} qdisc without options")));
+            return Err(DecodeError::Missing {
+                object: format!("{k} qdisc"),
+                part: "options",
+            });
         }
         (k, _) => QdiscKind::Other {
             name: k.to_string(),
@@ -466,12 +474,15 @@ pub fn decode_class(payload: &[u8]) -> Result<Option<(i32, Class, Stats)>, Decod
     if p.kind != "htb" {
         return Ok(None);
     }
-    let o = p
-        .options
-        .ok_or_else(|| DecodeError(format!("htb class {:#x} without options", p.handle)))?;
+    let o = p.options.ok_or_else(|| DecodeError::Missing {
+        object: format!("htb class {:#x}", p.handle),
+        part: "options",
+    })?;
     let a = nla::attrs(o)?;
-    let opt = find(&a, TCA_HTB_PARMS)
-        .ok_or_else(|| DecodeError(format!("htb class {:#x} without PARMS", p.handle)))?;
+    let opt = find(&a, TCA_HTB_PARMS).ok_or_else(|| DecodeError::Missing {
+        object: format!("htb class {:#x}", p.handle),
+        part: "TCA_HTB_PARMS",
+    })?;
     // The kernel reports a class directly under the qdisc with parent TC_H_ROOT; requests
     // name the qdisc (`parent 1:`), as the plan does.
     let parent = if p.parent == crate::apply::model::H_ROOT {
@@ -508,6 +519,58 @@ pub enum FilterEntry {
     },
 }
 
+/// The keys of a `struct tc_u32_sel`.
+fn u32_keys(sel: &[u8]) -> Result<Vec<Key>, DecodeError> {
+    let n = usize::from(*sel.get(2).unwrap_or(&0));
+    let mut keys = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = 16 + 16 * i;
+        keys.push(Key {
+            mask: nla::be32_at(sel, at)?,
+            val: nla::be32_at(sel, at + 4)?,
+            off: nla::i32_at(sel, at + 8)?,
+            offmask: nla::i32_at(sel, at + 12)?,
+        });
+    }
+    Ok(keys)
+}
+
+/// Where a u32 node sends its packets: a class, a mirred redirect (the target's ifindex
+/// beside it, for the caller to name), or something netqos does not manage.
+fn u32_action(a: &[Attr<'_>]) -> Result<(Action, Option<i32>), DecodeError> {
+    let foreign = |what: String| Ok((Action::Foreign { what }, None));
+    let classid = find(a, TCA_U32_CLASSID)
+        .map(|b| nla::u32_at(b, 0))
+        .transpose()?;
+    let acts = find(a, TCA_U32_ACT).map(nla::attrs).transpose()?;
+    match (classid, acts) {
+        (Some(c), None) => Ok((Action::Flow { classid: c }, None)),
+        (None, Some(acts)) if acts.len() == 1 => {
+            let act = nla::attrs(acts[0].payload)?;
+            let kind = find(&act, TCA_ACT_KIND)
+                .map(nla::string)
+                .transpose()?
+                .unwrap_or_default();
+            let parms = find(&act, TCA_ACT_OPTIONS)
+                .map(nla::attrs)
+                .transpose()?
+                .and_then(|o| find(&o, TCA_MIRRED_PARMS));
+            match (kind.as_str(), parms) {
+                ("mirred", Some(m))
+                    if nla::i32_at(m, 20)? == TCA_EGRESS_REDIR
+                        && nla::i32_at(m, 8)? == TC_ACT_STOLEN =>
+                {
+                    let to = nla::i32_at(m, 24)?;
+                    Ok((Action::Redirect { to: String::new() }, Some(to)))
+                }
+                (k, _) => foreign(format!("u32 with action {k}")),
+            }
+        }
+        (None, None) => foreign("u32 without target".into()),
+        _ => foreign("u32 with several actions".into()),
+    }
+}
+
 /// Decodes one entry of a filter dump (or the answer to `filter_get_root`).
 pub fn decode_filter(payload: &[u8]) -> Result<FilterEntry, DecodeError> {
     let p = parse(payload)?;
@@ -536,10 +599,10 @@ pub fn decode_filter(payload: &[u8]) -> Result<FilterEntry, DecodeError> {
         return Ok(node(f, None));
     }
     let Some(o) = p.options else {
-        return Err(DecodeError(format!(
-            "u32 filter {:#x} without options",
-            p.handle
-        )));
+        return Err(DecodeError::Missing {
+            object: format!("u32 filter {:#x}", p.handle),
+            part: "options",
+        });
     };
     let a = nla::attrs(o)?;
     if find(&a, TCA_U32_DIVISOR).is_some() || p.handle & 0xfff == 0 {
@@ -548,60 +611,10 @@ pub fn decode_filter(payload: &[u8]) -> Result<FilterEntry, DecodeError> {
             protocol,
         });
     }
-    let mut redirect = None;
     if let Some(sel) = find(&a, TCA_U32_SEL) {
-        let n = usize::from(*sel.get(2).unwrap_or(&0));
-        for i in 0..n {
-            let at = 16 + 16 * i;
-            f.keys.push(Key {
-                mask: nla::be32_at(sel, at)?,
-                val: nla::be32_at(sel, at + 4)?,
-                off: nla::i32_at(sel, at + 8)?,
-                offmask: nla::i32_at(sel, at + 12)?,
-            });
-        }
+        f.keys = u32_keys(sel)?;
     }
-    let classid = find(&a, TCA_U32_CLASSID)
-        .map(|b| nla::u32_at(b, 0))
-        .transpose()?;
-    let acts = find(&a, TCA_U32_ACT).map(nla::attrs).transpose()?;
-    match (classid, acts) {
-        (Some(c), None) => f.action = Action::Flow { classid: c },
-        (None, Some(acts)) if acts.len() == 1 => {
-            let act = nla::attrs(acts[0].payload)?;
-            let kind = find(&act, TCA_ACT_KIND)
-                .map(nla::string)
-                .transpose()?
-                .unwrap_or_default();
-            let parms = find(&act, TCA_ACT_OPTIONS)
-                .map(nla::attrs)
-                .transpose()?
-                .and_then(|o| find(&o, TCA_MIRRED_PARMS));
-            match (kind.as_str(), parms) {
-                ("mirred", Some(m))
-                    if nla::i32_at(m, 20)? == TCA_EGRESS_REDIR
-                        && nla::i32_at(m, 8)? == TC_ACT_STOLEN =>
-                {
-                    redirect = Some(nla::i32_at(m, 24)?);
-                    f.action = Action::Redirect { to: String::new() };
-                }
-                (k, _) => {
-                    f.action = Action::Foreign {
-                        what: format!("u32 with action {k}"),
-                    }
-                }
-            }
-        }
-        (None, None) => {
-            f.action = Action::Foreign {
-                what: "u32 without target".into(),
-            }
-        }
-        _ => {
-            f.action = Action::Foreign {
-                what: "u32 with several actions".into(),
-            }
-        }
-    }
+    let (action, redirect) = u32_action(&a)?;
+    f.action = action;
     Ok(node(f, redirect))
 }

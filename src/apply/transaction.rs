@@ -1,0 +1,645 @@
+//! The apply transaction, against any `Kernel`: read the managed state → diff → record
+//! (snapshot and resources, fsynced) → confirm window → execute (journaled) → verify
+//! (read back) → resources (conflist, probes, …) → on any failure, undo to the snapshot.
+//! `rollback` returns a recorded transaction to its snapshot.
+//!
+//! Nothing here reads the environment or prints: test hooks come in `Options`, lines for
+//! the operator go to an `Observer`, and the result is a typed `Outcome` (or an
+//! `ApplyError` when nothing was changed) that the CLI maps to an exit status.
+
+use std::time::{Duration, Instant};
+
+use crate::apply::device_lock::{self, DeviceId, DeviceLocks, LockError};
+use crate::apply::diff::{self, DiffError};
+use crate::apply::kernel::{Kernel, KernelError};
+use crate::apply::model::Change;
+use crate::apply::resource::{Recorded, Resource, ResourceError};
+use crate::apply::state::{self, Live, Target};
+use crate::apply::state_dir::{Pending, Record, StateDir, StateError, now};
+use crate::apply::txn::{self, ExecError, Hooks, Journal, UndoError};
+use crate::exit::Exit;
+
+/// Starts whatever reverts an unconfirmed apply at its deadline (the CLI: a detached
+/// `netqos __revert-after`; a long-running agent: its own timer).
+pub trait Reverter {
+    fn start(&self, dir: &StateDir, pending: &Pending) -> std::io::Result<()>;
+}
+
+/// A confirm window: the apply reverts by itself unless confirmed within `window`.
+pub struct Confirm<'a> {
+    pub window: Duration,
+    pub reverter: &'a dyn Reverter,
+}
+
+/// Receives progress: phase ends (for timings) and lines for the operator.
+pub trait Observer {
+    /// A phase ended: `read`, `diff and snapshot`, `send`, `verify`, `resources`, `record`.
+    fn phase(&mut self, _name: &'static str) {}
+    /// A line a quiet run omits (a resource's result, a default-route hint).
+    fn note(&mut self, _line: &str) {}
+    /// A line always shown (a kernel warning).
+    fn warn(&mut self, _line: &str) {}
+}
+
+/// An observer that drops everything.
+pub struct Silent;
+
+impl Observer for Silent {}
+
+/// How to run an apply.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// The policy's name, kept in the record.
+    pub source: String,
+    pub diff: diff::Options,
+    pub confirm: Option<Confirm<'a>>,
+    pub hooks: Hooks,
+}
+
+/// Why an apply stopped before changing anything (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "apply {id} {}",
+        if *closed {
+            "was not confirmed in time and its reverter is reverting it; try again in a moment"
+        } else {
+            "awaits confirmation; run `netqos confirm` to keep it or `netqos rollback` to undo \
+             it first"
+        }
+    )]
+    Pending { id: String, closed: bool },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Read(#[from] KernelError),
+    #[error("device {0} does not exist; check the interface name (`ip link`)")]
+    NoDevice(String),
+    #[error(transparent)]
+    Refused(#[from] DiffError),
+    #[error("{0}; nothing changed")]
+    Unrecorded(StateError),
+    #[error("{what}: {error}; nothing changed")]
+    Resource { what: String, error: ResourceError },
+    #[error("cannot start the revert timer: {0}; nothing changed")]
+    Reverter(std::io::Error),
+    #[error(transparent)]
+    Busy(#[from] LockError),
+    #[error(
+        "transaction {id} was interrupted and cannot be undone: {error}; nothing else changed. \
+         Inspect with `netqos status`, then retry `netqos rollback`"
+    )]
+    Interrupted { id: String, error: Box<UndoError> },
+}
+
+impl ApplyError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            ApplyError::Interrupted { .. } => Exit::RollbackFailed,
+            _ => Exit::Io,
+        }
+    }
+}
+
+/// What failed once changes had started.
+#[derive(Debug, thiserror::Error)]
+pub enum FailError {
+    #[error(transparent)]
+    Exec(ExecError),
+    #[error(
+        "verifying the applied state: the kernel does not hold what was sent: {count} \
+         difference(s), first: {first}"
+    )]
+    Verify { count: usize, first: String },
+    #[error("verifying the applied state: {0}")]
+    VerifyRead(KernelError),
+    #[error("verifying the applied state: {0}")]
+    VerifyDiff(Box<DiffError>),
+    #[error("{what}: {error}")]
+    Resource { what: String, error: ResourceError },
+    #[error(
+        "device {name} (ifindex {ifindex}) was renamed or replaced while the apply ran; the \
+         changes went to that ifindex"
+    )]
+    DeviceChanged { name: String, ifindex: i32 },
+}
+
+/// A failed transaction: which change failed (`at == total`: after all of them) and why.
+#[derive(Debug)]
+pub struct Failure {
+    pub id: String,
+    pub at: usize,
+    pub total: usize,
+    pub error: FailError,
+}
+
+/// A successful apply.
+#[derive(Debug)]
+pub struct Applied {
+    pub id: String,
+    pub changes: Vec<Change>,
+    pub elapsed: Duration,
+    /// The confirm window, when one runs.
+    pub confirm: Option<Duration>,
+    /// The kernel holds the target but the state directory could not say so.
+    pub unrecorded: Option<StateError>,
+}
+
+/// How an apply that got past its checks ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The kernel already held the target and no resource changes anything.
+    Unchanged,
+    Applied(Applied),
+    /// Failed and undone: the devices are as before (exit 4).
+    RolledBack(Failure),
+    /// Failed, and the undo failed too (exit 5).
+    RollbackFailed(Failure, UndoError),
+}
+
+impl Outcome {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Outcome::Unchanged | Outcome::Applied(_) => Exit::Ok,
+            Outcome::RolledBack(_) => Exit::Failed,
+            Outcome::RollbackFailed(..) => Exit::RollbackFailed,
+        }
+    }
+}
+
+/// Reads the devices of `target`; a device the policy names that does not exist (other
+/// than an IFB netqos creates) is an error.
+pub fn read_target(kernel: &mut dyn Kernel, target: &Target) -> Result<Live, ApplyError> {
+    let live = kernel.read(&target.devices())?;
+    for d in &live.devs {
+        let created = target
+            .links
+            .iter()
+            .any(|(n, l)| n == &d.name && l.is_some());
+        if !d.exists && !created {
+            return Err(ApplyError::NoDevice(d.name.clone()));
+        }
+    }
+    Ok(live)
+}
+
+/// One apply: build it with `new`, add resources, run it with `apply`.
+pub struct Transaction<'a> {
+    kernel: &'a mut dyn Kernel,
+    dir: &'a StateDir,
+    options: Options<'a>,
+    resources: Vec<Box<dyn Resource + 'a>>,
+    observer: Option<&'a mut dyn Observer>,
+    /// The devices locked, by identity: the changes go there, and verification and undo
+    /// must find the same devices under the same names.
+    pinned: Vec<(String, DeviceId)>,
+}
+
+/// The part of a transaction after the record: what undo needs.
+struct Started {
+    record: Record,
+    changes: Vec<Change>,
+    started: Instant,
+}
+
+impl<'a> Transaction<'a> {
+    pub fn new(kernel: &'a mut dyn Kernel, dir: &'a StateDir, options: Options<'a>) -> Self {
+        Transaction {
+            kernel,
+            dir,
+            options,
+            resources: Vec::new(),
+            observer: None,
+            pinned: Vec::new(),
+        }
+    }
+
+    /// Adds a resource; resources apply in the order added, after the tree.
+    pub fn resource(mut self, r: impl Resource + 'a) -> Self {
+        self.resources.push(Box::new(r));
+        self
+    }
+
+    pub fn observer(mut self, o: &'a mut dyn Observer) -> Self {
+        self.observer = Some(o);
+        self
+    }
+
+    fn phase(&mut self, name: &'static str) {
+        if let Some(o) = self.observer.as_deref_mut() {
+            o.phase(name);
+        }
+    }
+
+    fn note(&mut self, line: &str) {
+        if let Some(o) = self.observer.as_deref_mut() {
+            o.note(line);
+        }
+    }
+
+    fn warn(&mut self, line: &str) {
+        if let Some(o) = self.observer.as_deref_mut() {
+            o.warn(line);
+        }
+    }
+
+    /// Runs the transaction to `target` (the caller holds the state directory's lock).
+    pub fn apply(mut self, target: Target) -> Result<Outcome, ApplyError> {
+        let _locks = self.lock(&target)?;
+        if let Some(rec) = self.dir.interrupted()? {
+            let n = undo_interrupted_locked(self.kernel, self.dir, &rec).map_err(|error| {
+                ApplyError::Interrupted {
+                    id: rec.id.clone(),
+                    error: Box::new(error),
+                }
+            })?;
+            self.note(&format!(
+                "netqos: transaction {} ({}) was interrupted; undone to its snapshot first \
+                 ({n} change(s))",
+                rec.id, rec.source
+            ));
+        }
+        self.close_window()?;
+        // Devices the last applied policy shaped and this one does not: remove netqos's
+        // tree, redirect and IFB there too.
+        let target = match self.dir.applied().ok().flatten() {
+            Some(prev) => state::with_removals(target, &prev),
+            None => target,
+        };
+        let started = Instant::now();
+        let live = read_target(self.kernel, &target)?;
+        self.warn_default_route(&target);
+        self.phase("read");
+        let changes = diff::diff(&live, &target, self.options.diff)?;
+        let recorded = self.record_resources()?;
+        if changes.is_empty() && recorded.is_empty() {
+            self.dir.set_applied(Some(&target))?;
+            return Ok(Outcome::Unchanged);
+        }
+        let record = Record::new(&self.options.source, target, live, recorded);
+        let mut journal = self.start(&record)?;
+        self.phase("diff and snapshot");
+        let mut run = Started {
+            record,
+            changes,
+            started,
+        };
+        let result = self.run(&run, &mut journal);
+        Ok(self.finish(&mut run, result))
+    }
+
+    /// Locks every device this apply may change: the target's, and those of an interrupted
+    /// or unconfirmed transaction it may undo first.
+    fn lock(&mut self, target: &Target) -> Result<DeviceLocks, ApplyError> {
+        let mut names = target.devices();
+        if let Some(r) = self.dir.interrupted()? {
+            names.extend(r.target.devices());
+        }
+        if self.dir.pending()?.is_some()
+            && let Some(r) = self.dir.last()?
+        {
+            names.extend(r.target.devices());
+        }
+        names.sort();
+        names.dedup();
+        let (locks, pinned) =
+            device_lock::lock_devices(self.kernel, &names, false, &who(self.dir))?;
+        self.pinned = pinned;
+        Ok(locks)
+    }
+
+    /// An earlier apply awaiting confirmation: refused while its window is open (or its
+    /// reverter is at work); reverted here when the window closed and its reverter is gone.
+    fn close_window(&mut self) -> Result<(), ApplyError> {
+        let Some(p) = self.dir.pending()? else {
+            return Ok(());
+        };
+        if now() < p.deadline || self.dir.reverter_alive(&p.id) {
+            return Err(ApplyError::Pending {
+                id: p.id,
+                closed: now() >= p.deadline,
+            });
+        }
+        match self.dir.last()?.filter(|r| r.id == p.id) {
+            Some(mut rec) => {
+                rollback_locked(
+                    self.kernel,
+                    self.dir,
+                    &mut rec,
+                    "reverted, not confirmed",
+                    &mut Silent,
+                )
+                .map_err(|error| ApplyError::Interrupted {
+                    id: rec.id.clone(),
+                    error: Box::new(error),
+                })?;
+            }
+            None => self.dir.set_pending(None)?,
+        }
+        self.note(&format!(
+            "netqos: the confirm window of transaction {} closed {} s ago and its reverter is \
+             gone; reverted it first",
+            p.id,
+            now().saturating_sub(p.deadline)
+        ));
+        Ok(())
+    }
+
+    /// Says so when a device the target shapes carries a default route and neither a
+    /// confirm window nor a guarding resource (a probe) protects the apply: a wrong tree
+    /// there can cut the node off (reliability F11). A note only: shaping that NIC is the
+    /// common case.
+    fn warn_default_route(&mut self, target: &Target) {
+        if self.options.confirm.is_some() || self.resources.iter().any(|r| r.guards()) {
+            return;
+        }
+        let Ok(routed) = self.kernel.default_route_devices() else {
+            return;
+        };
+        for d in target.devices().iter().filter(|d| routed.contains(d)) {
+            self.note(&format!(
+                "netqos: warning: {d} carries the default route; a mistake here can cut this \
+                 node off. Consider --confirm 120s (reverts unless `netqos confirm` runs) and \
+                 --probe tcp:APISERVER:6443"
+            ));
+        }
+    }
+
+    fn record_resources(&self) -> Result<Vec<Recorded>, ApplyError> {
+        let mut out = Vec::new();
+        for r in &self.resources {
+            match r.record(&self.dir.path) {
+                Ok(Some(rec)) => out.push(rec),
+                Ok(None) => {}
+                Err(error) => {
+                    return Err(ApplyError::Resource {
+                        what: r.describe(),
+                        error,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the record, makes it the last transaction and opens its journal; starts the
+    /// confirm window.
+    fn start(&mut self, record: &Record) -> Result<Journal, ApplyError> {
+        let journal = self
+            .dir
+            .save_record(record)
+            .and_then(|()| self.dir.set_current(Some(&record.id)))
+            .and_then(|()| self.dir.journal(&record.id))
+            .map_err(ApplyError::Unrecorded)?;
+        let Some(confirm) = &self.options.confirm else {
+            return Ok(journal);
+        };
+        let pending = Pending {
+            id: record.id.clone(),
+            deadline: now() + confirm.window.as_secs(),
+        };
+        self.dir
+            .set_pending(Some(&pending))
+            .map_err(ApplyError::Unrecorded)?;
+        if let Err(e) = confirm.reverter.start(self.dir, &pending) {
+            let _ = self.dir.set_pending(None);
+            return Err(ApplyError::Reverter(e));
+        }
+        Ok(journal)
+    }
+
+    /// Execute, verify, resources. `Err` is the failure, with the index of the change.
+    fn run(&mut self, run: &Started, journal: &mut Journal) -> Result<(), (usize, FailError)> {
+        let total = run.changes.len();
+        txn::execute(self.kernel, &run.changes, journal, self.options.hooks)
+            .map_err(|(n, e)| (n, FailError::Exec(e)))?;
+        self.phase("send");
+        self.verify(&run.record.target).map_err(|e| (total, e))?;
+        self.phase("verify");
+        for i in 0..self.resources.len() {
+            match self.resources[i].apply(&self.dir.path) {
+                Ok(line) => self.note(&line),
+                Err(error) => {
+                    let what = self.resources[i].describe();
+                    return Err((total, FailError::Resource { what, error }));
+                }
+            }
+        }
+        self.phase("resources");
+        Ok(())
+    }
+
+    /// Reads the devices back: the kernel must now hold the target (a change it accepted
+    /// but applied differently, or another writer in between, fails the apply).
+    fn verify(&mut self, target: &Target) -> Result<(), FailError> {
+        if let Some((name, ifindex)) = moved(self.kernel, &self.pinned) {
+            return Err(FailError::DeviceChanged { name, ifindex });
+        }
+        let live = self
+            .kernel
+            .read(&target.devices())
+            .map_err(FailError::VerifyRead)?;
+        let left = diff::diff(&live, target, self.options.diff)
+            .map_err(|e| FailError::VerifyDiff(Box::new(e)))?;
+        match left.first() {
+            None => Ok(()),
+            Some(first) => Err(FailError::Verify {
+                count: left.len(),
+                first: first.describe(),
+            }),
+        }
+    }
+
+    fn finish(&mut self, run: &mut Started, result: Result<(), (usize, FailError)>) -> Outcome {
+        for w in self.kernel.warnings() {
+            self.warn(&format!("netqos: kernel warning: {w}"));
+        }
+        let (at, error) = match result {
+            Ok(()) => return Outcome::Applied(self.succeeded(run)),
+            Err(e) => e,
+        };
+        let failure = Failure {
+            id: run.record.id.clone(),
+            at,
+            total: run.changes.len(),
+            error,
+        };
+        let inverses = self.dir.inverses(&run.record.id);
+        let undone = match moved(self.kernel, &self.pinned) {
+            Some((name, ifindex)) => Err(UndoError::DeviceChanged { name, ifindex }),
+            None => undo(self.kernel, &run.record, &inverses),
+        };
+        let _ = self.dir.set_pending(None);
+        match undone {
+            Ok(_) => {
+                // The undo point (`last`) stays the previous successful transaction.
+                let _ = self.dir.set_outcome(&mut run.record, "failed, rolled back");
+                let _ = self.dir.set_current(None);
+                Outcome::RolledBack(failure)
+            }
+            Err(e) => {
+                let _ = self
+                    .dir
+                    .set_outcome(&mut run.record, "failed, rollback failed");
+                Outcome::RollbackFailed(failure, e)
+            }
+        }
+    }
+
+    fn succeeded(&mut self, run: &mut Started) -> Applied {
+        let dir = self.dir;
+        let id = run.record.id.clone();
+        let unrecorded = if self.options.hooks.fail_record {
+            Err(StateError::Injected)
+        } else {
+            dir.set_outcome(&mut run.record, "applied")
+                .and_then(|()| dir.set_last(&id))
+                .and_then(|()| dir.set_current(None))
+                .and_then(|()| dir.replace_applied(&id, &run.record.target))
+        }
+        .err();
+        self.phase("record");
+        Applied {
+            id: run.record.id.clone(),
+            changes: std::mem::take(&mut run.changes),
+            elapsed: run.started.elapsed(),
+            confirm: self.options.confirm.as_ref().map(|c| c.window),
+            unrecorded,
+        }
+    }
+}
+
+/// Who holds a device lock, for the refusal of the next one.
+fn who(dir: &StateDir) -> String {
+    format!(
+        "process {}, state directory {}",
+        std::process::id(),
+        dir.path.display()
+    )
+}
+
+/// The first pinned device that no longer has its identity under its name (renamed,
+/// or deleted and another made in its place): (name, the ifindex the changes went to).
+fn moved(kernel: &mut dyn Kernel, pinned: &[(String, DeviceId)]) -> Option<(String, i32)> {
+    if pinned.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = pinned.iter().map(|(n, _)| n.clone()).collect();
+    let now = kernel.device_ids(&names).ok()?;
+    pinned
+        .iter()
+        .find(|(n, id)| !now.iter().any(|(m, i)| m == n && i == id))
+        .map(|(n, id)| (n.clone(), id.ifindex))
+}
+
+/// Locks the devices of `record` for a rollback or revert in another process.
+fn lock_record(
+    kernel: &mut dyn Kernel,
+    dir: &StateDir,
+    record: &Record,
+) -> Result<DeviceLocks, UndoError> {
+    Ok(device_lock::lock_devices(kernel, &record.target.devices(), false, &who(dir))?.0)
+}
+
+/// Returns the kernel to the record's snapshot (the journal's inverses first), then undoes
+/// its recorded resources, newest first. Returns the number of kernel changes sent.
+pub fn undo(
+    kernel: &mut dyn Kernel,
+    record: &Record,
+    inverses: &[Change],
+) -> Result<usize, UndoError> {
+    undo_observed(kernel, record, inverses, &mut Silent)
+}
+
+fn undo_observed(
+    kernel: &mut dyn Kernel,
+    record: &Record,
+    inverses: &[Change],
+    observer: &mut dyn Observer,
+) -> Result<usize, UndoError> {
+    let n = txn::restore(kernel, &record.snapshot, &record.target, inverses)?;
+    for r in record.resources.iter().rev() {
+        match r.undo() {
+            Ok(Some(line)) => observer.note(&line),
+            Ok(None) => {}
+            Err(error) => {
+                return Err(UndoError::Resource {
+                    what: r.describe(),
+                    error,
+                });
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Undoes an interrupted transaction to its own snapshot (journal inverses first) and
+/// records that it ended so; its confirm window, if any, is closed.
+pub fn undo_interrupted(
+    kernel: &mut dyn Kernel,
+    dir: &StateDir,
+    record: &Record,
+) -> Result<usize, UndoError> {
+    let _locks = lock_record(kernel, dir, record)?;
+    undo_interrupted_locked(kernel, dir, record)
+}
+
+fn undo_interrupted_locked(
+    kernel: &mut dyn Kernel,
+    dir: &StateDir,
+    record: &Record,
+) -> Result<usize, UndoError> {
+    let n = undo(kernel, record, &dir.inverses(&record.id))?;
+    let mut record = record.clone();
+    let _ = dir.set_outcome(&mut record, "interrupted, rolled back");
+    let _ = dir.set_current(None);
+    if dir
+        .pending()
+        .ok()
+        .flatten()
+        .is_some_and(|p| p.id == record.id)
+    {
+        let _ = dir.set_pending(None);
+    }
+    Ok(n)
+}
+
+/// A finished rollback.
+#[derive(Debug)]
+pub struct RolledBack {
+    /// Kernel changes sent.
+    pub changes: usize,
+    /// The devices are as before, but the state directory could not say so.
+    pub unrecorded: Option<StateError>,
+}
+
+/// Returns the devices (and resources) of `record` to its snapshot; `reason` becomes its
+/// outcome (`rolled back`, `reverted, not confirmed`). The caller holds the state
+/// directory's lock; this takes the devices' locks.
+pub fn rollback(
+    kernel: &mut dyn Kernel,
+    dir: &StateDir,
+    record: &mut Record,
+    reason: &str,
+    observer: &mut dyn Observer,
+) -> Result<RolledBack, UndoError> {
+    let _locks = lock_record(kernel, dir, record)?;
+    rollback_locked(kernel, dir, record, reason, observer)
+}
+
+fn rollback_locked(
+    kernel: &mut dyn Kernel,
+    dir: &StateDir,
+    record: &mut Record,
+    reason: &str,
+    observer: &mut dyn Observer,
+) -> Result<RolledBack, UndoError> {
+    let changes = undo_observed(kernel, record, &[], observer)?;
+    let _ = dir.set_outcome(record, reason);
+    let _ = dir.set_pending(None);
+    let unrecorded = dir.restore_applied(&record.id).err();
+    Ok(RolledBack {
+        changes,
+        unrecorded,
+    })
+}

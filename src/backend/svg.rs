@@ -1,0 +1,173 @@
+//! The `svg` artefact: each device's hierarchy as a picture for pull requests (GitHub shows
+//! `tree.svg` inline). One row per class, indented by depth, named with its tc id; a solid
+//! bar whose length is the guaranteed rate and an outline to the ceiling, both on the
+//! scale of the link; the match lines in the policy's words under the name. Plain SVG 1.1,
+//! deterministic, no scripts or external references.
+
+use std::fmt::Write as _;
+
+use crate::plan::{ClassPlan, DevicePlan, Handle, Plan};
+use crate::units::fmt_rate;
+
+const WIDTH: u64 = 1000;
+const BAR_X: u64 = 380;
+const BAR_W: u64 = 360;
+const ROW: u64 = 26;
+const MATCH_ROW: u64 = 16;
+const INDENT: u64 = 18;
+
+/// Renders every device of the plan into one SVG document.
+pub fn svg(plan: &Plan) -> String {
+    let mut body = String::new();
+    let mut y = 20;
+    for d in &plan.devices {
+        y = device(d, y, &mut body) + 24;
+    }
+    let height = y.max(60);
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"{WIDTH}\" \
+         height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" font-family=\"DejaVu Sans, \
+         Verdana, sans-serif\" font-size=\"13\">\n\
+         <title>netqos class tree</title>\n\
+         <rect x=\"0\" y=\"0\" width=\"{WIDTH}\" height=\"{height}\" fill=\"#ffffff\"/>\n\
+         {body}</svg>\n"
+    )
+}
+
+/// Escapes text for an XML text node or attribute.
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Pixels for `rate` on the link's scale, at least 1 so a tiny class stays visible.
+fn px(rate: u64, link: u64) -> u64 {
+    if link == 0 {
+        return 0;
+    }
+    let w = u128::from(rate) * u128::from(BAR_W) / u128::from(link);
+    u64::try_from(w).unwrap_or(BAR_W).clamp(1, BAR_W)
+}
+
+/// Draws one device starting at `y`; returns the y below it.
+fn device(d: &DevicePlan, mut y: u64, out: &mut String) -> u64 {
+    let on = match &d.ifb {
+        Some(ifb) => format!("{} ingress (shaped on {ifb})", d.device),
+        None => format!("{} egress", d.device),
+    };
+    let link = d.classes.first().map_or(0, |c| c.rate);
+    y += 18;
+    let _ = writeln!(
+        out,
+        "<text x=\"12\" y=\"{y}\" font-size=\"16\" font-weight=\"bold\">{} — link {}, ids as \
+         `tc class show dev {}`</text>",
+        xml(&on),
+        xml(&fmt_rate(link)),
+        xml(&d.shaped_device)
+    );
+    y += 10;
+    let _ = writeln!(
+        out,
+        "<text x=\"{BAR_X}\" y=\"{}\" font-size=\"11\" fill=\"#555555\">solid: guaranteed \
+         rate · outline: ceiling · scale: the link</text>",
+        y + 4
+    );
+    y += 8;
+    let default = Handle::class(d.root.default.0);
+    let mut rows = Vec::new();
+    order(d, Handle::ROOT_CLASS, 0, &mut rows);
+    for (c, depth) in rows {
+        y = class(c, depth, link, c.classid == default || c.is_default, y, out);
+    }
+    y
+}
+
+/// The classes under `parent`, depth first, in plan order.
+fn order<'a>(d: &'a DevicePlan, parent: Handle, depth: u64, out: &mut Vec<(&'a ClassPlan, u64)>) {
+    for c in d.classes.iter().skip(1).filter(|c| c.parent == parent) {
+        out.push((c, depth));
+        order(d, c.classid, depth + 1, out);
+    }
+}
+
+/// One class row (and its match lines); returns the y below it.
+fn class(c: &ClassPlan, depth: u64, link: u64, default: bool, y: u64, out: &mut String) -> u64 {
+    let x = 12 + depth * INDENT;
+    let top = y + 6;
+    let name = c.name.rsplit('/').next().unwrap_or(&c.name);
+    let colour = if c.leaf.is_some() {
+        "#2f6fb0"
+    } else {
+        "#6a8caf"
+    };
+    let _ = writeln!(
+        out,
+        "<g><text x=\"{x}\" y=\"{}\"><tspan font-weight=\"bold\">{}</tspan> \
+         <tspan fill=\"#555555\">{}{}</tspan></text>",
+        top + 14,
+        xml(name),
+        xml(&c.classid.to_string()),
+        if default { " · default" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "<rect x=\"{BAR_X}\" y=\"{}\" width=\"{}\" height=\"14\" fill=\"none\" \
+         stroke=\"{colour}\" stroke-width=\"1\"/>",
+        top + 3,
+        px(c.ceil, link)
+    );
+    let _ = writeln!(
+        out,
+        "<rect x=\"{BAR_X}\" y=\"{}\" width=\"{}\" height=\"14\" fill=\"{colour}\"/>",
+        top + 3,
+        px(c.rate, link)
+    );
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" font-size=\"12\">{} · ceil {} · prio {}</text></g>",
+        BAR_X + BAR_W + 10,
+        top + 14,
+        xml(&fmt_rate(c.rate)),
+        xml(&fmt_rate(c.ceil)),
+        c.prio
+    );
+    let mut y = y + ROW;
+    for (words, _) in &c.matches {
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#333333\">◂ {}</text>",
+            x + 12,
+            y + 8,
+            xml(&shorten(words))
+        );
+        y += MATCH_ROW;
+    }
+    y
+}
+
+/// A match line cut to what fits left of the bars.
+fn shorten(words: &str) -> String {
+    const MAX: usize = 52;
+    if words.chars().count() <= MAX {
+        return words.to_string();
+    }
+    let cut: String = words.chars().take(MAX - 1).collect();
+    format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_and_escaping() {
+        assert_eq!(px(500, 1000), BAR_W / 2);
+        assert_eq!(px(1, 1_000_000_000), 1);
+        assert_eq!(px(2000, 1000), BAR_W);
+        assert_eq!(xml("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+        assert!(shorten(&"x".repeat(80)).ends_with('…'));
+    }
+}
