@@ -125,7 +125,7 @@ fn compile_writes_only_changed_files_and_prints_one_artefact() {
     let first = cli(["compile", p, "-o", o]).code(0);
     // tc, rollback, plan, tree, svg, cloud-init, systemd, agent-service, annotations and
     // four conflist files.
-    assert_eq!(first.stdout().lines().count(), 12);
+    assert_eq!(first.stdout().lines().count(), 13);
     let mtime = std::fs::metadata(out.join("netqos-apply.sh"))
         .unwrap()
         .modified()
