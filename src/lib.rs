@@ -24,6 +24,7 @@
 //!
 #![doc = include_str!("../ARCHITECTURE.md")]
 
+pub mod agent;
 pub mod apply;
 pub mod backend;
 pub mod check;

@@ -261,7 +261,7 @@ mod tests {
         names.dedup();
         files.sort_unstable();
         files.dedup();
-        assert_eq!((names.len(), files.len()), (9, 9));
+        assert_eq!((names.len(), files.len()), (10, 10));
         for a in Artefact::ALL {
             let parsed = <Artefact as clap::ValueEnum>::from_str(a.name(), false);
             assert_eq!(parsed, Ok(a));

@@ -123,9 +123,9 @@ fn compile_writes_only_changed_files_and_prints_one_artefact() {
     let policy = root().join("examples/pods.nq");
     let (p, o) = (policy.to_str().unwrap(), out.to_str().unwrap());
     let first = cli(["compile", p, "-o", o]).code(0);
-    // tc, rollback, plan, tree, svg, cloud-init, systemd, annotations and four conflist
-    // files.
-    assert_eq!(first.stdout().lines().count(), 12);
+    // tc, rollback, plan, tree, svg, cloud-init, systemd, agent-service, annotations and
+    // four conflist files.
+    assert_eq!(first.stdout().lines().count(), 13);
     let mtime = std::fs::metadata(out.join("netqos-apply.sh"))
         .unwrap()
         .modified()

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod agent;
 mod ansible;
 mod apply;
 mod apply_kernel;

@@ -231,3 +231,105 @@ fn a_broken_unit_is_refused_by_systemd_analyze() {
         .arg(backend::UNIT_NAME));
     assert!(!ok && text.contains("netqos-apply.sh"), "{text}");
 }
+
+/// The agent unit (`--emit agent-service`): `systemd-analyze verify` accepts it with the
+/// binary and the policy installed where it names them, it is a notify service with a
+/// watchdog and restart, its hardening keeps `CAP_NET_ADMIN` (and only it), the CNI
+/// directory of a `pods` policy stays writable, and `systemctl enable` wires it to boot.
+#[test]
+fn the_agent_unit_verifies_and_keeps_cap_net_admin() {
+    if !tool("systemd-analyze", "systemd") {
+        return;
+    }
+    let d = TempDir::new("node-agent-unit");
+    let sys = d.join("root/usr/lib/systemd");
+    std::fs::create_dir_all(&sys).unwrap();
+    let (ok, text) = run(Command::new("cp")
+        .args(["-a", "/usr/lib/systemd/system"])
+        .arg(&sys));
+    assert!(ok, "{text}");
+    let man1 = d.join("man/man1");
+    std::fs::create_dir_all(&man1).unwrap();
+    std::fs::copy(root().join("man/netqos.1"), man1.join("netqos.1")).unwrap();
+    let bin = d
+        .join("root")
+        .join(backend::BINARY_PATH.trim_start_matches('/'));
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(netqos_bin(), &bin).unwrap();
+    // `ExecReload=/bin/kill`: util-linux's or procps's kill, on every node.
+    let kill = d.join("root/bin/kill");
+    std::fs::create_dir_all(kill.parent().unwrap()).unwrap();
+    let (ok, host_kill) = run(Command::new("sh").args([
+        "-c",
+        "command -v kill || true; ls /usr/bin/kill /bin/kill 2>/dev/null | head -1",
+    ]));
+    assert!(ok);
+    let host_kill = host_kill
+        .lines()
+        .find(|l| l.starts_with('/'))
+        .unwrap_or("/usr/bin/kill")
+        .to_string();
+    std::fs::copy(&host_kill, &kill).unwrap_or_else(|e| panic!("{host_kill}: {e}"));
+    let policy = d
+        .join("root")
+        .join(backend::POLICY_PATH.trim_start_matches('/'));
+    std::fs::create_dir_all(policy.parent().unwrap()).unwrap();
+    std::fs::copy(root().join("examples/pods.nq"), &policy).unwrap();
+    for (example, cni) in [
+        ("control-plane.nq", None),
+        ("pods.nq", Some("/etc/cni/net.d")),
+    ] {
+        let out = cli(["compile", "--emit", "agent-service", "-o", "-"])
+            .arg(root().join("examples").join(example))
+            .run()
+            .code(0);
+        let unit = out.stdout();
+        for line in [
+            "Type=notify\n",
+            "WatchdogSec=30s\n",
+            "Restart=on-failure\n",
+            "CapabilityBoundingSet=CAP_NET_ADMIN\n",
+            "ProtectSystem=strict\n",
+            "NoNewPrivileges=yes\n",
+            "ExecReload=/bin/kill -HUP $MAINPID\n",
+        ] {
+            assert!(unit.contains(line), "{example}: no {line:?} in\n{unit}");
+        }
+        match cni {
+            Some(dir) => assert!(unit.contains(&format!("ReadWritePaths={dir}\n")), "{unit}"),
+            None => assert!(!unit.contains("ReadWritePaths="), "{unit}"),
+        }
+        let path = d
+            .join("root")
+            .join(backend::AGENT_UNIT_PATH.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &unit).unwrap();
+        let (ok, text) = run(Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", d.join("root").display()))
+            .arg(backend::AGENT_UNIT_NAME)
+            .env("MANPATH", d.join("man")));
+        assert!(
+            ok && text.trim().is_empty(),
+            "{example}: systemd-analyze verify:\n{text}\n{unit}"
+        );
+        let (ok, text) = run(Command::new("systemctl")
+            .arg(format!("--root={}", d.join("root").display()))
+            .arg("enable")
+            .arg(backend::AGENT_UNIT_NAME));
+        assert!(ok, "systemctl enable:\n{text}");
+        assert!(
+            d.join("root/etc/systemd/system/multi-user.target.wants")
+                .join(backend::AGENT_UNIT_NAME)
+                .is_symlink()
+        );
+    }
+    // The check can fail: without the binary the unit is refused.
+    std::fs::remove_file(&bin).unwrap();
+    let (ok, text) = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .arg(format!("--root={}", d.join("root").display()))
+        .arg(backend::AGENT_UNIT_NAME));
+    assert!(!ok && text.contains("netqos"), "{text}");
+}

@@ -139,6 +139,12 @@ impl NetlinkKernel {
         })
     }
 
+    /// The ifindex of every device seen by the last `read` (the agent's mirror follows
+    /// events by ifindex).
+    pub fn ifindexes(&self) -> &BTreeMap<String, i32> {
+        &self.ifindex
+    }
+
     fn links(&mut self) -> Result<Vec<(i32, Link)>, KernelError> {
         let msgs = self
             .nl

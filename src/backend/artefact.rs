@@ -27,6 +27,8 @@ pub enum Artefact {
     CloudInit,
     /// A oneshot systemd unit applying the policy at boot.
     Systemd,
+    /// A systemd service running `netqos agent` (notify, watchdog, hardened).
+    AgentService,
     /// The CNI conflist patch, its reverse, the patched file and its durable source.
     Conflist,
     /// Kustomize patches with the pod bandwidth annotations.
@@ -48,7 +50,7 @@ pub struct Info {
 
 impl Artefact {
     /// Every kind, in writing order.
-    pub const ALL: [Artefact; 9] = [
+    pub const ALL: [Artefact; 10] = [
         Artefact::Tc,
         Artefact::Rollback,
         Artefact::Plan,
@@ -56,6 +58,7 @@ impl Artefact {
         Artefact::Svg,
         Artefact::CloudInit,
         Artefact::Systemd,
+        Artefact::AgentService,
         Artefact::Conflist,
         Artefact::Annotations,
     ];
@@ -71,6 +74,7 @@ impl Artefact {
             Artefact::Svg => ("svg", "tree.svg", false, false),
             Artefact::CloudInit => ("cloud-init", "cloud-init.yaml", false, true),
             Artefact::Systemd => ("systemd", "netqos.service", false, false),
+            Artefact::AgentService => ("agent-service", "netqos-agent.service", false, false),
             Artefact::Conflist => ("conflist", "conflist", true, true),
             Artefact::Annotations => ("annotations", "annotations.yaml", true, false),
         };
@@ -108,6 +112,13 @@ impl Artefact {
             Artefact::Svg => one(super::svg(ctx.plan)),
             Artefact::CloudInit => one(super::cloud_config(&super::node_files(ctx)?, ctx.source)?),
             Artefact::Systemd => one(super::unit(ctx.plan, ctx.source)?),
+            Artefact::AgentService => {
+                let dir = ctx
+                    .pods
+                    .and_then(|p| crate::apply::conflist_file::path_for(p, None))
+                    .and_then(|p| p.parent().map(|d| d.display().to_string()));
+                one(super::systemd::agent_unit(ctx.source, dir.as_deref())?)
+            }
             Artefact::Conflist => {
                 ctx.pods.ok_or(RenderError::NeedsPods(self))?;
                 let files = ctx.conflist.map_or(&[][..], |c| &c.files[..]);

@@ -14,7 +14,8 @@ pub use artefact::{Artefact, Info, OutFile, Render, RenderError};
 pub use cloud_init::{NodeFile, cloud_config};
 pub use svg::svg;
 pub use systemd::{
-    APPLY_PATH, INSTALL_DIR, ROLLBACK_PATH, UNIT_NAME, UNIT_PATH, device_unit, unit,
+    AGENT_UNIT_NAME, AGENT_UNIT_PATH, APPLY_PATH, BINARY_PATH, INSTALL_DIR, POLICY_PATH,
+    ROLLBACK_PATH, UNIT_NAME, UNIT_PATH, agent_unit, device_unit, unit,
 };
 pub use tree::tree;
 

@@ -41,6 +41,17 @@ const BEFORE: &[&str] = &[
 ];
 
 const UNIT_TEMPLATE: &str = include_str!("templates/netqos.service.j2");
+const AGENT_TEMPLATE: &str = include_str!("templates/netqos-agent.service.j2");
+
+/// The agent unit's name and where it is installed.
+pub const AGENT_UNIT_NAME: &str = "netqos-agent.service";
+pub const AGENT_UNIT_PATH: &str = "/etc/systemd/system/netqos-agent.service";
+/// Where the agent unit expects the netqos binary and the policy.
+pub const BINARY_PATH: &str = "/usr/local/bin/netqos";
+pub const POLICY_PATH: &str = "/etc/netqos/policy.nq";
+/// The agent's state directory (`StateDirectory=netqos`) and default listen address.
+pub const STATE_DIR: &str = "/var/lib/netqos";
+pub const AGENT_LISTEN: &str = "127.0.0.1:9787";
 
 /// The name of the device unit udev creates for a network interface: the path
 /// `/sys/subsystem/net/devices/NAME` escaped the way `systemd-escape --path` does.
@@ -92,6 +103,26 @@ pub fn unit(plan: &Plan, source: &str) -> Result<String, minijinja::Error> {
         before => BEFORE.join(" "),
         apply => APPLY_PATH,
         rollback => ROLLBACK_PATH,
+    })?;
+    Ok(super::with_newline(out))
+}
+
+/// The `agent-service` artefact: `netqos agent` as a `Type=notify` service with a
+/// watchdog, restart on failure, and hardening that keeps only `CAP_NET_ADMIN`. `cni_dir`:
+/// the directory of the conflist the agent keeps patched (writable to it), if any.
+pub fn agent_unit(source: &str, cni_dir: Option<&str>) -> Result<String, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template("unit", AGENT_TEMPLATE)?;
+    let out = env.get_template("unit")?.render(context! {
+        source => unit_value(source),
+        policy => POLICY_PATH,
+        binary => BINARY_PATH,
+        state_dir => STATE_DIR,
+        listen => AGENT_LISTEN,
+        before => BEFORE.join(" "),
+        oneshot => UNIT_NAME,
+        cni_dir => cni_dir.map(unit_value),
     })?;
     Ok(super::with_newline(out))
 }

@@ -149,7 +149,7 @@ impl Observer for Progress {
 }
 
 /// The test hooks, from the environment (see the man page).
-fn hooks_from_env() -> Hooks {
+pub fn hooks_from_env() -> Hooks {
     let n = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
     Hooks {
         fail_after: n("NETQOS_FAIL_AFTER"),

@@ -17,6 +17,7 @@ macro_rules! outln {
     }};
 }
 
+mod agent;
 mod apply;
 mod check;
 mod cni;
@@ -32,6 +33,7 @@ mod plan;
 mod rollback;
 mod status;
 mod timings;
+mod top;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -263,11 +265,52 @@ enum Command {
         #[arg(value_name = "IFACE")]
         iface: Option<String>,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = plan::PlanFormat::Human)]
-        format: plan::PlanFormat,
+        #[arg(long, value_enum, default_value_t = status::StatusFormat::Human)]
+        format: status::StatusFormat,
         /// The state directory (default: $NETQOS_STATE_DIR or /var/lib/netqos).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<std::path::PathBuf>,
+    },
+    /// A live per-class view of the applied policy, refreshed every second; q quits.
+    #[command(
+        after_help = "Examples:\n  netqos top\n  netqos top eth0\n  netqos top --count 1 | less"
+    )]
+    Top {
+        /// Only this interface (and its IFB).
+        #[arg(value_name = "IFACE")]
+        iface: Option<String>,
+        /// Stop after this many refreshes.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// The state directory (default: $NETQOS_STATE_DIR or /var/lib/netqos).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
+    },
+    /// Keep the node on a policy: apply it, repair drift, re-apply on change, serve metrics.
+    #[command(
+        after_help = "Examples:\n  netqos agent /etc/netqos/policy.nq\n  netqos agent --listen 0.0.0.0:9787 --vars /etc/netqos/host.toml policy.nq\n  kill -HUP $(pidof netqos)   # re-load the policy now"
+    )]
+    Agent {
+        /// The policy file (re-loaded when it or its vars file changes, and on SIGHUP).
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Where /metrics and /healthz are served (GET only).
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9787")]
+        listen: std::net::SocketAddr,
+        /// The state directory (default: $NETQOS_STATE_DIR or /var/lib/netqos).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
+        /// The node's CNI conflist to keep patched for the `pods` block (default: the flavour's path).
+        #[arg(long, value_name = "FILE")]
+        conflist: Option<std::path::PathBuf>,
+        /// How often the in-memory mirror is compared with a full read of the kernel.
+        #[arg(long, value_name = "DURATION", value_parser = apply::parse_duration, default_value = "300s")]
+        resync: std::time::Duration,
+        /// At start, replace a root qdisc netqos did not create (drift repairs always do).
+        #[arg(long)]
+        replace_foreign: bool,
+        #[command(flatten)]
+        vars: VarArgs,
     },
     /// Internal: the detached revert of `apply --confirm`.
     #[command(name = "__revert-after", hide = true)]
@@ -450,6 +493,31 @@ fn live(command: Command, ui: Ui) -> Exit {
             format,
             state_dir,
         } => status::run(iface.as_deref(), format, state_dir.as_deref(), ui),
+        Command::Top {
+            iface,
+            count,
+            state_dir,
+        } => top::run(iface.as_deref(), count, state_dir.as_deref(), ui),
+        Command::Agent {
+            file,
+            listen,
+            state_dir,
+            conflist,
+            resync,
+            replace_foreign,
+            vars,
+        } => agent::run(
+            &agent::Args {
+                file: &file,
+                listen,
+                state_dir: state_dir.as_deref(),
+                conflist: conflist.as_deref(),
+                vars: &vars,
+                resync,
+                replace_foreign,
+            },
+            ui,
+        ),
         Command::RevertAfter {
             state_dir,
             id,

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use super::live::{changes_json, open_kernel, state_dir};
-use super::plan::PlanFormat;
 use super::{Exit, Ui};
 use netqos::apply::diff::{self, DiffError, Options};
 use netqos::apply::kernel::{Kernel, StatsMap};
@@ -194,6 +193,42 @@ fn nft_state(state: &Path) -> serde_json::Value {
     serde_json::Value::String(line)
 }
 
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// The live tree for people.
+    Human,
+    /// The live state, counters, drift and the per-class metrics as JSON.
+    Json,
+    /// The per-class metrics once, in the Prometheus text format (for node_exporter's
+    /// textfile collector).
+    Prometheus,
+}
+
+/// The per-class metrics of the applied policy from the counters of the last read (class
+/// names from `classes.json`, which the agent writes, else the class ids).
+fn exposition(
+    dir: &StateDir,
+    target: Option<&Target>,
+    stats: &StatsMap,
+    drift: &Drift,
+) -> netqos::agent::metrics::Exposition {
+    use netqos::agent::metrics;
+    let classes = super::agent::load_classes(dir)
+        .or_else(|| target.map(metrics::classes_of_target))
+        .unwrap_or_default();
+    let by_class = stats
+        .iter()
+        .filter(|((_, kind, _), _)| *kind == "class")
+        .map(|((dev, _, h), s)| ((dev.clone(), *h), *s))
+        .collect();
+    metrics::Exposition {
+        classes: metrics::sample(&classes, &by_class),
+        agent: None,
+        drift: drift.as_ref().and_then(|d| d.as_ref().ok()).map(Vec::len),
+    }
+}
+
 fn print_json(
     live: &Live,
     stats: &StatsMap,
@@ -201,6 +236,7 @@ fn print_json(
     pending: Option<&Pending>,
     dir: &StateDir,
     nft: &serde_json::Value,
+    metrics: &netqos::agent::metrics::Exposition,
 ) {
     let stats: Vec<serde_json::Value> = stats
         .iter()
@@ -222,6 +258,7 @@ fn print_json(
             "id": r.id, "source": r.source, "in_progress": running,
         })),
         "nftables": nft,
+        "metrics": netqos::agent::metrics::json(metrics),
     });
     outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
@@ -309,7 +346,7 @@ fn print_interrupted(dir: &StateDir) {
     );
 }
 
-pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: Ui) -> Exit {
+pub fn run(iface: Option<&str>, format: StatusFormat, state: Option<&Path>, _ui: Ui) -> Exit {
     let dir = match state_dir(state) {
         Ok(d) => d,
         Err(e) => return e,
@@ -335,15 +372,23 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
     let drift = target.as_ref().map(|t| diff::diff(&live, t, opts));
     let pending = dir.pending().ok().flatten();
     match format {
-        PlanFormat::Json => print_json(
-            &live,
-            &kernel.stats,
-            &drift,
-            pending.as_ref(),
-            &dir,
-            &nft_state(&dir.path),
-        ),
-        PlanFormat::Human => {
+        StatusFormat::Prometheus => {
+            let e = exposition(&dir, target.as_ref(), &kernel.stats, &drift);
+            out!("{}", netqos::agent::metrics::prometheus(&e));
+        }
+        StatusFormat::Json => {
+            let e = exposition(&dir, target.as_ref(), &kernel.stats, &drift);
+            print_json(
+                &live,
+                &kernel.stats,
+                &drift,
+                pending.as_ref(),
+                &dir,
+                &nft_state(&dir.path),
+                &e,
+            );
+        }
+        StatusFormat::Human => {
             print_human(&live, &kernel.stats, &drift, pending.as_ref(), &dir);
             print_interrupted(&dir);
         }

@@ -1,0 +1,476 @@
+//! The agent's loop: apply the policy, then every tick (a quarter second at most) take in
+//! kernel events, compare the mirror with the target, and repair what differs; re-load
+//! the policy when its files change or on SIGHUP (a policy that does not check is refused
+//! and the last good one stays); re-apply when the conflist loses netqos's entry; count
+//! everything for `/metrics`; exit 0 on SIGTERM/SIGINT leaving the policy in place.
+//!
+//! What the loop needs from outside comes through `Host`: loading (check, lower) and
+//! applying (the library transaction on top of `Mirrored`). The CLI provides both.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::agent::metrics::{AgentCounters, ClassInfo};
+use crate::agent::mirrored::Mirrored;
+use crate::agent::notify::Notifier;
+use crate::agent::watch::Watch;
+use crate::apply::diff;
+use crate::apply::model::{Change, H_INGRESS, H_ROOT};
+use crate::apply::state::Target;
+
+/// A checked, lowered policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub target: Target,
+    pub classes: Vec<ClassInfo>,
+    pub pods: Option<crate::model::Pods>,
+    /// FNV-1a of the policy text and vars, hex.
+    pub hash: String,
+    /// The conflist the policy patches, if any.
+    pub conflist: Option<PathBuf>,
+}
+
+/// How an apply ended, as the loop counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Unchanged,
+    /// Changes sent and verified.
+    Applied(Vec<Change>),
+    /// Nothing was changed (a device is missing, a foreign root, the state directory).
+    NotStarted(String),
+    /// The kernel refused; everything was undone.
+    RolledBack(String),
+    RollbackFailed(String),
+}
+
+/// What the loop needs from its caller.
+pub trait Host {
+    /// Reads and checks the policy; `Err` holds the rendered diagnostics.
+    fn load(&mut self) -> Result<Policy, String>;
+    /// Applies the policy (tree and conflist) through the apply transaction.
+    /// `repair`: the policy was in place and drifted, so a root qdisc someone else put
+    /// there is replaced (a first apply replaces one only with `--replace-foreign`).
+    fn apply(&mut self, kernel: &mut Mirrored, policy: &Policy, repair: bool) -> Applied;
+    /// The resources besides the tc tree that no longer hold what the policy put there,
+    /// by drift kind: `conflist` when the CNI conflist lost netqos's entry. This is the
+    /// seam for later resources (an nftables table: its own netlink family, watched the
+    /// same way, kind `nftables`); each kind named here is counted and repaired by an
+    /// apply like the tree.
+    fn resource_drift(&mut self, policy: &Policy) -> Vec<&'static str>;
+    /// A line for the log (stderr: the journal under systemd).
+    fn log(&mut self, line: &str);
+}
+
+/// The state the HTTP thread shows.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub counters: Mutex<AgentCounters>,
+    pub classes: Mutex<Vec<ClassInfo>>,
+}
+
+impl Shared {
+    fn with<R>(&self, f: impl FnOnce(&mut AgentCounters) -> R) -> R {
+        match self.counters.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+}
+
+/// Options of the loop.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The policy file and its vars files (a change re-loads).
+    pub policy_files: Vec<PathBuf>,
+    pub policy_name: String,
+    /// How often the mirror is compared with a full read (the safety net).
+    pub resync: Duration,
+    /// How long to wait before retrying a repair that failed.
+    pub retry: Duration,
+}
+
+/// Signals the loop follows (set by signal handlers).
+#[derive(Debug, Default, Clone)]
+pub struct Signals {
+    pub term: Arc<AtomicBool>,
+    pub hup: Arc<AtomicBool>,
+}
+
+/// The kind of drift a change repairs.
+pub fn drift_kind(c: &Change) -> &'static str {
+    let qdisc = |parent: u32| match parent {
+        H_ROOT => "root_qdisc",
+        H_INGRESS => "ingress_hook",
+        _ => "leaf_qdisc",
+    };
+    match c {
+        Change::AddLink { .. } | Change::SetLinkUp { .. } | Change::DelLink { .. } => "link",
+        Change::AddQdisc { q } | Change::DelQdisc { q } => qdisc(q.parent),
+        Change::ReplaceQdisc { new, .. } | Change::ChangeQdisc { new, .. } => qdisc(new.parent),
+        Change::AddClass { .. } | Change::ChangeClass { .. } | Change::DelClass { .. } => "class",
+        Change::AddFilter { f } | Change::DelFilter { f } => {
+            if f.parent & 0xffff_0000 == 0xffff_0000 {
+                "ingress_hook"
+            } else {
+                "filter"
+            }
+        }
+        Change::ReplaceFilter { .. } => "filter",
+    }
+}
+
+/// FNV-1a (64 bit) of some bytes, hex: the policy hash of the metrics.
+pub fn fnv1a(parts: &[&[u8]]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// What differs between the mirror and the target (empty: no drift). A device that does
+/// not exist (and is not an IFB netqos creates) counts as `link` drift.
+fn drift(
+    kernel: &mut Mirrored,
+    target: &Target,
+) -> Result<(Vec<Change>, BTreeSet<&'static str>), String> {
+    use crate::apply::kernel::Kernel;
+    let live = kernel.read(&target.devices()).map_err(|e| e.to_string())?;
+    let mut kinds = BTreeSet::new();
+    for d in &live.devs {
+        let created = target
+            .links
+            .iter()
+            .any(|(n, l)| n == &d.name && l.is_some());
+        if !d.exists && !created {
+            kinds.insert("link");
+        }
+    }
+    if !kinds.is_empty() {
+        return Ok((Vec::new(), kinds));
+    }
+    let opts = diff::Options {
+        replace_foreign: true,
+    };
+    let changes = diff::diff(&live, target, opts).map_err(|e| e.to_string())?;
+    kinds.extend(changes.iter().map(drift_kind));
+    Ok((changes, kinds))
+}
+
+/// The loop state.
+struct Agent<'a> {
+    host: &'a mut dyn Host,
+    kernel: &'a mut Mirrored,
+    shared: &'a Shared,
+    notify: &'a Notifier,
+    good: Option<Policy>,
+    /// Drift kinds seen and not yet repaired (counted once each).
+    open: BTreeSet<&'static str>,
+    retry_at: Option<Instant>,
+    retry: Duration,
+    backoff: Duration,
+    /// When the drift being repaired was first seen.
+    noticed: Option<Instant>,
+    healthy: Result<(), String>,
+}
+
+impl Agent<'_> {
+    fn set_health(&mut self, h: Result<(), String>) {
+        self.healthy = h.clone();
+        self.shared.with(|c| {
+            c.healthy = h.is_ok();
+            c.reason = h.err().unwrap_or_default();
+        });
+    }
+
+    fn count(&self, outcome: &str) {
+        self.shared
+            .with(|c| *c.applies.entry(outcome.to_string()).or_default() += 1);
+    }
+
+    /// Applies `policy`; returns whether it holds now.
+    fn apply(&mut self, policy: &Policy, why: &str) -> bool {
+        let start = Instant::now();
+        let outcome = self.host.apply(self.kernel, policy, why == "drift repair");
+        let secs = start.elapsed().as_secs_f64();
+        let (full, partial) = (self.kernel.full_reads, self.kernel.partial_reads);
+        self.shared.with(|c| {
+            c.last_apply_seconds = secs;
+            c.mirror_full_reads = full;
+            c.mirror_partial_reads = partial;
+        });
+        match outcome {
+            Applied::Unchanged => {
+                self.count("unchanged");
+                self.set_health(Ok(()));
+                true
+            }
+            Applied::Applied(changes) => {
+                self.count("applied");
+                self.host.log(&format!(
+                    "{why}: applied {} change(s) in {:.1} ms",
+                    changes.len(),
+                    secs * 1000.0
+                ));
+                self.set_health(Ok(()));
+                true
+            }
+            Applied::NotStarted(e) => {
+                self.host.log(&format!("{why}: not applied: {e}"));
+                self.set_health(Err(e));
+                false
+            }
+            Applied::RolledBack(e) => {
+                self.count("rolled_back");
+                self.host.log(&format!(
+                    "{why}: the kernel refused the apply ({e}); undone to the previous state"
+                ));
+                self.set_health(Err(format!("apply refused by the kernel: {e}")));
+                false
+            }
+            Applied::RollbackFailed(e) => {
+                self.count("rollback_failed");
+                self.host
+                    .log(&format!("{why}: apply failed and its undo failed too: {e}"));
+                self.set_health(Err(format!("apply and undo failed: {e}")));
+                false
+            }
+        }
+    }
+
+    fn adopt(&mut self, policy: Policy) {
+        let loaded = crate::apply::state_dir::now();
+        self.shared.with(|c| {
+            c.policy_hash = policy.hash.clone();
+            c.policy_loaded = loaded;
+        });
+        if let Ok(mut g) = self.shared.classes.lock() {
+            *g = policy.classes.clone();
+        }
+        self.good = Some(policy);
+    }
+
+    /// Re-loads the policy: a good one is applied (and kept if the kernel takes it);
+    /// a bad one is refused and the last good one stays.
+    fn reload(&mut self, why: &str) {
+        self.notify.send("RELOADING=1");
+        let started = Instant::now();
+        let loaded = self.host.load();
+        let why = format!(
+            "{why} (read and checked in {:.1} ms)",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        let why = why.as_str();
+        match loaded {
+            Err(diags) => {
+                self.count("refused");
+                self.host.log(&format!(
+                    "{why}: the new policy does not check; keeping the last good one\n{diags}"
+                ));
+            }
+            Ok(p) => {
+                if self.good.as_ref().is_some_and(|g| g.hash == p.hash) {
+                    self.host
+                        .log(&format!("{why}: policy unchanged ({})", p.hash));
+                } else if self.apply(&p, why) {
+                    self.host
+                        .log(&format!("{why}: now enforcing policy {}", p.hash));
+                    self.adopt(p);
+                    self.open.clear();
+                    self.noticed = None;
+                }
+            }
+        }
+        self.notify.send("READY=1");
+    }
+
+    /// Compares the mirror with the target and repairs what differs.
+    fn check_drift(&mut self, woke: Instant) {
+        let Some(policy) = self.good.clone() else {
+            return;
+        };
+        let (changes, mut kinds) = match drift(self.kernel, &policy.target) {
+            Ok(d) => d,
+            Err(e) => {
+                self.host.log(&format!("reading the kernel: {e}"));
+                return;
+            }
+        };
+        kinds.extend(self.host.resource_drift(&policy));
+        if kinds.is_empty() {
+            if !self.open.is_empty() {
+                // Put back by someone else: nothing left to repair.
+                self.open.clear();
+                self.noticed = None;
+            }
+            if self.healthy.is_err() && self.retry_at.is_none() {
+                self.set_health(Ok(()));
+            }
+            return;
+        }
+        let new: Vec<&'static str> = kinds.difference(&self.open).copied().collect();
+        for k in &new {
+            self.shared
+                .with(|c| *c.drift_events.entry((*k).to_string()).or_default() += 1);
+        }
+        if !new.is_empty() {
+            let what: Vec<String> = changes.iter().take(5).map(Change::describe).collect();
+            self.host.log(&format!(
+                "drift ({}): {}{}",
+                kinds.iter().copied().collect::<Vec<_>>().join(", "),
+                if what.is_empty() {
+                    "a device of the policy is missing".to_string()
+                } else {
+                    what.join("; ")
+                },
+                if changes.len() > 5 {
+                    format!(" and {} more", changes.len() - 5)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if self.open.is_empty() {
+            self.noticed = Some(woke);
+        }
+        self.open.extend(new);
+        if kinds.contains("link") && changes.is_empty() {
+            // A device is gone: wait for it to come back (a link event re-reads it).
+            self.set_health(Err("a device of the policy is missing".into()));
+            return;
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        if self.apply(&policy, "drift repair") {
+            if let Some(t) = self.noticed.take() {
+                let secs = t.elapsed().as_secs_f64();
+                self.shared.with(|c| c.last_repair_seconds = secs);
+                self.host.log(&format!(
+                    "drift repaired {:.1} ms after it was seen",
+                    secs * 1000.0
+                ));
+            }
+            for k in std::mem::take(&mut self.open) {
+                self.shared
+                    .with(|c| *c.drift_repairs.entry(k.to_string()).or_default() += 1);
+            }
+            self.retry_at = None;
+            self.backoff = self.retry;
+        } else {
+            // Retried with a doubling delay (up to five minutes) until it holds.
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(300));
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM. `Err` when the first policy does not load (exit 1) or
+/// the kernel cannot be read (exit 3); the first apply failing does not stop the agent
+/// (it is unhealthy and retries).
+pub fn run(
+    host: &mut dyn Host,
+    kernel: &mut Mirrored,
+    config: &Config,
+    shared: &Shared,
+    signals: &Signals,
+) -> Result<(), (u8, String)> {
+    let notify = Notifier::from_env();
+    shared.with(|c| c.reason = "starting: the policy is not applied yet".into());
+    let first = host.load().map_err(|d| (1, d))?;
+    kernel
+        .reread(&first.target.devices())
+        .map_err(|e| (3, e.to_string()))?;
+    let mut watched = config.policy_files.clone();
+    watched.extend(first.conflist.iter().cloned());
+    let mut watch = Watch::new(&watched);
+    let mut agent = Agent {
+        host,
+        kernel,
+        shared,
+        notify: &notify,
+        good: None,
+        open: BTreeSet::new(),
+        retry_at: None,
+        retry: config.retry,
+        backoff: config.retry,
+        noticed: None,
+        healthy: Ok(()),
+    };
+    if agent.apply(&first, "start") {
+        agent.host.log(&format!(
+            "{}: enforcing policy {}",
+            config.policy_name, first.hash
+        ));
+    }
+    // Even when the first apply failed this is the policy to hold (retried on drift).
+    agent.adopt(first);
+    notify.send("READY=1");
+    notify.send(&format!("STATUS=enforcing {}", config.policy_name));
+    let mut last_ping = Instant::now();
+    let mut last_resync = Instant::now();
+    let tick = Duration::from_millis(250);
+    while !signals.term.load(Ordering::SeqCst) {
+        if signals.hup.swap(false, Ordering::SeqCst) {
+            agent.reload("SIGHUP");
+        }
+        let changed = watch.changed();
+        if changed.iter().any(|p| config.policy_files.contains(p)) {
+            agent.reload("policy file changed");
+        }
+        let events = match agent.kernel.wait(tick) {
+            Ok(n) => n,
+            Err(e) => {
+                agent.host.log(&format!("kernel events: {e}"));
+                std::thread::sleep(tick);
+                0
+            }
+        };
+        // When the loop learnt of what it is about to look at (the event or file change).
+        let woke = Instant::now();
+        let _ = agent.kernel.take_events();
+        if last_resync.elapsed() >= config.resync {
+            last_resync = Instant::now();
+            let devices = agent
+                .good
+                .as_ref()
+                .map(|p| p.target.devices())
+                .unwrap_or_default();
+            let _ = agent.kernel.sync();
+            let before = agent.kernel.mirror().map(|m| m.live().clone());
+            if let Ok(fresh) = agent.kernel.reread(&devices)
+                && before.is_some_and(|b| b.devs != fresh.devs)
+            {
+                agent
+                    .host
+                    .log("resync: the mirror differed from the kernel; re-read everything");
+            }
+        }
+        if events > 0
+            || !changed.is_empty()
+            || agent.retry_at.is_some_and(|t| Instant::now() >= t)
+            || last_resync.elapsed() < tick
+        {
+            agent.check_drift(woke);
+        }
+        if let Some(w) = notify.watchdog
+            && last_ping.elapsed() >= w
+        {
+            notify.send("WATCHDOG=1");
+            last_ping = Instant::now();
+        }
+    }
+    notify.send("STOPPING=1");
+    agent
+        .host
+        .log("SIGTERM: stopping; the policy stays in place");
+    Ok(())
+}

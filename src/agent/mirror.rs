@@ -1,0 +1,503 @@
+//! The mirror: the managed kernel state of the agent's devices (what `Kernel::read` would
+//! return), kept current from the event stream so that a re-apply does not re-read 30,000
+//! objects. Events whose effect is known exactly change the mirror in place; the kernel's
+//! silent side effects are modelled where they are certain (a deleted class takes its leaf
+//! queue and its filters with it; a replaced root takes the whole tree); anything else
+//! (a device that appears, a new u32 table, a whole filter list deleted, the root deleted,
+//! lost events) marks the device dirty, and the next `refresh` re-reads only those devices.
+//!
+//! Invariant (tested against the kernel): after `refresh`, `live()` equals a fresh read.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::agent::events::Event;
+use crate::apply::model::{Action, Class, Filter, H_INGRESS, H_ROOT, Qdisc};
+use crate::apply::netlink::tc::FilterEntry;
+use crate::apply::state::{DevState, Live};
+
+/// The managed state, its ifindex map, and which devices must be read again.
+#[derive(Debug, Clone, Default)]
+pub struct Mirror {
+    live: Live,
+    names: BTreeMap<i32, String>,
+    dirty: BTreeSet<String>,
+}
+
+impl Mirror {
+    /// A mirror of a fresh read (`live`) and the kernel's ifindex map at that read.
+    pub fn new(live: Live, ifindex: &BTreeMap<String, i32>) -> Mirror {
+        Mirror {
+            live,
+            names: ifindex.iter().map(|(n, i)| (*i, n.clone())).collect(),
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// The mirrored state.
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
+    /// The devices the mirror follows.
+    pub fn devices(&self) -> Vec<String> {
+        self.live.devs.iter().map(|d| d.name.clone()).collect()
+    }
+
+    /// Devices whose state is not known exactly (read them and `refresh`).
+    pub fn dirty(&self) -> Vec<String> {
+        self.dirty.iter().cloned().collect()
+    }
+
+    /// Replaces the state of the devices in `fresh` (a read of `dirty()` or more) and the
+    /// link list, and forgets that they were dirty.
+    pub fn refresh(&mut self, fresh: Live, ifindex: &BTreeMap<String, i32>) {
+        self.names = ifindex.iter().map(|(n, i)| (*i, n.clone())).collect();
+        self.live.links = fresh.links;
+        for d in fresh.devs {
+            self.dirty.remove(&d.name);
+            match self.live.devs.iter_mut().find(|x| x.name == d.name) {
+                Some(x) => *x = d,
+                None => self.live.devs.push(d),
+            }
+        }
+    }
+
+    /// Follows one event.
+    pub fn apply(&mut self, e: &Event) {
+        match e {
+            Event::Overrun => {
+                let all = self.devices();
+                self.dirty.extend(all);
+            }
+            Event::Link {
+                ifindex,
+                link,
+                deleted,
+            } => self.link(*ifindex, link, *deleted),
+            Event::Qdisc {
+                ifindex,
+                qdisc,
+                deleted,
+            } => {
+                if let Some(d) = self.dev_mut(*ifindex) {
+                    let mut q = qdisc.clone();
+                    q.dev = d.name.clone();
+                    if qdisc_event(d, q, *deleted) {
+                        let n = d.name.clone();
+                        self.dirty.insert(n);
+                    }
+                }
+            }
+            Event::Class {
+                ifindex,
+                class,
+                deleted,
+            } => {
+                if let Some(d) = self.dev_mut(*ifindex) {
+                    let mut c = class.clone();
+                    c.dev = d.name.clone();
+                    class_event(d, c, *deleted);
+                }
+            }
+            Event::Filter {
+                ifindex,
+                parent,
+                entry,
+                deleted,
+            } => {
+                let names = self.names.clone();
+                if let Some(d) = self.dev_mut(*ifindex)
+                    && !filter_event(d, *parent, entry, *deleted, &names)
+                {
+                    let n = d.name.clone();
+                    self.dirty.insert(n);
+                }
+            }
+        }
+    }
+
+    fn dev_mut(&mut self, ifindex: i32) -> Option<&mut DevState> {
+        let name = self.names.get(&ifindex)?;
+        if self.dirty.contains(name) {
+            return None; // re-read anyway
+        }
+        self.live
+            .devs
+            .iter_mut()
+            .find(|d| &d.name == name && d.exists)
+    }
+
+    fn link(&mut self, ifindex: i32, link: &crate::apply::model::Link, deleted: bool) {
+        let old = self.names.get(&ifindex).cloned();
+        if deleted {
+            self.names.remove(&ifindex);
+            if let Some(name) = &old {
+                self.live.links.retain(|l| &l.name != name);
+                if let Some(d) = self.live.devs.iter_mut().find(|d| &d.name == name) {
+                    *d = DevState {
+                        name: name.clone(),
+                        ..DevState::default()
+                    };
+                    self.dirty.remove(name);
+                }
+            }
+            return;
+        }
+        if let Some(name) = old.as_ref().filter(|n| **n != link.name) {
+            // Renamed: gone under the old name.
+            self.live.links.retain(|l| &l.name != name);
+            if let Some(d) = self.live.devs.iter_mut().find(|d| &d.name == name) {
+                *d = DevState {
+                    name: name.clone(),
+                    ..DevState::default()
+                };
+            }
+        }
+        self.names.insert(ifindex, link.name.clone());
+        match self.live.links.binary_search_by(|l| l.name.cmp(&link.name)) {
+            Ok(i) => self.live.links[i] = link.clone(),
+            Err(i) => self.live.links.insert(i, link.clone()),
+        }
+        // A managed device that (re)appears: its qdiscs are not known.
+        if let Some(d) = self.live.devs.iter().find(|d| d.name == link.name)
+            && (!d.exists || old.as_deref() != Some(link.name.as_str()))
+        {
+            self.dirty.insert(link.name.clone());
+        }
+    }
+}
+
+fn root_major(d: &DevState) -> Option<u32> {
+    d.root
+        .as_ref()
+        .map(|r| r.handle & 0xffff_0000)
+        .filter(|m| *m != 0)
+}
+
+fn clear_tree(d: &mut DevState) {
+    d.classes.clear();
+    d.leaves.clear();
+    d.filters.clear();
+}
+
+/// Follows a qdisc event; `true` when the device must be re-read.
+fn qdisc_event(d: &mut DevState, q: Qdisc, deleted: bool) -> bool {
+    match q.parent {
+        H_ROOT => {
+            if deleted {
+                // The kernel grafts its default root without telling: read it.
+                clear_tree(d);
+                d.root = None;
+                return true;
+            }
+            let same = d
+                .root
+                .as_ref()
+                .is_some_and(|r| r.handle == q.handle && r.kind.name() == q.kind.name());
+            if !same {
+                // A graft: the old tree is destroyed without notifications.
+                clear_tree(d);
+            }
+            d.root = Some(q);
+            false
+        }
+        H_INGRESS => {
+            if deleted {
+                d.hook = None;
+                d.hook_filters.clear();
+            } else {
+                let same = d.hook.as_ref().is_some_and(|h| h.handle == q.handle);
+                if !same {
+                    d.hook_filters.clear();
+                }
+                d.hook = Some(q);
+            }
+            false
+        }
+        p => {
+            let Some(major) = root_major(d) else {
+                return false;
+            };
+            if p & 0xffff_0000 != major {
+                return false;
+            }
+            let at = d.leaves.binary_search_by_key(&p, |l| l.parent);
+            match (at, deleted) {
+                (Ok(i), true) if d.leaves[i].handle == q.handle => {
+                    d.leaves.remove(i);
+                }
+                (Ok(_), true) | (Err(_), true) => {}
+                (Ok(i), false) => d.leaves[i] = q,
+                (Err(i), false) => d.leaves.insert(i, q),
+            }
+            false
+        }
+    }
+}
+
+fn class_event(d: &mut DevState, c: Class, deleted: bool) {
+    let Some(major) = root_major(d) else {
+        return;
+    };
+    if c.classid & 0xffff_0000 != major {
+        return;
+    }
+    let at = d.classes.binary_search_by_key(&c.classid, |x| x.classid);
+    if deleted {
+        if let Ok(i) = at {
+            d.classes.remove(i);
+        }
+        // Its leaf queue and its own filters go with it, silently.
+        d.leaves.retain(|l| l.parent != c.classid);
+        d.filters.retain(|f| f.parent != c.classid);
+        return;
+    }
+    match at {
+        Ok(i) => d.classes[i] = c,
+        Err(i) => d.classes.insert(i, c),
+    }
+}
+
+fn filter_key(f: &Filter) -> (u32, u16, u32) {
+    (f.parent, f.prio, f.handle & 0xfff)
+}
+
+/// Follows a filter event; `false` when its place is not known (re-read the device).
+fn filter_event(
+    d: &mut DevState,
+    parent: u32,
+    entry: &FilterEntry,
+    deleted: bool,
+    names: &BTreeMap<i32, String>,
+) -> bool {
+    let FilterEntry::Node {
+        filter, redirect, ..
+    } = entry
+    else {
+        // A whole list (handle 0) or a hash table: the read attributes these.
+        return false;
+    };
+    if parent & 0xffff_0000 == 0xffff_0000 {
+        // The ingress hook: rare (setup only); read it.
+        return false;
+    }
+    // u32 tables are shared within a qdisc: the owner of the node's table is known from
+    // the nodes already mirrored (the read asks the kernel for it).
+    let table = filter.handle & 0xfff0_0000;
+    let owner = d
+        .filters
+        .iter()
+        .find(|f| f.handle & 0xfff0_0000 == table && f.prio == filter.prio)
+        .map(|f| (f.parent, f.protocol));
+    let Some((owner, protocol)) = owner else {
+        return deleted;
+    };
+    let mut f = filter.clone();
+    f.dev = d.name.clone();
+    f.parent = owner;
+    f.protocol = protocol;
+    if let Some(r) = redirect {
+        f.action = Action::Redirect {
+            to: names
+                .get(r)
+                .cloned()
+                .unwrap_or_else(|| format!("ifindex {r}")),
+        };
+    }
+    let at = d.filters.binary_search_by_key(&filter_key(&f), filter_key);
+    match (at, deleted) {
+        (Ok(i), true) => {
+            if d.filters[i].handle == f.handle {
+                d.filters.remove(i);
+            }
+        }
+        (Err(_), true) => {}
+        (Ok(i), false) => d.filters[i] = f,
+        (Err(i), false) => d.filters.insert(i, f),
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::model::{Key, QdiscKind};
+
+    fn class(minor: u32, parent: u32) -> Class {
+        Class {
+            dev: "eth0".into(),
+            classid: 0x0001_0000 | minor,
+            parent,
+            rate: 1000,
+            ceil: 1000,
+            buffer: 10,
+            cbuffer: 10,
+            quantum: Some(1514),
+            prio: 0,
+        }
+    }
+
+    fn mirror() -> Mirror {
+        let root = Qdisc {
+            dev: "eth0".into(),
+            parent: H_ROOT,
+            handle: 0x0001_0000,
+            kind: QdiscKind::Htb {
+                default: 0x20,
+                r2q: 10,
+                direct_qlen: 1000,
+            },
+        };
+        let leaf = Qdisc {
+            dev: "eth0".into(),
+            parent: 0x0001_0020,
+            handle: 0x0020_0000,
+            kind: QdiscKind::Bfifo { limit: Some(1000) },
+        };
+        let filter = Filter {
+            dev: "eth0".into(),
+            parent: 0x0001_0000,
+            prio: 1,
+            protocol: 0x0800,
+            handle: 0x8000_0800,
+            keys: vec![Key {
+                mask: 1,
+                val: 1,
+                off: 16,
+                offmask: 0,
+            }],
+            action: Action::Flow {
+                classid: 0x0001_0010,
+            },
+        };
+        let live = Live {
+            links: vec![crate::apply::model::Link {
+                name: "eth0".into(),
+                kind: "veth".into(),
+                up: true,
+            }],
+            devs: vec![DevState {
+                name: "eth0".into(),
+                exists: true,
+                root: Some(root),
+                leaves: vec![leaf],
+                classes: vec![
+                    class(1, 0x0001_0000),
+                    class(0x10, 0x0001_0001),
+                    class(0x20, 0x0001_0001),
+                ],
+                filters: vec![filter],
+                hook: None,
+                hook_filters: vec![],
+            }],
+        };
+        Mirror::new(live, &BTreeMap::from([("eth0".to_string(), 3)]))
+    }
+
+    #[test]
+    fn a_deleted_class_takes_its_leaf_queue() {
+        let mut m = mirror();
+        m.apply(&Event::Class {
+            ifindex: 3,
+            class: class(0x20, 0x0001_0001),
+            deleted: true,
+        });
+        let d = &m.live().devs[0];
+        assert_eq!(d.classes.len(), 2);
+        assert!(d.leaves.is_empty());
+        assert!(m.dirty().is_empty());
+    }
+
+    #[test]
+    fn a_changed_class_is_replaced_in_place() {
+        let mut m = mirror();
+        let mut c = class(0x10, 0x0001_0001);
+        c.rate = 5;
+        m.apply(&Event::Class {
+            ifindex: 3,
+            class: c.clone(),
+            deleted: false,
+        });
+        assert_eq!(m.live().devs[0].classes[1], c);
+    }
+
+    #[test]
+    fn a_replaced_root_drops_the_tree() {
+        let mut m = mirror();
+        m.apply(&Event::Qdisc {
+            ifindex: 3,
+            qdisc: Qdisc {
+                dev: String::new(),
+                parent: H_ROOT,
+                handle: 0x8001_0000,
+                kind: QdiscKind::Pfifo { limit: Some(1000) },
+            },
+            deleted: false,
+        });
+        let d = &m.live().devs[0];
+        assert!(d.classes.is_empty() && d.leaves.is_empty() && d.filters.is_empty());
+        assert_eq!(d.root.as_ref().map(|r| r.handle), Some(0x8001_0000));
+    }
+
+    #[test]
+    fn a_deleted_root_or_a_new_table_makes_the_device_dirty() {
+        let mut m = mirror();
+        let mut f = m.live().devs[0].filters[0].clone();
+        f.handle = 0x8010_0800;
+        f.prio = 2;
+        m.apply(&Event::Filter {
+            ifindex: 3,
+            parent: 0x0001_0000,
+            entry: FilterEntry::Node {
+                ifindex: 3,
+                filter: f,
+                redirect: None,
+            },
+            deleted: false,
+        });
+        assert_eq!(m.dirty(), vec!["eth0".to_string()]);
+    }
+
+    #[test]
+    fn a_filter_in_a_known_table_is_followed() {
+        let mut m = mirror();
+        let mut f = m.live().devs[0].filters[0].clone();
+        f.handle = 0x8000_0801;
+        f.dev = String::new();
+        m.apply(&Event::Filter {
+            ifindex: 3,
+            parent: 0x0001_0000,
+            entry: FilterEntry::Node {
+                ifindex: 3,
+                filter: f,
+                redirect: None,
+            },
+            deleted: false,
+        });
+        assert!(m.dirty().is_empty());
+        assert_eq!(m.live().devs[0].filters.len(), 2);
+    }
+
+    #[test]
+    fn a_device_that_goes_and_comes_back_is_read_again() {
+        let mut m = mirror();
+        let link = crate::apply::model::Link {
+            name: "eth0".into(),
+            kind: "veth".into(),
+            up: true,
+        };
+        m.apply(&Event::Link {
+            ifindex: 3,
+            link: link.clone(),
+            deleted: true,
+        });
+        assert!(!m.live().devs[0].exists);
+        assert!(m.live().links.is_empty());
+        m.apply(&Event::Link {
+            ifindex: 9,
+            link,
+            deleted: false,
+        });
+        assert_eq!(m.dirty(), vec!["eth0".to_string()]);
+    }
+}

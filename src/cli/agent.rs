@@ -1,0 +1,352 @@
+//! `netqos agent FILE`: the CLI side of the agent — arguments, the state directory lock
+//! (held for the agent's life: a second agent on the same state directory is refused),
+//! signal handlers, the HTTP endpoint, and the `Host` the library loop calls to load the
+//! policy (read, check, lower) and to apply it through the apply transaction.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::check::{external_vars, read_source};
+use super::live::{open_kernel, state_dir};
+use super::{Exit, Ui, VarArgs};
+use netqos::agent::counters::Counters;
+use netqos::agent::daemon::{self, Applied, Config, Host, Policy, Shared, Signals};
+use netqos::agent::http::{Pages, Server};
+use netqos::agent::metrics::{self, Exposition};
+use netqos::agent::mirrored::Mirrored;
+use netqos::apply::state_dir::StateDir;
+
+pub struct Args<'a> {
+    pub file: &'a Path,
+    pub listen: SocketAddr,
+    pub state_dir: Option<&'a Path>,
+    pub conflist: Option<&'a Path>,
+    pub vars: &'a VarArgs,
+    pub resync: Duration,
+    pub replace_foreign: bool,
+}
+
+/// Loads and applies for the loop.
+struct CliHost<'a> {
+    args: &'a Args<'a>,
+    dir: StateDir,
+    ui: Ui,
+}
+
+fn rendered(diags: &[netqos::diagnostic::Diagnostic], src: &netqos::report::Source) -> String {
+    netqos::report::human(diags, src, false)
+}
+
+impl Host for CliHost<'_> {
+    fn load(&mut self) -> Result<Policy, String> {
+        let vars = external_vars(self.args.vars).map_err(|(d, _)| {
+            rendered(
+                &d,
+                &netqos::report::Source {
+                    name: "<command line>".into(),
+                    text: String::new(),
+                },
+            )
+        })?;
+        let src = read_source(self.args.file).map_err(|e| match e {
+            super::input::Unreadable::Io(m) => m,
+            super::input::Unreadable::Invalid(b) => {
+                let (src, d) = *b;
+                rendered(&[d], &src)
+            }
+        })?;
+        let vars_text = self
+            .args
+            .vars
+            .vars_file
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .unwrap_or_default();
+        let checked = netqos::check_source(&src.text, &vars);
+        let diags = checked.diagnostics.into_sorted();
+        let Some(model) = checked.model else {
+            return Err(rendered(&diags, &src));
+        };
+        if !diags.is_empty() && !self.ui.quiet {
+            eprint!("{}", rendered(&diags, &src));
+        }
+        let plan = netqos::lower::lower(&model);
+        let target = netqos::apply::state::from_plan(&plan).map_err(|e| e.to_string())?;
+        let conflist = model
+            .pods
+            .as_ref()
+            .and_then(|p| netqos::apply::conflist_file::path_for(p, self.args.conflist));
+        let cli_vars = self.args.vars.vars.join("\n");
+        Ok(Policy {
+            target,
+            classes: metrics::classes_of(&plan),
+            pods: model.pods,
+            hash: daemon::fnv1a(&[src.text.as_bytes(), &vars_text, cli_vars.as_bytes()]),
+            conflist,
+        })
+    }
+
+    fn apply(&mut self, kernel: &mut Mirrored, policy: &Policy, repair: bool) -> Applied {
+        let opts = netqos::apply::diff::Options {
+            replace_foreign: repair || self.args.replace_foreign,
+        };
+        for tree in &policy.target.trees {
+            for f in &tree.filters {
+                if !kernel.inner.prio_hints.contains(&f.prio) {
+                    kernel.inner.prio_hints.push(f.prio);
+                }
+            }
+        }
+        let r = transact(
+            kernel,
+            &self.dir,
+            policy,
+            opts,
+            &self.args.file.display().to_string(),
+        );
+        if matches!(r, Applied::Applied(_) | Applied::Unchanged) {
+            let _ = save_classes(&self.dir, &policy.classes);
+        }
+        r
+    }
+
+    fn resource_drift(&mut self, policy: &Policy) -> Vec<&'static str> {
+        use netqos::apply::conflist_file::{Prepared, prepare};
+        match (&policy.pods, &policy.conflist) {
+            (Some(pods), Some(path))
+                if matches!(prepare(pods, path), Ok(Prepared::Install { .. })) =>
+            {
+                vec!["conflist"]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn log(&mut self, line: &str) {
+        if !self.ui.quiet {
+            eprintln!("netqos agent: {line}");
+        }
+    }
+}
+
+/// The names of the applied classes, for `status --format prometheus`.
+fn save_classes(dir: &StateDir, classes: &[metrics::ClassInfo]) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(classes).map_err(std::io::Error::other)?;
+    let p = dir.path.join("classes.json");
+    if std::fs::read(&p).is_ok_and(|b| b == bytes) {
+        return Ok(());
+    }
+    netqos::apply::state_dir::write_synced(&p, &bytes)
+}
+
+/// The names of the applied classes, if an agent or apply saved them.
+pub fn load_classes(dir: &StateDir) -> Option<Vec<metrics::ClassInfo>> {
+    let b = std::fs::read(dir.path.join("classes.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Applies `policy` through the library's apply transaction on top of the mirrored
+/// kernel (its snapshot and read-back come from the mirror), with the conflist (and the
+/// netqos CNI plugin a conflist names) as resources, as `netqos apply` does.
+fn transact(
+    kernel: &mut Mirrored,
+    dir: &StateDir,
+    policy: &Policy,
+    opts: netqos::apply::diff::Options,
+    source: &str,
+) -> Applied {
+    use netqos::apply::conflist_file::{ConflistFile, Prepared, prepare};
+    use netqos::apply::transaction::{Observer, Outcome, Transaction};
+    struct Timed(super::timings::Timings);
+    impl Observer for Timed {
+        fn phase(&mut self, name: &'static str) {
+            self.0.mark(name);
+        }
+    }
+    let conflist = match (&policy.pods, &policy.conflist) {
+        (Some(pods), Some(path)) => match prepare(pods, path) {
+            Ok(Prepared::Install {
+                path,
+                original,
+                patched,
+            }) => Some(ConflistFile {
+                path,
+                original,
+                patched,
+            }),
+            Ok(_) => None,
+            Err(_) => return Applied::NotStarted(format!("{} cannot be patched", path.display())),
+        },
+        _ => None,
+    };
+    let options = netqos::apply::transaction::Options {
+        source: source.to_string(),
+        diff: opts,
+        confirm: None,
+        hooks: super::apply::hooks_from_env(),
+    };
+    let mut observer = Timed(super::timings::Timings::from_env());
+    let mut t = Transaction::new(kernel, dir, options);
+    if let Some(c) = conflist {
+        let bin_dir = netqos::apply::cni_plugin::bin_dir_for(
+            policy.pods.as_ref().unwrap_or(&Default::default()),
+        );
+        if let Some(p) =
+            netqos::apply::cni_plugin::PluginBinary::needed_by(&c.patched, bin_dir, false)
+        {
+            t = t.resource(p);
+        }
+        t = t.resource(c);
+    }
+    match t.observer(&mut observer).apply(policy.target.clone()) {
+        Err(e) => Applied::NotStarted(e.to_string()),
+        Ok(Outcome::Unchanged) => Applied::Unchanged,
+        Ok(Outcome::Applied(a)) => match a.unrecorded {
+            None => Applied::Applied(a.changes),
+            // The kernel holds it but the state directory does not say so: an error to
+            // see, not a success to forget.
+            Some(e) => Applied::NotStarted(format!(
+                "applied (transaction {}) but not recorded: {e}",
+                a.id
+            )),
+        },
+        Ok(Outcome::RolledBack(f)) => Applied::RolledBack(f.error.to_string()),
+        Ok(Outcome::RollbackFailed(f, e)) => {
+            Applied::RollbackFailed(format!("{}; undo: {e}", f.error))
+        }
+    }
+}
+
+/// What `/metrics` and `/healthz` show: the shared counters and a fresh class dump.
+struct AgentPages {
+    shared: Arc<Shared>,
+    counters: Mutex<Option<Counters>>,
+}
+
+impl Pages for AgentPages {
+    fn metrics(&self) -> Result<String, String> {
+        let classes = self
+            .shared
+            .classes
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        let agent = self.shared.counters.lock().map(|g| g.clone()).ok();
+        let mut devices: Vec<String> = classes.iter().map(|c| c.device.clone()).collect();
+        devices.sort();
+        devices.dedup();
+        let mut guard = self
+            .counters
+            .lock()
+            .map_err(|_| "counter reader poisoned")?;
+        if guard.is_none() {
+            *guard = Some(Counters::open().map_err(|e| e.to_string())?);
+        }
+        let reader = guard.as_mut().ok_or("no counter reader")?;
+        let stats = match reader.read(&devices) {
+            Ok(s) => s,
+            Err(e) => {
+                *guard = None;
+                return Err(e.to_string());
+            }
+        };
+        Ok(metrics::prometheus(&Exposition {
+            classes: metrics::sample(&classes, &stats),
+            agent,
+            drift: None,
+        }))
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let c = self.shared.counters.lock().map_err(|_| "state poisoned")?;
+        if c.healthy {
+            Ok(())
+        } else {
+            Err(c.reason.clone())
+        }
+    }
+}
+
+pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
+    let dir = match state_dir(a.state_dir) {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    let _lock = match dir.lock(false) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("netqos: {e}");
+            eprintln!("netqos: is another `netqos agent` running on this state directory?");
+            return Exit::Io;
+        }
+    };
+    let signals = Signals::default();
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &signals.term),
+        (signal_hook::consts::SIGINT, &signals.term),
+        (signal_hook::consts::SIGHUP, &signals.hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+            eprintln!("netqos: cannot handle signal {sig}: {e}");
+            return Exit::Io;
+        }
+    }
+    let shared = Arc::new(Shared::default());
+    let server = match Server::bind(a.listen) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("netqos: cannot listen on {}: {e}", a.listen);
+            return Exit::Io;
+        }
+    };
+    if let Ok(addr) = server.local_addr()
+        && !ui.quiet
+    {
+        eprintln!("netqos agent: serving /metrics and /healthz on http://{addr}");
+    }
+    server.spawn(Arc::new(AgentPages {
+        shared: Arc::clone(&shared),
+        counters: Mutex::new(None),
+    }));
+    let kernel = match open_kernel(None) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    let mut kernel = match Mirrored::open(kernel) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("netqos: {e}");
+            return Exit::Io;
+        }
+    };
+    let mut files: Vec<PathBuf> = vec![a.file.to_path_buf()];
+    files.extend(a.vars.vars_file.iter().cloned());
+    let config = Config {
+        policy_files: files,
+        policy_name: a.file.display().to_string(),
+        resync: a.resync,
+        retry: Duration::from_secs(5),
+    };
+    let mut host = CliHost {
+        args: a,
+        dir: dir.clone(),
+        ui,
+    };
+    match daemon::run(&mut host, &mut kernel, &config, &shared, &signals) {
+        Ok(()) => Exit::Ok,
+        Err((1, diags)) => {
+            eprint!("{diags}");
+            eprintln!(
+                "netqos: {} has errors: the agent did not start",
+                a.file.display()
+            );
+            Exit::Invalid
+        }
+        Err((_, e)) => {
+            eprintln!("netqos: {e}");
+            Exit::Io
+        }
+    }
+}
