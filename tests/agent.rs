@@ -1018,3 +1018,82 @@ fn top_shows_the_live_tree_in_a_terminal_and_q_quits() {
     });
     assert!(quit, "q did not quit top:\n{}", tmux.screen());
 }
+
+const POD_POLICY: &str = r#"netqos 1
+
+interface eth0 {
+    rate 100mbit
+    class control-plane {
+        rate 20mbit
+        ceil 100mbit
+        prio 0
+        match dst 10.0.0.2 tcp dport 6443
+    }
+    class pods {
+        rate 30mbit
+        prio 1
+        match pods
+    }
+    class bulk {
+        rate 50mbit
+        prio 1
+        default
+    }
+}
+
+pods {
+    cni flannel
+    cidr 10.42.0.0/16
+}
+"#;
+
+/// A policy that classifies pod traffic at its source: the agent installs netqos's
+/// nftables table with the tree and puts it back when it is deleted by hand.
+#[test]
+fn the_agent_installs_the_pod_rules_table_and_repairs_its_deletion() {
+    if !crate::support::kernel_tool("nft", "nftables") {
+        return;
+    }
+    let Some(node) = Node::new("nft") else {
+        return;
+    };
+    std::fs::write(node.policy(), POD_POLICY).expect("policy");
+    let mut agent = node.agent(1, &[]);
+    node.wait_healthy(&mut agent);
+    let table = || {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &node.ns.0, "nft", "list", "table", "inet", "netqos",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let installed = table();
+    assert!(
+        installed.contains("meta priority set"),
+        "the agent did not install the pod rules:\n{installed}\nagent log:\n{}",
+        agent.log()
+    );
+    let events = node.metric(&drift("nftables")).unwrap_or(0.0);
+    node.ns.ok("nft delete table inet netqos");
+    let back = wait(Duration::from_secs(5), || table() == installed);
+    assert!(
+        back,
+        "the deleted table was not put back:\n{}\nagent log:\n{}",
+        table(),
+        agent.log()
+    );
+    let counted = wait(Duration::from_secs(2), || {
+        node.metric(&drift("nftables")).is_some_and(|v| v > events)
+    });
+    assert!(counted, "not counted:\n{}", node.get("/metrics").1);
+    agent.signal("TERM");
+    assert_eq!(
+        agent.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(table(), installed, "SIGTERM keeps the table");
+}

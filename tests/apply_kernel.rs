@@ -349,6 +349,18 @@ fn sigkill_mid_apply_then_rollback_returns_to_the_snapshot() {
 /// Runs `netqos ARGS` paused after `step` changes (the fault hook) and kills it with
 /// SIGKILL once its journal shows them done.
 fn kill_at(lab: &Lab, args: &[&str], step: usize) {
+    let journals = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(lab.state.join("txn"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "journal"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Journals of earlier transactions do not count: the kill waits for this one's.
+    let earlier = journals();
     let mut child = lab
         .netqos(args)
         .env("NETQOS_PAUSE_AFTER", step.to_string())
@@ -360,21 +372,19 @@ fn kill_at(lab: &Lab, args: &[&str], step: usize) {
     // Wait until the journal shows `step` finished changes, then kill.
     let t0 = Instant::now();
     loop {
-        let done = std::fs::read_dir(lab.state.join("txn"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "journal"))
-                    .map(|e| {
-                        std::fs::read_to_string(e.path())
-                            .unwrap_or_default()
-                            .matches("\"done\":true")
-                            .count()
-                    })
-                    .max()
-                    .unwrap_or(0)
+        // At step 0 too: the kill must come after the transaction is recorded, or the
+        // rollback rightly undoes the previous one instead.
+        let done = journals()
+            .into_iter()
+            .filter(|p| !earlier.contains(p))
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .matches("\"done\":true")
+                    .count()
             })
-            .unwrap_or(0);
-        if done >= step || t0.elapsed() > Duration::from_secs(10) {
+            .max();
+        if done.is_some_and(|d| d >= step) || t0.elapsed() > Duration::from_secs(10) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -31,6 +31,9 @@ pub struct Policy {
     pub hash: String,
     /// The conflist the policy patches, if any.
     pub conflist: Option<PathBuf>,
+    /// netqos's nftables table as the policy wants it (pod traffic classified at the
+    /// source), applied as a resource of every transaction.
+    pub nft: crate::apply::nft_table::NftTable,
 }
 
 /// How an apply ended, as the loop counts it.

@@ -85,6 +85,7 @@ impl Host for CliHost<'_> {
             pods: model.pods,
             hash: daemon::fnv1a(&[src.text.as_bytes(), &vars_text, cli_vars.as_bytes()]),
             conflist,
+            nft: netqos::apply::nft_table::NftTable::for_plan(plan.pod_rules.as_ref()),
         })
     }
 
@@ -114,14 +115,23 @@ impl Host for CliHost<'_> {
 
     fn resource_drift(&mut self, policy: &Policy) -> Vec<&'static str> {
         use netqos::apply::conflist_file::{Prepared, prepare};
-        match (&policy.pods, &policy.conflist) {
-            (Some(pods), Some(path))
-                if matches!(prepare(pods, path), Ok(Prepared::Install { .. })) =>
-            {
-                vec!["conflist"]
-            }
-            _ => Vec::new(),
+        let mut kinds = Vec::new();
+        if let (Some(pods), Some(path)) = (&policy.pods, &policy.conflist)
+            && matches!(prepare(pods, path), Ok(Prepared::Install { .. }))
+        {
+            kinds.push("conflist");
         }
+        // The table is read (one `nft list`) only when the policy has pod rules; a stale
+        // table of an earlier policy goes at the first apply.
+        if policy.nft.want.is_some()
+            && policy
+                .nft
+                .read()
+                .map_or(true, |live| policy.nft.change(&live).is_some())
+        {
+            kinds.push("nftables");
+        }
+        kinds
     }
 
     fn log(&mut self, line: &str) {
@@ -188,7 +198,8 @@ fn transact(
         hooks: super::apply::hooks_from_env(),
     };
     let mut observer = Timed(super::timings::Timings::from_env());
-    let mut t = Transaction::new(kernel, dir, options);
+    // netqos's nftables table first, as `netqos apply` orders it.
+    let mut t = Transaction::new(kernel, dir, options).resource(policy.nft.clone());
     if let Some(c) = conflist {
         let bin_dir = netqos::apply::cni_plugin::bin_dir_for(
             policy.pods.as_ref().unwrap_or(&Default::default()),
