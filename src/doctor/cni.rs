@@ -289,3 +289,151 @@ fn parse_release(r: &str) -> Option<(u32, u32, u32)> {
         it.next().and_then(|p| p.parse().ok()).unwrap_or(0),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::node::{LinkInfo, PluginVersion};
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A node made of a path → contents map; `bandwidth` answers with `release`.
+    struct Fake {
+        files: BTreeMap<String, String>,
+        release: Result<&'static str, &'static str>,
+    }
+
+    impl Node for Fake {
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+        fn readable(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn read(&self, path: &str) -> Option<String> {
+            self.files.get(path).cloned()
+        }
+        fn exists(&self, path: &str) -> bool {
+            self.files
+                .keys()
+                .any(|k| k == path || k.starts_with(&format!("{path}/")))
+        }
+        fn list(&self, dir: &str) -> Vec<String> {
+            let prefix = format!("{dir}/");
+            self.files
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .filter(|k| !k.contains('/'))
+                .map(str::to_string)
+                .collect()
+        }
+        fn links(&self) -> Vec<LinkInfo> {
+            Vec::new()
+        }
+        fn root_qdiscs(&self, _: &[String]) -> Option<Vec<(String, String)>> {
+            None
+        }
+        fn plugin_version(&self, _: &str) -> Result<PluginVersion, String> {
+            self.release.map_err(str::to_string).map(|r| PluginVersion {
+                release: Some(r.into()),
+                spec_versions: vec!["0.3.0".into(), "1.0.0".into()],
+            })
+        }
+    }
+
+    fn fake(files: &[(&str, &str)]) -> Fake {
+        Fake {
+            files: files
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            release: Ok("v1.6.2"),
+        }
+    }
+
+    const CHAIN: &str =
+        r#"{"plugins":[{"type":"flannel"},{"type":"portmap"},{"type":"bandwidth"}]}"#;
+
+    fn codes(d: &[Diagnostic]) -> Vec<Code> {
+        d.iter().map(|d| d.code).collect()
+    }
+
+    #[test]
+    fn k3s_layout_with_every_binary_is_clean() {
+        let node = fake(&[
+            (
+                "/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist",
+                CHAIN,
+            ),
+            ("/var/lib/rancher/k3s/data/current/bin/flannel", ""),
+            ("/var/lib/rancher/k3s/data/current/bin/portmap", ""),
+            ("/var/lib/rancher/k3s/data/current/bin/bandwidth", ""),
+        ]);
+        let d = findings(&node, None);
+        assert_eq!(codes(&d), vec![Code::NQ101, Code::NQ102]);
+        assert!(d[0].message.contains("k3s") && d[0].message.contains(K3S_BIN_DIR));
+        assert!(d[1].message.contains("v1.6.2"));
+    }
+
+    #[test]
+    fn a_chained_plugin_without_its_binary_is_an_error() {
+        let node = fake(&[
+            ("/etc/cni/net.d/10-flannel.conflist", CHAIN),
+            ("/opt/cni/bin/flannel", ""),
+            ("/opt/cni/bin/portmap", ""),
+        ]);
+        let d = findings(&node, None);
+        assert_eq!(codes(&d), vec![Code::NQ101, Code::NQ104]);
+        assert!(d[1].is_error() && d[1].message.contains("/opt/cni/bin/bandwidth"));
+    }
+
+    #[test]
+    fn known_bad_releases_and_silent_plugins_are_named() {
+        let mut node = fake(&[
+            ("/etc/cni/net.d/10-flannel.conflist", CHAIN),
+            ("/opt/cni/bin/flannel", ""),
+            ("/opt/cni/bin/portmap", ""),
+            ("/opt/cni/bin/bandwidth", ""),
+        ]);
+        node.release = Ok("v1.5.1");
+        assert!(codes(&findings(&node, None)).contains(&Code::NQ105));
+        node.release = Ok("v0.8.2");
+        assert!(codes(&findings(&node, None)).contains(&Code::NQ105));
+        node.release = Ok("v1.6.0");
+        assert!(!codes(&findings(&node, None)).contains(&Code::NQ105));
+        node.release = Err("hung");
+        assert!(codes(&findings(&node, None)).contains(&Code::NQ103));
+    }
+
+    #[test]
+    fn policy_flavour_and_missing_bandwidth_for_the_patch() {
+        let node = fake(&[
+            (
+                "/etc/cni/net.d/10-flannel.conflist",
+                r#"{"plugins":[{"type":"flannel"}]}"#,
+            ),
+            ("/opt/cni/bin/flannel", ""),
+        ]);
+        let d = findings(
+            &node,
+            Some(PolicyPods {
+                cni: Some(&Cni::K3s),
+            }),
+        );
+        assert_eq!(codes(&d), vec![Code::NQ101, Code::NQ109, Code::NQ104]);
+        let d = findings(
+            &node,
+            Some(PolicyPods {
+                cni: Some(&Cni::Flannel),
+            }),
+        );
+        assert_eq!(codes(&d), vec![Code::NQ101, Code::NQ104]);
+        assert!(d[1].message.contains("policy's `pods` block"));
+    }
+
+    #[test]
+    fn no_conflist_is_a_warning_without_pods_and_an_error_with_them() {
+        let node = fake(&[]);
+        assert!(!findings(&node, None)[0].is_error());
+        assert!(findings(&node, Some(PolicyPods { cni: None }))[0].is_error());
+    }
+}

@@ -129,7 +129,7 @@ mod tests {
             .expect("valid policy")
     }
 
-    const POLICY: &str = "netqos 1\n\ninterface veth0 egress {\n    rate RATE\n    class a { rate 1mbit default }\n}\n";
+    const POLICY: &str = "netqos 1\n\ninterface veth0 {\n    rate RATE\n    class a {\n        rate 50%\n        default\n    }\n}\n";
 
     fn findings(rate: &str, speed: Option<u64>) -> Vec<Diagnostic> {
         let src = POLICY.replace("RATE", rate);
@@ -160,7 +160,7 @@ mod tests {
         let src = POLICY.replace("RATE", "10gbit");
         let d = &findings("10gbit", Some(10_000))[0];
         let s = d.primary_span().unwrap();
-        assert_eq!(&src[s.start..s.end], "interface veth0 egress {");
+        assert_eq!(&src[s.start..s.end], "interface veth0 {");
     }
 
     #[test]
