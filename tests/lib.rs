@@ -13,6 +13,7 @@ mod compile;
 mod completions;
 mod diff;
 mod docs;
+mod doctor;
 mod examples;
 mod explain;
 mod fuzz;
