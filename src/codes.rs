@@ -121,6 +121,10 @@ codes! {
     NQ110 = 110, Warning, "no CNI conflist found";
     NQ111 = 111, Info, "link speed and root qdisc";
     NQ083 = 83, Info, "prio gives no precedence";
+    NQ085 = 85, Error, "pod burst is not a duration or a size";
+    NQ086 = 86, Error, "pod burst below one frame";
+    NQ087 = 87, Warning, "pod burst without effect on Calico";
+    NQ088 = 88, Error, "netqos CNI entry out of place";
 }
 
 impl Code {

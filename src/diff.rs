@@ -537,6 +537,7 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
     let empty = Pods {
         cni: None,
         limits: Vec::new(),
+        burst: None,
     };
     let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
     let mut push = |text: String, line: Option<usize>, old_file: bool| {
@@ -557,6 +558,21 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
         };
         push(
             format!("cni {} → {}{files}", fmt_cni(&o.cni), fmt_cni(&n.cni)),
+            None,
+            false,
+        );
+    }
+    if o.burst != n.burst {
+        let show = |b: &Option<crate::cni::burst::PodBurst>| {
+            b.as_ref()
+                .map_or("none (the runtime's)".to_string(), |b| b.config_text())
+        };
+        push(
+            format!(
+                "pod burst {} → {} (the netqos CNI entry in the conflist; pods created from now on get the new bucket)",
+                show(&o.burst),
+                show(&n.burst)
+            ),
             None,
             false,
         );

@@ -326,6 +326,7 @@ fn pods_stmt(s: &PodsStmt) -> String {
     match &s.kind {
         PodsStmtKind::Cni(c) => format!("cni {}", c.node),
         PodsStmtKind::CniFile(f) => format!("cni file {}", scalar(f)),
+        PodsStmtKind::Burst(b) => format!("burst {}", scalar(b)),
         PodsStmtKind::Limit(l) => {
             let mut t = format!("limit {}", l.selector.node);
             for (d, v) in &l.rates {

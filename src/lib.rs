@@ -39,6 +39,7 @@ pub mod lower;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
+pub mod plugin;
 pub mod report;
 pub mod span;
 pub mod syntax;

@@ -3,5 +3,9 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    // Run by a container runtime as a CNI plugin (`type: netqos` in a conflist).
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        return netqos::plugin::main();
+    }
     cli::run()
 }

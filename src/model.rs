@@ -214,11 +214,13 @@ pub struct Match {
 }
 
 /// The `pods` block.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Pods {
     /// The CNI, when the policy names one (needed for conflist artefacts).
     pub cni: Option<Cni>,
     pub limits: Vec<PodLimit>,
+    /// `burst`: the bucket the netqos CNI plugin gives every pod limit.
+    pub burst: Option<crate::cni::burst::PodBurst>,
 }
 
 /// Which CNI the node runs, which decides where its conflist lives.

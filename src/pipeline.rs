@@ -157,6 +157,7 @@ impl Checked {
             original: i.original.clone(),
             patched: i.patched.clone(),
             strict: i.from_node,
+            plugin_dir: i.plugin_dir.clone(),
         });
         Ok(Some(Conflist {
             artefacts,

@@ -453,6 +453,7 @@ fn every_flavour_names_its_durable_source() {
         let pods = Pods {
             cni: Some(cni.clone()),
             limits: Vec::new(),
+            burst: None,
         };
         let node = text.as_ref().map(|t| NodeConflist {
             path: "node.conflist",
@@ -614,4 +615,177 @@ fn live_apply_patches_the_conflist_last_and_rollback_restores_it() {
     .unwrap();
     node.netqos(&apply).code(1).stderr_has("NQ034");
     assert!(!node.has_htb());
+}
+
+/// `pods { burst }`: a conflist naming `netqos` reaches the node only where an executable
+/// `netqos` is in the CNI bin dir. The apply script and the live apply refuse before any
+/// change (exit 3, kernel and conflist untouched) and install the binary when asked.
+#[test]
+fn a_conflist_naming_netqos_needs_the_plugin_in_the_cni_bin_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(node) = Node::new("plugin", 0o644) else {
+        return;
+    };
+    std::fs::write(
+        &node.policy,
+        NODE_POLICY.replace("    limit", "    burst 20ms\n    limit"),
+    )
+    .unwrap();
+    let out_dir = node.dir.join("out");
+    cli(["compile"])
+        .arg(&node.policy)
+        .arg("-o")
+        .arg(&out_dir)
+        .arg("--conflist")
+        .arg(&node.conf)
+        .arg("-q")
+        .code(0);
+    let patched = std::fs::read_to_string(out_dir.join("conflist/10-flannel.conflist")).unwrap();
+    assert!(netqos::cni::netqos_entry::names_netqos(&patched));
+    let apply = out_dir.join("netqos-apply.sh");
+    let bin = node.dir.join("bin");
+    let script = |install: Option<&str>| {
+        let mut c = node.ns.command("sh");
+        c.arg(&apply)
+            .env("NETQOS_CNI_CONF", &node.conf)
+            .env("NETQOS_STATE_DIR", node.state())
+            .env("NETQOS_CNI_BIN_DIR", &bin);
+        if let Some(p) = install {
+            c.env("NETQOS_INSTALL_PLUGIN", p);
+        }
+        c.output().unwrap()
+    };
+    // No bin dir, then a `netqos` that is not executable: refused, nothing changed.
+    for step in 0..2 {
+        if step == 1 {
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("netqos"), "not a program").unwrap();
+        }
+        let o = script(None);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{err}");
+        assert!(err.contains("names the netqos CNI plugin"), "{err}");
+        assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
+        assert!(!node.has_htb(), "refused before any change");
+    }
+    // Asked to, the script installs it (executable), then the conflist.
+    let o = script(Some(netqos_bin()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mode = std::fs::metadata(bin.join("netqos"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert_eq!(std::fs::read_to_string(&node.conf).unwrap(), patched);
+    assert_eq!(node.cni_dir_files(), 1);
+    assert_eq!(
+        std::fs::read_dir(&bin).unwrap().count(),
+        1,
+        "no temporary file left in the bin dir"
+    );
+    let o = node
+        .ns
+        .command("sh")
+        .arg(out_dir.join("netqos-rollback.sh"))
+        .env("NETQOS_CNI_CONF", &node.conf)
+        .env("NETQOS_STATE_DIR", node.state())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
+
+    // The live apply: the same refusal before any change, and --install-plugin.
+    let live_bin = node.dir.join("live-bin");
+    let apply = |extra: &[&str]| {
+        let mut args = vec![
+            "apply",
+            node.policy.to_str().unwrap(),
+            "--conflist",
+            node.conf.to_str().unwrap(),
+            "--cni-bin-dir",
+            live_bin.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        node.netqos(&args)
+    };
+    apply(&[])
+        .code(3)
+        .stderr_has("is not an executable file: nothing changed");
+    assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
+    assert!(!node.has_htb(), "refused before any change");
+    apply(&["--install-plugin"]).code(0).stderr_has("installed");
+    assert!(netqos::apply::cni_plugin::is_executable(
+        &live_bin.join("netqos")
+    ));
+    assert_eq!(std::fs::read_to_string(&node.conf).unwrap(), patched);
+    assert!(node.has_htb());
+    node.netqos(&["rollback"]).code(0);
+    assert_eq!(std::fs::read(&node.conf).unwrap(), node.original);
+}
+
+/// `pods { burst }`: the netqos entry right after bandwidth in the node file, the reverse
+/// patch and every durable source (flannel's ConfigMap, RKE2's HelmChartConfig, K3s's
+/// flag file, built from K3s's own conflist); rke2-canal asks for the node's file.
+#[test]
+fn burst_chains_the_netqos_entry_in_every_durable_source() {
+    let dir = TempDir::new("cni-burst");
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "flannel",
+            "10-flannel.conflist",
+            "kube-flannel-cfg.patch.yaml",
+        ),
+        (
+            "rke2-flannel",
+            "10-flannel.conflist",
+            "rke2-flannel-config.yaml",
+        ),
+        ("k3s", "10-flannel.conflist", "flannel-cni.conflist"),
+    ];
+    for (flavour, node_file, durable) in cases {
+        let policy = dir.write(
+            &format!("{flavour}.nq"),
+            format!("netqos 1\n\npods {{\n    cni {flavour}\n    burst 20ms\n    limit app=x egress 5mbit\n}}\n"),
+        );
+        let out = dir.join(format!("out-{flavour}"));
+        cli(["compile"])
+            .arg(&policy)
+            .arg("-o")
+            .arg(&out)
+            .args(["--emit", "conflist", "-q"])
+            .code(0);
+        let node: serde_json::Value =
+            serde_json::from_str(&dir.read(&format!("out-{flavour}/conflist/{node_file}")))
+                .unwrap();
+        let types: Vec<&str> = node["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["type"].as_str().unwrap())
+            .collect();
+        let bw = types.iter().position(|t| *t == "bandwidth").unwrap();
+        assert_eq!(types.get(bw + 1), Some(&"netqos"), "{flavour}: {types:?}");
+        assert_eq!(
+            node["plugins"][bw + 1],
+            serde_json::json!({"type": "netqos", "burst": "20ms", "capabilities": {"bandwidth": true}})
+        );
+        let source = dir.read(&format!("out-{flavour}/conflist/{durable}"));
+        assert!(
+            source.contains("\"type\": \"netqos\"") || source.contains("\"type\":\"netqos\""),
+            "{flavour} {durable}:\n{source}"
+        );
+        let reverse = dir.read(&format!("out-{flavour}/conflist/rollback-patch.json"));
+        assert!(reverse.contains("\"netqos\""), "{flavour}: {reverse}");
+    }
+    let policy = dir.write(
+        "canal.nq",
+        "netqos 1\n\npods {\n    cni rke2-canal\n    burst 20ms\n    limit app=x egress 5mbit\n}\n",
+    );
+    cli(["compile"])
+        .arg(&policy)
+        .arg("-o")
+        .arg(dir.join("out-canal"))
+        .args(["--emit", "conflist"])
+        .code(0)
+        .stderr_has("needs the node's file: pass --conflist");
 }

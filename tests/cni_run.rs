@@ -8,7 +8,9 @@
 //! Proves: without netqos's patch the annotations do nothing (the seed's bug); with it the
 //! host veth gets `tbf rate 1Mbit` and the egress IFB; containerd's burst gives the seed's
 //! `burst 21474835b` and lets a short iperf3 run far above the limit, while a 100 kbit burst
-//! holds it to 1 Mbit/s both ways; DEL removes the IFB.
+//! holds it to 1 Mbit/s both ways; with `pods { burst 20ms }` the netqos entry after
+//! bandwidth holds containerd's own burst to the limit from the first second; DEL removes
+//! the IFB.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -184,30 +186,41 @@ fn pod_ip(result: &Value) -> String {
         .to_string()
 }
 
-/// iperf3 for 3 s from host to pod (`reverse`: pod to host); received Mbit/s.
-fn iperf(host: &Netns, pod: &Netns, ip: &str, port: u16, reverse: bool) -> f64 {
+/// iperf3 for 3 s from host to pod (`reverse`: pod to host), every step under a timeout:
+/// received Mbit/s in the first second and over the whole run, measured where the data
+/// arrives (the server into the pod, the client with -R out of it).
+fn iperf(host: &Netns, pod: &Netns, ip: &str, port: u16, reverse: bool) -> (f64, f64) {
+    let port = port.to_string();
     let mut server = pod
-        .command("iperf3")
-        .args(["-s", "-1", "-p", &port.to_string()])
+        .command("timeout")
+        .args(["20", "iperf3", "-s", "-1", "-J", "-p", &port])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));
-    let mut client = host.command("iperf3");
-    client.args(["-c", ip, "-t", "3", "-J", "-p", &port.to_string()]);
-    if reverse {
-        client.arg("-R");
-    }
+    let mut client = host.command("timeout");
+    client.args([
+        "-k", "5", "25", "iperf3", "-c", ip, "-t", "3", "-J", "-w", "64K", "-p", &port,
+    ]);
+    client.arg(if reverse { "-R" } else { "--get-server-output" });
     let out = client.output().unwrap();
     let _ = server.kill();
     let _ = server.wait();
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("iperf3: {e}: {}", String::from_utf8_lossy(&out.stdout)));
-    v["end"]["sum_received"]["bits_per_second"]
+    let receiver = if reverse {
+        &v
+    } else {
+        &v["server_output_json"]
+    };
+    let first = receiver["intervals"][0]["sum"]["bits_per_second"]
         .as_f64()
-        .unwrap()
-        / 1e6
+        .unwrap_or_else(|| panic!("no first interval: {v}"));
+    let total = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    (first / 1e6, total / 1e6)
 }
 
 #[test]
@@ -336,8 +349,8 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
             .contains("rate 1Mbit")
     );
     let ip = pod_ip(&result);
-    let to_pod = iperf(&host, &pod, &ip, 5311, false);
-    let from_pod = iperf(&host, &pod, &ip, 5312, true);
+    let (_, to_pod) = iperf(&host, &pod, &ip, 5311, false);
+    let (_, from_pod) = iperf(&host, &pod, &ip, 5312, true);
     eprintln!(
         "containerd burst, 1M limit: to pod {to_pod:.2} Mbit/s, from pod {from_pod:.2} Mbit/s"
     );
@@ -356,8 +369,8 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
     let rt = run("patchedshape01");
     let result = rt.add(&patched, &caps);
     let ip = pod_ip(&result);
-    let to_pod = iperf(&host, &pod, &ip, 5313, false);
-    let from_pod = iperf(&host, &pod, &ip, 5314, true);
+    let (_, to_pod) = iperf(&host, &pod, &ip, 5313, false);
+    let (_, from_pod) = iperf(&host, &pod, &ip, 5314, true);
     eprintln!("100 kbit burst, 1M limit: to pod {to_pod:.3} Mbit/s, from pod {from_pod:.3} Mbit/s");
     for r in [to_pod, from_pod] {
         assert!(
@@ -366,5 +379,63 @@ fn the_real_bandwidth_plugin_shapes_pods_only_with_the_patch() {
         );
     }
     rt.del(&patched, &caps, &result);
+    assert!(!host.ok("ip -o link show").contains("bwp"), "no IFB left");
+
+    // 4. netqos's patch for `burst 20ms`, under containerd's own burst: the netqos entry
+    //    right after bandwidth sets the bucket, and the limit holds from the first byte.
+    let nq_policy = work.write(
+        "burst.nq",
+        "netqos 1\n\npods {\n    cni flannel\n    burst 20ms\n    limit app=iperf ingress 1mbit egress 1mbit\n}\n",
+    );
+    let nq_out = work.join("out-burst");
+    cli(["compile"])
+        .arg(&nq_policy)
+        .arg("-o")
+        .arg(&nq_out)
+        .arg("--conflist")
+        .arg(&conf_path)
+        .code(0);
+    let with_netqos: Value = serde_json::from_str(
+        &std::fs::read_to_string(nq_out.join("conflist/10-flannel.conflist")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        with_netqos["plugins"][2],
+        json!({"type": "netqos", "burst": "20ms", "capabilities": {"bandwidth": true}})
+    );
+    let chain_bin = work.join("bin");
+    std::fs::create_dir_all(&chain_bin).unwrap();
+    for p in ["ptp", "host-local", "bandwidth", "portmap"] {
+        std::os::unix::fs::symlink(bin.join(p), chain_bin.join(p)).unwrap();
+    }
+    std::fs::copy(netqos_bin(), chain_bin.join("netqos")).unwrap();
+    let caps = containerd_caps(ing, eg, 4_294_967_295);
+    let rt = Runtime {
+        bin: &chain_bin,
+        host: &host,
+        pod: &pod,
+        container_id: "netqosburst01",
+    };
+    let result = rt.add(&with_netqos, &caps);
+    let veth = host_veth(&host, &result);
+    let qdiscs = host.ok(&format!("tc qdisc show dev {veth}"));
+    assert!(qdiscs.contains("rate 1Mbit burst 2500b "), "{qdiscs}");
+    let ip = pod_ip(&result);
+    let (first_in, total_in) = iperf(&host, &pod, &ip, 5315, false);
+    let (first_out, total_out) = iperf(&host, &pod, &ip, 5316, true);
+    eprintln!(
+        "netqos burst 20ms under containerd's burst, 1M: into the pod {first_in:.3} Mbit/s in the first second, {total_in:.3} over 3 s; out of it {first_out:.3}, {total_out:.3}"
+    );
+    for (first, total) in [(first_in, total_in), (first_out, total_out)] {
+        assert!(
+            first <= 1.25,
+            "first second {first} Mbit/s above 1.25 × the limit"
+        );
+        assert!(
+            (0.9..=1.1).contains(&total),
+            "3 s average {total} Mbit/s not within 10 % of the limit"
+        );
+    }
+    rt.del(&with_netqos, &caps, &result);
     assert!(!host.ok("ip -o link show").contains("bwp"), "no IFB left");
 }

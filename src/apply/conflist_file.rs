@@ -300,6 +300,7 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            burst: None,
         };
         let Prepared::Install {
             path,
@@ -333,6 +334,7 @@ mod tests {
         let pods = Pods {
             cni: Some(Cni::Flannel),
             limits: Vec::new(),
+            burst: None,
         };
         let Prepared::Install { path, patched, .. } = prepare(&pods, &conf).unwrap() else {
             panic!()

@@ -16,6 +16,7 @@
 //!   `conflist_file` (the CNI conflist written in place and restored) and
 //!   `probe` (new TCP connections opened after an apply, `--probe`).
 
+pub mod cni_plugin;
 pub mod conflist_file;
 pub mod device_lock;
 pub mod diff;

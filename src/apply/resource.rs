@@ -1,5 +1,6 @@
 //! What an apply changes or checks besides the tc tree, behind one boundary: the CNI
-//! conflist (`conflist_file::ConflistFile`), the post-apply probes (`probe::ProbeCheck`),
+//! conflist (`conflist_file::ConflistFile`), the post-apply probes (`probe::ProbeCheck`), the
+//! netqos CNI plugin binary a conflist names (`cni_plugin::PluginBinary`),
 //! and later kinds (an nftables table, a burst fixer).
 //!
 //! The transaction (`transaction`) handles every resource alike: `record` before the first
@@ -26,6 +27,8 @@ pub enum ResourceError {
     Conflist(#[from] ConflistError),
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Plugin(#[from] crate::apply::cni_plugin::PluginError),
 }
 
 /// One part of an apply besides the tc tree.

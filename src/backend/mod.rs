@@ -160,6 +160,10 @@ pub struct CniInstall {
     /// the apply script before it changes anything. Otherwise (a flavour's default) it is
     /// skipped with a warning.
     pub strict: bool,
+    /// The patched conflist names the netqos plugin: the script refuses to install it
+    /// unless an executable `netqos` is in this CNI bin dir (`NETQOS_CNI_BIN_DIR` overrides
+    /// it; `NETQOS_INSTALL_PLUGIN=PATH` copies the binary there first).
+    pub plugin_dir: Option<String>,
 }
 
 /// The apply script for the whole node; it also installs the patched CNI conflist when

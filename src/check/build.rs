@@ -116,7 +116,7 @@ const CLASS: &[&str] = &[
     "rate", "ceil", "prio", "burst", "cburst", "quantum", "qdisc", "id", "match", "default",
     "class",
 ];
-const PODS: &[&str] = &["cni", "limit"];
+const PODS: &[&str] = &["cni", "burst", "limit"];
 const MATCH_FIELDS: &[&str] = &["src", "dst", "sport", "dport", "tcp", "udp", "icmp"];
 const QDISCS: &[&str] = &["pfifo", "bfifo", "fq_codel", "sfq", "tbf"];
 

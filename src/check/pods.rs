@@ -4,12 +4,14 @@
 use super::build::Builder;
 use super::suggest;
 use super::values;
+use crate::cni::burst::{self, BurstError, PodBurst};
 use crate::cni::runtime_burst;
 use crate::codes::Code;
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::model::{Cni, PodLimit, Pods};
 use crate::span::Span;
 use crate::syntax::ast::{self, Direction, PodsStmtKind};
+use crate::units;
 use crate::units::{RateSpec, fmt_rate};
 
 /// Kubernetes refuses annotations outside 1 kbit/s ..= 1 Pbit/s.
@@ -29,15 +31,31 @@ pub struct RateSite {
 pub struct Sites {
     pub rates: Vec<RateSite>,
     pub cni: Option<(Cni, Span)>,
+    pub burst: Option<(PodBurst, Span)>,
 }
 
 /// Reads one `pods` block.
 pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pods> {
     let mut cni: Option<(Cni, Span)> = None;
     let mut limits = Vec::new();
+    let mut burst: Option<(PodBurst, Span)> = None;
     let mut ok = true;
     for stmt in &p.stmts {
         match &stmt.kind {
+            PodsStmtKind::Burst(_) if burst.is_some() => {
+                let first = burst.as_ref().map_or(stmt.span, |c| c.1);
+                b.diags.push(
+                    Diagnostic::new(Code::NQ056, "`burst` is given twice in the pods block")
+                        .label(stmt.span, "given again here")
+                        .label(first, "first given here")
+                        .help("every pod limit gets one bucket: keep one `burst` line"),
+                );
+                ok = false;
+            }
+            PodsStmtKind::Burst(v) => match pod_burst(b, v) {
+                Some(x) => burst = Some((x, stmt.span)),
+                None => ok = false,
+            },
             PodsStmtKind::Cni(_) | PodsStmtKind::CniFile(_) if cni.is_some() => {
                 let first = cni.as_ref().map_or(stmt.span, |c| c.1);
                 b.diags.push(
@@ -87,10 +105,59 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pod
         }
     }
     sites.cni = cni.clone();
+    sites.burst = burst;
     ok.then(|| Pods {
         cni: cni.map(|c| c.0),
         limits,
+        burst: burst.map(|x| x.0),
     })
+}
+
+/// `burst DURATION|SIZE` (NQ085, NQ086).
+fn pod_burst(b: &mut Builder<'_>, v: &ast::Scalar) -> Option<PodBurst> {
+    let item = b.env.one(v, "burst", b.diags)?;
+    let min = burst::min_bucket(burst::DEFAULT_MTU);
+    match PodBurst::parse(&item.text) {
+        Ok(PodBurst::Size { bytes }) if bytes < min => {
+            b.diags.push(
+                item.label(
+                    Diagnostic::new(
+                        Code::NQ086,
+                        format!(
+                            "pod burst {} is less than one {}-byte frame{}",
+                            units::fmt_size(bytes),
+                            min,
+                            item.origin_note()
+                        ),
+                    ),
+                    "below one frame",
+                )
+                .help(format!(
+                    "a tbf whose bucket is smaller than a frame drops every full-size packet: write at least `{min}b`, or a duration such as `20ms` (rate × duration, never below a frame)"
+                )),
+            );
+            None
+        }
+        Ok(x) => Some(x),
+        Err(e) => {
+            let why = match e {
+                BurstError::Zero => "is zero",
+                BurstError::BitUnit => "is a size in bits",
+                BurstError::Unreadable => "is neither a duration nor a size",
+            };
+            b.diags.push(
+                item.label(
+                    Diagnostic::new(
+                        Code::NQ085,
+                        format!("pod burst `{}` {why}{}", item.text, item.origin_note()),
+                    ),
+                    "expected e.g. `20ms` or `64kib`",
+                )
+                .help("write a duration (us, ms, s: the bucket is rate × duration) or a size in bytes (b, kb, kib, mb, mib)"),
+            );
+            None
+        }
+    }
 }
 
 fn flavour(word: &str) -> Option<Cni> {
@@ -286,7 +353,21 @@ fn limit(b: &mut Builder<'_>, l: &ast::Limit, span: Span, sites: &mut Sites) -> 
 /// Checks of pod limits against the node: limits above every link (NQ065), the runtime's
 /// burst (NQ066), and flavours that need no conflist patch (NQ067).
 pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnostics) {
-    if let Some((cni, span)) = &sites.cni {
+    if let (Some((Cni::Canal | Cni::Calico, span)), Some((_, burst_span))) =
+        (&sites.cni, &sites.burst)
+    {
+        diags.push(
+            Diagnostic::new(
+                Code::NQ087,
+                "`burst` does nothing on Calico and Canal: Felix shapes the pods, not the bandwidth plugin",
+            )
+            .label(*burst_span, "no tbf of the bandwidth plugin to adjust")
+            .label(*span, "this CNI")
+            .help("drop `burst` and set the qos.projectcalico.org/ingressBurst and egressBurst annotations next to the rates (Calico 3.30+)"),
+        );
+    }
+    let chains_netqos = sites.burst.is_some();
+    if let Some((cni, span)) = sites.cni.as_ref().filter(|_| !chains_netqos) {
         let msg = match cni {
             Cni::K3s => Some(
                 "K3s chains the bandwidth plugin by default (since May 2023): no conflist patch is needed",
@@ -341,7 +422,30 @@ pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnost
                 ));
             }
         }
-        if !parts.is_empty() {
+        // On Calico and Canal there is no bandwidth tbf to adjust (NQ087): the limit does
+        // not hold there, so NQ066 stays a warning.
+        let calico = matches!(sites.cni, Some((Cni::Canal | Cni::Calico, _)));
+        let burst = sites.burst.as_ref().filter(|_| !calico);
+        if let (false, Some((burst, burst_span))) = (parts.is_empty(), burst) {
+            let bytes = burst.bucket_bytes(site.bits / 8, burst::DEFAULT_MTU);
+            diags.push(
+                Diagnostic::new(
+                    Code::NQ066,
+                    format!(
+                        "pod {dir} limit {} for `{}` holds from the first byte: the netqos CNI plugin sets its bucket to {} ({}), not the runtime's {}",
+                        fmt_rate(site.bits),
+                        site.selector,
+                        units::fmt_size(bytes),
+                        burst.describe(),
+                        parts.join("; ")
+                    ),
+                )
+                .severity(Severity::Info)
+                .label(site.span, "bucket set by netqos")
+                .label(*burst_span, "the pods' burst")
+                .help("the conflist artefact chains `netqos` after `bandwidth`; install the netqos binary as `netqos` in the CNI bin dir (the apply script and `netqos apply` refuse the conflist without it)"),
+            );
+        } else if !parts.is_empty() {
             diags.push(
                 Diagnostic::new(
                     Code::NQ066,
@@ -353,7 +457,7 @@ pub fn post_check(sites: &Sites, fastest_link: Option<u64>, diags: &mut Diagnost
                     ),
                 )
                 .label(site.span, "runtime chooses the burst")
-                .help("no runtime lets a pod set its burst: see `netqos explain NQ066` for remedies (Calico burst annotations, an HTB class for the pods' aggregate); `--allow NQ066` once accepted"),
+                .help("no runtime lets a pod set its burst: add `burst 20ms` to the pods block (the netqos CNI plugin then sets every pod's bucket); `netqos explain NQ066` for other remedies; `--allow NQ066` once accepted"),
             );
         }
     }

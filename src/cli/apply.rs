@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::live::{load_target, lock, open_kernel, print_changes, state_dir};
 use super::{Exit, Ui, VarArgs};
+use netqos::apply::cni_plugin::PluginBinary;
 use netqos::apply::conflist_file::{self, ConflistFile, PrepareError, Prepared};
 use netqos::apply::diff::Options;
 use netqos::apply::probe::{Probe, ProbeCheck};
@@ -28,7 +29,15 @@ pub struct Args<'a> {
     pub state_dir: Option<&'a Path>,
     /// Overrides the flavour's conflist path.
     pub conflist: Option<&'a Path>,
+    pub plugin: PluginArgs<'a>,
     pub vars: &'a VarArgs,
+}
+
+/// Where the netqos CNI plugin must be for a conflist that names it, and whether to put it
+/// there.
+pub struct PluginArgs<'a> {
+    pub bin_dir: Option<&'a Path>,
+    pub install: bool,
 }
 
 /// The conflist change of the policy's `pods` block, worked out against the node's file
@@ -187,6 +196,18 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
     };
     let mut t = Transaction::new(&mut kernel, &dir, options);
     if let Some(c) = conflist {
+        // The plugin first: a conflist naming netqos is never written without it.
+        let bin_dir = a.plugin.bin_dir.map_or_else(
+            || {
+                netqos::apply::cni_plugin::bin_dir_for(
+                    loaded.pods.as_ref().unwrap_or(&Default::default()),
+                )
+            },
+            Path::to_path_buf,
+        );
+        if let Some(p) = PluginBinary::needed_by(&c.patched, bin_dir, a.plugin.install) {
+            t = t.resource(p);
+        }
         t = t.resource(c);
     }
     for p in a.probes {

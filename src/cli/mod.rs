@@ -233,6 +233,13 @@ enum Command {
         /// The node's CNI conflist to patch for the `pods` block (default: the flavour's path).
         #[arg(long, value_name = "FILE")]
         conflist: Option<std::path::PathBuf>,
+        /// The CNI bin dir that must hold `netqos` for a conflist naming it (`pods { burst }`;
+        /// default: the flavour's, e.g. /opt/cni/bin).
+        #[arg(long, value_name = "DIR")]
+        cni_bin_dir: Option<std::path::PathBuf>,
+        /// Copy this netqos binary into the CNI bin dir as `netqos` when it is not there.
+        #[arg(long)]
+        install_plugin: bool,
         /// After applying, open a new TCP connection to HOST:PORT (tcp:10.0.0.1:6443); if any
         /// probe fails, undo the apply (exit 4). Repeatable.
         #[arg(long, value_name = "tcp:HOST:PORT", value_parser = netqos::apply::probe::parse)]
@@ -442,6 +449,8 @@ pub fn run() -> ExitCode {
             replace_foreign,
             state_dir,
             conflist,
+            cni_bin_dir,
+            install_plugin,
             probe,
             probe_timeout,
             vars,
@@ -454,6 +463,10 @@ pub fn run() -> ExitCode {
                 opts: netqos::apply::diff::Options { replace_foreign },
                 state_dir: state_dir.as_deref(),
                 conflist: conflist.as_deref(),
+                plugin: apply::PluginArgs {
+                    bin_dir: cni_bin_dir.as_deref(),
+                    install: install_plugin,
+                },
                 vars: &vars,
             },
             ui,

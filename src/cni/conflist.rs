@@ -13,7 +13,15 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::span::Span;
 
 /// Chained plugins that modify an interface but never create one.
-const CHAINED: &[&str] = &["bandwidth", "portmap", "tuning", "firewall", "sbr", "vrf"];
+const CHAINED: &[&str] = &[
+    "bandwidth",
+    "portmap",
+    "tuning",
+    "firewall",
+    "sbr",
+    "vrf",
+    "netqos",
+];
 
 /// Keys that make the plugin ignore every pod's annotations (research/cni.md §1.1).
 pub const STATIC_KEYS: &[&str] = &["ingressRate", "ingressBurst", "egressRate", "egressBurst"];

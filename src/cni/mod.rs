@@ -3,10 +3,12 @@
 //! Pure: the CLI reads the conflist and writes the files.
 
 pub mod annotations;
+pub mod burst;
 pub mod conflist;
 pub mod flavour;
 pub mod json_patch;
 pub mod json_spans;
+pub mod netqos_entry;
 pub mod runtime_burst;
 
 use std::fmt::Write as _;
@@ -36,6 +38,9 @@ pub struct Install {
     pub patched: String,
     /// Computed from the node's own file (`--conflist`) rather than a flavour's default.
     pub from_node: bool,
+    /// The CNI bin dir that must hold an executable `netqos` before this conflist may be
+    /// installed (the patched text names the plugin).
+    pub plugin_dir: Option<String>,
 }
 
 /// The node's conflist as read from `--conflist FILE`.
@@ -69,6 +74,18 @@ pub fn conflist_artefacts(
                 "the flavour's default conflist (pass --conflist FILE to patch the node's own file)"
                     .to_string(),
             ),
+            FlavourDefault::Has(_) if pods.burst.is_some() && f.durable == Durable::K3sFlag => (
+                flavour::K3S_DEFAULT.to_string(),
+                "K3s's conflist (pass --conflist FILE to patch the node's own file)".to_string(),
+            ),
+            FlavourDefault::Has(_) if pods.burst.is_some() => {
+                out.summary.push(format!(
+                    "{} chains bandwidth already; the netqos entry for `burst` needs the node's file: pass --conflist {}",
+                    flavour_name(pods),
+                    f.conflist_path
+                ));
+                return Ok(out);
+            }
             FlavourDefault::Has(since) => {
                 out.summary.push(format!(
                     "{} chains the bandwidth plugin by default since {since}: nothing to patch (pass --conflist {} to check the node's file)",
@@ -102,7 +119,13 @@ pub fn conflist_artefacts(
     let Some(outcome) = outcome else {
         return Err(diags);
     };
-    match outcome {
+    let chained = match &pods.burst {
+        Some(burst) => netqos_entry::chain(&base, outcome, burst),
+        None => netqos_entry::unchain(&base, outcome),
+    }
+    .map_err(|d| vec![d])?;
+    let netqos_summary = chained.summary;
+    match chained.outcome {
         Outcome::Present { index } => {
             out.summary.push(format!(
                 "{base_name} already chains bandwidth (entry {index}) with the capability: nothing to do"
@@ -116,10 +139,14 @@ pub fn conflist_artefacts(
             empty_patches(&mut out);
         }
         Outcome::Patch(p) => {
-            out.summary.push(format!(
-                "adds the bandwidth entry at /plugins/{} right after `{}` in {base_name}",
-                p.index, p.main
-            ));
+            if p.main == "bandwidth" {
+                out.summary.push(format!("patches {base_name}"));
+            } else {
+                out.summary.push(format!(
+                    "adds the bandwidth entry at /plugins/{} right after `{}` in {base_name}",
+                    p.index, p.main
+                ));
+            }
             out.files
                 .push(("conflist/patch.json".into(), ops_json(&p.ops)));
             out.files
@@ -143,13 +170,24 @@ pub fn conflist_artefacts(
                 .map(|f| f.conflist_path.clone())
                 .or(node.map(|n| n.path.to_string()))
                 .unwrap_or_default();
+            let plugin_dir = netqos_entry::names_netqos(&p.patched_text).then(|| {
+                flavour
+                    .as_ref()
+                    .map_or(flavour::OPT_CNI_BIN, |f| f.bin_dir)
+                    .to_string()
+            });
             out.install = Some(Install {
                 path,
                 original: base.clone(),
                 patched: p.patched_text,
                 from_node: node.is_some(),
+                plugin_dir,
             });
         }
+    }
+    if let Some(s) = netqos_summary {
+        let at = out.summary.len().min(1);
+        out.summary.insert(at, s);
     }
     Ok(out)
 }

@@ -250,6 +250,8 @@ pub enum PodsStmtKind {
     Cni(Spanned<String>),
     /// `cni file "PATH"`.
     CniFile(Scalar),
+    /// `burst DURATION|SIZE`: the bucket of every pod limit.
+    Burst(Scalar),
     /// `limit SELECTOR [ingress RATE] [egress RATE]`.
     Limit(Limit),
     Unknown(Unknown),

@@ -445,11 +445,18 @@ fn pods_stmt(pair: Pair<'_, Rule>) -> PodsStmt {
             }
         }
         Rule::limit_stmt => PodsStmtKind::Limit(limit_stmt(pair)),
+        Rule::pod_burst_stmt => PodsStmtKind::Burst(
+            pair.into_inner()
+                .next()
+                .map(scalar)
+                .unwrap_or_else(|| Scalar::Str(Spanned::new(String::new(), span))),
+        ),
         _ => PodsStmtKind::Unknown(unknown(pair)),
     };
     let keyword = match &kind {
         PodsStmtKind::Cni(_) | PodsStmtKind::CniFile(_) => keyword_span_of(span, "cni"),
         PodsStmtKind::Limit(_) => keyword_span_of(span, "limit"),
+        PodsStmtKind::Burst(_) => keyword_span_of(span, "burst"),
         PodsStmtKind::Unknown(u) => u.word.span,
     };
     PodsStmt {

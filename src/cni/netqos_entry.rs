@@ -1,0 +1,455 @@
+//! The netqos CNI entry (`{"type":"netqos","burst":"20ms","capabilities":{"bandwidth":true}}`),
+//! chained right after `bandwidth` when the policy sets `pods { burst }`: extends the
+//! bandwidth patch (or, where `bandwidth` is already chained, makes one) with it, keeping
+//! the patch's guards, its reverse and the byte-for-byte patched text (NQ088 when an entry
+//! sits where it cannot work).
+
+use serde_json::{Value, json};
+
+use super::burst::PodBurst;
+use super::conflist::{Outcome, Patch};
+use super::json_patch::Op;
+use super::json_spans::{self, Node};
+use crate::codes::Code;
+use crate::diagnostic::Diagnostic;
+
+/// The plugin's binary name (`type`).
+pub const TYPE: &str = "netqos";
+
+/// The entry for `burst`. The capability gives the plugin the same `runtimeConfig.bandwidth`
+/// as `bandwidth`, so it knows which tbfs the sandbox must have.
+pub fn entry(burst: &PodBurst) -> Value {
+    json!({"type": TYPE, "burst": burst.config_text(), "capabilities": {"bandwidth": true}})
+}
+
+/// Whether a conflist text names the netqos plugin (what the installers check the bin dir
+/// for).
+pub fn names_netqos(text: &str) -> bool {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| {
+            v.get("plugins")?.as_array().map(|p| {
+                p.iter()
+                    .any(|e| e.get("type").and_then(Value::as_str) == Some(TYPE))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// What the netqos entry adds to the conflist outcome.
+pub struct Chained {
+    pub outcome: Outcome,
+    /// For the operator, when netqos changed something.
+    pub summary: Option<String>,
+}
+
+/// Chains the netqos entry after `bandwidth` in `outcome` (computed from `text`).
+pub fn chain(text: &str, outcome: Outcome, burst: &PodBurst) -> Result<Chained, Diagnostic> {
+    let want = entry(burst);
+    match outcome {
+        Outcome::Patch(p) => {
+            let at = p.index + 1;
+            let tree = json_spans::scan(&p.patched_text).ok_or_else(|| unreadable(text))?;
+            let node = plugin_node(&tree, p.index).ok_or_else(|| unreadable(text))?;
+            let patched_text = insert_after(&p.patched_text, node, &want);
+            let mut ops = p.ops;
+            ops.push(Op::Add {
+                path: format!("/plugins/{at}"),
+                value: want.clone(),
+            });
+            let mut reverse = vec![
+                Op::Test {
+                    path: format!("/plugins/{at}"),
+                    value: want.clone(),
+                },
+                Op::Remove {
+                    path: format!("/plugins/{at}"),
+                },
+            ];
+            reverse.extend(p.reverse);
+            Ok(Chained {
+                outcome: Outcome::Patch(Patch {
+                    ops,
+                    reverse,
+                    patched_text,
+                    ..p
+                }),
+                summary: Some(format!(
+                    "adds the netqos entry at /plugins/{at} right after bandwidth (burst {})",
+                    burst.config_text()
+                )),
+            })
+        }
+        Outcome::Present { index } => present(text, index, &want, burst),
+        Outcome::CalicoNative => Ok(Chained {
+            outcome,
+            summary: None,
+        }),
+    }
+}
+
+/// The policy sets no `burst`, but `text` still chains netqos right after `bandwidth` (a
+/// burst dropped from the policy): the patch removes that entry, so the node goes back to
+/// the runtime's bucket as the policy now says, rather than keep an old one.
+pub fn unchain(text: &str, outcome: Outcome) -> Result<Chained, Diagnostic> {
+    let Outcome::Present { index } = outcome else {
+        return Ok(Chained {
+            outcome,
+            summary: None,
+        });
+    };
+    let value: Value = serde_json::from_str(text).map_err(|_| unreadable(text))?;
+    let at = index + 1;
+    let Some(e) = value
+        .get("plugins")
+        .and_then(|p| p.get(at))
+        .filter(|e| e.get("type").and_then(Value::as_str) == Some(TYPE))
+    else {
+        return Ok(Chained {
+            outcome,
+            summary: None,
+        });
+    };
+    let tree = json_spans::scan(text).ok_or_else(|| unreadable(text))?;
+    let (bw, node) = plugin_node(&tree, index)
+        .zip(plugin_node(&tree, at))
+        .ok_or_else(|| unreadable(text))?;
+    // From the end of bandwidth's entry to the end of netqos's: the separator and the entry.
+    let patched_text = format!("{}{}", &text[..bw.span.end], &text[node.span.end..]);
+    Ok(Chained {
+        outcome: Outcome::Patch(Patch {
+            index: at,
+            main: "bandwidth".into(),
+            ops: vec![
+                Op::Test {
+                    path: format!("/plugins/{at}"),
+                    value: e.clone(),
+                },
+                Op::Remove {
+                    path: format!("/plugins/{at}"),
+                },
+            ],
+            reverse: vec![
+                Op::Test {
+                    path: format!("/plugins/{index}/type"),
+                    value: json!("bandwidth"),
+                },
+                Op::Add {
+                    path: format!("/plugins/{at}"),
+                    value: e.clone(),
+                },
+            ],
+            patched_text,
+        }),
+        summary: Some(format!(
+            "removes the netqos entry at /plugins/{at}: the policy sets no pod burst"
+        )),
+    })
+}
+
+fn unreadable(text: &str) -> Diagnostic {
+    Diagnostic::new(Code::NQ034, "the conflist could not be read for patching")
+        .label(crate::span::Span::new(0, text.len().min(1)), "here")
+        .help("re-save the file as plain JSON")
+}
+
+fn plugin_node(tree: &Node, i: usize) -> Option<&Node> {
+    tree.get("plugins")?.value.elements()?.get(i)
+}
+
+/// `bandwidth` is already chained at `index`: add, keep or update the netqos entry after it.
+fn present(
+    text: &str,
+    index: usize,
+    want: &Value,
+    burst: &PodBurst,
+) -> Result<Chained, Diagnostic> {
+    let value: Value = serde_json::from_str(text).map_err(|_| unreadable(text))?;
+    let tree = json_spans::scan(text).ok_or_else(|| unreadable(text))?;
+    let plugins = value
+        .get("plugins")
+        .and_then(Value::as_array)
+        .ok_or_else(|| unreadable(text))?;
+    let at = index + 1;
+    let is_netqos = |e: &Value| e.get("type").and_then(Value::as_str) == Some(TYPE);
+    if let Some(other) = plugins
+        .iter()
+        .enumerate()
+        .position(|(i, e)| is_netqos(e) && i != at)
+    {
+        let span = plugin_node(&tree, other).map_or(crate::span::Span::new(0, 1), |n| n.span);
+        return Err(Diagnostic::new(
+            Code::NQ088,
+            format!("the netqos entry is entry {other}, not right after bandwidth (entry {index})"),
+        )
+        .label(span, "misplaced netqos entry")
+        .help(format!(
+            "move it to entry {at}: it adjusts the tbfs bandwidth has just made, so it must run right after bandwidth on ADD"
+        )));
+    }
+    let bw = plugin_node(&tree, index).ok_or_else(|| unreadable(text))?;
+    match plugins.get(at) {
+        Some(e) if e == want => Ok(Chained {
+            outcome: Outcome::Present { index },
+            summary: Some(format!(
+                "the netqos entry is already at /plugins/{at} with burst {}",
+                burst.config_text()
+            )),
+        }),
+        Some(e) if is_netqos(e) => {
+            let node = plugin_node(&tree, at).ok_or_else(|| unreadable(text))?;
+            let patched_text = replace_node(text, node, want);
+            Ok(Chained {
+                outcome: Outcome::Patch(Patch {
+                    index: at,
+                    main: "bandwidth".into(),
+                    ops: vec![
+                        Op::Test {
+                            path: format!("/plugins/{at}"),
+                            value: e.clone(),
+                        },
+                        Op::Replace {
+                            path: format!("/plugins/{at}"),
+                            value: want.clone(),
+                        },
+                    ],
+                    reverse: vec![
+                        Op::Test {
+                            path: format!("/plugins/{at}"),
+                            value: want.clone(),
+                        },
+                        Op::Replace {
+                            path: format!("/plugins/{at}"),
+                            value: e.clone(),
+                        },
+                    ],
+                    patched_text,
+                }),
+                summary: Some(format!(
+                    "updates the netqos entry at /plugins/{at} to burst {}",
+                    burst.config_text()
+                )),
+            })
+        }
+        next => {
+            let mut ops = vec![Op::Test {
+                path: format!("/plugins/{index}/type"),
+                value: json!("bandwidth"),
+            }];
+            match next {
+                Some(n) => ops.push(Op::Test {
+                    path: format!("/plugins/{at}/type"),
+                    value: n.get("type").cloned().unwrap_or(Value::Null),
+                }),
+                None => ops.push(Op::Test {
+                    path: "/plugins".into(),
+                    value: Value::Array(plugins.clone()),
+                }),
+            }
+            ops.push(Op::Add {
+                path: format!("/plugins/{at}"),
+                value: want.clone(),
+            });
+            Ok(Chained {
+                outcome: Outcome::Patch(Patch {
+                    index: at,
+                    main: "bandwidth".into(),
+                    ops,
+                    reverse: vec![
+                        Op::Test {
+                            path: format!("/plugins/{at}"),
+                            value: want.clone(),
+                        },
+                        Op::Remove {
+                            path: format!("/plugins/{at}"),
+                        },
+                    ],
+                    patched_text: insert_after(text, bw, want),
+                }),
+                summary: Some(format!(
+                    "adds the netqos entry at /plugins/{at} right after the existing bandwidth entry (burst {})",
+                    burst.config_text()
+                )),
+            })
+        }
+    }
+}
+
+/// How the element `node` is laid out: the indentation of its line, and the step its
+/// members add (`None`: it is not on a line of its own).
+fn layout(text: &str, node: &Node) -> (Option<String>, String) {
+    let before = &text[..node.span.start];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let lead = &before[line_start..];
+    if !lead.chars().all(|c| c == ' ' || c == '\t') {
+        return (None, "  ".into());
+    }
+    let step = node
+        .get("type")
+        .and_then(|m| {
+            let b = &text[..m.key_span.start];
+            let ls = b.rfind('\n').map_or(0, |i| i + 1);
+            b[ls..].strip_prefix(lead).map(str::to_string)
+        })
+        .filter(|s| !s.is_empty() && s.chars().all(|c| c == ' ' || c == '\t'))
+        .unwrap_or_else(|| "  ".to_string());
+    (Some(lead.to_string()), step)
+}
+
+/// `value` laid out like `like`: multi-line with its step when it spans lines, else on one
+/// line with spaces.
+fn render(text: &str, like: &Node, value: &Value) -> String {
+    let element = &text[like.span.start..like.span.end];
+    let (lead, step) = layout(text, like);
+    match lead {
+        Some(lead) if element.contains('\n') => {
+            let mut buf = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(step.as_bytes());
+            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+            let _ = serde::Serialize::serialize(value, &mut ser);
+            let pretty = String::from_utf8(buf).unwrap_or_default();
+            pretty
+                .lines()
+                .enumerate()
+                .map(|(i, l)| {
+                    if i == 0 {
+                        l.to_string()
+                    } else {
+                        format!("{lead}{l}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        _ => value.to_string(),
+    }
+}
+
+/// The text with `value` inserted as the next element after `node`.
+fn insert_after(text: &str, node: &Node, value: &Value) -> String {
+    let (lead, _) = layout(text, node);
+    let rendered = render(text, node, value);
+    let sep = match lead {
+        Some(lead) => format!(",\n{lead}"),
+        None => ", ".to_string(),
+    };
+    format!(
+        "{}{sep}{rendered}{}",
+        &text[..node.span.end],
+        &text[node.span.end..]
+    )
+}
+
+fn replace_node(text: &str, node: &Node, value: &Value) -> String {
+    format!(
+        "{}{}{}",
+        &text[..node.span.start],
+        render(text, node, value),
+        &text[node.span.end..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::conflist::{analyse, apply_to_text};
+
+    const FLANNEL: &str = include_str!("defaults/flannel.conflist");
+    const K3S: &str = include_str!("defaults/k3s.conflist");
+    const BURST: PodBurst = PodBurst::Duration { us: 20_000 };
+
+    fn chained(text: &str) -> Chained {
+        let (o, d) = analyse(text, true);
+        assert!(d.is_empty(), "{d:?}");
+        chain(text, o.unwrap(), &BURST).unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    fn same(a: &Value, b: &Value) {
+        assert_eq!(a.to_string(), b.to_string());
+    }
+
+    #[test]
+    fn flannel_gets_bandwidth_then_netqos() {
+        let c = chained(FLANNEL);
+        let Outcome::Patch(p) = c.outcome else {
+            panic!()
+        };
+        let from_text: Value = serde_json::from_str(&p.patched_text).unwrap();
+        same(&from_text["plugins"][1]["type"], &json!("bandwidth"));
+        same(&from_text["plugins"][2], &entry(&BURST));
+        same(&apply_to_text(FLANNEL, &p.ops).unwrap(), &from_text);
+        let back = crate::cni::json_patch::apply(&from_text, &p.reverse).unwrap();
+        same(&back, &serde_json::from_str(FLANNEL).unwrap());
+        // Twice = once; and the patched file needs nothing more.
+        assert!(crate::cni::json_patch::apply(&from_text, &p.ops).is_err());
+        let again = chained(&p.patched_text);
+        assert!(matches!(again.outcome, Outcome::Present { index: 1 }));
+        assert!(names_netqos(&p.patched_text) && !names_netqos(FLANNEL));
+    }
+
+    #[test]
+    fn k3s_has_bandwidth_and_gets_netqos_after_it() {
+        let c = chained(K3S);
+        let Outcome::Patch(p) = c.outcome else {
+            panic!()
+        };
+        assert_eq!(p.index, 3);
+        let from_text: Value = serde_json::from_str(&p.patched_text).unwrap();
+        same(&from_text["plugins"][3], &entry(&BURST));
+        same(&apply_to_text(K3S, &p.ops).unwrap(), &from_text);
+        let back = crate::cni::json_patch::apply(&from_text, &p.reverse).unwrap();
+        same(&back, &serde_json::from_str(K3S).unwrap());
+        // One line per entry, like its neighbours.
+        assert!(p.patched_text.contains(
+            "    { \"type\":\"bandwidth\", \"capabilities\":{ \"bandwidth\":true } },\n    {\"type\":\"netqos\""
+        ), "{}", p.patched_text);
+        // A changed burst replaces the entry in place.
+        let (o, _) = analyse(&p.patched_text, true);
+        let c = chain(
+            &p.patched_text,
+            o.unwrap(),
+            &PodBurst::Duration { us: 50_000 },
+        )
+        .unwrap();
+        let Outcome::Patch(u) = c.outcome else {
+            panic!()
+        };
+        let v: Value = serde_json::from_str(&u.patched_text).unwrap();
+        same(&v["plugins"][3]["burst"], &json!("50ms"));
+        same(&apply_to_text(&p.patched_text, &u.ops).unwrap(), &v);
+    }
+
+    #[test]
+    fn dropping_burst_removes_the_entry_byte_for_byte() {
+        let Outcome::Patch(p) = chained(K3S).outcome else {
+            panic!()
+        };
+        let (o, _) = analyse(&p.patched_text, true);
+        let c = unchain(&p.patched_text, o.unwrap()).unwrap();
+        let Outcome::Patch(u) = c.outcome else {
+            panic!()
+        };
+        assert_eq!(u.patched_text, K3S);
+        same(
+            &apply_to_text(&p.patched_text, &u.ops).unwrap(),
+            &serde_json::from_str(K3S).unwrap(),
+        );
+        let back =
+            crate::cni::json_patch::apply(&serde_json::from_str(K3S).unwrap(), &u.reverse).unwrap();
+        same(&back, &serde_json::from_str(&p.patched_text).unwrap());
+        // Without an entry there is nothing to remove.
+        let (o, _) = analyse(K3S, true);
+        assert!(matches!(
+            unchain(K3S, o.unwrap()).unwrap().outcome,
+            Outcome::Present { .. }
+        ));
+    }
+
+    #[test]
+    fn a_misplaced_entry_is_refused() {
+        let text = r#"{"name":"x","cniVersion":"1.0.0","plugins":[{"type":"ptp"},{"type":"netqos","burst":"20ms"},{"type":"bandwidth","capabilities":{"bandwidth":true}}]}"#;
+        let (o, _) = analyse(text, true);
+        let e = chain(text, o.unwrap(), &BURST).err().unwrap();
+        assert_eq!(e.code, Code::NQ088);
+    }
+}
