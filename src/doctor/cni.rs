@@ -8,10 +8,7 @@ use crate::model::Cni;
 
 use super::node::Node;
 
-/// `/opt/cni/bin`: kubeadm, RKE2, flannel and Calico nodes (containerd's default).
-pub const OPT_CNI_BIN: &str = "/opt/cni/bin";
-/// K3s's bundled plugins (a new data dir at every K3s upgrade, `current` links to it).
-pub const K3S_BIN_DIR: &str = "/var/lib/rancher/k3s/data/current/bin";
+pub use crate::cni::flavour::{K3S_BIN_DIR, OPT_CNI_BIN};
 const ETC_CNI: &str = "/etc/cni/net.d";
 const K3S_CONF_DIR: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d";
 
@@ -31,19 +28,24 @@ pub struct Found {
 /// file names of upstream flannel, Canal, Calico and Cilium in `/etc/cni/net.d`, then any
 /// conflist there.
 pub fn detect(node: &dyn Node) -> Option<Found> {
-    let found = |name: &str, cni: Option<Cni>, conf_dir, bin_dir, file: &str| Found {
-        name: name.into(),
-        cni,
-        conf_dir,
-        bin_dir,
-        conflist: format!("{conf_dir}/{file}"),
+    // The bin dir is the flavour's (`cni::flavour`); Cilium and unknown CNIs use the default.
+    let found = |name: &str, cni: Option<Cni>, conf_dir, file: &str| {
+        let bin_dir = cni
+            .as_ref()
+            .map_or(OPT_CNI_BIN, |c| crate::cni::flavour::of(c).bin_dir);
+        Found {
+            name: name.into(),
+            cni,
+            conf_dir,
+            bin_dir,
+            conflist: format!("{conf_dir}/{file}"),
+        }
     };
     if node.exists(&format!("{K3S_CONF_DIR}/10-flannel.conflist")) {
         return Some(found(
             "k3s",
             Some(Cni::K3s),
             K3S_CONF_DIR,
-            K3S_BIN_DIR,
             "10-flannel.conflist",
         ));
     }
@@ -55,7 +57,6 @@ pub fn detect(node: &dyn Node) -> Option<Found> {
                 "rke2-canal",
                 Some(Cni::Rke2Canal),
                 ETC_CNI,
-                OPT_CNI_BIN,
                 "10-canal.conflist",
             ));
         }
@@ -64,7 +65,6 @@ pub fn detect(node: &dyn Node) -> Option<Found> {
                 "rke2-flannel",
                 Some(Cni::Rke2Flannel),
                 ETC_CNI,
-                OPT_CNI_BIN,
                 "10-flannel.conflist",
             ));
         }
@@ -76,18 +76,12 @@ pub fn detect(node: &dyn Node) -> Option<Found> {
         ("05-cilium.conflist", "cilium", None),
     ] {
         if has(file) {
-            return Some(found(name, cni, ETC_CNI, OPT_CNI_BIN, file));
+            return Some(found(name, cni, ETC_CNI, file));
         }
     }
     let any = files.iter().find(|f| f.ends_with(".conflist"))?;
     let path = format!("{ETC_CNI}/{any}");
-    Some(found(
-        "unknown",
-        Some(Cni::File(path.clone())),
-        ETC_CNI,
-        OPT_CNI_BIN,
-        any,
-    ))
+    Some(found("unknown", Some(Cni::File(path)), ETC_CNI, any))
 }
 
 /// The `type` of each plugin entry of a conflist, or why it cannot be read.
