@@ -120,6 +120,9 @@ codes! {
     NQ109 = 109, Error, "policy's CNI flavour is not the node's";
     NQ110 = 110, Warning, "no CNI conflist found";
     NQ111 = 111, Info, "link speed and root qdisc";
+    NQ112 = 112, Error, "the kernel lacks a feature the policy needs";
+    NQ113 = 113, Info, "kernel capability probes not run";
+    NQ114 = 114, Info, "kernel features present";
     NQ083 = 83, Info, "prio gives no precedence";
     NQ085 = 85, Error, "pod burst is not a duration or a size";
     NQ086 = 86, Error, "pod burst below one frame";

@@ -370,3 +370,46 @@ fn doctor_names_a_multiqueue_mq_root_a_single_htb_would_replace() {
         .code(0)
         .text_has("dm0: 10000 Mbit/s, 4 TX queue(s), root mq");
 }
+
+#[test]
+fn doctor_probes_the_kernel_in_a_scratch_namespace_it_deletes() {
+    let Some(ns) = Netns::new("docprobe") else {
+        return;
+    };
+    let before = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let ran = ns.netqos(["doctor", "--format", "json"]).run().code(0);
+    let text = messages(ran);
+    assert!(
+        text.contains("NQ114 info: the kernel provides: htb qdisc, u32 classifier"),
+        "{text}"
+    );
+    let after = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let names = |o: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("nqdoctor-"))
+            .map(str::to_string)
+            .collect()
+    };
+    let left: Vec<String> = names(&after)
+        .into_iter()
+        .filter(|n| !names(&before).contains(n))
+        .collect();
+    assert!(left.is_empty(), "scratch namespaces left behind: {left:?}");
+    // Under --root the running kernel is not the image's: nothing is probed.
+    let t = TempDir::new("doc-noprobe");
+    let text = messages(
+        cli(["doctor", "--format", "json", "--root"])
+            .arg(t.path())
+            .run()
+            .code(0),
+    );
+    assert!(!text.contains("NQ114") && !text.contains("NQ112"), "{text}");
+}

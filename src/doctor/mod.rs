@@ -1,11 +1,13 @@
 //! `netqos doctor`: reads a node (read-only) and says whether a policy can hold there, each
-//! finding an NQ100–NQ111 diagnostic. [`node::Node`] is what is read (a root-prefixed
-//! filesystem and, on the live node, rtnetlink); [`cni`] and [`links`] turn it into
+//! finding an NQ100–NQ114 diagnostic. [`node::Node`] is what is read (a root-prefixed
+//! filesystem and, on the live node, rtnetlink and [`probe`]s in a scratch namespace);
+//! [`cni`] and [`links`] turn it into
 //! findings; [`inspect`] puts them together.
 
 pub mod cni;
 pub mod links;
 pub mod node;
+pub mod probe;
 
 use crate::codes::Code;
 use crate::diagnostic::Diagnostic;
@@ -67,6 +69,9 @@ pub fn inspect(node: &dyn Node, policy: Option<(&Model, &str)>) -> Report {
             .node
             .extend(links::mq_findings(&links, roots, shaped.as_deref()));
     }
+    report
+        .node
+        .extend(probe_findings(node, policy.map(|(m, _)| m)));
     if let Some((model, src)) = policy {
         let speed = |dev: &str| {
             links
@@ -79,4 +84,50 @@ pub fn inspect(node: &dyn Node, policy: Option<(&Model, &str)>) -> Report {
             .extend(links::rate_findings(model, src, &speed));
     }
     report
+}
+
+/// NQ112 for each feature the policy (or, without one, netqos) needs that the kernel lacks,
+/// NQ113 when nothing could be probed, NQ114 listing what works (without a policy).
+fn probe_findings(node: &dyn Node, model: Option<&Model>) -> Vec<Diagnostic> {
+    let caps = probe::needed(model);
+    let Some(results) = node.probe(&caps) else {
+        return Vec::new();
+    };
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![
+                Diagnostic::new(
+                    Code::NQ113,
+                    format!("kernel capability probes not run: {e}"),
+                )
+                .help("run doctor as root (it creates and deletes a scratch network namespace)"),
+            ];
+        }
+    };
+    let mut out = Vec::new();
+    let mut ok = Vec::new();
+    for (cap, r) in results {
+        match r {
+            Ok(()) => ok.push(cap.name()),
+            Err(e) => {
+                let mut d = Diagnostic::new(
+                    Code::NQ112,
+                    format!("the kernel (or iproute2) cannot provide the {}: {e}", cap.name()),
+                )
+                .help("load the module (modprobe sch_htb, cls_u32, act_mirred, ifb, nf_tables, …) or install the tool");
+                if model.is_none() {
+                    d = d.severity(crate::diagnostic::Severity::Warning);
+                }
+                out.push(d);
+            }
+        }
+    }
+    if model.is_none() && !ok.is_empty() {
+        out.push(Diagnostic::new(
+            Code::NQ114,
+            format!("the kernel provides: {}", ok.join(", ")),
+        ));
+    }
+    out
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::probe::Cap;
+
 /// One network device as sysfs shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkInfo {
@@ -42,7 +44,15 @@ pub trait Node {
     fn root_qdiscs(&self, devices: &[String]) -> Option<Vec<(String, String)>>;
     /// Runs a CNI plugin's `VERSION` command (and its about text).
     fn plugin_version(&self, path: &str) -> Result<PluginVersion, String>;
+    /// Probes kernel features in a scratch namespace (`probe::run`); `None`: this node's
+    /// kernel is not the one running (`--root`), nothing is probed.
+    fn probe(&self, _caps: &[Cap]) -> Option<ProbeResults> {
+        None
+    }
 }
+
+/// Each feature probed and whether it worked, or why nothing could be probed.
+pub type ProbeResults = Result<Vec<(Cap, Result<(), String>)>, String>;
 
 /// A node read from the filesystem under `root`; the kernel is asked (over rtnetlink) only
 /// when `root` is `/`.
@@ -138,6 +148,10 @@ impl Node for FsNode {
                 .filter_map(|d| Some((d.name.clone(), d.root.as_ref()?.kind.name().to_string())))
                 .collect(),
         )
+    }
+
+    fn probe(&self, caps: &[Cap]) -> Option<ProbeResults> {
+        self.live().then(|| super::probe::run(caps))
     }
 
     fn plugin_version(&self, path: &str) -> Result<PluginVersion, String> {
