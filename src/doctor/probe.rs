@@ -129,7 +129,7 @@ fn sh(cmd: &str) -> Result<(), String> {
 
 /// Runs the probes of `caps` in a scratch namespace; `Err` when the namespace cannot be
 /// created (not root, no iproute2). The namespace is deleted before returning.
-pub fn run(caps: &[Cap]) -> Result<Vec<(Cap, Result<(), String>)>, String> {
+pub fn run(caps: &[Cap]) -> super::node::ProbeResults {
     let ns = format!("nqdoctor-{}", std::process::id());
     sh(&format!("ip netns add {ns}"))?;
     let mut out = Vec::new();
