@@ -915,3 +915,63 @@ fn a_world_writable_state_dir_is_refused_by_the_live_commands() {
             .text_has("writable by every user");
     }
 }
+
+/// Issue 18.4: an apply made with a confirm window whose reverter died: once the deadline
+/// passed, the next apply reverts it first (as the reverter would have), so the new
+/// apply's undo point is the state before the unconfirmed one.
+#[test]
+fn a_window_closed_without_its_reverter_is_reverted_by_the_next_apply() {
+    use netqos::apply::state_dir::{Pending, now};
+    use netqos::apply::transaction::{Confirm, Reverter};
+    struct Gone;
+    impl Reverter for Gone {
+        fn start(&self, _: &StateDir, _: &Pending) -> std::io::Result<()> {
+            Ok(()) // started, and died at once: it holds no reverter lock
+        }
+    }
+    let d = Dir::new("deadwindow");
+    let a = target(EGRESS);
+    let b = target(&EGRESS.replace("10.42.3.0/24", "10.42.4.0/24"));
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    let pristine = k.read(&a.devices()).unwrap();
+    let o = transaction::Options {
+        confirm: Some(Confirm {
+            window: std::time::Duration::from_secs(3600),
+            reverter: &Gone,
+        }),
+        ..options()
+    };
+    let Outcome::Applied(first) = Transaction::new(&mut k, &d.1, o).apply(a).unwrap() else {
+        panic!("A not applied");
+    };
+    // Still open: refused.
+    let e = Transaction::new(&mut k, &d.1, options())
+        .apply(b.clone())
+        .unwrap_err();
+    assert!(e.to_string().contains("awaits confirmation"), "{e}");
+    d.1.set_pending(Some(&Pending {
+        id: first.id.clone(),
+        deadline: now() - 5,
+    }))
+    .unwrap();
+    let mut lines = Lines::default();
+    let out = Transaction::new(&mut k, &d.1, options())
+        .observer(&mut lines)
+        .apply(b.clone())
+        .unwrap();
+    assert!(matches!(out, Outcome::Applied(_)), "{out:?}");
+    assert!(
+        lines
+            .0
+            .iter()
+            .any(|l| l.contains("its reverter is gone; reverted it first")),
+        "{:?}",
+        lines.0
+    );
+    assert!(d.1.pending().unwrap().is_none());
+    assert_eq!(
+        d.1.record(&first.id).unwrap().unwrap().outcome,
+        "reverted, not confirmed"
+    );
+    assert_eq!(d.1.last().unwrap().unwrap().snapshot, pristine);
+}

@@ -730,6 +730,10 @@ fn a_killed_apply_is_undone_by_the_next_and_rollback_returns_to_before_it() {
         assert_ne!(lab.dump(), pristine, "half-built at step {step}");
         let status = lab.netqos_ok(&["status"]);
         assert!(status.contains("interrupted: transaction"), "{status}");
+        let json = lab.netqos_ok(&["status", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["interrupted"]["in_progress"], false, "{json}");
+        assert!(v["interrupted"]["id"].is_string(), "{json}");
         lab.netqos(&["plan", "--replace-foreign", path])
             .code(0)
             .text_has("was interrupted");
@@ -785,13 +789,9 @@ fn a_dead_reverter_is_noticed_and_its_revert_done() {
     let p = write_policy(&lab, "p.nq", POLICY);
     lab.netqos_ok(&["apply", "--confirm", "2s", p.to_str().unwrap()]);
     // The only process left in the namespace is the detached reverter.
-    let pids = Command::new("ip")
-        .args(["netns", "pids", lab.ns.name()])
-        .output()
-        .unwrap();
-    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
-    assert!(!pids.trim().is_empty(), "a reverter runs");
-    for pid in pids.split_whitespace() {
+    let pids = lab.ns.pids();
+    assert!(!pids.is_empty(), "a reverter runs");
+    for pid in &pids {
         let _ = Command::new("kill").args(["-9", pid]).output();
     }
     std::thread::sleep(Duration::from_secs(3));

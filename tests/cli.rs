@@ -207,6 +207,9 @@ fn unreadable_input_is_a_diagnostic() {
     cli(["check", "--vars", "/dev/zero", "examples/control-plane.nq"])
         .code(1)
         .stderr_has("NQ082");
+    cli(["check", "--conflist", "/dev/zero", "examples/pods.nq"])
+        .code(1)
+        .stderr_has("error[NQ082]: conflist /dev/zero is a character device");
     let fifo = d.join("fifo.nq");
     assert!(
         std::process::Command::new("mkfifo")

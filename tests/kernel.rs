@@ -456,3 +456,99 @@ fn an_edited_policy_replaces_the_old_tree_without_leftovers() {
         "{qdiscs}"
     );
 }
+
+/// Filter nodes on a device, counted once each (u32 lists shared tables under every
+/// parent of a priority, so the root's and each class's listing are merged).
+fn filter_nodes(ns: &Netns, dev: &str) -> usize {
+    let text = ns.ok(&format!(
+        "for c in 1: $(tc class show dev {dev} | awk '{{print $3}}'); do tc filter show dev {dev} parent $c; done"
+    ));
+    let mut nodes: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let fh = word_after(l, "fh")?;
+            let pref = word_after(l, "pref")?;
+            fh.contains("::").then(|| format!("{pref} {fh}"))
+        })
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes.len()
+}
+
+/// Issue 18.7: two runs of the apply script at once take turns (a lock per network
+/// namespace): the filters are there once, not twice. A re-run of the same script deletes
+/// no filter (classification never stops: `tc monitor` sees no deletion), and a run leaves
+/// no scratch directory behind, removing one a killed run left.
+#[test]
+fn the_apply_script_takes_turns_keeps_its_filters_and_cleans_up() {
+    let Some(ns) = Netns::new("scriptlock") else {
+        return;
+    };
+    let src = std::fs::read_to_string(root().join("examples/control-plane.nq")).unwrap();
+    let dir = TempDir::new("kernel-scriptlock");
+    let plan = compile(&src, &dir);
+    let want = plan.devices[0].filters.len();
+    let dev = &plan.devices[0].device;
+    ns.ok(&format!(
+        "ip link add {dev} type veth peer name p0 && ip link set {dev} up && ip link set p0 up"
+    ));
+    let run = dir.join("run");
+    let script = format!(
+        "NETQOS_RUN_DIR={} sh {}",
+        run.display(),
+        dir.join("apply.sh").display()
+    );
+    // A killed run's scratch directory (its process is gone).
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let _ = { dead }.wait();
+    std::fs::create_dir_all(run.join(format!("work.{dead_pid}"))).unwrap();
+    ns.ok(&format!("({script}) & ({script}) & wait"));
+    assert_eq!(filter_nodes(&ns, dev), want, "each filter once");
+    let left: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("work."))
+        .collect();
+    assert!(left.is_empty(), "scratch directories left: {left:?}");
+    let out = ns.ok(&format!(
+        "tc monitor > {m} 2>&1 & pid=$!; sleep 0.3; {script}; sleep 0.3; kill $pid; cat {m}",
+        m = dir.join("monitor").display()
+    ));
+    assert!(
+        !out.lines().any(|l| l.starts_with("deleted filter")),
+        "a re-run deleted filters:\n{out}"
+    );
+    assert_eq!(filter_nodes(&ns, dev), want);
+    assert_matches_plan(&ns, &plan);
+    // An edited policy whose IPv4 rules change: only that list is made again; the IPv6
+    // list keeps classifying.
+    let edited = src.replace("10.0.0.12 }", "10.0.0.13 }");
+    assert_ne!(edited, src);
+    let dir2 = TempDir::new("kernel-scriptlock-edit");
+    let plan2 = compile(&edited, &dir2);
+    let script2 = format!(
+        "NETQOS_RUN_DIR={} sh {}",
+        run.display(),
+        dir2.join("apply.sh").display()
+    );
+    let out = ns.ok(&format!(
+        "tc monitor > {m} 2>&1 & pid=$!; sleep 0.3; {script2}; sleep 0.3; kill $pid; cat {m}",
+        m = dir.join("monitor2").display()
+    ));
+    let deleted: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("deleted filter"))
+        .collect();
+    assert!(
+        !deleted.is_empty() && deleted.iter().all(|l| l.contains("pref 1 ")),
+        "only the IPv4 list is re-made:\n{out}"
+    );
+    assert_matches_plan(&ns, &plan2);
+    // Someone deletes a filter by hand: the next run sees it and installs them all again.
+    ns.ok(&format!("tc filter del dev {dev} parent 1: prio 1"));
+    ns.ok(&script2);
+    assert_matches_plan(&ns, &plan2);
+}

@@ -18,8 +18,8 @@
 //!   pair (addresses and links up); [`Netns::veth`] a pair inside one namespace. Run shell
 //!   in it with [`Netns::ok`] (asserts success, returns stdout) or [`Netns::sh`] (success
 //!   and stdout + stderr), programs with [`Netns::command`] / [`Netns::spawn`], and netqos
-//!   with [`Netns::netqos`] (a [`Cli`]). On drop every process left in the namespace is
-//!   killed and the namespace deleted.
+//!   with [`Netns::netqos`] (a [`Cli`]); [`Netns::pids`] lists what runs in it. On drop
+//!   every process left in the namespace is killed and the namespace deleted.
 //! * **Tools and skips**: [`tool`]`("iperf3", "iperf3")` says whether a tool is installed;
 //!   outside CI a missing tool skips the test, in CI (`CI` set) it fails it. Every skip goes
 //!   through [`skip`], which records it for the summary printed at the end of the run.
@@ -531,6 +531,20 @@ impl Netns {
             .expect("ip netns exec starts")
     }
 
+    /// The ids of the processes running in the namespace.
+    pub fn pids(&self) -> Vec<String> {
+        Command::new("ip")
+            .args(["netns", "pids", &self.0])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `netqos ARGS` in the namespace.
     pub fn netqos<I, S>(&self, args: I) -> Cli
     where
@@ -544,10 +558,8 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Processes the test left in the namespace (servers, a detached revert).
-        if let Ok(o) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).output();
-            }
+        for pid in self.pids() {
+            let _ = Command::new("kill").args(["-9", &pid]).output();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
     }

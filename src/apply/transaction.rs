@@ -288,10 +288,14 @@ impl<'a> Transaction<'a> {
         Ok(self.finish(&mut run, result))
     }
 
-    /// Locks every device this apply may change: the target's, and those of an interrupted
-    /// or unconfirmed transaction it may undo first.
+    /// Locks every device this apply may change: the target's, the last applied policy's,
+    /// and those of an interrupted or unconfirmed transaction it may undo first.
     fn lock(&mut self, target: &Target) -> Result<DeviceLocks, ApplyError> {
         let mut names = target.devices();
+        // Those the last applied policy shaped (their trees go when this one drops them).
+        if let Some(prev) = self.dir.applied().ok().flatten() {
+            names.extend(prev.devices());
+        }
         if let Some(r) = self.dir.interrupted()? {
             names.extend(r.target.devices());
         }

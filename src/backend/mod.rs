@@ -75,7 +75,11 @@ struct DeviceView {
     keep: String,
     /// Leaf queues as `HANDLE:KIND`, space separated.
     leaves: String,
+    /// Classes and leaf queues.
     lines: Vec<String>,
+    /// The u32 filters, after `lines` in the batch (a re-run keeps them when the kernel
+    /// holds exactly what the script installed last).
+    filters: Vec<String>,
     redirect: String,
     /// Text `tc filter show` prints for netqos's redirect, to recognise it.
     redirect_mark: String,
@@ -197,9 +201,14 @@ fn device_view(d: &DevicePlan, source: &str, map: &mut Vec<String>) -> DeviceVie
     let title = format!("{} {}", d.device, d.direction.as_str());
     map.push(format!("{source}:{} (root of {title})", d.line));
     let mut lines = Vec::new();
+    let mut filters = Vec::new();
     for (l, line, what) in device_lines(d) {
         map.push(format!("{source}:{line} ({what} on {})", d.shaped_device));
-        lines.push(l);
+        if l.starts_with("filter ") {
+            filters.push(l);
+        } else {
+            lines.push(l);
+        }
     }
     let redirect = d.ifb.as_ref().map_or(String::new(), |ifb| {
         map.push(format!("{source}:{} (redirect of {} ingress to {ifb})", d.line, d.device));
@@ -230,6 +239,7 @@ fn device_view(d: &DevicePlan, source: &str, map: &mut Vec<String>) -> DeviceVie
                 .collect(),
         ),
         lines,
+        filters,
         redirect,
         redirect_mark: d
             .ifb

@@ -77,7 +77,7 @@ pub fn run(
         Ok(a) => a,
         Err(e) => return e,
     };
-    let conflist = match super::cni::read(node.conflist.as_deref()) {
+    let conflist = match super::cni::read(node.conflist.as_deref(), ui) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -96,18 +96,11 @@ pub fn run(
     let mut exit = Exit::Ok;
     let (mut errors, mut warnings) = (0usize, 0usize);
     for path in files {
-        let src = match read_source(path) {
+        let src = match read_or_print(path, format, ui, &mut json) {
             Ok(s) => s,
-            Err(Unreadable::Io(message)) => {
-                eprintln!("netqos: {message}");
-                exit = exit.max(Exit::Io);
-                continue;
-            }
-            Err(Unreadable::Invalid(b)) => {
-                let (src, d) = *b;
-                print(&[d], &src, format, ui, &mut json);
-                errors += 1;
-                exit = exit.max(Exit::Invalid);
+            Err(e) => {
+                errors += usize::from(e == Exit::Invalid);
+                exit = exit.max(e);
                 continue;
             }
         };
@@ -149,6 +142,28 @@ pub fn run(
         eprintln!("netqos: {}{denied}", summary(errors, warnings));
     }
     exit
+}
+
+/// Reads one policy; an unreadable one is reported (its NQ080–NQ082 in `format`) and its
+/// exit status returned.
+fn read_or_print(
+    path: &Path,
+    format: Format,
+    ui: Ui,
+    json: &mut Vec<report::JsonDiagnostic>,
+) -> Result<Source, Exit> {
+    match read_source(path) {
+        Ok(s) => Ok(s),
+        Err(Unreadable::Io(message)) => {
+            eprintln!("netqos: {message}");
+            Err(Exit::Io)
+        }
+        Err(Unreadable::Invalid(b)) => {
+            let (src, d) = *b;
+            print(&[d], &src, format, ui, json);
+            Err(Exit::Invalid)
+        }
+    }
 }
 
 pub fn finish_json(format: Format, json: &[report::JsonDiagnostic]) {

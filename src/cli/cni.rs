@@ -9,18 +9,19 @@ use netqos::diagnostic::Diagnostic;
 use netqos::model::Pods;
 use netqos::report::Source;
 
-/// Reads the `--conflist` file, if one was given.
-pub fn read(path: Option<&Path>) -> Result<Option<Source>, Exit> {
+/// Reads the `--conflist` file, if one was given, bounded like a policy (`input`).
+pub fn read(path: Option<&Path>, ui: super::Ui) -> Result<Option<Source>, Exit> {
     let Some(path) = path else { return Ok(None) };
-    match std::fs::read_to_string(path) {
+    match super::input::read_text(path, "conflist") {
         Ok(text) => Ok(Some(Source {
             name: path.display().to_string(),
             text,
         })),
-        Err(e) => {
-            eprintln!("netqos: cannot read conflist {}: {e}", path.display());
+        Err(super::input::Unreadable::Io(message)) => {
+            eprintln!("netqos: {message}");
             Err(Exit::Io)
         }
+        Err(e) => Err(e.report(ui)),
     }
 }
 

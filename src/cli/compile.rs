@@ -70,7 +70,7 @@ fn command_line() -> Source {
 
 fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Exit> {
     let allowed = a.node.allowed()?;
-    let node_conflist = super::cni::read(a.node.conflist.as_deref())?;
+    let node_conflist = super::cni::read(a.node.conflist.as_deref(), ui)?;
     let to_stdout = a.out == Path::new("-");
     if to_stdout && a.emit.len() != 1 {
         eprintln!("netqos: `-o -` prints one artefact: choose it with `--emit KIND`");

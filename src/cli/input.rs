@@ -50,10 +50,16 @@ pub fn read_policy(path: &Path) -> Result<Source, Unreadable> {
 
 /// Reads a vars (TOML) file; a bad byte is reported by line and column in the message.
 pub fn read_vars(path: &Path) -> Result<String, Unreadable> {
-    let bytes = read_bytes(path, "vars file")?;
+    read_text(path, "vars file")
+}
+
+/// Reads a file other than the policy (`what`: "vars file", "conflist") with the same
+/// bounds; a bad byte is reported by line and column in the message.
+pub fn read_text(path: &Path, what: &str) -> Result<String, Unreadable> {
+    let bytes = read_bytes(path, what)?;
     decode(bytes).map_err(|(_, mut d)| {
         d.labels.clear();
-        d.message = format!("vars file {}: {}", path.display(), d.message);
+        d.message = format!("{what} {}: {}", path.display(), d.message);
         Unreadable::Invalid(Box::new((command_line(), d)))
     })
 }

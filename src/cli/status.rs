@@ -158,7 +158,13 @@ fn what_to_show(
 
 type Drift = Option<Result<Vec<Change>, DiffError>>;
 
-fn print_json(live: &Live, stats: &StatsMap, drift: &Drift, pending: Option<&Pending>) {
+fn print_json(
+    live: &Live,
+    stats: &StatsMap,
+    drift: &Drift,
+    pending: Option<&Pending>,
+    dir: &StateDir,
+) {
     let stats: Vec<serde_json::Value> = stats
         .iter()
         .map(|((dev, kind, handle), s)| {
@@ -175,6 +181,9 @@ fn print_json(live: &Live, stats: &StatsMap, drift: &Drift, pending: Option<&Pen
         "stats": stats,
         "drift": drift_json,
         "pending": pending,
+        "interrupted": interrupted(dir).map(|(r, running)| serde_json::json!({
+            "id": r.id, "source": r.source, "in_progress": running,
+        })),
     });
     outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
@@ -234,13 +243,20 @@ fn print_pending(p: &Pending, dir: &StateDir) {
     }
 }
 
+/// An unfinished transaction, and whether its process still runs (it holds the lock).
+fn interrupted(dir: &StateDir) -> Option<(netqos::apply::state_dir::Record, bool)> {
+    let r = dir.interrupted().ok().flatten()?;
+    let running = dir.lock(false).is_err();
+    Some((r, running))
+}
+
 /// Says so when a transaction was interrupted (its process died mid-way): the devices
 /// may hold part of it. The state lock tells a dead one from one in progress.
 fn print_interrupted(dir: &StateDir) {
-    let Ok(Some(r)) = dir.interrupted() else {
+    let Some((r, running)) = interrupted(dir) else {
         return;
     };
-    if dir.lock(false).is_err() {
+    if running {
         outln!("in progress: transaction {} ({})", r.id, r.source);
         return;
     }
@@ -278,7 +294,7 @@ pub fn run(iface: Option<&str>, format: PlanFormat, state: Option<&Path>, _ui: U
     let drift = target.as_ref().map(|t| diff::diff(&live, t, opts));
     let pending = dir.pending().ok().flatten();
     match format {
-        PlanFormat::Json => print_json(&live, &kernel.stats, &drift, pending.as_ref()),
+        PlanFormat::Json => print_json(&live, &kernel.stats, &drift, pending.as_ref(), &dir),
         PlanFormat::Human => {
             print_human(&live, &kernel.stats, &drift, pending.as_ref(), &dir);
             print_interrupted(&dir);
