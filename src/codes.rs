@@ -1,7 +1,8 @@
 //! The catalogue of diagnostic codes: number, default severity, title and long explanation.
 //!
 //! NQ001–NQ039 follow the research catalogue (`shared/research/reliability.md` part a);
-//! NQ040 onwards are checks of the language itself.
+//! NQ040 onwards are checks of the language itself; NQ100–NQ119 are findings of `netqos
+//! doctor` about the node (NQ100 also from `plan` and `apply`).
 
 use crate::diagnostic::Severity;
 
@@ -107,6 +108,21 @@ codes! {
     NQ080 = 80, Error, "policy is not UTF-8 text";
     NQ081 = 81, Error, "input file too large";
     NQ082 = 82, Error, "input is not a regular file";
+    NQ100 = 100, Warning, "root rate above 95 % of the link's speed";
+    NQ101 = 101, Info, "CNI flavour found on the node";
+    NQ102 = 102, Info, "bandwidth plugin version";
+    NQ103 = 103, Warning, "bandwidth plugin did not answer VERSION";
+    NQ104 = 104, Error, "CNI chain names a missing plugin binary";
+    NQ105 = 105, Warning, "bandwidth plugin release with known problems";
+    NQ106 = 106, Info, "Calico shapes pods itself";
+    NQ107 = 107, Warning, "Cilium owns the NIC root qdisc";
+    NQ108 = 108, Warning, "a single HTB would replace a multiqueue mq root";
+    NQ109 = 109, Error, "policy's CNI flavour is not the node's";
+    NQ110 = 110, Warning, "no CNI conflist found";
+    NQ111 = 111, Info, "link speed and root qdisc";
+    NQ112 = 112, Error, "the kernel lacks a feature the policy needs";
+    NQ113 = 113, Info, "kernel capability probes not run";
+    NQ114 = 114, Info, "kernel features present";
     NQ083 = 83, Info, "prio gives no precedence";
     NQ085 = 85, Error, "pod burst is not a duration or a size";
     NQ086 = 86, Error, "pod burst below one frame";

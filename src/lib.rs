@@ -32,6 +32,7 @@ pub mod cni;
 pub mod codes;
 pub mod diagnostic;
 pub mod diff;
+pub mod doctor;
 pub mod exit;
 pub mod format;
 pub mod input;

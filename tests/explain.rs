@@ -65,9 +65,11 @@ fn every_code_is_explained_with_working_examples() {
         if lang_block(text, "sh", "bad").is_some() {
             // NQ037 is about the command line (`cni::output_into_the_cni_directory_is_refused`),
             // NQ080–NQ082 about the input's bytes (`cli::unreadable_input_is_a_diagnostic`).
+            // NQ100–NQ119 are `doctor`'s findings about a node (`doctor` tests).
             assert!(
-                matches!(code, Code::NQ037 | Code::NQ080 | Code::NQ081 | Code::NQ082),
-                "{code}: only NQ037 and NQ080–NQ082 have command-line examples"
+                matches!(code, Code::NQ037 | Code::NQ080 | Code::NQ081 | Code::NQ082)
+                    || (100..=119).contains(&code.number()),
+                "{code}: only NQ037, NQ080–NQ082 and doctor's NQ100–NQ119 have command-line examples"
             );
             assert!(lang_block(text, "sh", "fixed").is_some());
             continue;

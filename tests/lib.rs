@@ -19,6 +19,7 @@ mod completions;
 mod cri;
 mod diff;
 mod docs;
+mod doctor;
 mod examples;
 mod explain;
 mod fuzz;

@@ -175,7 +175,7 @@ impl Checker<'_> {
     }
 }
 
-fn finish_json(format: Format, json: &[report::JsonDiagnostic]) {
+pub fn finish_json(format: Format, json: &[report::JsonDiagnostic]) {
     if format == Format::Json {
         match serde_json::to_string_pretty(json) {
             Ok(s) => outln!("{s}"),

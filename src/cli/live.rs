@@ -72,6 +72,13 @@ pub fn load_target(file: &Path, vars: &VarArgs, ui: Ui) -> Result<Loaded, Exit> 
         }
     };
     print(&checked.warnings, &src, Format::Human, ui, &mut json);
+    // Root rates against the links' speeds on this node (NQ100): a warning, never a refusal.
+    let link = netqos::doctor::links::rate_findings(
+        &checked.model,
+        &src.text,
+        &netqos::doctor::links::sysfs_speed,
+    );
+    print(&link, &src, Format::Human, ui, &mut json);
     // The policy is valid; what fails here is a limit of the netlink apply (exit 3).
     let target = state::from_plan(&checked.plan).map_err(|e| {
         eprintln!("netqos: {e}");

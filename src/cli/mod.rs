@@ -25,6 +25,7 @@ mod compile;
 mod completions;
 mod diff;
 mod error;
+mod doctor;
 mod explain;
 mod fmt;
 mod input;
@@ -343,6 +344,24 @@ enum Command {
         #[command(flatten)]
         vars: VarArgs,
     },
+    /// Read the node (read-only) and say whether a policy can hold on it: CNI flavour and
+    /// dirs, plugin versions, link speeds, root qdiscs; with FILE, the policy against them.
+    #[command(
+        after_help = "Examples:\n  netqos doctor\n  netqos doctor policy.nq\n  netqos doctor --root /mnt/node --format json pods.nq\n\nExit status: 0 the policy can hold, 1 something makes it fail, 3 the node cannot be read."
+    )]
+    Doctor {
+        /// The policy to check against the node (optional).
+        #[arg(value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        /// Output format for findings.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Read the node's filesystem under this directory (an image, a mounted node).
+        #[arg(long, value_name = "DIR")]
+        root: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
     /// Print a shell completion script for bash, zsh or fish.
     #[command(
         after_help = "Examples:\n  netqos completions bash > /etc/bash_completion.d/netqos\n  netqos completions zsh > \"${fpath[1]}/_netqos\"\n  netqos completions fish > ~/.config/fish/completions/netqos.fish"
@@ -444,6 +463,20 @@ fn offline(command: Command, ui: Ui) -> Result<Exit, error::Error> {
 /// Runs the commands that read or change the kernel (they print their own errors).
 fn live(command: Command, ui: Ui) -> Exit {
     match command {
+        Command::Doctor {
+            file,
+            format,
+            root,
+            vars,
+        } => doctor::run(
+            &doctor::Args {
+                file: file.as_deref(),
+                format,
+                root,
+                vars: &vars,
+            },
+            ui,
+        ),
         Command::Plan {
             file,
             format,
