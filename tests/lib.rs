@@ -17,6 +17,7 @@ mod cni_run;
 mod compile;
 mod completions;
 mod cri;
+mod deploy;
 mod diff;
 mod docs;
 mod doctor;
