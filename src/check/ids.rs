@@ -68,18 +68,27 @@ pub fn assign(classes: &mut [ClassDraft], diags: &mut Diagnostics) {
     });
     auto.sort();
     let mut chosen: BTreeMap<String, u16> = BTreeMap::new();
+    let slots = usize::try_from(LAST - FIRST + 1).unwrap_or(usize::MAX);
+    let in_range = |k: u16| (FIRST..=LAST).contains(&u32::from(k));
+    let mut used = taken.keys().filter(|k| in_range(**k)).count();
     for path in auto {
         let mut m = u32::from(preferred_minor(&path));
-        // At most 65533 classes can exist per interface; past that every slot is taken.
-        for _ in FIRST..=LAST {
-            let key = u16::try_from(m).unwrap_or(2);
-            if !taken.contains_key(&key) {
-                break;
+        // At most 65533 classes can exist per interface (NQ004 reports more); once every
+        // slot is taken the probe would come back to the preferred minor, so skip it:
+        // probing 65533 slots for each surplus class made rejection quadratic.
+        if used < slots {
+            for _ in FIRST..=LAST {
+                let key = u16::try_from(m).unwrap_or(2);
+                if !taken.contains_key(&key) {
+                    break;
+                }
+                m = if m >= LAST { FIRST } else { m + 1 };
             }
-            m = if m >= LAST { FIRST } else { m + 1 };
         }
         let key = u16::try_from(m).unwrap_or(2);
-        taken.insert(key, (path.clone(), Span::default()));
+        if taken.insert(key, (path.clone(), Span::default())).is_none() && in_range(key) {
+            used += 1;
+        }
         chosen.insert(path, key);
     }
     walk_mut(classes, &mut |c| {
