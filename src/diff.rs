@@ -568,16 +568,22 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
         burst: None,
     };
     let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
-    let mut push = |text: String, line: Option<usize>, old_file: bool| {
+    let settings = pod_settings(o, n).into_iter().map(|t| (t, None, false));
+    for (text, line, old_file) in settings.chain(pod_limits(o, n)) {
         out.push(Change {
             scope: "pods".to_string(),
             text,
             line,
             old_file,
         });
-    };
+    }
+}
+
+/// The changes of the `pods` block's settings: `cni`, `cidr`, `overlay`, `burst`.
+fn pod_settings(o: &Pods, n: &Pods) -> Vec<String> {
+    let mut out = Vec::new();
     if o.cni != n.cni {
-        push(cni_change(o, n), None, false);
+        out.push(cni_change(o, n));
     }
     if o.cidr != n.cidr {
         let nets = |c: &[crate::model::Cidr]| {
@@ -590,60 +596,57 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
                     .join(", ")
             }
         };
-        push(
-            format!(
-                "pod network {} → {}: `pods` matches follow it",
-                nets(&o.cidr),
-                nets(&n.cidr)
-            ),
-            None,
-            false,
-        );
+        out.push(format!(
+            "pod network {} → {}: `pods` matches follow it",
+            nets(&o.cidr),
+            nets(&n.cidr)
+        ));
     }
     if o.overlay != n.overlay {
-        push(
-            format!(
-                "overlay {} → {}: arriving pod packets are read {}",
-                fmt_overlay(o.overlay),
-                fmt_overlay(n.overlay),
-                match n.overlay {
-                    crate::model::Overlay::Vxlan { .. } => "behind the VXLAN header",
-                    crate::model::Overlay::None => "as routed",
-                }
-            ),
-            None,
-            false,
-        );
+        out.push(format!(
+            "overlay {} → {}: arriving pod packets are read {}",
+            fmt_overlay(o.overlay),
+            fmt_overlay(n.overlay),
+            match n.overlay {
+                crate::model::Overlay::Vxlan { .. } => "behind the VXLAN header",
+                crate::model::Overlay::None => "as routed",
+            }
+        ));
     }
     if o.burst != n.burst {
         let show = |b: &Option<crate::cni::burst::PodBurst>| {
             b.as_ref()
                 .map_or("none (the runtime's)".to_string(), |b| b.config_text())
         };
-        push(
+        out.push(
             format!(
                 "pod burst {} → {} (the netqos CNI entry in the conflist; pods created from now on get the new bucket)",
                 show(&o.burst),
                 show(&n.burst)
             ),
-            None,
-            false,
         );
     }
+    out
+}
+
+/// The pod limits removed, added and changed, with their line and whether that line is
+/// in the old file.
+fn pod_limits(o: &Pods, n: &Pods) -> Vec<(String, Option<usize>, bool)> {
+    let mut out = Vec::new();
     for ol in &o.limits {
         if !n
             .limits
             .iter()
             .any(|nl| selector_key(nl) == selector_key(ol))
         {
-            push(
+            out.push((
                 format!(
                     "pod limit {} removed: its pods lose the bandwidth annotations and are no longer limited",
                     selector(ol)
                 ),
                 Some(ol.line),
                 true,
-            );
+            ));
         }
     }
     for nl in &n.limits {
@@ -660,17 +663,18 @@ fn pods(old: Option<&Pods>, new: Option<&Pods>, out: &mut Vec<Change>) {
                     r.map(|r| format!("{d} {} ({a}: {})", fmt_rate(r), quantity(r)))
                 })
                 .collect();
-            push(
+            out.push((
                 format!("pod limit {name} added: {}", dirs.join(", ")),
                 Some(nl.line),
                 false,
-            );
+            ));
             continue;
         };
         for text in limit_changes(&name, ol, nl) {
-            push(text, Some(nl.line), false);
+            out.push((text, Some(nl.line), false));
         }
     }
+    out
 }
 
 /// The `cni` line's change, with what it means for the conflist.

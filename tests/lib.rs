@@ -31,4 +31,5 @@ mod netlink_golden;
 mod node;
 mod overlay;
 mod scale;
+mod shape;
 mod traffic;

@@ -376,6 +376,39 @@ impl Agent<'_> {
     }
 }
 
+impl Agent<'_> {
+    /// Waits up to `tick` for kernel events; how many arrived (0 after a failed wait,
+    /// logged, having slept the tick).
+    fn wait(&mut self, tick: Duration) -> usize {
+        match self.kernel.wait(tick) {
+            Ok(n) => n,
+            Err(e) => {
+                self.host.log(&format!("kernel events: {e}"));
+                std::thread::sleep(tick);
+                0
+            }
+        }
+    }
+
+    /// Re-reads every device of the held policy into the mirror, logging when the
+    /// mirror had drifted from the kernel (a missed event).
+    fn resync(&mut self) {
+        let devices = self
+            .good
+            .as_ref()
+            .map(|p| p.target.devices())
+            .unwrap_or_default();
+        let _ = self.kernel.sync();
+        let before = self.kernel.mirror().map(|m| m.live().clone());
+        if let Ok(fresh) = self.kernel.reread(&devices)
+            && before.is_some_and(|b| b.devs != fresh.devs)
+        {
+            self.host
+                .log("resync: the mirror differed from the kernel; re-read everything");
+        }
+    }
+}
+
 /// Runs the agent until SIGTERM. `Err` when the first policy does not load (exit 1) or
 /// the kernel cannot be read (exit 3); the first apply failing does not stop the agent
 /// (it is unhealthy and retries).
@@ -429,33 +462,13 @@ pub fn run(
         if changed.iter().any(|p| config.policy_files.contains(p)) {
             agent.reload("policy file changed");
         }
-        let events = match agent.kernel.wait(tick) {
-            Ok(n) => n,
-            Err(e) => {
-                agent.host.log(&format!("kernel events: {e}"));
-                std::thread::sleep(tick);
-                0
-            }
-        };
+        let events = agent.wait(tick);
         // When the loop learnt of what it is about to look at (the event or file change).
         let woke = Instant::now();
         let _ = agent.kernel.take_events();
         if last_resync.elapsed() >= config.resync {
             last_resync = Instant::now();
-            let devices = agent
-                .good
-                .as_ref()
-                .map(|p| p.target.devices())
-                .unwrap_or_default();
-            let _ = agent.kernel.sync();
-            let before = agent.kernel.mirror().map(|m| m.live().clone());
-            if let Ok(fresh) = agent.kernel.reread(&devices)
-                && before.is_some_and(|b| b.devs != fresh.devs)
-            {
-                agent
-                    .host
-                    .log("resync: the mirror differed from the kernel; re-read everything");
-            }
+            agent.resync();
         }
         if events > 0
             || !changed.is_empty()

@@ -201,84 +201,14 @@ fn by_kind(map: &BTreeMap<String, u64>, label: &'static str, all: &[&str]) -> Ve
 
 impl Collector for Collect {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let present: Vec<(&ClassInfo, Stats)> = self
-            .0
-            .classes
+        let classes = &self.0.classes;
+        let present: Present = classes
             .iter()
             .filter_map(|c| c.stats.map(|s| (&c.info, s)))
             .collect();
-        let rows = |f: &dyn Fn(&Stats) -> u64| -> Vec<(Labels, u64)> {
-            present
-                .iter()
-                .map(|(c, s)| (class_labels(c), f(s)))
-                .collect()
-        };
-        // `_total` is added by the encoder for counters.
-        counter_family(
-            &mut enc,
-            "netqos_class_bytes",
-            "Bytes sent by the class (kernel counter)",
-            &rows(&|s| s.bytes),
-        )?;
-        counter_family(
-            &mut enc,
-            "netqos_class_packets",
-            "Packets sent by the class (kernel counter)",
-            &rows(&|s| u64::from(s.packets)),
-        )?;
-        counter_family(
-            &mut enc,
-            "netqos_class_drops",
-            "Packets the class dropped",
-            &rows(&|s| u64::from(s.drops)),
-        )?;
-        counter_family(
-            &mut enc,
-            "netqos_class_overlimits",
-            "Times the class was over its rate and had to wait or borrow",
-            &rows(&|s| u64::from(s.overlimits)),
-        )?;
-        let g = |f: &dyn Fn(&ClassInfo, &Stats) -> f64| -> Vec<(Labels, f64)> {
-            present
-                .iter()
-                .map(|(c, s)| (class_labels(c), f(c, s)))
-                .collect()
-        };
-        gauge_family(
-            &mut enc,
-            "netqos_class_backlog_bytes",
-            "Bytes queued in the class now",
-            &g(&|_, s| f64::from(s.backlog)),
-        )?;
-        gauge_family(
-            &mut enc,
-            "netqos_class_guaranteed_bytes_per_second",
-            "The class's guaranteed rate (HTB rate)",
-            &g(&|c, _| (c.rate / 8) as f64),
-        )?;
-        gauge_family(
-            &mut enc,
-            "netqos_class_ceiling_bytes_per_second",
-            "The most the class may use when borrowing (HTB ceil)",
-            &g(&|c, _| (c.ceil / 8) as f64),
-        )?;
-        let missing: Vec<(Labels, f64)> = self
-            .0
-            .classes
-            .iter()
-            .map(|c| {
-                (
-                    class_labels(&c.info),
-                    if c.stats.is_some() { 1.0 } else { 0.0 },
-                )
-            })
-            .collect();
-        gauge_family(
-            &mut enc,
-            "netqos_class_present",
-            "1 when the class of the applied policy is in the kernel, else 0",
-            &missing,
-        )?;
+        class_counters(&mut enc, &present)?;
+        class_gauges(&mut enc, &present)?;
+        class_presence(&mut enc, classes)?;
         if let Some(n) = self.0.drift {
             gauge_family(
                 &mut enc,
@@ -290,74 +220,175 @@ impl Collector for Collect {
         let Some(a) = &self.0.agent else {
             return Ok(());
         };
-        counter_family(
-            &mut enc,
-            "netqos_drift_events",
-            "Differences from the policy found in the kernel or the conflist, by kind",
-            &by_kind(&a.drift_events, "kind", &DRIFT_KINDS),
-        )?;
-        counter_family(
-            &mut enc,
-            "netqos_drift_repairs",
-            "Differences repaired, by kind",
-            &by_kind(&a.drift_repairs, "kind", &DRIFT_KINDS),
-        )?;
-        counter_family(
-            &mut enc,
-            "netqos_applies",
-            "Applies by outcome (refused: the policy did not check)",
-            &by_kind(&a.applies, "outcome", &OUTCOMES),
-        )?;
-        gauge_family(
-            &mut enc,
-            "netqos_policy_info",
-            "The policy being enforced (value 1)",
-            &[(
-                vec![
-                    ("hash", a.policy_hash.clone()),
-                    ("file", a.policy_file.clone()),
-                ],
-                1.0,
-            )],
-        )?;
-        gauge_family(
-            &mut enc,
-            "netqos_policy_load_timestamp_seconds",
-            "When the enforced policy was loaded (Unix time)",
-            &[(vec![], a.policy_loaded as f64)],
-        )?;
-        gauge_family(
-            &mut enc,
-            "netqos_healthy",
-            "1 when the kernel holds the policy and the last apply succeeded",
-            &[(vec![], if a.healthy { 1.0 } else { 0.0 })],
-        )?;
-        counter_family(
-            &mut enc,
-            "netqos_mirror_reads",
-            "Kernel reads of the mirror (full: every device; partial: dirty devices)",
-            &[
-                (vec![("kind", "full".to_string())], a.mirror_full_reads),
-                (
-                    vec![("kind", "partial".to_string())],
-                    a.mirror_partial_reads,
-                ),
-            ],
-        )?;
-        gauge_family(
-            &mut enc,
-            "netqos_last_apply_seconds",
-            "How long the last apply took (diff, send, verify, resources)",
-            &[(vec![], a.last_apply_seconds)],
-        )?;
-        gauge_family(
-            &mut enc,
-            "netqos_last_repair_seconds",
-            "From the event that showed the last drift to its verified repair",
-            &[(vec![], a.last_repair_seconds)],
-        )?;
-        Ok(())
+        agent_events(&mut enc, a)?;
+        agent_state(&mut enc, a)
     }
+}
+
+/// The classes of the applied policy that the kernel holds, with their counters.
+type Present<'a> = Vec<(&'a ClassInfo, Stats)>;
+
+/// The kernel counters of each present class.
+fn class_counters(enc: &mut DescriptorEncoder, present: &Present) -> Result<(), std::fmt::Error> {
+    let rows = |f: &dyn Fn(&Stats) -> u64| -> Vec<(Labels, u64)> {
+        present
+            .iter()
+            .map(|(c, s)| (class_labels(c), f(s)))
+            .collect()
+    };
+    // `_total` is added by the encoder for counters.
+    counter_family(
+        enc,
+        "netqos_class_bytes",
+        "Bytes sent by the class (kernel counter)",
+        &rows(&|s| s.bytes),
+    )?;
+    counter_family(
+        enc,
+        "netqos_class_packets",
+        "Packets sent by the class (kernel counter)",
+        &rows(&|s| u64::from(s.packets)),
+    )?;
+    counter_family(
+        enc,
+        "netqos_class_drops",
+        "Packets the class dropped",
+        &rows(&|s| u64::from(s.drops)),
+    )?;
+    counter_family(
+        enc,
+        "netqos_class_overlimits",
+        "Times the class was over its rate and had to wait or borrow",
+        &rows(&|s| u64::from(s.overlimits)),
+    )?;
+    Ok(())
+}
+
+/// The backlog and configured rates of each present class.
+fn class_gauges(enc: &mut DescriptorEncoder, present: &Present) -> Result<(), std::fmt::Error> {
+    let g = |f: &dyn Fn(&ClassInfo, &Stats) -> f64| -> Vec<(Labels, f64)> {
+        present
+            .iter()
+            .map(|(c, s)| (class_labels(c), f(c, s)))
+            .collect()
+    };
+    gauge_family(
+        enc,
+        "netqos_class_backlog_bytes",
+        "Bytes queued in the class now",
+        &g(&|_, s| f64::from(s.backlog)),
+    )?;
+    gauge_family(
+        enc,
+        "netqos_class_guaranteed_bytes_per_second",
+        "The class's guaranteed rate (HTB rate)",
+        &g(&|c, _| (c.rate / 8) as f64),
+    )?;
+    gauge_family(
+        enc,
+        "netqos_class_ceiling_bytes_per_second",
+        "The most the class may use when borrowing (HTB ceil)",
+        &g(&|c, _| (c.ceil / 8) as f64),
+    )?;
+    Ok(())
+}
+
+/// 1 or 0 for each class of the applied policy: whether the kernel holds it.
+fn class_presence(
+    enc: &mut DescriptorEncoder,
+    classes: &[ClassSample],
+) -> Result<(), std::fmt::Error> {
+    let missing: Vec<(Labels, f64)> = classes
+        .iter()
+        .map(|c| {
+            (
+                class_labels(&c.info),
+                if c.stats.is_some() { 1.0 } else { 0.0 },
+            )
+        })
+        .collect();
+    gauge_family(
+        enc,
+        "netqos_class_present",
+        "1 when the class of the applied policy is in the kernel, else 0",
+        &missing,
+    )
+}
+
+/// The agent's drift, repair and apply counters, by kind.
+fn agent_events(enc: &mut DescriptorEncoder, a: &AgentCounters) -> Result<(), std::fmt::Error> {
+    counter_family(
+        enc,
+        "netqos_drift_events",
+        "Differences from the policy found in the kernel or the conflist, by kind",
+        &by_kind(&a.drift_events, "kind", &DRIFT_KINDS),
+    )?;
+    counter_family(
+        enc,
+        "netqos_drift_repairs",
+        "Differences repaired, by kind",
+        &by_kind(&a.drift_repairs, "kind", &DRIFT_KINDS),
+    )?;
+    counter_family(
+        enc,
+        "netqos_applies",
+        "Applies by outcome (refused: the policy did not check)",
+        &by_kind(&a.applies, "outcome", &OUTCOMES),
+    )?;
+    Ok(())
+}
+
+/// The agent's policy, health, mirror and timing figures.
+fn agent_state(enc: &mut DescriptorEncoder, a: &AgentCounters) -> Result<(), std::fmt::Error> {
+    gauge_family(
+        enc,
+        "netqos_policy_info",
+        "The policy being enforced (value 1)",
+        &[(
+            vec![
+                ("hash", a.policy_hash.clone()),
+                ("file", a.policy_file.clone()),
+            ],
+            1.0,
+        )],
+    )?;
+    gauge_family(
+        enc,
+        "netqos_policy_load_timestamp_seconds",
+        "When the enforced policy was loaded (Unix time)",
+        &[(vec![], a.policy_loaded as f64)],
+    )?;
+    gauge_family(
+        enc,
+        "netqos_healthy",
+        "1 when the kernel holds the policy and the last apply succeeded",
+        &[(vec![], if a.healthy { 1.0 } else { 0.0 })],
+    )?;
+    counter_family(
+        enc,
+        "netqos_mirror_reads",
+        "Kernel reads of the mirror (full: every device; partial: dirty devices)",
+        &[
+            (vec![("kind", "full".to_string())], a.mirror_full_reads),
+            (
+                vec![("kind", "partial".to_string())],
+                a.mirror_partial_reads,
+            ),
+        ],
+    )?;
+    gauge_family(
+        enc,
+        "netqos_last_apply_seconds",
+        "How long the last apply took (diff, send, verify, resources)",
+        &[(vec![], a.last_apply_seconds)],
+    )?;
+    gauge_family(
+        enc,
+        "netqos_last_repair_seconds",
+        "From the event that showed the last drift to its verified repair",
+        &[(vec![], a.last_repair_seconds)],
+    )?;
+    Ok(())
 }
 
 /// The Prometheus text exposition.

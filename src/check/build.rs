@@ -700,10 +700,7 @@ impl Builder<'_> {
                 }
                 MatchField::Addr(dir, list) => {
                     let key = dir.node.as_str();
-                    if let Some(first) = seen.insert(key, dir.span) {
-                        self.diags.push(twice(key, dir.span, first));
-                        ok = false;
-                    }
+                    ok &= self.once(&mut seen, key, dir.span);
                     outer_addr.get_or_insert((dir.span, dir.node));
                     let (cidrs, read) = self.list(list, values::cidr);
                     ok &= read;
@@ -713,10 +710,7 @@ impl Builder<'_> {
                     }
                 }
                 MatchField::Pods(s) => {
-                    if let Some(first) = seen.insert("pods", *s) {
-                        self.diags.push(twice("pods", *s, first));
-                        ok = false;
-                    }
+                    ok &= self.once(&mut seen, "pods", *s);
                     pod_span.get_or_insert(*s);
                     out.pod.get_or_insert_with(Default::default).any = true;
                 }
@@ -725,29 +719,13 @@ impl Builder<'_> {
                         AddrDir::Src => "pod src",
                         AddrDir::Dst => "pod dst",
                     };
-                    if let Some(first) = seen.insert(key, dir.span) {
-                        self.diags.push(twice(key, dir.span, first));
-                        ok = false;
-                    }
+                    ok &= self.once(&mut seen, key, dir.span);
                     pod_span.get_or_insert(dir.span);
-                    let (mut cidrs, read) = self.list_spanned(list, values::cidr);
-                    ok &= read;
-                    pod_addrs.extend(cidrs.iter().copied());
-                    cidrs.sort();
-                    cidrs.dedup_by(|a, b| a.0 == b.0);
-                    let cidrs = cidrs.into_iter().map(|c| c.0).collect();
-                    let pod = out.pod.get_or_insert_with(Default::default);
-                    match dir.node {
-                        AddrDir::Src => pod.src = Some(cidrs),
-                        AddrDir::Dst => pod.dst = Some(cidrs),
-                    }
+                    ok &= self.pod_addr_field(&mut out, &mut pod_addrs, dir.node, list);
                 }
                 MatchField::Port(dir, list) => {
                     let key = dir.node.as_str();
-                    if let Some(first) = seen.insert(key, dir.span) {
-                        self.diags.push(twice(key, dir.span, first));
-                        ok = false;
-                    }
+                    ok &= self.once(&mut seen, key, dir.span);
                     port_span.get_or_insert(dir.span);
                     let (ports, read) = self.list(list, values::port_range);
                     ok &= read;
@@ -757,11 +735,7 @@ impl Builder<'_> {
                     }
                 }
                 MatchField::Bad(b) => {
-                    self.diags.push(
-                        Diagnostic::new(Code::NQ041, format!("unknown match field `{}`", b.node))
-                            .label(b.span, "not a match field")
-                            .help(suggest::help_for(&b.node, MATCH_FIELDS)),
-                    );
+                    self.diags.push(bad_field(b));
                     ok = false;
                     break;
                 }
@@ -772,16 +746,7 @@ impl Builder<'_> {
             ok = false;
         }
         if let (Some(pod), Some((outer, dir))) = (pod_span, outer_addr) {
-            let d = dir.as_str();
-            self.diags.push(
-                Diagnostic::new(
-                    Code::NQ093,
-                    format!("`{d}` and a pod field in one match line: `{d}` reads the outer header, which a pod's packet does not have yet"),
-                )
-                .label(outer, "outer address")
-                .label(pod, "pod-side field")
-                .help(format!("for the pod packet's address write `pod {d} ADDRESS` (inside `cidr`); for node addresses write a separate match line")),
-            );
+            self.diags.push(outer_and_pod(dir, outer, pod));
             ok = false;
         }
         if ok {
@@ -793,6 +758,44 @@ impl Builder<'_> {
             pod_span,
             pod_addrs,
         })
+    }
+
+    /// NQ056 when `key` was already in this match line; false then.
+    fn once(
+        &mut self,
+        seen: &mut BTreeMap<&'static str, Span>,
+        key: &'static str,
+        at: Span,
+    ) -> bool {
+        match seen.insert(key, at) {
+            Some(first) => {
+                self.diags.push(twice(key, at, first));
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// `pod src|dst ADDRESSES` into `out.pod`, sorted and deduplicated; every address with
+    /// where it was written into `pod_addrs`. False when an item did not read.
+    fn pod_addr_field(
+        &mut self,
+        out: &mut Match,
+        pod_addrs: &mut Vec<(crate::model::Cidr, Span)>,
+        dir: AddrDir,
+        list: &[ast::Value],
+    ) -> bool {
+        let (mut cidrs, read) = self.list_spanned(list, values::cidr);
+        pod_addrs.extend(cidrs.iter().copied());
+        cidrs.sort();
+        cidrs.dedup_by(|a, b| a.0 == b.0);
+        let cidrs = cidrs.into_iter().map(|c| c.0).collect();
+        let pod = out.pod.get_or_insert_with(Default::default);
+        match dir {
+            AddrDir::Src => pod.src = Some(cidrs),
+            AddrDir::Dst => pod.dst = Some(cidrs),
+        }
+        read
     }
 
     /// Like [`Self::list`], keeping where each item was written (not deduplicated).
@@ -982,6 +985,25 @@ pub fn unknown_statements(file: &ast::File) -> Diagnostics {
         }
     }
     diags
+}
+
+/// NQ041: a word in a match line that is not a match field.
+fn bad_field(b: &crate::span::Spanned<String>) -> Diagnostic {
+    Diagnostic::new(Code::NQ041, format!("unknown match field `{}`", b.node))
+        .label(b.span, "not a match field")
+        .help(suggest::help_for(&b.node, MATCH_FIELDS))
+}
+
+/// NQ093: an outer-header `src`/`dst` and a pod field in one match line.
+fn outer_and_pod(dir: AddrDir, outer: Span, pod: Span) -> Diagnostic {
+    let d = dir.as_str();
+    Diagnostic::new(
+        Code::NQ093,
+        format!("`{d}` and a pod field in one match line: `{d}` reads the outer header, which a pod's packet does not have yet"),
+    )
+    .label(outer, "outer address")
+    .label(pod, "pod-side field")
+    .help(format!("for the pod packet's address write `pod {d} ADDRESS` (inside `cidr`); for node addresses write a separate match line"))
 }
 
 /// NQ058: ports with `icmp`.

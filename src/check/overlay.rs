@@ -87,109 +87,135 @@ pub fn check(ifaces: &[IfaceDraft], sites: &Sites, diags: &mut Diagnostics) {
     let mut egress_pods: Option<Span> = None;
     for i in ifaces {
         let all = matches(i);
-        let mut first_pod: Option<Span> = None;
-        for (_, m) in &all {
-            let Some(span) = m.pod_span else { continue };
-            first_pod.get_or_insert(span);
-            match cidr {
-                None => diags.push(
-                    Diagnostic::new(
-                        Code::NQ091,
-                        "a pod match, but the policy does not say which addresses are pods",
-                    )
-                    .label(span, "needs the pod network")
-                    .help(
-                        "declare it in the pods block: `pods { cidr 10.42.0.0/16 }` (K3s and RKE2's default; kubeadm's flannel uses 10.244.0.0/16)",
-                    ),
-                ),
-                Some(net) => {
-                    for (c, at) in &m.pod_addrs {
-                        if !net.iter().any(|p| p.contains(c)) {
-                            let nets = net.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
-                            diags.push(
-                                Diagnostic::new(
-                                    Code::NQ092,
-                                    format!("pod address {c} is outside the pod network {nets}"),
-                                )
-                                .label(*at, "not a pod address")
-                                .help(format!(
-                                    "use an address inside {nets}, widen `cidr`, or match a node address with `src`/`dst` in a line of its own"
-                                )),
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        let first_pod = pod_addresses(&all, cidr, diags);
         if i.direction == Direction::Egress
             && let Some(span) = first_pod
         {
-            if let Some(first) = egress_pods {
-                diags.push(
-                    Diagnostic::new(
-                        Code::NQ094,
-                        "pod matches on a second egress interface: the forwarding rule that classifies pod packets cannot tell which uplink they will leave by",
-                    )
-                    .label(span, "second egress interface with pod matches")
-                    .label(first, "first one")
-                    .help("keep the pod classes on the uplink that carries the overlay; match node addresses and ports on the others"),
-                );
-            } else {
-                egress_pods = Some(span);
-            }
+            second_egress(span, &mut egress_pods, diags);
         }
         let Some((Overlay::Vxlan { port }, _)) = sites.overlay else {
             continue;
         };
         let net = cidr.unwrap_or(&[]);
-        let takes_all_pods = all
-            .iter()
-            .any(|(_, m)| m.m.pod.as_ref().is_some_and(|p| p.any));
-        for (c, m) in &all {
-            if !takes_all_pods && takes_overlay(&m.m, port, net) {
+        outer_matches(i, &all, port, net, diags);
+    }
+}
+
+/// NQ091/NQ092 for the pod matches of one interface (no pod network, or an address
+/// outside it); the span of its first pod match.
+fn pod_addresses(
+    all: &[(&ClassDraft, &MatchDraft)],
+    cidr: Option<&[Cidr]>,
+    diags: &mut Diagnostics,
+) -> Option<Span> {
+    let mut first_pod: Option<Span> = None;
+    for (_, m) in all {
+        let Some(span) = m.pod_span else { continue };
+        first_pod.get_or_insert(span);
+        match cidr {
+            None => diags.push(
+                Diagnostic::new(
+                    Code::NQ091,
+                    "a pod match, but the policy does not say which addresses are pods",
+                )
+                .label(span, "needs the pod network")
+                .help(
+                    "declare it in the pods block: `pods { cidr 10.42.0.0/16 }` (K3s and RKE2's default; kubeadm's flannel uses 10.244.0.0/16)",
+                ),
+            ),
+            Some(net) => {
+                for (c, at) in &m.pod_addrs {
+                    if !net.iter().any(|p| p.contains(c)) {
+                        let nets = net.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+                        diags.push(
+                            Diagnostic::new(
+                                Code::NQ092,
+                                format!("pod address {c} is outside the pod network {nets}"),
+                            )
+                            .label(*at, "not a pod address")
+                            .help(format!(
+                                "use an address inside {nets}, widen `cidr`, or match a node address with `src`/`dst` in a line of its own"
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    first_pod
+}
+
+/// NQ094 when pod matches appear on a second egress interface (`first`: the first one's).
+fn second_egress(span: Span, first: &mut Option<Span>, diags: &mut Diagnostics) {
+    if let Some(earlier) = *first {
+        diags.push(
+            Diagnostic::new(
+                Code::NQ094,
+                "pod matches on a second egress interface: the forwarding rule that classifies pod packets cannot tell which uplink they will leave by",
+            )
+            .label(span, "second egress interface with pod matches")
+            .label(earlier, "first one")
+            .help("keep the pod classes on the uplink that carries the overlay; match node addresses and ports on the others"),
+        );
+    } else {
+        *first = Some(span);
+    }
+}
+
+/// With a VXLAN overlay: NQ090 for a node-address match that takes the overlay's packets,
+/// NQ096 for an outer-header `src`/`dst` inside the pod network.
+fn outer_matches(
+    i: &IfaceDraft,
+    all: &[(&ClassDraft, &MatchDraft)],
+    port: u16,
+    net: &[Cidr],
+    diags: &mut Diagnostics,
+) {
+    let takes_all_pods = all
+        .iter()
+        .any(|(_, m)| m.m.pod.as_ref().is_some_and(|p| p.any));
+    for (c, m) in all {
+        if !takes_all_pods && takes_overlay(&m.m, port, net) {
+            diags.push(
+                Diagnostic::new(
+                    Code::NQ090,
+                    format!(
+                        "every VXLAN packet (UDP {port}) between this node and an address of `match {}` lands in class `{}`: pod traffic of the overlay rides it",
+                        outer_text(&m.m),
+                        c.name
+                    ),
+                )
+                .label(m.span, "takes the overlay's packets")
+                .label(i.head, "no class takes pod traffic (`match pods`)")
+                .help(format!(
+                    "add the ports to this match (e.g. `match {} tcp dport 6443`) and give pod traffic its own class: `class pods {{ rate … match pods }}`",
+                    outer_text(&m.m)
+                )),
+            );
+        }
+        let in_pods = |l: &Option<Vec<Cidr>>| {
+            l.as_ref()
+                .filter(|l| !net.is_empty() && l.iter().all(|c| net.iter().any(|p| p.contains(c))))
+                .map(|l| {
+                    l.iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+        };
+        for (dir, list) in [("src", &m.m.src), ("dst", &m.m.dst)] {
+            if let Some(addrs) = in_pods(list) {
                 diags.push(
                     Diagnostic::new(
-                        Code::NQ090,
+                        Code::NQ096,
                         format!(
-                            "every VXLAN packet (UDP {port}) between this node and an address of `match {}` lands in class `{}`: pod traffic of the overlay rides it",
-                            outer_text(&m.m),
+                            "`{dir} {addrs}` of class `{}` is inside the pod network: on the wire pod packets are inside VXLAN or masqueraded, so this outer-header match never sees them",
                             c.name
                         ),
                     )
-                    .label(m.span, "takes the overlay's packets")
-                    .label(i.head, "no class takes pod traffic (`match pods`)")
-                    .help(format!(
-                        "add the ports to this match (e.g. `match {} tcp dport 6443`) and give pod traffic its own class: `class pods {{ rate … match pods }}`",
-                        outer_text(&m.m)
-                    )),
+                    .label(m.span, "reads the outer header")
+                    .help(format!("write `match pod {dir} {addrs}` to classify the pod's own packets")),
                 );
-            }
-            let in_pods = |l: &Option<Vec<Cidr>>| {
-                l.as_ref()
-                    .filter(|l| {
-                        !net.is_empty() && l.iter().all(|c| net.iter().any(|p| p.contains(c)))
-                    })
-                    .map(|l| {
-                        l.iter()
-                            .map(|c| c.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-            };
-            for (dir, list) in [("src", &m.m.src), ("dst", &m.m.dst)] {
-                if let Some(addrs) = in_pods(list) {
-                    diags.push(
-                        Diagnostic::new(
-                            Code::NQ096,
-                            format!(
-                                "`{dir} {addrs}` of class `{}` is inside the pod network: on the wire pod packets are inside VXLAN or masqueraded, so this outer-header match never sees them",
-                                c.name
-                            ),
-                        )
-                        .label(m.span, "reads the outer header")
-                        .help(format!("write `match pod {dir} {addrs}` to classify the pod's own packets")),
-                    );
-                }
             }
         }
     }

@@ -42,77 +42,110 @@ pub struct Sites {
 
 /// Reads one `pods` block.
 pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pods> {
-    let mut cni: Option<(Cni, Span)> = None;
-    let mut limits = Vec::new();
-    let mut burst: Option<(PodBurst, Span)> = None;
-    let mut ok = true;
-    let mut cidr: Option<(Vec<Cidr>, Span)> = None;
-    let mut overlay: Option<(Overlay, Span)> = None;
-    let repeated = |b: &mut Builder<'_>, key: &str, now: Span, first: Option<Span>| {
-        if let Some(first) = first {
-            b.diags.push(
-                Diagnostic::new(
-                    Code::NQ056,
-                    format!("`{key}` is given twice in the pods block"),
-                )
-                .label(now, "given again here")
-                .label(first, "first given here")
-                .help(format!(
-                    "keep one `{key}` line; list several values after one `{key}`"
-                )),
-            );
-            return true;
-        }
-        false
-    };
+    let mut r = Block::default();
     for stmt in &p.stmts {
+        if !r.stmt(b, stmt, sites) {
+            r.failed = true;
+        }
+    }
+    let Block {
+        cni,
+        limits,
+        burst,
+        cidr,
+        overlay,
+        failed,
+    } = r;
+    sites.cni = cni.clone();
+    sites.burst = burst;
+    sites.cidr = cidr.clone();
+    sites.head = Some(p.head);
+    let resolved =
+        overlay.map_or_else(|| Overlay::default_for(cni.as_ref().map(|c| &c.0)), |o| o.0);
+    sites.overlay = Some((resolved, overlay.map(|o| o.1)));
+    (!failed).then(|| Pods {
+        cni: cni.map(|c| c.0),
+        limits,
+        cidr: cidr.map(|c| c.0).unwrap_or_default(),
+        overlay: resolved,
+        burst: burst.map(|x| x.0),
+    })
+}
+
+/// What the statements of one `pods` block said so far, each with its statement's span.
+#[derive(Default)]
+struct Block {
+    cni: Option<(Cni, Span)>,
+    limits: Vec<PodLimit>,
+    burst: Option<(PodBurst, Span)>,
+    cidr: Option<(Vec<Cidr>, Span)>,
+    overlay: Option<(Overlay, Span)>,
+    /// A statement had an error (reported).
+    failed: bool,
+}
+
+impl Block {
+    /// Reads one statement; false when it had an error (reported).
+    fn stmt(&mut self, b: &mut Builder<'_>, stmt: &ast::PodsStmt, sites: &mut Sites) -> bool {
         match &stmt.kind {
             PodsStmtKind::Cidr(list) => {
-                if repeated(b, "cidr", stmt.span, cidr.as_ref().map(|c| c.1)) {
-                    ok = false;
-                    continue;
+                if repeated(b, "cidr", stmt.span, self.cidr.as_ref().map(|c| c.1)) {
+                    return false;
                 }
-                match pod_network(b, list) {
-                    Some(c) => cidr = Some((c, stmt.span)),
-                    None => ok = false,
-                }
+                pod_network(b, list)
+                    .map(|c| self.cidr = Some((c, stmt.span)))
+                    .is_some()
             }
             PodsStmtKind::Overlay(kind, port) => {
-                if repeated(b, "overlay", stmt.span, overlay.as_ref().map(|o| o.1)) {
-                    ok = false;
-                    continue;
+                if repeated(b, "overlay", stmt.span, self.overlay.as_ref().map(|o| o.1)) {
+                    return false;
                 }
-                match overlay_kind(b, kind, port.as_ref()) {
-                    Some(o) => overlay = Some((o, stmt.span)),
-                    None => ok = false,
-                }
+                overlay_kind(b, kind, port.as_ref())
+                    .map(|o| self.overlay = Some((o, stmt.span)))
+                    .is_some()
             }
-            PodsStmtKind::Burst(_) if burst.is_some() => {
-                let first = burst.as_ref().map_or(stmt.span, |c| c.1);
+            PodsStmtKind::Burst(_) if self.burst.is_some() => {
+                let first = self.burst.as_ref().map_or(stmt.span, |c| c.1);
                 b.diags.push(
                     Diagnostic::new(Code::NQ056, "`burst` is given twice in the pods block")
                         .label(stmt.span, "given again here")
                         .label(first, "first given here")
                         .help("every pod limit gets one bucket: keep one `burst` line"),
                 );
-                ok = false;
+                false
             }
-            PodsStmtKind::Burst(v) => match pod_burst(b, v) {
-                Some(x) => burst = Some((x, stmt.span)),
-                None => ok = false,
-            },
-            PodsStmtKind::Cni(_) | PodsStmtKind::CniFile(_) if cni.is_some() => {
-                let first = cni.as_ref().map_or(stmt.span, |c| c.1);
+            PodsStmtKind::Burst(v) => pod_burst(b, v)
+                .map(|x| self.burst = Some((x, stmt.span)))
+                .is_some(),
+            PodsStmtKind::Cni(_) | PodsStmtKind::CniFile(_) => self.cni_stmt(b, stmt),
+            PodsStmtKind::Limit(l) => limit(b, l, stmt.span, sites)
+                .map(|l| self.limits.push(l))
+                .is_some(),
+            PodsStmtKind::Unknown(u) => {
+                b.pods_unknown(u);
+                false
+            }
+        }
+    }
+
+    /// `cni FLAVOUR` or `cni file "PATH"` (NQ056 when given twice, NQ041, NQ057).
+    fn cni_stmt(&mut self, b: &mut Builder<'_>, stmt: &ast::PodsStmt) -> bool {
+        match &stmt.kind {
+            _ if self.cni.is_some() => {
+                let first = self.cni.as_ref().map_or(stmt.span, |c| c.1);
                 b.diags.push(
                     Diagnostic::new(Code::NQ056, "`cni` is given twice in the pods block")
                         .label(stmt.span, "given again here")
                         .label(first, "first given here")
                         .help("a node runs one CNI: keep one `cni` line"),
                 );
-                ok = false;
+                false
             }
             PodsStmtKind::Cni(word) => match flavour(&word.node) {
-                Some(c) => cni = Some((c, stmt.span)),
+                Some(c) => {
+                    self.cni = Some((c, stmt.span));
+                    true
+                }
                 None => {
                     b.diags.push(
                         Diagnostic::new(
@@ -122,12 +155,13 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pod
                         .label(word.span, "not a known CNI")
                         .help(suggest::help_for(&word.node, Cni::FLAVOURS)),
                     );
-                    ok = false;
+                    false
                 }
             },
             PodsStmtKind::CniFile(s) => match b.env.one(s, "path", b.diags) {
                 Some(item) if item.text.starts_with('/') => {
-                    cni = Some((Cni::File(item.text), stmt.span));
+                    self.cni = Some((Cni::File(item.text), stmt.span));
+                    true
                 }
                 Some(item) => {
                     b.diags.push(item.label(
@@ -135,34 +169,33 @@ pub fn read(b: &mut Builder<'_>, p: &ast::Pods, sites: &mut Sites) -> Option<Pod
                         "relative path",
                     )
                     .help("write the full path, e.g. `cni file \"/etc/cni/net.d/10-flannel.conflist\"`"));
-                    ok = false;
+                    false
                 }
-                None => ok = false,
+                None => false,
             },
-            PodsStmtKind::Limit(l) => match limit(b, l, stmt.span, sites) {
-                Some(l) => limits.push(l),
-                None => ok = false,
-            },
-            PodsStmtKind::Unknown(u) => {
-                b.pods_unknown(u);
-                ok = false;
-            }
+            // `stmt` dispatches only the two `cni` forms here.
+            _ => true,
         }
     }
-    sites.cni = cni.clone();
-    sites.burst = burst;
-    sites.cidr = cidr.clone();
-    sites.head = Some(p.head);
-    let resolved =
-        overlay.map_or_else(|| Overlay::default_for(cni.as_ref().map(|c| &c.0)), |o| o.0);
-    sites.overlay = Some((resolved, overlay.map(|o| o.1)));
-    ok.then(|| Pods {
-        cni: cni.map(|c| c.0),
-        limits,
-        cidr: cidr.map(|c| c.0).unwrap_or_default(),
-        overlay: resolved,
-        burst: burst.map(|x| x.0),
-    })
+}
+
+/// NQ056 when `key` was already given at `first`; true when it was.
+fn repeated(b: &mut Builder<'_>, key: &str, now: Span, first: Option<Span>) -> bool {
+    if let Some(first) = first {
+        b.diags.push(
+            Diagnostic::new(
+                Code::NQ056,
+                format!("`{key}` is given twice in the pods block"),
+            )
+            .label(now, "given again here")
+            .label(first, "first given here")
+            .help(format!(
+                "keep one `{key}` line; list several values after one `{key}`"
+            )),
+        );
+        return true;
+    }
+    false
 }
 
 /// `cidr ADDRESSES`: prefixes, sorted, without duplicates.

@@ -280,6 +280,43 @@ impl Pages for AgentPages {
     }
 }
 
+/// SIGTERM and SIGINT set `term`, SIGHUP sets `hup`.
+fn signals() -> Result<Signals, Exit> {
+    let signals = Signals::default();
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &signals.term),
+        (signal_hook::consts::SIGINT, &signals.term),
+        (signal_hook::consts::SIGHUP, &signals.hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+            eprintln!("netqos: cannot handle signal {sig}: {e}");
+            return Err(Exit::Io);
+        }
+    }
+    Ok(signals)
+}
+
+/// Serves /metrics and /healthz from `shared` on `listen`, in its own thread.
+fn serve(listen: SocketAddr, shared: &Arc<Shared>, ui: Ui) -> Result<(), Exit> {
+    let server = match Server::bind(listen) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("netqos: cannot listen on {listen}: {e}");
+            return Err(Exit::Io);
+        }
+    };
+    if let Ok(addr) = server.local_addr()
+        && !ui.quiet
+    {
+        eprintln!("netqos agent: serving /metrics and /healthz on http://{addr}");
+    }
+    server.spawn(Arc::new(AgentPages {
+        shared: Arc::clone(shared),
+        counters: Mutex::new(None),
+    }));
+    Ok(())
+}
+
 pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
     let dir = match state_dir(a.state_dir) {
         Ok(d) => d,
@@ -293,34 +330,14 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             return Exit::Io;
         }
     };
-    let signals = Signals::default();
-    for (sig, flag) in [
-        (signal_hook::consts::SIGTERM, &signals.term),
-        (signal_hook::consts::SIGINT, &signals.term),
-        (signal_hook::consts::SIGHUP, &signals.hup),
-    ] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
-            eprintln!("netqos: cannot handle signal {sig}: {e}");
-            return Exit::Io;
-        }
-    }
-    let shared = Arc::new(Shared::default());
-    let server = match Server::bind(a.listen) {
+    let signals = match signals() {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("netqos: cannot listen on {}: {e}", a.listen);
-            return Exit::Io;
-        }
+        Err(e) => return e,
     };
-    if let Ok(addr) = server.local_addr()
-        && !ui.quiet
-    {
-        eprintln!("netqos agent: serving /metrics and /healthz on http://{addr}");
+    let shared = Arc::new(Shared::default());
+    if let Err(e) = serve(a.listen, &shared, ui) {
+        return e;
     }
-    server.spawn(Arc::new(AgentPages {
-        shared: Arc::clone(&shared),
-        counters: Mutex::new(None),
-    }));
     let kernel = match open_kernel(None) {
         Ok(k) => k,
         Err(e) => return e,

@@ -460,7 +460,8 @@ fn offline(command: Command, ui: Ui) -> Result<Exit, error::Error> {
     }
 }
 
-/// Runs the commands that read or change the kernel (they print their own errors).
+/// Runs the commands that read the kernel or serve from it (they print their own
+/// errors). The commands of the apply transaction go to [`transaction`].
 fn live(command: Command, ui: Ui) -> Exit {
     match command {
         Command::Doctor {
@@ -477,6 +478,44 @@ fn live(command: Command, ui: Ui) -> Exit {
             },
             ui,
         ),
+        Command::Status {
+            iface,
+            format,
+            state_dir,
+        } => status::run(iface.as_deref(), format, state_dir.as_deref(), ui),
+        Command::Top {
+            iface,
+            count,
+            state_dir,
+        } => top::run(iface.as_deref(), count, state_dir.as_deref(), ui),
+        Command::Agent {
+            file,
+            listen,
+            state_dir,
+            conflist,
+            resync,
+            replace_foreign,
+            vars,
+        } => agent::run(
+            &agent::Args {
+                file: &file,
+                listen,
+                state_dir: state_dir.as_deref(),
+                conflist: conflist.as_deref(),
+                vars: &vars,
+                resync,
+                replace_foreign,
+            },
+            ui,
+        ),
+        txn_command => transaction(txn_command, ui),
+    }
+}
+
+/// Runs the commands of the apply transaction: plan, apply, confirm, rollback and the
+/// rollback timer (they print their own errors).
+fn transaction(command: Command, ui: Ui) -> Exit {
+    match command {
         Command::Plan {
             file,
             format,
@@ -521,48 +560,22 @@ fn live(command: Command, ui: Ui) -> Exit {
         ),
         Command::Confirm { state_dir } => rollback::confirm(state_dir.as_deref(), ui),
         Command::Rollback { state_dir } => rollback::rollback(state_dir.as_deref(), ui),
-        Command::Status {
-            iface,
-            format,
-            state_dir,
-        } => status::run(iface.as_deref(), format, state_dir.as_deref(), ui),
-        Command::Top {
-            iface,
-            count,
-            state_dir,
-        } => top::run(iface.as_deref(), count, state_dir.as_deref(), ui),
-        Command::Agent {
-            file,
-            listen,
-            state_dir,
-            conflist,
-            resync,
-            replace_foreign,
-            vars,
-        } => agent::run(
-            &agent::Args {
-                file: &file,
-                listen,
-                state_dir: state_dir.as_deref(),
-                conflist: conflist.as_deref(),
-                vars: &vars,
-                resync,
-                replace_foreign,
-            },
-            ui,
-        ),
         Command::RevertAfter {
             state_dir,
             id,
             deadline,
         } => rollback::revert_after(state_dir.as_deref(), &id, deadline, ui),
-        // Dispatched by `offline`, never passed here.
+        // Dispatched by `offline` and `live`, never passed here.
         Command::Check { .. }
         | Command::Fmt { .. }
         | Command::Compile { .. }
         | Command::Explain { .. }
         | Command::Diff { .. }
-        | Command::Completions { .. } => Exit::Usage,
+        | Command::Completions { .. }
+        | Command::Doctor { .. }
+        | Command::Status { .. }
+        | Command::Top { .. }
+        | Command::Agent { .. } => Exit::Usage,
     }
 }
 

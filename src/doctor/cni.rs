@@ -104,51 +104,14 @@ pub struct PolicyPods<'a> {
 
 /// The CNI findings of the node (and of the policy's `pods` block, if given).
 pub fn findings(node: &dyn Node, pods: Option<PolicyPods<'_>>) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
     let Some(f) = detect(node) else {
-        let mut d = Diagnostic::new(
-            Code::NQ110,
-            format!("no CNI conflist in {ETC_CNI} or {K3S_CONF_DIR}"),
-        )
-        .help("on a node that runs pods, check the container runtime's CNI conf_dir");
-        if pods.is_some() {
-            d = d.severity(Severity::Error);
-        }
-        out.push(d);
-        return out;
+        return vec![no_conflist(pods.is_some())];
     };
-    out.push(
-        Diagnostic::new(
-            Code::NQ101,
-            format!(
-                "CNI flavour {}: conflist {}, conf dir {}, bin dir {}",
-                f.name, f.conflist, f.conf_dir, f.bin_dir
-            ),
-        )
-        .help(match &f.cni {
-            Some(Cni::File(p)) => format!("name it in the policy as `cni file \"{p}\"`"),
-            Some(c) => format!(
-                "a policy's `pods` block here says `cni {}`",
-                crate::cni::flavour::name(c)
-            ),
-            None => "netqos does not patch this CNI; pod limits need its own shaping".into(),
-        }),
-    );
+    let mut out = vec![flavour(&f)];
     if let Some(PolicyPods { cni: Some(want) }) = &pods
         && f.cni.as_ref() != Some(*want)
     {
-        out.push(
-            Diagnostic::new(
-                Code::NQ109,
-                format!(
-                    "the policy says `cni {}` but the node has {} ({})",
-                    crate::cni::flavour::name(want),
-                    f.name,
-                    f.conflist
-                ),
-            )
-            .help("name the node's flavour in the `pods` block, or run doctor on the node the policy is for"),
-        );
+        out.push(flavour_mismatch(&f, want));
     }
     let text = node.read(&f.conflist).unwrap_or_default();
     let types = match chain(&text) {
@@ -167,7 +130,67 @@ pub fn findings(node: &dyn Node, pods: Option<PolicyPods<'_>>) -> Vec<Diagnostic
         }
     };
     let bin = |t: &str| format!("{}/{t}", f.bin_dir);
-    for t in &types {
+    out.extend(missing_plugins(node, &f, &types));
+    out.extend(chain_findings(node, &f, &types, pods.is_some()));
+    if node.exists(&bin("bandwidth")) {
+        out.extend(version_findings(node, &bin("bandwidth")));
+    }
+    out
+}
+
+/// NQ110: no conflist in either conf dir (an error when the policy has a `pods` block).
+fn no_conflist(has_pods: bool) -> Diagnostic {
+    let mut d = Diagnostic::new(
+        Code::NQ110,
+        format!("no CNI conflist in {ETC_CNI} or {K3S_CONF_DIR}"),
+    )
+    .help("on a node that runs pods, check the container runtime's CNI conf_dir");
+    if has_pods {
+        d = d.severity(Severity::Error);
+    }
+    d
+}
+
+/// NQ101: the CNI flavour found, its files and how a policy names it.
+fn flavour(f: &Found) -> Diagnostic {
+    Diagnostic::new(
+        Code::NQ101,
+        format!(
+            "CNI flavour {}: conflist {}, conf dir {}, bin dir {}",
+            f.name, f.conflist, f.conf_dir, f.bin_dir
+        ),
+    )
+    .help(match &f.cni {
+        Some(Cni::File(p)) => format!("name it in the policy as `cni file \"{p}\"`"),
+        Some(c) => format!(
+            "a policy's `pods` block here says `cni {}`",
+            crate::cni::flavour::name(c)
+        ),
+        None => "netqos does not patch this CNI; pod limits need its own shaping".into(),
+    })
+}
+
+/// NQ109: the policy's `cni` is not the node's.
+fn flavour_mismatch(f: &Found, want: &Cni) -> Diagnostic {
+    Diagnostic::new(
+        Code::NQ109,
+        format!(
+            "the policy says `cni {}` but the node has {} ({})",
+            crate::cni::flavour::name(want),
+            f.name,
+            f.conflist
+        ),
+    )
+    .help(
+        "name the node's flavour in the `pods` block, or run doctor on the node the policy is for",
+    )
+}
+
+/// NQ104 for each chained plugin whose binary is not in the bin dir.
+fn missing_plugins(node: &dyn Node, f: &Found, types: &[String]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let bin = |t: &str| format!("{}/{t}", f.bin_dir);
+    for t in types {
         if !node.exists(&bin(t)) {
             out.push(
                 Diagnostic::new(
@@ -186,6 +209,14 @@ pub fn findings(node: &dyn Node, pods: Option<PolicyPods<'_>>) -> Vec<Diagnostic
             );
         }
     }
+    out
+}
+
+/// What the chain says about pod shaping: Calico (NQ106), Cilium (NQ107), and the
+/// `bandwidth` plugin a `pods` block needs (NQ104).
+fn chain_findings(node: &dyn Node, f: &Found, types: &[String], has_pods: bool) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let bin = |t: &str| format!("{}/{t}", f.bin_dir);
     let has_bw = types.iter().any(|t| t == "bandwidth");
     let calico = types.iter().any(|t| t == "calico");
     if calico && !has_bw {
@@ -207,7 +238,7 @@ pub fn findings(node: &dyn Node, pods: Option<PolicyPods<'_>>) -> Vec<Diagnostic
         );
     }
     // The plugin netqos's conflist patch chains (or the one already chained).
-    let needs_bw = pods.is_some() && !calico && f.cni.is_some();
+    let needs_bw = has_pods && !calico && f.cni.is_some();
     if needs_bw && !has_bw && !node.exists(&bin("bandwidth")) {
         out.push(
             Diagnostic::new(
@@ -220,9 +251,6 @@ pub fn findings(node: &dyn Node, pods: Option<PolicyPods<'_>>) -> Vec<Diagnostic
             )
             .help("install the CNI reference plugins (≥ v1.6.0) into the bin dir before applying"),
         );
-    }
-    if node.exists(&bin("bandwidth")) {
-        out.extend(version_findings(node, &bin("bandwidth")));
     }
     out
 }
