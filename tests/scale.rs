@@ -60,3 +60,51 @@ fn ten_thousand_classes_check_clean() {
     minors.dedup();
     assert_eq!(before, minors.len(), "class ids are unique");
 }
+
+/// An NQ010 over thousands of children labels only the largest few and counts the rest,
+/// so a big mistake renders in milliseconds instead of one label per child.
+#[test]
+fn nq010_over_many_children_summarises() {
+    let mut src = String::from("netqos 1\n\ninterface eth0 {\n    rate 1mbit\n");
+    for i in 0..2000 {
+        let rate = if i == 700 {
+            900
+        } else if i == 1500 {
+            800
+        } else {
+            1
+        };
+        src.push_str(&format!(
+            "    class c{i} {{\n        rate {rate}kbit\n    }}\n"
+        ));
+    }
+    src.push_str("    class bulk {\n        rate 1kbit\n        default\n    }\n}\n");
+    let checked = netqos::check_source(&src, &ExternalVars::default());
+    let diags = checked.diagnostics.into_sorted();
+    let d = diags
+        .iter()
+        .find(|d| d.code == netqos::codes::Code::NQ010)
+        .expect("NQ010");
+    // Five children plus the parent's label, not 2001.
+    assert_eq!(d.labels.len(), 6, "{:?}", d.labels);
+    assert!(
+        d.labels
+            .iter()
+            .any(|l| l.text == "`c700` reserves 900 kbit/s"),
+        "{:?}",
+        d.labels
+    );
+    assert!(
+        d.labels
+            .iter()
+            .any(|l| l.text == "`c1500` reserves 800 kbit/s"),
+        "{:?}",
+        d.labels
+    );
+    let parent = d.labels.last().expect("parent label");
+    assert!(
+        parent.text.contains("1996 more children (not shown)"),
+        "{}",
+        parent.text
+    );
+}

@@ -29,6 +29,58 @@ pub fn preferred_minor(path: &str) -> u16 {
     u16::try_from(FIRST + fnv1a(path) % span).unwrap_or(2)
 }
 
+/// The free minors in `FIRST..=LAST`, as a union-find over "next candidate" links with
+/// path halving: finding the first free slot at or after a minor is near O(1), where
+/// probing one slot at a time made a nearly full interface quadratic.
+struct FreeSlots {
+    /// `next[i]` is slot `FIRST + i` itself when free, else a later candidate (cyclic).
+    next: Vec<u32>,
+    free: usize,
+}
+
+impl FreeSlots {
+    fn new(taken: impl Iterator<Item = u16>) -> Self {
+        let n = LAST - FIRST + 1;
+        let mut s = FreeSlots {
+            next: (0..n).collect(),
+            free: usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        for k in taken {
+            if (FIRST..=LAST).contains(&u32::from(k)) {
+                s.mark(u32::from(k) - FIRST);
+            }
+        }
+        s
+    }
+
+    fn mark(&mut self, i: u32) {
+        let idx = i as usize;
+        if self.next[idx] == i {
+            self.free -= 1;
+            self.next[idx] = (i + 1) % (LAST - FIRST + 1);
+        }
+    }
+
+    fn find(&mut self, mut i: u32) -> u32 {
+        while self.next[i as usize] != i {
+            let up = self.next[self.next[i as usize] as usize];
+            self.next[i as usize] = up;
+            i = up;
+        }
+        i
+    }
+
+    /// Takes the first free minor at or after `minor`, wrapping; `None` when all are taken.
+    fn take_from(&mut self, minor: u16) -> Option<u16> {
+        if self.free == 0 {
+            return None;
+        }
+        let slot = self.find(u32::from(minor) - FIRST);
+        self.mark(slot);
+        u16::try_from(slot + FIRST).ok()
+    }
+}
+
 fn walk_mut(classes: &mut [ClassDraft], f: &mut dyn FnMut(&mut ClassDraft)) {
     for c in classes {
         f(c);
@@ -68,18 +120,13 @@ pub fn assign(classes: &mut [ClassDraft], diags: &mut Diagnostics) {
     });
     auto.sort();
     let mut chosen: BTreeMap<String, u16> = BTreeMap::new();
+    let mut free = FreeSlots::new(taken.keys().copied());
     for path in auto {
-        let mut m = u32::from(preferred_minor(&path));
-        // At most 65533 classes can exist per interface; past that every slot is taken.
-        for _ in FIRST..=LAST {
-            let key = u16::try_from(m).unwrap_or(2);
-            if !taken.contains_key(&key) {
-                break;
-            }
-            m = if m >= LAST { FIRST } else { m + 1 };
-        }
-        let key = u16::try_from(m).unwrap_or(2);
-        taken.insert(key, (path.clone(), Span::default()));
+        let preferred = preferred_minor(&path);
+        // The first free minor at or after the preferred one, wrapping (linear probing);
+        // at most 65533 classes can exist per interface (NQ004 reports more), and once
+        // every slot is taken a class keeps its preferred minor.
+        let key = free.take_from(preferred).unwrap_or(preferred);
         chosen.insert(path, key);
     }
     walk_mut(classes, &mut |c| {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::build::{ClassDraft, IfaceDraft};
+use super::build::{ClassDraft, IfaceDraft, Val};
 use super::env::Item;
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -128,12 +128,28 @@ fn siblings(parent: &Parent, classes: &[ClassDraft], diags: &mut Diagnostics) {
                 fmt_rate(prate)
             ),
         );
-        for c in classes {
-            if let Some(r) = &c.rate {
-                d = d.label(r.span, format!("`{}` reserves {}", c.name, fmt_rate(r.v)));
-            }
+        let rated: Vec<(&ClassDraft, &Val<u64>)> = classes
+            .iter()
+            .filter_map(|c| c.rate.as_ref().map(|r| (c, r)))
+            .collect();
+        let shown = largest(&rated);
+        for &(c, r) in &shown {
+            d = d.label(r.span, format!("`{}` reserves {}", c.name, fmt_rate(r.v)));
         }
-        d = d.label(parent.span, format!("rate {}", fmt_rate(prate)));
+        let hidden = rated.len() - shown.len();
+        if hidden == 0 {
+            d = d.label(parent.span, format!("rate {}", fmt_rate(prate)));
+        } else {
+            let rest: u64 = shown.iter().fold(sum, |s, (_, r)| s.saturating_sub(r.v));
+            d = d.label(
+                parent.span,
+                format!(
+                    "rate {}; {hidden} more children (not shown) reserve {}",
+                    fmt_rate(prate),
+                    fmt_rate(rest)
+                ),
+            );
+        }
         diags.push(d.help(format!(
                 "guarantees cannot all be met: lower the children's rates by {} in total, or raise the parent's rate (the kernel accepts this silently)",
                 fmt_rate(sum - prate)
@@ -163,6 +179,25 @@ fn siblings(parent: &Parent, classes: &[ClassDraft], diags: &mut Diagnostics) {
             d.help("only one sibling can take the traffic no rule selects: keep `default` on one"),
         );
     }
+}
+
+/// Past this many children a diagnostic labels only the largest few and counts the rest:
+/// rendering one label per child of a 100,000-class interface took seconds.
+pub const LABEL_CAP: usize = 16;
+/// How many of the largest children a summarised diagnostic still labels.
+pub const LABEL_SHOWN: usize = 5;
+
+/// The children to label, in source order: all of them up to [`LABEL_CAP`], else the
+/// [`LABEL_SHOWN`] largest rates (ties keep source order).
+fn largest<'a>(rated: &[(&'a ClassDraft, &'a Val<u64>)]) -> Vec<(&'a ClassDraft, &'a Val<u64>)> {
+    if rated.len() <= LABEL_CAP {
+        return rated.to_vec();
+    }
+    let mut order: Vec<usize> = (0..rated.len()).collect();
+    order.sort_by(|a, b| rated[*b].1.v.cmp(&rated[*a].1.v).then(a.cmp(b)));
+    order.truncate(LABEL_SHOWN);
+    order.sort_unstable();
+    order.into_iter().map(|i| rated[i]).collect()
 }
 
 fn class(parent: &Parent, c: &ClassDraft, diags: &mut Diagnostics) {
