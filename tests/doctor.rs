@@ -343,6 +343,17 @@ fn doctor_plan_and_apply_warn_for_a_root_rate_at_the_veth_speed() {
             apply.text()
         );
     }
+    // The agent logs the same warning when it loads the policy (and applies it anyway).
+    for (rate, warns) in [("10gbit", true), ("9gbit", false)] {
+        let p = t.path().join(format!("p-{rate}.nq"));
+        let log = ns.ok(&format!(
+            "timeout -s TERM 3 {bin} agent --listen 127.0.0.1:0 --state-dir {st} {p} 2>&1; true",
+            bin = env!("CARGO_BIN_EXE_netqos"),
+            st = t.path().join(format!("agent-{rate}")).display(),
+            p = p.display()
+        ));
+        assert_eq!(log.contains("NQ100"), warns, "agent {rate}:\n{log}");
+    }
     // Without a policy: the link, its speed and its root.
     ns.netqos(["doctor"])
         .run()

@@ -72,6 +72,16 @@ impl Host for CliHost<'_> {
         if !diags.is_empty() && !self.ui.quiet {
             eprint!("{}", rendered(&diags, &src));
         }
+        // Root rates against the links' speeds (NQ100), as plan and apply warn: logged at
+        // every load, never a refusal.
+        let link = netqos::doctor::links::rate_findings(
+            &model,
+            &src.text,
+            &netqos::doctor::links::sysfs_speed,
+        );
+        if !link.is_empty() && !self.ui.quiet {
+            eprint!("{}", rendered(&link, &src));
+        }
         let plan = netqos::lower::lower(&model);
         let target = netqos::apply::state::from_plan(&plan).map_err(|e| e.to_string())?;
         let conflist = model
