@@ -31,6 +31,7 @@ mod man;
 mod netlink_golden;
 mod node;
 mod overlay;
+mod package;
 mod scale;
 mod shape;
 mod traffic;
