@@ -4,8 +4,9 @@
 //! root in CI (`NETQOS_REQUIRE_NETNS`) or with `NETQOS_TEST_DPKG=1`, it is installed on
 //! this machine with the real `dpkg -i` (not `dpkg --root`: `man -w`, the shells and
 //! systemd read the real system paths): `man -w`, `netqos --version`, `systemd-analyze
-//! verify` and the completions of bash, zsh and fish work; `dpkg --purge` (run by a guard
-//! even when an assertion fails) leaves the trees it touched as they were.
+//! verify` and the completions of bash, zsh and fish work; `dpkg -r`, then `dpkg --purge`
+//! (run by a guard even when an assertion fails), each leave the trees it touched as they
+//! were.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -376,12 +377,20 @@ fn dpkg_install_gives_man_completions_units_and_purges_clean() {
             );
         }
         assert_completions_load(&home);
+        // `dpkg -r` alone already removes every file (the package has no conffiles and no
+        // maintainer scripts); the guard's purge then drops what dpkg remembers.
+        ok(Command::new("timeout").args(["300", "dpkg", "-r", "netqos"]));
+        assert_same_trees(&before, "dpkg -r");
     }
     let (known, status) = run(Command::new("dpkg-query").args(["-W", "netqos"]));
     assert!(!known, "dpkg still knows netqos after the purge: {status}");
+    assert_same_trees(&before, "dpkg --purge");
+}
+
+fn assert_same_trees(before: &str, after_what: &str) {
     let after = tree_listing();
     if before != after {
-        let diff = similar::TextDiff::from_lines(&before, &after);
-        panic!("the purge left changes:\n{}", diff.unified_diff());
+        let diff = similar::TextDiff::from_lines(before, &after);
+        panic!("{after_what} left changes:\n{}", diff.unified_diff());
     }
 }
