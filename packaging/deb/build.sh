@@ -74,7 +74,7 @@ cp "$here/netqos.service" "$here/netqos-agent.service" "$root/usr/lib/systemd/sy
 cp "$here/lintian-overrides" "$root/usr/share/lintian/overrides/netqos"
 # The examples as committed (git's list when there is one: no build output, no dot files).
 if files=$(git -C "$repo" ls-files -- examples 2>/dev/null) && [ -n "$files" ]; then
-    printf '%s\n' "$files" | grep -v '/\.[^/]*$' | (cd "$repo" && xargs cp --parents -t "$doc")
+    printf '%s\n' "$files" | grep -v '/\.[^/]*$' | (cd "$repo" && xargs -d '\n' cp --parents -t "$doc")
 else
     cp -R "$repo/examples" "$doc/examples"
     find "$doc/examples" -name '.*' -exec rm -rf {} +
@@ -94,6 +94,8 @@ fi
             -e '/^$/d' | LC_ALL=C sort -u | sed 's/^/ /'
         echo " Their licence texts are in /usr/share/common-licenses (Apache-2.0) and in each"
         echo " crate's sources on crates.io."
+    else
+        echo "build.sh: warning: \`cargo tree\` failed: the copyright file lists no crates" >&2
     fi
 } >"$doc/copyright"
 
