@@ -15,7 +15,6 @@ use crate::deploy;
 use crate::support::{TempDir, kernel_tool, root};
 use serde_json::{Value, json};
 
-const NODE: &str = "worker-1";
 const NODE_IP: &str = "10.231.0.1";
 
 /// `build.py` on the test's netqos binary: (summary, archive).
@@ -80,8 +79,8 @@ fn volumes(lab: &Lab, docs: &[Value], ds: &Value) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// The CRI container config the kubelet derives from the DaemonSet's container.
-fn container_spec(lab: &Lab, docs: &[Value], ds: &Value) -> Value {
+/// The CRI container config the kubelet derives from the DaemonSet's container on `node`.
+fn container_spec(lab: &Lab, docs: &[Value], ds: &Value, node: &str) -> Value {
     let c = &ds["spec"]["template"]["spec"]["containers"][0];
     let vols = volumes(lab, docs, ds);
     let mounts: Vec<Value> = c["volumeMounts"]
@@ -97,7 +96,7 @@ fn container_spec(lab: &Lab, docs: &[Value], ds: &Value) -> Value {
     let mut envs = serde_json::Map::new();
     for e in c["env"].as_array().unwrap() {
         let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            Some("spec.nodeName") => NODE,
+            Some("spec.nodeName") => node,
             Some("status.hostIP") => NODE_IP,
             other => panic!("no downward API value for {other:?}"),
         };
@@ -107,7 +106,7 @@ fn container_spec(lab: &Lab, docs: &[Value], ds: &Value) -> Value {
     assert_eq!(ds["spec"]["template"]["spec"]["hostNetwork"], json!(true));
     json!({
         "name": c["name"], "image": c["image"], "command": c["command"], "args": c["args"],
-        "envs": envs, "mounts": mounts, "log_path": "agent.log",
+        "envs": envs, "mounts": mounts, "log_path": format!("{node}.log"),
         "capabilities": sc["capabilities"], "privileged": sc["privileged"],
         "readonly_rootfs": sc["readOnlyRootFilesystem"],
         "no_new_privs": !sc["allowPrivilegeEscalation"].as_bool().unwrap(),
@@ -128,14 +127,14 @@ fn healthz(lab: &Lab) -> u16 {
 }
 
 /// Waits (bounded) until /healthz answers 200; the container's state and log otherwise.
-fn wait_ready(lab: &Lab, id: &str) {
+fn wait_ready(lab: &Lab, id: &str, log: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if healthz(lab) == 200 {
             return;
         }
         let status = lab.cri(&["cstatus", id]).unwrap_or(Value::Null);
-        let log = std::fs::read_to_string(lab.dir.join("pods/agent.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(lab.dir.join("pods").join(log)).unwrap_or_default();
         assert!(
             Instant::now() < deadline && status["state"] != json!(2),
             "the agent did not become ready: {status}\n{log}\n{}",
@@ -192,14 +191,16 @@ fn containerds_cri_starts_the_daemonsets_container_and_it_shapes_the_node() {
     let (summary, archive) = build(&work);
     let (_, docs) = deploy::validated("flannel", &work);
     let ds = deploy::kind(&docs, "DaemonSet", "netqos-agent").clone();
-    let spec = container_spec(&lab, &docs, &ds);
     lab.start();
     let imported = lab.import(&archive);
     assert!(
         imported.contains("localhost/netqos-agent:0.1.0"),
         "{imported}"
     );
-    assert_eq!(spec["image"], json!("localhost/netqos-agent:0.1.0"));
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["image"],
+        json!("localhost/netqos-agent:0.1.0")
+    );
     // The node: an eth0 with the address the downward API gives as status.hostIP.
     lab.in_ns(
         10,
@@ -214,16 +215,11 @@ fn containerds_cri_starts_the_daemonsets_container_and_it_shapes_the_node() {
         .unwrap_or_else(|e| panic!("{e}\n{}", lab.log()));
     let sandbox = sandbox["id"].as_str().unwrap().to_string();
     lab.pods.push(sandbox.clone());
-    let created = lab
-        .cri(&["create", &sandbox, &pod.to_string(), &spec.to_string()])
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log()));
-    let id = created["id"].as_str().unwrap().to_string();
-    lab.cri(&["start", &id])
-        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log()));
-    wait_ready(&lab, &id);
-    eprintln!("image {} ready through CRI", summary["digest"]);
 
-    // worker-1's vars: a 100 Mbit/s eth0 (the policy's default is 1 Gbit/s).
+    // worker-1 has a vars file: a 100 Mbit/s eth0 (the policy's default is 1 Gbit/s).
+    let spec = container_spec(&lab, &docs, &ds, "worker-1");
+    let id = run_agent(&lab, &sandbox, &pod, &spec);
+    eprintln!("image {} ready through CRI", summary["digest"]);
     let classes = lab.in_ns(10, "tc class show dev eth0");
     assert!(
         lab.in_ns(10, "tc qdisc show dev eth0")
@@ -244,4 +240,26 @@ fn containerds_cri_starts_the_daemonsets_container_and_it_shapes_the_node() {
     );
     lab.cri(&["cstop", &id]).unwrap();
     lab.cri(&["cremove", &id]).unwrap();
+
+    // A node with no file: the policy's defaults (1 Gbit/s on eth0).
+    let mut spec = container_spec(&lab, &docs, &ds, "unlisted-node");
+    spec["name"] = json!("agent-unlisted");
+    let id = run_agent(&lab, &sandbox, &pod, &spec);
+    let classes = lab.in_ns(10, "tc class show dev eth0");
+    assert!(classes.contains("rate 1Gbit"), "{classes}");
+    assert!(!classes.contains("rate 100Mbit"), "{classes}");
+    lab.cri(&["cstop", &id]).unwrap();
+    lab.cri(&["cremove", &id]).unwrap();
+}
+
+/// CreateContainer + StartContainer in `sandbox`, then waits until /healthz is ready.
+fn run_agent(lab: &Lab, sandbox: &str, pod: &Value, spec: &Value) -> String {
+    let created = lab
+        .cri(&["create", sandbox, &pod.to_string(), &spec.to_string()])
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log()));
+    let id = created["id"].as_str().unwrap().to_string();
+    lab.cri(&["start", &id])
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.log()));
+    wait_ready(lab, &id, spec["log_path"].as_str().unwrap());
+    id
 }

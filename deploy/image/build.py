@@ -97,7 +97,7 @@ def layer(files):
 
 def gz(data):
     buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as f:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as f:
         f.write(data)
     return buf.getvalue()
 
