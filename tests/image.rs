@@ -4,8 +4,9 @@
 //! the DaemonSet's container — the command, args, env (downward API values filled in),
 //! security context and mounts read from the `kustomize build` of the flannel overlay, in
 //! a host-network sandbox whose host is a namespace made here. The agent in it shapes that
-//! namespace's `eth0` with the node's vars (read back with tc), its `/healthz` answers 200
-//! over the namespace, and its process holds exactly `NET_ADMIN` and `NET_RAW`.
+//! namespace's `eth0` with the node's vars (read back with tc) and the pods rule with the
+//! image's `nft`, its `/healthz` answers 200 over the namespace, and its process holds
+//! exactly `NET_ADMIN` and `NET_RAW`; on a node without a vars file, the defaults.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -228,6 +229,9 @@ fn containerds_cri_starts_the_daemonsets_container_and_it_shapes_the_node() {
     );
     assert!(classes.contains("rate 100Mbit"), "{classes}");
     assert!(classes.contains("rate 20Mbit ceil 100Mbit"), "{classes}");
+    // The pods block's rule went in through the image's own nft.
+    let table = lab.in_ns(10, "nft list table inet netqos");
+    assert!(table.contains("10.42.0.0/16"), "{table}");
     // Its process: not privileged, exactly NET_ADMIN (12) and NET_RAW (13).
     let status = lab.cri(&["cstatus", &id]).unwrap();
     assert_eq!(status["state"], json!(1), "{status}");
