@@ -11,7 +11,8 @@
 //! only, the seed's `burst 21474835b lat 4.12e+03s` and a first second far above the limit;
 //! with netqos's patch (`burst 20ms`), at most 1.25 Mbit in the first second each way and
 //! about 1 Mbit/s over three, and the plugin's line in containerd's log. Everything is
-//! removed: pods through CRI, containerd by its PID, mounts, the namespace.
+//! removed: pods through CRI, containerd by its PID, mounts, the namespace. `Lab`
+//! (`new`, `start`, `import`, `cri`) is also the harness of `tests/image.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
