@@ -66,7 +66,7 @@ def gen(kind, size):
         addrs = ", ".join("10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255) for i in range(n))
         return head() + ["    class many {", "        rate 1mbit", "        match dst " + addrs, "    }"] + tail()
     if kind == "unknown":
-        return head() + ["    frobnicate %d" % i for i in range(size // 18)] + tail()
+        return head() + ["    frobnicate %d" % i for i in range(size // 21)] + tail()
     if kind == "badvalues":
         return head() + groups(size, lambda g, t: leaf("t%d-%d" % (g, t), rate="800kbps")) + tail()
     if kind == "comments":
