@@ -1,6 +1,8 @@
 //! The one diagnostic type every stage reports: a code, a message naming the values, labelled
 //! spans and a help line with the fix.
 
+use std::collections::BTreeMap;
+
 use crate::codes::Code;
 use crate::span::Span;
 
@@ -87,10 +89,19 @@ impl Diagnostic {
     }
 }
 
+/// The most diagnostics of one code a report lists; the rest are counted in the last one
+/// listed. A 10 MB policy can hold half a million mistakes of one kind: listing (and
+/// working out) each took a minute and printed hundreds of megabytes.
+pub const MAX_PER_CODE: usize = 1000;
+
 /// Diagnostics collected by a stage, in the order found.
 #[derive(Debug, Clone, Default)]
 pub struct Diagnostics {
     items: Vec<Diagnostic>,
+    /// How many of `items` have each code.
+    counts: BTreeMap<Code, usize>,
+    /// Diagnostics a check did not build because [`Diagnostics::crowded`] said so.
+    skipped: BTreeMap<Code, usize>,
 }
 
 impl Diagnostics {
@@ -100,16 +111,38 @@ impl Diagnostics {
     }
 
     pub fn push(&mut self, d: Diagnostic) {
+        *self.counts.entry(d.code).or_default() += 1;
         self.items.push(d);
     }
 
     pub fn extend(&mut self, other: impl IntoIterator<Item = Diagnostic>) {
-        self.items.extend(other);
+        for d in other {
+            self.push(d);
+        }
+    }
+
+    /// Whether [`MAX_PER_CODE`] diagnostics of `code` are in already: a check that finds
+    /// one more then calls [`Diagnostics::skip`] instead of building it (suggestions,
+    /// labels), so that a file of a million mistakes is still judged in a second.
+    #[must_use]
+    pub fn crowded(&self, code: Code) -> bool {
+        self.counts.get(&code).is_some_and(|n| *n >= MAX_PER_CODE)
+    }
+
+    /// Counts a diagnostic of `code` that was found but not built.
+    pub fn skip(&mut self, code: Code) {
+        *self.skipped.entry(code).or_default() += 1;
     }
 
     /// Keeps the diagnostics `keep` says yes to.
     pub fn retain(&mut self, keep: impl FnMut(&Diagnostic) -> bool) {
         self.items.retain(keep);
+        self.counts.clear();
+        for d in &self.items {
+            *self.counts.entry(d.code).or_default() += 1;
+        }
+        let counts = &self.counts;
+        self.skipped.retain(|c, _| counts.contains_key(c));
     }
 
     pub fn has_errors(&self) -> bool {
@@ -132,7 +165,8 @@ impl Diagnostics {
 
     /// Root causes first (syntax, unknown keywords, undefined variables: see
     /// `check::is_root`), then by position (spanless first), then code, so output is stable
-    /// and the cause comes before what it implies.
+    /// and the cause comes before what it implies. At most [`MAX_PER_CODE`] of a code are
+    /// kept (the first in this order); the last kept one says how many more there are.
     #[must_use]
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
         self.items.sort_by(|a, b| {
@@ -142,7 +176,33 @@ impl Diagnostics {
             rb.cmp(&ra).then(ka.cmp(&kb)).then(a.code.cmp(&b.code))
         });
         self.items.dedup();
-        self.items
+        let mut seen: BTreeMap<Code, usize> = BTreeMap::new();
+        let mut last: BTreeMap<Code, usize> = BTreeMap::new();
+        let mut kept = Vec::with_capacity(self.items.len().min(MAX_PER_CODE * 4));
+        for d in self.items {
+            let n = seen.entry(d.code).or_default();
+            *n += 1;
+            if *n <= MAX_PER_CODE {
+                last.insert(d.code, kept.len());
+                kept.push(d);
+            }
+        }
+        for (code, n) in seen {
+            let more =
+                n.saturating_sub(MAX_PER_CODE) + self.skipped.get(&code).copied().unwrap_or(0);
+            if let Some(d) = last
+                .get(&code)
+                .and_then(|i| kept.get_mut(*i))
+                .filter(|_| more > 0)
+            {
+                let note = format!("{more} more {code} diagnostics like this one are not listed");
+                d.help = Some(match d.help.take() {
+                    Some(h) => format!("{h}\n{note}"),
+                    None => note,
+                });
+            }
+        }
+        kept
     }
 }
 
@@ -151,5 +211,48 @@ impl IntoIterator for Diagnostics {
     type IntoIter = std::vec::IntoIter<Diagnostic>;
     fn into_iter(self) -> Self::IntoIter {
         self.items.into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(code: Code, i: usize) -> Diagnostic {
+        Diagnostic::new(code, format!("problem {i}")).label(Span::new(i, i + 1), "here")
+    }
+
+    #[test]
+    fn a_code_lists_at_most_its_cap_and_counts_the_rest() {
+        let mut d = Diagnostics::new();
+        for i in (0..MAX_PER_CODE + 40).rev() {
+            d.push(at(Code::NQ041, i));
+        }
+        d.push(at(Code::NQ024, 5));
+        assert!(d.crowded(Code::NQ041) && !d.crowded(Code::NQ024));
+        d.skip(Code::NQ041);
+        let sorted = d.into_sorted();
+        let listed: Vec<&Diagnostic> = sorted.iter().filter(|d| d.code == Code::NQ041).collect();
+        assert_eq!(listed.len(), MAX_PER_CODE);
+        // The first in source order are kept; the last of them counts the rest (40 over the
+        // cap, 1 never built).
+        assert_eq!(listed[0].message, "problem 0");
+        let last = listed[MAX_PER_CODE - 1];
+        assert_eq!(last.message, format!("problem {}", MAX_PER_CODE - 1));
+        assert_eq!(
+            last.help.as_deref(),
+            Some("41 more NQ041 diagnostics like this one are not listed")
+        );
+        assert_eq!(sorted.iter().filter(|d| d.code == Code::NQ024).count(), 1);
+    }
+
+    #[test]
+    fn under_the_cap_nothing_changes() {
+        let mut d = Diagnostics::new();
+        d.push(at(Code::NQ041, 3).help("fix it"));
+        d.push(at(Code::NQ041, 1));
+        let sorted = d.into_sorted();
+        assert_eq!(sorted.len(), 2);
+        assert_eq!(sorted[1].help.as_deref(), Some("fix it"));
     }
 }

@@ -173,6 +173,26 @@ impl Checked {
         opts: &Options<'_>,
         conflist: Option<&Conflist>,
     ) -> Result<Vec<OutFile>, Error> {
+        let mut files = Vec::new();
+        self.each_file(opts, conflist, |f| {
+            files.push(f.clone());
+            Ok::<(), Error>(())
+        })?;
+        Ok(files)
+    }
+
+    /// Renders the chosen artefacts one at a time, in the order of [`Checked::files`], and
+    /// hands each file to `sink` before rendering the next: a caller that writes and drops
+    /// them holds about one artefact at a time, not all of them. What can fail (the
+    /// templates of the two scripts, a kind that needs a `pods` block) is rendered or
+    /// decided before the first file reaches `sink`, so a failure hands over nothing; the
+    /// apply script is rendered once, also when `cloud-init` embeds it.
+    pub fn each_file<E: From<Error>>(
+        &self,
+        opts: &Options<'_>,
+        conflist: Option<&Conflist>,
+        mut sink: impl FnMut(&OutFile) -> Result<(), E>,
+    ) -> Result<(), E> {
         let pods = self.model.pods.as_ref().filter(|p| p.for_cni());
         let ctx = Render {
             plan: &self.plan,
@@ -183,17 +203,55 @@ impl Checked {
             cni: conflist.and_then(|c| c.install.as_ref()),
             verbose: opts.verbose,
         };
-        let mut files = Vec::new();
+        let fail = |artefact| move |source| Error::Render { artefact, source };
+        let mut kinds = Vec::new();
         for &artefact in opts.artefacts.kinds() {
-            if pods.is_none() && artefact.info().needs_pods && opts.artefacts == Selection::All {
-                continue;
+            if pods.is_none() && artefact.info().needs_pods {
+                if opts.artefacts == Selection::All {
+                    continue;
+                }
+                return Err(fail(artefact)(RenderError::NeedsPods(artefact)).into());
             }
-            let out = artefact
-                .render(&ctx)
-                .map_err(|source| Error::Render { artefact, source })?;
-            files.extend(out);
+            kinds.push(artefact);
         }
-        Ok(files)
+        let wants = |k: &[Artefact]| kinds.iter().any(|a| k.contains(a));
+        let (tc, rollback) = (Artefact::Tc, Artefact::Rollback);
+        let mut apply = if wants(&[tc, Artefact::CloudInit]) {
+            Some(crate::backend::tc_script(&ctx).map_err(|e| fail(tc)(e.into()))?)
+        } else {
+            None
+        };
+        let mut undo = if wants(&[rollback, Artefact::CloudInit]) {
+            Some(crate::backend::rollback_script(&ctx).map_err(|e| fail(rollback)(e.into()))?)
+        } else {
+            None
+        };
+        for &artefact in &kinds {
+            let script = match artefact {
+                Artefact::Tc => &mut apply,
+                Artefact::Rollback => &mut undo,
+                Artefact::CloudInit => {
+                    let files = crate::backend::cloud_init_file(&ctx, apply.take(), undo.take())
+                        .map_err(fail(artefact))?;
+                    files.iter().try_for_each(&mut sink)?;
+                    continue;
+                }
+                _ => {
+                    let files = artefact.render(&ctx).map_err(fail(artefact))?;
+                    files.iter().try_for_each(&mut sink)?;
+                    continue;
+                }
+            };
+            // The script goes back for `cloud-init`, which embeds it.
+            let file = OutFile::new(
+                artefact,
+                artefact.info().file_name,
+                script.take().unwrap_or_default(),
+            );
+            sink(&file)?;
+            *script = Some(file.text);
+        }
+        Ok(())
     }
 }
 

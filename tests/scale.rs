@@ -108,3 +108,60 @@ fn nq010_over_many_children_summarises() {
         parent.text
     );
 }
+
+/// NQ050 over thousands of siblings marked `default` names and labels the first five and
+/// counts the rest.
+#[test]
+fn nq050_over_many_defaults_summarises() {
+    let mut src = String::from("netqos 1\n\ninterface eth0 {\n    rate 10gbit\n");
+    for i in 0..3000 {
+        src.push_str(&format!(
+            "    class c{i} {{\n        rate 1kbit\n        default\n    }}\n"
+        ));
+    }
+    src.push_str("}\n");
+    let checked = netqos::check_source(&src, &ExternalVars::default());
+    let diags = checked.diagnostics.into_sorted();
+    let d = diags
+        .iter()
+        .find(|d| d.code == netqos::codes::Code::NQ050)
+        .expect("NQ050");
+    assert_eq!(d.labels.len(), 5, "{:?}", d.labels);
+    assert_eq!(
+        d.message,
+        "3000 classes under interface `eth0` are marked `default`: `c0`, `c1`, `c2`, `c3`, `c4` and 2995 more"
+    );
+}
+
+/// 20,000 unknown statements: the first 1000 NQ041 are listed, the last of them
+/// counts the rest, and the knock-on checks of the interface are still dropped.
+#[test]
+fn many_unknown_statements_are_capped() {
+    let mut src = String::from("netqos 1\n\ninterface eth0 {\n    rate 10gbit\n");
+    for i in 0..20_000 {
+        src.push_str(&format!("    frobnicate {i}\n"));
+    }
+    src.push_str("}\n");
+    let checked = netqos::check_source(&src, &ExternalVars::default());
+    let diags = checked.diagnostics.into_sorted();
+    let cap = netqos::diagnostic::MAX_PER_CODE;
+    let unknown: Vec<_> = diags
+        .iter()
+        .filter(|d| d.code == netqos::codes::Code::NQ041)
+        .collect();
+    assert_eq!(unknown.len(), cap);
+    let help = unknown[cap - 1].help.as_deref().unwrap_or("");
+    assert!(
+        help.ends_with(&format!(
+            "{} more NQ041 diagnostics like this one are not listed",
+            20_000 - cap
+        )),
+        "{help}"
+    );
+    // No NQ001 (no default): the unknown statements imply it.
+    assert!(
+        diags.iter().all(|d| d.code == netqos::codes::Code::NQ041),
+        "{:?}",
+        diags.iter().map(|d| d.code).collect::<Vec<_>>()
+    );
+}

@@ -110,7 +110,7 @@ impl Artefact {
             Artefact::Plan => one(super::plan_json(ctx.plan)),
             Artefact::Tree => one(super::tree(ctx.plan, ctx.verbose)),
             Artefact::Svg => one(super::svg(ctx.plan)),
-            Artefact::CloudInit => one(super::cloud_config(&super::node_files(ctx)?, ctx.source)?),
+            Artefact::CloudInit => super::cloud_init_file(ctx, None, None),
             Artefact::Systemd => one(super::unit(ctx.plan, ctx.source)?),
             Artefact::AgentService => {
                 let dir = ctx
@@ -191,7 +191,7 @@ pub struct OutFile {
 }
 
 impl OutFile {
-    fn new(artefact: Artefact, path: &str, text: String) -> Self {
+    pub(crate) fn new(artefact: Artefact, path: &str, text: String) -> Self {
         OutFile {
             artefact,
             path: path.to_string(),

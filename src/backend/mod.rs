@@ -83,11 +83,18 @@ struct DeviceView {
     keep: String,
     /// Leaf queues as `HANDLE:KIND`, space separated.
     leaves: String,
-    /// Classes and leaf queues.
+    /// Classes and leaf queues (for a `--templates` apply script; the built-in one reads
+    /// `batch`).
     lines: Vec<String>,
     /// The u32 filters, after `lines` in the batch (a re-run keeps them when the kernel
-    /// holds exactly what the script installed last).
+    /// holds exactly what the script installed last); the built-in template reads
+    /// `filter_text`.
     filters: Vec<String>,
+    /// `lines`, each ended by a newline: a 100,000-class tree's batch is written as one
+    /// value, not looped over line by line in the template.
+    batch: String,
+    /// `filters`, each ended by a newline.
+    filter_text: String,
     redirect: String,
     /// Text `tc filter show` prints for netqos's redirect, to recognise it.
     redirect_mark: String,
@@ -184,12 +191,17 @@ pub fn tc_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
     let env = env(ctx.templates)?;
     let source = &display_name(ctx.source);
     let mut map = Vec::new();
+    let lists = ctx.templates.apply.is_some();
     let views: Vec<DeviceView> = ctx
         .plan
         .devices
         .iter()
-        .map(|d| device_view(d, source, &mut map))
+        .map(|d| device_view(d, source, &mut map, lists))
         .collect();
+    let map_text = joined(&map);
+    if !lists {
+        map = Vec::new();
+    }
     let mut required: Vec<String> = ctx.plan.devices.iter().map(|d| d.device.clone()).collect();
     required.sort();
     required.dedup();
@@ -198,6 +210,7 @@ pub fn tc_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
         devices => minijinja::Value::from(minijinja::value::Serde(&views)),
         required => required,
         map => map,
+        map_text => map_text,
         redirect_prio => REDIRECT_PRIO,
         cni => ctx.cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
         nft => ctx.plan.pod_rules.as_ref().map(|p| context! {
@@ -209,8 +222,19 @@ pub fn tc_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
     Ok(with_newline(out))
 }
 
-/// One device of the apply script; its batch lines' policy lines go to `map`.
-fn device_view(d: &DevicePlan, source: &str, map: &mut Vec<String>) -> DeviceView {
+/// Each item followed by a newline.
+fn joined(items: &[String]) -> String {
+    let mut out = String::with_capacity(items.iter().map(|i| i.len() + 1).sum());
+    for i in items {
+        out.push_str(i);
+        out.push('\n');
+    }
+    out
+}
+
+/// One device of the apply script; its batch lines' policy lines go to `map`. `lists`:
+/// the lines as lists too (a template from `--templates` may loop over them).
+fn device_view(d: &DevicePlan, source: &str, map: &mut Vec<String>, lists: bool) -> DeviceView {
     let title = format!("{} {}", d.device, d.direction.as_str());
     map.push(format!("{source}:{} (root of {title})", d.line));
     let mut lines = Vec::new();
@@ -251,8 +275,10 @@ fn device_view(d: &DevicePlan, source: &str, map: &mut Vec<String>) -> DeviceVie
                 })
                 .collect(),
         ),
-        lines,
-        filters,
+        batch: joined(&lines),
+        filter_text: joined(&filters),
+        lines: if lists { lines } else { Vec::new() },
+        filters: if lists { filters } else { Vec::new() },
         redirect,
         redirect_mark: d
             .ifb
@@ -307,16 +333,25 @@ pub fn rollback_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
 /// the conflist change of `ctx.cni`) and the systemd unit that runs them. The `cloud-init`
 /// artefact writes these.
 pub fn node_files(ctx: &Render<'_>) -> Result<Vec<NodeFile>, minijinja::Error> {
+    node_files_with(ctx, tc_script(ctx)?, rollback_script(ctx)?)
+}
+
+/// [`node_files`] with the apply script rendered already.
+fn node_files_with(
+    ctx: &Render<'_>,
+    apply: String,
+    rollback: String,
+) -> Result<Vec<NodeFile>, minijinja::Error> {
     Ok(vec![
         NodeFile {
             path: APPLY_PATH.to_string(),
             mode: 0o755,
-            content: tc_script(ctx)?,
+            content: apply,
         },
         NodeFile {
             path: ROLLBACK_PATH.to_string(),
             mode: 0o755,
-            content: rollback_script(ctx)?,
+            content: rollback,
         },
         NodeFile {
             path: UNIT_PATH.to_string(),
@@ -324,6 +359,27 @@ pub fn node_files(ctx: &Render<'_>) -> Result<Vec<NodeFile>, minijinja::Error> {
             content: unit(ctx.plan, ctx.source)?,
         },
     ])
+}
+
+/// The `cloud-init` artefact's file; `apply` is the apply script when it was rendered
+/// already (it is the first of the node's files).
+pub fn cloud_init_file(
+    ctx: &Render<'_>,
+    apply: Option<String>,
+    rollback: Option<String>,
+) -> Result<Vec<OutFile>, RenderError> {
+    let apply = match apply {
+        Some(text) => text,
+        None => tc_script(ctx)?,
+    };
+    let rollback = match rollback {
+        Some(text) => text,
+        None => rollback_script(ctx)?,
+    };
+    let files = node_files_with(ctx, apply, rollback)?;
+    let kind = Artefact::CloudInit;
+    let text = cloud_config(&files, ctx.source)?;
+    Ok(vec![OutFile::new(kind, kind.info().file_name, text)])
 }
 
 /// The plan as pretty JSON (schema `netqos-plan/1`).

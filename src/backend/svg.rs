@@ -4,6 +4,7 @@
 //! scale of the link; the match lines in the policy's words under the name. Plain SVG 1.1,
 //! deterministic, no scripts or external references.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::plan::{ClassPlan, DevicePlan, Handle, Plan};
@@ -87,9 +88,22 @@ fn device(d: &DevicePlan, mut y: u64, out: &mut String) -> u64 {
 
 /// The classes under `parent`, depth first, in plan order.
 fn order<'a>(d: &'a DevicePlan, parent: Handle, depth: u64, out: &mut Vec<(&'a ClassPlan, u64)>) {
-    for c in d.classes.iter().skip(1).filter(|c| c.parent == parent) {
+    let mut children: BTreeMap<Handle, Vec<&'a ClassPlan>> = BTreeMap::new();
+    for c in d.classes.iter().skip(1) {
+        children.entry(c.parent).or_default().push(c);
+    }
+    walk(&children, parent, depth, out);
+}
+
+fn walk<'a>(
+    children: &BTreeMap<Handle, Vec<&'a ClassPlan>>,
+    parent: Handle,
+    depth: u64,
+    out: &mut Vec<(&'a ClassPlan, u64)>,
+) {
+    for &c in children.get(&parent).map_or(&[][..], Vec::as_slice) {
         out.push((c, depth));
-        order(d, c.classid, depth + 1, out);
+        walk(children, c.classid, depth + 1, out);
     }
 }
 

@@ -178,6 +178,10 @@ fn context_name(allowed: &[&str]) -> &'static str {
 
 /// NQ041 for a statement netqos cannot read.
 pub fn unknown(u: &Unknown, allowed: &[&str], diags: &mut Diagnostics) {
+    if diags.crowded(Code::NQ041) {
+        diags.skip(Code::NQ041);
+        return;
+    }
     let word = u.word.node.as_str();
     let d = if allowed.contains(&word) {
         Diagnostic::new(Code::NQ041, format!("malformed `{word}` statement"))

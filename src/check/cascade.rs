@@ -42,16 +42,21 @@ pub fn suppress_knock_ons(file: &File, diags: &mut Diagnostics) {
             _ => None,
         })
         .collect();
+    // Interface blocks are in source order and do not overlap: the one holding `s` is the
+    // last that starts at or before it (a binary search: a file may have many).
     let inside = |s: Span| {
-        blocks
-            .iter()
-            .position(|b| b.start <= s.start && s.end <= b.end)
+        let i = blocks
+            .partition_point(|b| b.start <= s.start)
+            .checked_sub(1)?;
+        blocks.get(i).filter(|b| s.end <= b.end).map(|_| i)
     };
-    let incomplete: Vec<usize> = diags
+    let mut incomplete: Vec<usize> = diags
         .iter()
         .filter(|d| ROOTS.contains(&d.code))
         .filter_map(|d| d.primary_span().and_then(inside))
         .collect();
+    incomplete.sort_unstable();
+    incomplete.dedup();
     if incomplete.is_empty() {
         return;
     }
@@ -59,6 +64,6 @@ pub fn suppress_knock_ons(file: &File, diags: &mut Diagnostics) {
         !IMPLIED.contains(&d.code)
             || d.primary_span()
                 .and_then(inside)
-                .is_none_or(|b| !incomplete.contains(&b))
+                .is_none_or(|b| incomplete.binary_search(&b).is_err())
     });
 }

@@ -157,28 +157,41 @@ fn siblings(parent: &Parent, classes: &[ClassDraft], diags: &mut Diagnostics) {
     }
     let defaults: Vec<&ClassDraft> = classes.iter().filter(|c| c.default.is_some()).collect();
     if defaults.len() > 1 {
-        let mut d = Diagnostic::new(
-            Code::NQ050,
-            format!(
-                "{} classes under {} are marked `default`: {}",
-                defaults.len(),
-                parent.name,
-                defaults
-                    .iter()
-                    .map(|c| format!("`{}`", c.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-        for c in &defaults {
-            if let Some(s) = c.default {
-                d = d.label(s, format!("`{}` is default", c.name));
-            }
-        }
-        diags.push(
-            d.help("only one sibling can take the traffic no rule selects: keep `default` on one"),
-        );
+        diags.push(many_defaults(parent, &defaults));
     }
+}
+
+/// NQ050 for siblings that are all marked `default`: every one named and labelled up to
+/// [`LABEL_CAP`], else the first [`LABEL_SHOWN`] and a count of the rest.
+fn many_defaults(parent: &Parent, defaults: &[&ClassDraft]) -> Diagnostic {
+    let shown = if defaults.len() <= LABEL_CAP {
+        defaults
+    } else {
+        &defaults[..LABEL_SHOWN]
+    };
+    let mut names = shown
+        .iter()
+        .map(|c| format!("`{}`", c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let hidden = defaults.len() - shown.len();
+    if hidden > 0 {
+        names.push_str(&format!(" and {hidden} more"));
+    }
+    let mut d = Diagnostic::new(
+        Code::NQ050,
+        format!(
+            "{} classes under {} are marked `default`: {names}",
+            defaults.len(),
+            parent.name,
+        ),
+    );
+    for c in shown {
+        if let Some(s) = c.default {
+            d = d.label(s, format!("`{}` is default", c.name));
+        }
+    }
+    d.help("only one sibling can take the traffic no rule selects: keep `default` on one")
 }
 
 /// Past this many children a diagnostic labels only the largest few and counts the rest:

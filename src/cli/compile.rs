@@ -100,15 +100,26 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
         return Err(Error::Diagnosed(Exit::Invalid));
     }
     let conflist = conflist(&checked, &opts, node_conflist.as_ref(), ui)?;
-    let files = checked
-        .files(&opts, conflist.as_ref())
-        .map_err(render_failed)?;
     match one {
         Some(kind) => {
+            let files = checked
+                .files(&opts, conflist.as_ref())
+                .map_err(render_failed)?;
             print_one(kind, &files);
             Ok(())
         }
-        None => write_all(a.out, &files, ui),
+        None => {
+            // Each file is written as soon as it is rendered and then dropped: a 100,000-class
+            // policy's artefacts are hundreds of megabytes together.
+            create_dir(a.out)?;
+            checked.each_file(&opts, conflist.as_ref(), |f| write_one(a.out, f, ui))
+        }
+    }
+}
+
+impl From<pipeline::Error> for Error {
+    fn from(e: pipeline::Error) -> Self {
+        render_failed(e)
     }
 }
 
@@ -189,32 +200,36 @@ fn print_one(kind: Artefact, files: &[OutFile]) {
     }
 }
 
-/// Writes each file that changed, by atomic rename; scripts are made executable.
-fn write_all(out: &Path, files: &[OutFile], ui: Ui) -> Result<(), Error> {
-    create_dir(out)?;
-    for f in files {
-        let path = out.join(&f.path);
-        if let Some(dir) = path.parent() {
-            create_dir(dir)?;
+/// Writes a file when it changed, by atomic rename; scripts are made executable.
+fn write_one(out: &Path, f: &OutFile, ui: Ui) -> Result<(), Error> {
+    let path = out.join(&f.path);
+    if let Some(dir) = path.parent() {
+        create_dir(dir)?;
+    }
+    if same_content(&path, f.text.as_bytes()) {
+        if ui.verbose {
+            eprintln!("unchanged {}", path.display());
         }
-        if std::fs::read(&path).is_ok_and(|old| old == f.text.as_bytes()) {
-            if ui.verbose {
-                eprintln!("unchanged {}", path.display());
-            }
-            continue;
-        }
-        write_atomic(&path, f.text.as_bytes()).map_err(|source| Error::Write {
-            path: path.clone(),
-            source,
-        })?;
-        if f.path.ends_with(".sh") {
-            set_executable(&path);
-        }
-        if !ui.quiet {
-            outln!("wrote {}", path.display());
-        }
+        return Ok(());
+    }
+    write_atomic(&path, f.text.as_bytes()).map_err(|source| Error::Write {
+        path: path.clone(),
+        source,
+    })?;
+    if f.path.ends_with(".sh") {
+        set_executable(&path);
+    }
+    if !ui.quiet {
+        outln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Whether the file at `path` holds exactly `text` (its size is compared first, so a
+/// changed artefact is not read back whole).
+fn same_content(path: &Path, text: &[u8]) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() == text.len() as u64)
+        && std::fs::read(path).is_ok_and(|old| old == text)
 }
 
 fn create_dir(dir: &Path) -> Result<(), Error> {
