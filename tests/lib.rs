@@ -34,3 +34,4 @@ mod overlay;
 mod scale;
 mod shape;
 mod traffic;
+mod u32hash;
