@@ -25,6 +25,7 @@ mod examples;
 mod explain;
 mod fuzz;
 mod harness;
+mod image;
 mod kernel;
 mod make;
 mod man;
