@@ -375,7 +375,9 @@ fn filters(live: &[Filter], want: &[Filter], adds: &mut Vec<Change>, dels: &mut 
                         | (Action::Redirect { .. }, Action::Redirect { .. })
                 );
                 if l.action == f.action {
-                } else if flows {
+                    continue;
+                }
+                if flows {
                     let mut new = f.clone();
                     new.handle = l.handle;
                     adds.push(Change::ReplaceFilter {
