@@ -972,7 +972,8 @@ fn leaf_change(oc: &ClassPlan, nc: &ClassPlan) -> (String, String) {
 
 /// How the filters changed, if they did (the apply script replaces them all).
 fn filter_change(o: &[FilterPlan], n: &[FilterPlan]) -> Option<String> {
-    let filter_key = |f: &FilterPlan| (f.parent, f.protocol, f.prio, f.keys.clone(), f.target);
+    let filter_key =
+        |f: &FilterPlan| (f.parent, f.protocol, f.prio, f.ht, f.keys.clone(), f.action);
     let ok: Vec<_> = o.iter().map(filter_key).collect();
     let nk: Vec<_> = n.iter().map(filter_key).collect();
     if ok == nk {

@@ -97,7 +97,12 @@ pub struct DevicePlan {
     pub root: Root,
     /// Parents before children.
     pub classes: Vec<ClassPlan>,
-    /// In evaluation order per parent.
+    /// u32 hash tables (long runs of address rules, `lower::hash`), each created before
+    /// the nodes that link to it; absent from the JSON when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hash_tables: Vec<HashTablePlan>,
+    /// In evaluation order per parent: the nodes of each list's own table, with the nodes
+    /// of the hash tables they link to right after the linking node.
     pub filters: Vec<FilterPlan>,
     pub line: usize,
 }
@@ -246,17 +251,123 @@ impl Tbf {
     }
 }
 
-/// A u32 filter.
+/// A u32 filter node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FilterPlan {
     /// The class (or `1:` for the root) whose filter list holds it.
     pub parent: Handle,
     pub protocol: Protocol,
     pub prio: u16,
+    /// The hash-table bucket holding the node (`2:7b:`); absent: the list's own table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ht: Option<Bucket>,
     /// tc `match` selectors, all of which must hold; each names a different header field.
     pub keys: Vec<Selector>,
-    pub target: Handle,
+    /// A class (`"target"`), or a hash table to continue in (`"link"`, `"hashkey"`).
+    #[serde(flatten)]
+    pub action: FilterAction,
     pub line: usize,
+}
+
+impl FilterPlan {
+    /// The class a packet matching this node goes to; `None` for a link node.
+    #[must_use]
+    pub fn class(&self) -> Option<Handle> {
+        match self.action {
+            FilterAction::Class { target } => Some(target),
+            FilterAction::Link { .. } => None,
+        }
+    }
+}
+
+/// What a u32 node does with a packet its keys match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum FilterAction {
+    /// Classify into this class (`flowid`).
+    Class { target: Handle },
+    /// Look the packet up in the bucket of hash table `link` that `hashkey` picks; when
+    /// no node there classifies it, continue after this node (a link node is not
+    /// terminal).
+    Link { link: TableId, hashkey: HashKey },
+}
+
+/// A u32 hash table netqos creates: `handle 2: u32 divisor 256` in the list
+/// (`parent`, `protocol`, `prio`) whose nodes link to it. Its id is unique on the device
+/// (u32 shares hash tables across the qdisc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HashTablePlan {
+    pub parent: Handle,
+    pub protocol: Protocol,
+    pub prio: u16,
+    pub handle: TableId,
+    pub divisor: u16,
+    pub line: usize,
+}
+
+/// A u32 hash-table id (12 bits, 1..=0x7ff: the kernel numbers lists' own tables from
+/// 0x800), shown as tc reads it: `2:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableId(pub u16);
+
+impl TableId {
+    /// The handle the kernel uses (`id << 20`).
+    #[must_use]
+    pub const fn raw(self) -> u32 {
+        (self.0 as u32) << 20
+    }
+}
+
+impl fmt::Display for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}:", self.0)
+    }
+}
+
+/// One bucket of a hash table, shown as tc reads it: `2:7b:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bucket {
+    pub table: TableId,
+    pub bucket: u8,
+}
+
+impl Bucket {
+    /// The kernel's hash id of the bucket (`id << 20 | bucket << 12`).
+    #[must_use]
+    pub const fn raw(self) -> u32 {
+        self.table.raw() | ((self.bucket as u32) << 12)
+    }
+}
+
+impl fmt::Display for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}:{:x}:", self.table.0, self.bucket)
+    }
+}
+
+/// The bits of one aligned 32-bit word that pick a bucket: `mask 0x000000ff at 16`
+/// (tc's `hashkey`). The kernel shifts the masked word right to its lowest set bit and
+/// keeps the bucket bits (divisor - 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HashKey {
+    pub mask: u32,
+    /// A multiple of 4.
+    pub at: u16,
+}
+
+impl HashKey {
+    /// The bucket of a packet whose word at `at` is `word`, for a table of 256 buckets.
+    #[must_use]
+    pub fn bucket(self, word: u32) -> u8 {
+        let shift = self.mask.trailing_zeros().min(31);
+        u8::try_from(((word & self.mask) >> shift) & 0xff).unwrap_or(0)
+    }
+}
+
+impl fmt::Display for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mask {:#010x} at {}", self.mask, self.at)
+    }
 }
 
 /// A tc handle or class id, `major:minor`, shown in hex as tc reads it: `1:`, `1:3c3a`,
@@ -396,6 +507,9 @@ pub enum Selector {
     /// `u16 0x0a2a 0xffff at 62`: a 16-bit word at an even offset (inner addresses behind
     /// VXLAN are not 4-byte aligned, so each is 16-bit keys).
     U16 { value: u16, mask: u16, at: u16 },
+    /// `u32 0x00060000 0x00ff0000 at 8`: an aligned 32-bit word (the keys a hash link node
+    /// shares with every rule of its run).
+    U32 { value: u32, mask: u32, at: u16 },
 }
 
 impl fmt::Display for Selector {
@@ -404,6 +518,9 @@ impl fmt::Display for Selector {
             Selector::U8 { value, mask, at } => write!(f, "u8 {value:#04x} {mask:#04x} at {at}"),
             Selector::U16 { value, mask, at } => {
                 write!(f, "u16 {value:#06x} {mask:#06x} at {at}")
+            }
+            Selector::U32 { value, mask, at } => {
+                write!(f, "u32 {value:#010x} {mask:#010x} at {at}")
             }
             Selector::Any => f.write_str("u32 0 0"),
             Selector::Ipv4NoOptions => f.write_str("u8 0x05 0x0f at 0"),
@@ -443,7 +560,7 @@ macro_rules! serialize_as_text {
     )*};
 }
 
-serialize_as_text!(Handle, Minor, Protocol, Selector);
+serialize_as_text!(Handle, Minor, Protocol, Selector, TableId, Bucket, HashKey);
 
 #[cfg(test)]
 mod tests {

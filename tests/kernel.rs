@@ -163,7 +163,11 @@ fn assert_matches_plan(ns: &Netns, plan: &Plan) {
             shown.push_str(&text);
         }
         let mut got: Vec<String> = nodes.into_values().collect();
-        let mut want: Vec<String> = d.filters.iter().map(|f| f.target.to_string()).collect();
+        let mut want: Vec<String> = d
+            .filters
+            .iter()
+            .filter_map(|f| f.class().map(|c| c.to_string()))
+            .collect();
         got.sort();
         want.sort();
         assert_eq!(got, want, "{dev} filter targets:\n{shown}");

@@ -37,3 +37,4 @@ mod review_kit;
 mod scale;
 mod shape;
 mod traffic;
+mod u32hash;

@@ -348,3 +348,59 @@ fn decoding_rejects_truncated_messages_without_panicking() {
     bad[21] = 0x0f;
     assert!(tc::decode_class(&bad).is_err());
 }
+
+#[test]
+fn u32_hash_table_link_and_bucket_node() {
+    let i = ifindex(&golden("u32_table"));
+    let table = Filter {
+        dev: "v0".into(),
+        parent: 0x1_0000,
+        prio: 1,
+        protocol: ETH_P_IP,
+        handle: 0x0010_0000,
+        keys: Vec::new(),
+        action: Action::Table { divisor: 256 },
+    };
+    check(
+        "u32_table",
+        &tc::filter_request(i, &table, tc::Mode::Add, None),
+        false,
+    );
+    let link = filter(
+        0x1_0000,
+        1,
+        ETH_P_IP,
+        0x801,
+        &[(
+            "u32 0x00000000 0x00000000 at 16",
+            Selector::U32 {
+                value: 0,
+                mask: 0,
+                at: 16,
+            },
+        )],
+        Action::Link {
+            link: 0x0010_0000,
+            hmask: 0xff,
+            hoff: 16,
+        },
+    );
+    check(
+        "u32_link",
+        &tc::filter_request(i, &link, tc::Mode::Add, None),
+        false,
+    );
+    let node = filter(
+        0x1_0000,
+        1,
+        ETH_P_IP,
+        0x0017_b800,
+        &[("ip dst 10.0.0.123/32", addr(End::Dst, "10.0.0.123", 32))],
+        Action::Flow { classid: 0x1_0001 },
+    );
+    check(
+        "u32_bucket",
+        &tc::filter_request(i, &node, tc::Mode::Add, None),
+        false,
+    );
+}

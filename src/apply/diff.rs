@@ -352,11 +352,15 @@ fn htb_params(k: &QdiscKind) -> String {
     }
 }
 
-/// A filter's identity: parent, priority, node.
+/// A filter's identity: parent, priority, node (the whole handle in netqos's hash tables).
 fn node_key(f: &Filter) -> (u32, u16, u32) {
-    (f.parent, f.prio, f.node())
+    (f.parent, f.prio, f.ident())
 }
 
+/// Filters: hash tables first (in target order, which puts them before the nodes that
+/// link to them), nodes re-pointed in place when only their class changes, otherwise
+/// removed and added (u32 keeps a node's selector, hash key included, on change); removed
+/// ones last, nodes before the hash tables they link to (a linked table cannot go).
 fn filters(live: &[Filter], want: &[Filter], adds: &mut Vec<Change>, dels: &mut Vec<Change>) {
     let live_by: BTreeMap<(u32, u16, u32), &Filter> =
         live.iter().map(|f| (node_key(f), f)).collect();
@@ -365,13 +369,24 @@ fn filters(live: &[Filter], want: &[Filter], adds: &mut Vec<Change>, dels: &mut 
         match live_by.get(&node_key(f)).copied() {
             None => adds.push(Change::AddFilter { f: f.clone() }),
             Some(l) if l.keys == f.keys && l.protocol == f.protocol => {
-                if l.action != f.action {
+                let flows = matches!(
+                    (&l.action, &f.action),
+                    (Action::Flow { .. }, Action::Flow { .. })
+                        | (Action::Redirect { .. }, Action::Redirect { .. })
+                );
+                if l.action == f.action {
+                    continue;
+                }
+                if flows {
                     let mut new = f.clone();
                     new.handle = l.handle;
                     adds.push(Change::ReplaceFilter {
                         old: l.clone(),
                         new,
                     });
+                } else {
+                    adds.push(Change::DelFilter { f: l.clone() });
+                    adds.push(Change::AddFilter { f: f.clone() });
                 }
             }
             Some(l) => {
@@ -382,10 +397,11 @@ fn filters(live: &[Filter], want: &[Filter], adds: &mut Vec<Change>, dels: &mut 
             }
         }
     }
-    for l in live {
-        if !want_keys.contains(&node_key(l)) {
-            dels.push(Change::DelFilter { f: l.clone() });
-        }
+    let gone = live.iter().filter(|l| !want_keys.contains(&node_key(l)));
+    let (tables, nodes): (Vec<&Filter>, Vec<&Filter>) =
+        gone.partition(|l| matches!(l.action, Action::Table { .. }));
+    for l in nodes.into_iter().chain(tables) {
+        dels.push(Change::DelFilter { f: l.clone() });
     }
 }
 

@@ -10,6 +10,7 @@ use crate::apply::model::*;
 use crate::apply::state::{DevState, Live};
 
 const EBUSY: i32 = 16;
+const EINVAL: i32 = 22;
 
 /// The in-memory kernel.
 #[derive(Debug, Clone, Default)]
@@ -322,12 +323,28 @@ impl FakeKernel {
         };
         if list
             .iter()
-            .any(|l| l.parent == f.parent && l.prio == f.prio && l.node() == f.node())
+            .any(|l| l.parent == f.parent && l.prio == f.prio && l.ident() == f.ident())
         {
             return Err(err(c, EEXIST, "Filter already exists"));
         }
+        let tables = |t: u32| {
+            list.iter()
+                .any(|l| l.handle == t && matches!(l.action, Action::Table { .. }))
+        };
+        let home = f.handle & 0xfff0_0000;
+        let linked = match f.action {
+            Action::Link { link, .. } => Some(link),
+            _ => None,
+        };
+        if (is_netqos_table(f.handle) && !matches!(f.action, Action::Table { .. }) && !tables(home))
+            || linked.is_some_and(|t| !tables(t))
+        {
+            return Err(err(c, EINVAL, "no such hash table"));
+        }
         let mut f = f.clone();
-        f.handle = 0x8000_0000 | f.node();
+        if !is_netqos_table(f.handle) {
+            f.handle = 0x8000_0000 | f.node();
+        }
         list.push(f);
         Ok(())
     }
@@ -342,10 +359,22 @@ impl FakeKernel {
         };
         let Some(i) = list
             .iter()
-            .position(|l| l.parent == f.parent && l.prio == f.prio && l.node() == f.node())
+            .position(|l| l.parent == f.parent && l.prio == f.prio && l.ident() == f.ident())
         else {
             return Err(err(c, ENOENT, "no filter"));
         };
+        if del && matches!(list[i].action, Action::Table { .. }) {
+            let t = list[i].handle;
+            if list
+                .iter()
+                .any(|l| matches!(l.action, Action::Link { link, .. } if link == t))
+            {
+                return Err(err(c, EBUSY, "Can not delete in-use filter"));
+            }
+            // A table goes with its nodes.
+            list.retain(|l| l.handle & 0xfff0_0000 != t);
+            return Ok(());
+        }
         if del {
             list.remove(i);
         } else {
@@ -370,7 +399,10 @@ impl Kernel for FakeKernel {
             });
             d.classes.sort_by_key(|c| c.classid);
             d.leaves.sort_by_key(|q| q.parent);
-            d.filters.sort_by_key(|f| (f.parent, f.prio, f.node()));
+            d.filters.sort_by_key(|f| {
+                let table = !matches!(f.action, Action::Table { .. });
+                (f.parent, f.prio, table, f.ident())
+            });
             d.hook_filters.sort_by_key(|f| (f.parent, f.prio, f.node()));
             live.devs.push(d);
         }

@@ -124,6 +124,33 @@ pub struct NetlinkKernel {
     pub prio_hints: Vec<u16>,
 }
 
+/// Gives each hash table netqos made (and its nodes) to the list whose nodes link to it,
+/// through as many levels as there are.
+fn adopt_hash_tables(
+    nodes: &[(Filter, Option<i32>)],
+    owner: &mut BTreeMap<(u32, u16), (u32, u16)>,
+) {
+    for _ in 0..8 {
+        let mut grew = false;
+        for (f, _) in nodes {
+            let Action::Link { link, .. } = f.action else {
+                continue;
+            };
+            let Some(&o) = owner.get(&(f.handle & 0xfff0_0000, f.prio)) else {
+                continue;
+            };
+            let key = (link & 0xfff0_0000, f.prio);
+            if is_netqos_table(link) && !owner.contains_key(&key) {
+                owner.insert(key, o);
+                grew = true;
+            }
+        }
+        if !grew {
+            return;
+        }
+    }
+}
+
 impl NetlinkKernel {
     pub fn open() -> Result<NetlinkKernel, KernelError> {
         let nl = Netlink::open().map_err(|e| KernelError::new("opening rtnetlink", &e))?;
@@ -188,6 +215,23 @@ impl NetlinkKernel {
         for m in msgs {
             match tc::decode_filter(&m).map_err(|e| KernelError::new(what(), &e.into()))? {
                 FilterEntry::Head { prio, .. } => heads.push(prio),
+                FilterEntry::Table {
+                    handle,
+                    protocol,
+                    prio,
+                    divisor,
+                } if is_netqos_table(handle) => nodes.push((
+                    Filter {
+                        dev: dev.to_string(),
+                        parent,
+                        prio,
+                        protocol,
+                        handle,
+                        keys: Vec::new(),
+                        action: Action::Table { divisor },
+                    },
+                    None,
+                )),
                 FilterEntry::Table { .. } => {}
                 FilterEntry::Node {
                     ifindex: i,
@@ -213,7 +257,10 @@ impl NetlinkKernel {
         match self.nl.query(&tc::filter_get_root(ifindex, parent, prio)) {
             Ok(msgs) => {
                 for m in msgs {
-                    if let Ok(FilterEntry::Table { handle, protocol }) = tc::decode_filter(&m) {
+                    if let Ok(FilterEntry::Table {
+                        handle, protocol, ..
+                    }) = tc::decode_filter(&m)
+                    {
                         return Ok(Some((handle & 0xfff0_0000, protocol)));
                     }
                 }
@@ -256,6 +303,7 @@ impl NetlinkKernel {
                 }
             }
         }
+        adopt_hash_tables(&nodes, &mut owner);
         let mut out: Vec<Filter> = Vec::new();
         let mut seen = BTreeSet::new();
         for (mut f, redirect) in nodes {
@@ -277,7 +325,11 @@ impl NetlinkKernel {
             }
             out.push(f);
         }
-        out.sort_by_key(|f| (f.parent, f.prio, f.handle & 0xfff));
+        // Hash tables before the nodes that link to them (the order a restore adds them).
+        out.sort_by_key(|f| {
+            let table = !matches!(f.action, Action::Table { .. });
+            (f.parent, f.prio, table, f.ident())
+        });
         Ok(out)
     }
 

@@ -66,6 +66,7 @@ fn one(sel: Selector, keys: &mut Vec<Key>) {
     match sel {
         Selector::U8 { value, mask, at } => pack8(keys, value, mask, i32::from(at)),
         Selector::U16 { value, mask, at } => pack16(keys, value, mask, i32::from(at)),
+        Selector::U32 { value, mask, at } => pack(keys, value, mask, i32::from(at)),
         Selector::Any => pack(keys, 0, 0, 0),
         Selector::Ipv4NoOptions => pack8(keys, 0x05, 0x0f, 0),
         Selector::Ipv4FirstFragment => pack16(keys, 0x0000, 0x1fff, 6),

@@ -224,8 +224,20 @@ pub enum Action {
     Flow { classid: u32 },
     /// mirred egress redirect to this device (the ingress IFB redirect).
     Redirect { to: String },
-    /// A filter netqos cannot recreate (another classifier, other actions, hash tables).
+    /// Continue in a bucket of the hash table `link` (its handle): the packet's word at
+    /// `hoff` masked with `hmask` picks the bucket (the selector's hash key).
+    Link { link: u32, hmask: u32, hoff: i32 },
+    /// A u32 hash table of `divisor` buckets (the filter's handle is its id).
+    Table { divisor: u32 },
+    /// A filter netqos cannot recreate (another classifier, other actions).
     Foreign { what: String },
+}
+
+/// The hash-table ids netqos gives its tables: below 0x800, where the kernel numbers the
+/// lists' own tables.
+pub fn is_netqos_table(handle: u32) -> bool {
+    let id = handle >> 20;
+    id != 0 && id < 0x800
 }
 
 /// A u32 filter node, known by device, parent, priority and node number.
@@ -250,16 +262,38 @@ impl Filter {
         self.handle & 0xfff
     }
 
+    /// What identifies the filter within its priority: the node number in the list's own
+    /// table (whose id the kernel chooses), the whole handle in netqos's hash tables
+    /// (table, bucket, node; a table's handle is its id).
+    pub fn ident(&self) -> u32 {
+        if is_netqos_table(self.handle) {
+            self.handle
+        } else {
+            self.node()
+        }
+    }
+
     pub fn describe(&self) -> String {
         let to = match &self.action {
             Action::Flow { classid } => format!(" → {}", fmt_handle(*classid)),
             Action::Redirect { to } => format!(" → redirect to {to}"),
+            Action::Link { link, .. } => format!(" → hash table {:x}:", link >> 20),
+            Action::Table { divisor } => format!(" (hash table of {divisor} buckets)"),
             Action::Foreign { what } => format!(" ({what})"),
         };
+        let node = if is_netqos_table(self.handle) {
+            let (t, b, n) = (self.handle >> 20, (self.handle >> 12) & 0xff, self.node());
+            if self.handle & 0xfffff == 0 {
+                format!("table {t:x}:")
+            } else {
+                format!("node {t:x}:{b:x}:{n:x}")
+            }
+        } else {
+            format!("node {:x}", self.node())
+        };
         format!(
-            "filter prio {} node {:x} at {} on {}{to}",
+            "filter prio {} {node} at {} on {}{to}",
             self.prio,
-            self.node(),
             fmt_handle(self.parent),
             self.dev
         )

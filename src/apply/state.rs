@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::keys;
 use crate::apply::model::*;
-use crate::plan::{DevicePlan, FilterPlan, Handle, LeafPlan, LeafQueue, Plan, Protocol, Tbf};
+use crate::plan::{
+    DevicePlan, FilterAction, FilterPlan, Handle, HashTablePlan, LeafPlan, LeafQueue, Plan,
+    Protocol, Tbf,
+};
 
 /// The priority of netqos's ingress redirect filter (as in the tc script).
 pub const REDIRECT_PRIO: u16 = crate::backend::REDIRECT_PRIO;
@@ -222,7 +225,7 @@ fn tree(d: &DevicePlan) -> Result<TreeWant, TargetError> {
         }
     }
     Ok(TreeWant {
-        filters: filters(&dev, &d.filters)?,
+        filters: filters(&dev, &d.hash_tables, &d.filters)?,
         dev,
         root: Some(root),
         classes,
@@ -230,33 +233,59 @@ fn tree(d: &DevicePlan) -> Result<TreeWant, TargetError> {
     })
 }
 
-/// The plan's filters, numbered 0x800 + position within (parent, priority).
-fn filters(dev: &str, plan: &[FilterPlan]) -> Result<Vec<Filter>, TargetError> {
-    let mut next: std::collections::BTreeMap<(Handle, u16), u32> = Default::default();
-    plan.iter()
-        .map(|f| {
-            let slot = next.entry((f.parent, f.prio)).or_insert(FIRST_NODE);
-            let handle = *slot;
-            *slot += 1;
-            if handle > 0xfff {
-                return Err(TargetError::TooManyFilters {
-                    prio: f.prio,
-                    parent: f.parent,
-                });
-            }
-            Ok(Filter {
-                dev: dev.to_string(),
-                parent: f.parent.raw(),
-                prio: f.prio,
-                protocol: ethertype(f.protocol),
-                handle,
-                keys: keys::encode(&f.keys),
-                action: Action::Flow {
-                    classid: f.target.raw(),
-                },
-            })
+/// The plan's hash tables, then its filters, numbered 0x800 + position within their
+/// table: (parent, priority) for a list's own table, the bucket in a hash table.
+fn filters(
+    dev: &str,
+    tables: &[HashTablePlan],
+    plan: &[FilterPlan],
+) -> Result<Vec<Filter>, TargetError> {
+    let mut out: Vec<Filter> = tables
+        .iter()
+        .map(|t| Filter {
+            dev: dev.to_string(),
+            parent: t.parent.raw(),
+            prio: t.prio,
+            protocol: ethertype(t.protocol),
+            handle: t.handle.raw(),
+            keys: Vec::new(),
+            action: Action::Table {
+                divisor: u32::from(t.divisor),
+            },
         })
-        .collect()
+        .collect();
+    let mut next: std::collections::BTreeMap<(Handle, u16, u32), u32> = Default::default();
+    for f in plan {
+        let table = f.ht.map_or(0, |b| b.raw());
+        let slot = next.entry((f.parent, f.prio, table)).or_insert(FIRST_NODE);
+        let node = *slot;
+        *slot += 1;
+        if node > 0xfff {
+            return Err(TargetError::TooManyFilters {
+                prio: f.prio,
+                parent: f.parent,
+            });
+        }
+        out.push(Filter {
+            dev: dev.to_string(),
+            parent: f.parent.raw(),
+            prio: f.prio,
+            protocol: ethertype(f.protocol),
+            handle: table | node,
+            keys: keys::encode(&f.keys),
+            action: match f.action {
+                FilterAction::Class { target } => Action::Flow {
+                    classid: target.raw(),
+                },
+                FilterAction::Link { link, hashkey } => Action::Link {
+                    link: link.raw(),
+                    hmask: hashkey.mask,
+                    hoff: i32::from(hashkey.at),
+                },
+            },
+        });
+    }
+    Ok(out)
 }
 
 /// The target state of a plan.

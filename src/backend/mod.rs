@@ -22,7 +22,7 @@ pub use tree::tree;
 use minijinja::{Environment, context};
 use serde::Serialize;
 
-use crate::plan::{DevicePlan, Plan};
+use crate::plan::{DevicePlan, FilterAction, FilterPlan, Plan};
 
 /// The u32 priority of netqos's redirect filter on an ingress qdisc. Not 49152 and below,
 /// which the kernel hands out to filters added without a priority.
@@ -143,19 +143,48 @@ fn device_lines(d: &DevicePlan) -> Vec<(String, usize, String)> {
             out.push((l, c.line, format!("{what} leaf queue")));
         }
     }
-    for f in &d.filters {
-        let keys: Vec<String> = f.keys.iter().map(|k| format!("match {k}")).collect();
+    for t in &d.hash_tables {
         let l = format!(
-            "filter add dev {dev} parent {} protocol {} prio {} u32 {} flowid {}",
-            f.parent,
-            f.protocol,
-            f.prio,
-            keys.join(" "),
-            f.target
+            "filter add dev {dev} parent {} protocol {} prio {} handle {} u32 divisor {}",
+            t.parent, t.protocol, t.prio, t.handle, t.divisor
         );
-        out.push((l, f.line, format!("match → {}", f.target)));
+        out.push((l, t.line, format!("hash table {}", t.handle)));
+    }
+    for f in &d.filters {
+        out.push((filter_line(dev, f), f.line, filter_what(f)));
     }
     out
+}
+
+/// One u32 node as a batch line: `ht 2:7b:` for a node in a hash table, `hashkey … link
+/// 3:` for a link node.
+fn filter_line(dev: &str, f: &FilterPlan) -> String {
+    let mut l = format!(
+        "filter add dev {dev} parent {} protocol {} prio {} u32",
+        f.parent, f.protocol, f.prio
+    );
+    if let Some(ht) = f.ht {
+        let _ = write!(l, " ht {ht}");
+    }
+    for k in &f.keys {
+        let _ = write!(l, " match {k}");
+    }
+    match f.action {
+        FilterAction::Class { target } => {
+            let _ = write!(l, " flowid {target}");
+        }
+        FilterAction::Link { link, hashkey } => {
+            let _ = write!(l, " hashkey {hashkey} link {link}");
+        }
+    }
+    l
+}
+
+fn filter_what(f: &FilterPlan) -> String {
+    match f.action {
+        FilterAction::Class { target } => format!("match → {target}"),
+        FilterAction::Link { link, .. } => format!("match run → hash table {link}"),
+    }
 }
 
 /// The policy's name as it may appear in comments and heredocs: control characters become

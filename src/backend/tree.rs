@@ -102,7 +102,9 @@ impl<'a> Index<'a> {
         }
         let mut filters: BTreeMap<Handle, Vec<&FilterPlan>> = BTreeMap::new();
         for f in &d.filters {
-            filters.entry(f.target).or_default().push(f);
+            if let Some(class) = f.class() {
+                filters.entry(class).or_default().push(f);
+            }
         }
         Index {
             device: d,

@@ -4,6 +4,7 @@
 //! warnings; port ranges become minimal value/mask sets; each match line becomes u32
 //! filters per address family, in source order.
 
+pub mod hash;
 pub mod pods;
 mod ports;
 
@@ -11,8 +12,8 @@ pub use ports::port_masks;
 
 use crate::model::{Cidr, Class, Direction, Interface, LeafQdisc, Match, Model, Pods, Proto};
 use crate::plan::{
-    ClassPlan, DevicePlan, End, Family, FilterPlan, Handle, LeafPlan, LeafQueue, Minor, Plan,
-    Protocol, Root, SCHEMA, Selector, Tbf,
+    ClassPlan, DevicePlan, End, Family, FilterAction, FilterPlan, Handle, HashTablePlan, LeafPlan,
+    LeafQueue, Minor, Plan, Protocol, Root, SCHEMA, Selector, Tbf,
 };
 
 /// Filter priorities: IPv4 rules from 1, IPv6 rules from 30001, then the catch-all to a
@@ -24,14 +25,24 @@ pub const PRIO_V6: u16 = 30001;
 pub const PRIO_CATCH_ALL: u16 = 60001;
 pub const PER_PRIO: usize = 2000;
 
-/// Lowers a checked model.
+/// Lowers a checked model; long runs of address rules become u32 hash tables (`hash`).
 pub fn lower(model: &Model) -> Plan {
+    lower_with(model, true)
+}
+
+/// Lowers a checked model with every rule in a linear chain: the reference the hashed
+/// lowering classifies exactly like (and the shape before hashing existed).
+pub fn lower_linear(model: &Model) -> Plan {
+    lower_with(model, false)
+}
+
+fn lower_with(model: &Model, hash: bool) -> Plan {
     Plan {
         schema: SCHEMA,
         devices: model
             .interfaces
             .iter()
-            .map(|i| device(i, model.pods.as_ref()))
+            .map(|i| device(i, model.pods.as_ref(), hash))
             .collect(),
         pod_rules: pods::pod_rules(model),
     }
@@ -50,7 +61,7 @@ pub fn quantum_for(rate: u64, max_packet: u32) -> u32 {
     u32::try_from(q).unwrap_or(200_000)
 }
 
-fn device(i: &Interface, pods: Option<&Pods>) -> DevicePlan {
+fn device(i: &Interface, pods: Option<&Pods>, hash: bool) -> DevicePlan {
     let shaped = i.ifb.clone().unwrap_or_else(|| i.device.clone());
     let mut classes = vec![ClassPlan {
         name: String::new(),
@@ -68,7 +79,10 @@ fn device(i: &Interface, pods: Option<&Pods>) -> DevicePlan {
         matches: Vec::new(),
         is_default: false,
     }];
-    let mut filters = Vec::new();
+    let mut out = Filters {
+        hash,
+        ..Filters::default()
+    };
     for c in &i.classes {
         class(i, c, Handle::ROOT_CLASS, &mut classes);
     }
@@ -76,9 +90,9 @@ fn device(i: &Interface, pods: Option<&Pods>) -> DevicePlan {
     let pods = pods.filter(|_| i.direction == Direction::Ingress);
     // The root's filters pick among top-level classes; each inner class picks among its
     // children, ending with a catch-all to its default child.
-    group_filters(Handle::ROOT, &i.classes, None, pods, &mut filters);
+    group_filters(Handle::ROOT, &i.classes, None, pods, &mut out);
     for c in &i.classes {
-        inner_filters(c, pods, &mut filters);
+        inner_filters(c, pods, &mut out);
     }
     DevicePlan {
         device: i.device.clone(),
@@ -92,9 +106,20 @@ fn device(i: &Interface, pods: Option<&Pods>) -> DevicePlan {
             direct_qlen: 1000,
         },
         classes,
-        filters,
+        hash_tables: out.tables,
+        filters: out.filters,
         line: i.line,
     }
+}
+
+/// The filters of one device being lowered, its hash tables and their ids.
+#[derive(Default)]
+struct Filters {
+    filters: Vec<FilterPlan>,
+    tables: Vec<HashTablePlan>,
+    ids: hash::Ids,
+    /// Whether long runs are hashed.
+    hash: bool,
 }
 
 fn class(i: &Interface, c: &Class, parent: Handle, out: &mut Vec<ClassPlan>) {
@@ -164,7 +189,7 @@ fn leaf(c: &Class, max_packet: u32) -> LeafPlan {
     }
 }
 
-fn inner_filters(c: &Class, pods: Option<&Pods>, out: &mut Vec<FilterPlan>) {
+fn inner_filters(c: &Class, pods: Option<&Pods>, out: &mut Filters) {
     if c.is_leaf() {
         return;
     }
@@ -178,40 +203,28 @@ fn inner_filters(c: &Class, pods: Option<&Pods>, out: &mut Vec<FilterPlan>) {
 /// The filters of one sibling group: on an ingress tree first every pod match of each
 /// sibling's subtree (pod traffic is taken before any rule on outer addresses, and reaches
 /// a class whose pod match fits however deep it is), then the outer matches in source
-/// order, then the catch-all to the default sibling.
+/// order, then the catch-all to the default sibling. Long runs of address rules become
+/// hash tables (`hash`).
 fn group_filters(
     parent: Handle,
     classes: &[Class],
     default: Option<&Class>,
     pods: Option<&Pods>,
-    out: &mut Vec<FilterPlan>,
+    out: &mut Filters,
 ) {
-    let (mut n4, mut n6) = (0usize, 0usize);
-    let mut push =
-        |v4: bool, keys: Vec<Selector>, target: u16, line: usize, out: &mut Vec<FilterPlan>| {
-            let (protocol, base, n) = if v4 {
-                (Protocol::Ip, PRIO_V4, &mut n4)
-            } else {
-                (Protocol::Ipv6, PRIO_V6, &mut n6)
-            };
-            let chunk = u16::try_from(*n / PER_PRIO).unwrap_or(u16::MAX);
-            *n += 1;
-            out.push(FilterPlan {
-                parent,
-                protocol,
-                prio: base.saturating_add(chunk),
-                keys,
-                target: Handle::class(target),
-                line,
-            });
-        };
+    let mut entries = Vec::new();
     if let Some(pods) = pods {
         for c in classes {
             let mut found = Vec::new();
             pods::subtree(c, &mut found);
             for (_, m) in found {
                 for k in pods::ingress_keys(m, pods) {
-                    push(k.outer_v4, k.keys, c.minor, m.line, out);
+                    entries.push(hash::Entry {
+                        v4: k.outer_v4,
+                        keys: k.keys,
+                        target: c.minor,
+                        line: m.line,
+                    });
                 }
             }
         }
@@ -219,19 +232,73 @@ fn group_filters(
     for c in classes {
         for m in c.matches.iter().filter(|m| m.pod.is_none()) {
             for (_, base, keys) in match_keys(m) {
-                push(base == PRIO_V4, keys, c.minor, m.line, out);
+                entries.push(hash::Entry {
+                    v4: base == PRIO_V4,
+                    keys,
+                    target: c.minor,
+                    line: m.line,
+                });
             }
         }
     }
+    place(parent, &entries, out);
     if let Some(d) = default {
-        out.push(FilterPlan {
+        out.filters.push(FilterPlan {
             parent,
             protocol: Protocol::All,
             prio: PRIO_CATCH_ALL,
+            ht: None,
             keys: vec![Selector::Any],
-            target: Handle::class(d.minor),
+            action: FilterAction::Class {
+                target: Handle::class(d.minor),
+            },
             line: d.line,
         });
+    }
+}
+
+/// The nodes of a group's rules in order, each family from its base priority, at most
+/// `PER_PRIO` root nodes per priority (a hashed run is one root node, its tables in its
+/// priority).
+fn place(parent: Handle, entries: &[hash::Entry], out: &mut Filters) {
+    let mut placed: Vec<Option<hash::Placed>> = (0..entries.len()).map(|_| None).collect();
+    for v4 in [true, false] {
+        let list: Vec<usize> = (0..entries.len())
+            .filter(|&i| out.hash && entries[i].v4 == v4)
+            .collect();
+        for (i, p) in list.iter().zip(hash::decide(entries, &list, &mut out.ids)) {
+            placed[*i] = Some(p);
+        }
+    }
+    let (mut n4, mut n6) = (0usize, 0usize);
+    let mut placer = hash::Placer {
+        parent,
+        filters: &mut out.filters,
+        tables: &mut out.tables,
+    };
+    for (e, p) in entries.iter().zip(placed) {
+        let (protocol, base, n) = if e.v4 {
+            (Protocol::Ip, PRIO_V4, &mut n4)
+        } else {
+            (Protocol::Ipv6, PRIO_V6, &mut n6)
+        };
+        let prio = base.saturating_add(u16::try_from(*n / PER_PRIO).unwrap_or(u16::MAX));
+        match p {
+            Some(hash::Placed::Inside) => continue,
+            Some(hash::Placed::Run(r)) => placer.run(&r, protocol, prio, entries, e.line),
+            Some(hash::Placed::Linear) | None => placer.filters.push(FilterPlan {
+                parent,
+                protocol,
+                prio,
+                ht: None,
+                keys: e.keys.clone(),
+                action: FilterAction::Class {
+                    target: Handle::class(e.target),
+                },
+                line: e.line,
+            }),
+        }
+        *n += 1;
     }
 }
 

@@ -35,6 +35,8 @@ const TCA_TBF_BURST: u16 = 6;
 const TCA_TBF_PBURST: u16 = 7;
 
 const TCA_U32_CLASSID: u16 = 1;
+const TCA_U32_HASH: u16 = 2;
+const TCA_U32_LINK: u16 = 3;
 const TCA_U32_DIVISOR: u16 = 4;
 const TCA_U32_SEL: u16 = 5;
 const TCA_U32_ACT: u16 = 7;
@@ -228,9 +230,19 @@ pub fn filter_request(
     w.raw(&tcmsg(ifindex, f.handle, f.parent, filter_info(f)));
     w.attr_str(TCA_KIND, "u32");
     w.begin_nest(TCA_OPTIONS);
+    let mut hash = (0, 0);
     match &f.action {
         Action::Flow { classid } => {
             w.attr_u32(TCA_U32_CLASSID, *classid);
+        }
+        Action::Table { divisor } => {
+            // `handle 2: u32 divisor 256`: the table alone, no selector.
+            w.attr_u32(TCA_U32_DIVISOR, *divisor).end_nest();
+            return w;
+        }
+        Action::Link { link, hmask, hoff } => {
+            w.attr_u32(TCA_U32_LINK, *link);
+            hash = (*hmask, *hoff);
         }
         Action::Redirect { .. } => {
             let mut parms = Vec::with_capacity(28);
@@ -252,8 +264,26 @@ pub fn filter_request(
         }
         Action::Foreign { .. } => {}
     }
-    w.attr(TCA_U32_SEL, &selector(&f.keys)).end_nest();
+    if crate::apply::model::is_netqos_table(f.handle) {
+        // `ht 2:7b:`: the bucket of a netqos hash table.
+        w.attr_u32(TCA_U32_HASH, f.handle & 0xffff_f000);
+    }
+    let sel = match f.action {
+        Action::Link { .. } => link_selector(&f.keys, hash.0, hash.1),
+        _ => selector(&f.keys),
+    };
+    w.attr(TCA_U32_SEL, &sel).end_nest();
     w
+}
+
+/// `struct tc_u32_sel` of a link node: not terminal (a packet no node of the linked
+/// bucket takes goes on after it), with the hash key (`hmask`, `hoff`).
+pub fn link_selector(keys: &[Key], hmask: u32, hoff: i32) -> Vec<u8> {
+    let mut b = selector(keys);
+    b[0] = 0;
+    b[10..12].copy_from_slice(&i16::try_from(hoff).unwrap_or(0).to_ne_bytes());
+    b[12..16].copy_from_slice(&hmask.to_be_bytes());
+    b
 }
 
 /// `struct tc_u32_sel` with its keys, TERMINAL set (a class id or an action follows).
@@ -509,14 +539,32 @@ pub fn decode_class(payload: &[u8]) -> Result<Option<(i32, Class, Stats)>, Decod
 pub enum FilterEntry {
     /// The head of a (priority, protocol) list of the dumped parent.
     Head { prio: u16, protocol: u16 },
-    /// A u32 hash table (its handle); a root table answers `filter_get_root`.
-    Table { handle: u32, protocol: u16 },
+    /// A u32 hash table (its handle, its priority, its buckets); a root table (one
+    /// bucket) answers `filter_get_root`.
+    Table {
+        handle: u32,
+        protocol: u16,
+        prio: u16,
+        divisor: u32,
+    },
     /// A filter node; a redirect's target as an ifindex for the caller to name.
     Node {
         ifindex: i32,
         filter: Filter,
         redirect: Option<i32>,
     },
+}
+
+/// A native-endian `short` at `at`.
+fn i16_at(b: &[u8], at: usize) -> Result<i16, DecodeError> {
+    match b.get(at..at + 2) {
+        Some(&[x, y]) => Ok(i16::from_ne_bytes([x, y])),
+        _ => Err(DecodeError::Short {
+            what: "a u32 selector",
+            len: b.len(),
+            header: "struct tc_u32_sel",
+        }),
+    }
 }
 
 /// The keys of a `struct tc_u32_sel`.
@@ -609,10 +657,32 @@ pub fn decode_filter(payload: &[u8]) -> Result<FilterEntry, DecodeError> {
         return Ok(FilterEntry::Table {
             handle: p.handle,
             protocol,
+            prio,
+            divisor: find(&a, TCA_U32_DIVISOR)
+                .map(|b| nla::u32_at(b, 0))
+                .transpose()?
+                .unwrap_or(1),
         });
     }
-    if let Some(sel) = find(&a, TCA_U32_SEL) {
+    let sel = find(&a, TCA_U32_SEL);
+    if let Some(sel) = sel {
         f.keys = u32_keys(sel)?;
+    }
+    if let Some(link) = find(&a, TCA_U32_LINK) {
+        let link = nla::u32_at(link, 0)?;
+        let (hmask, hoff) = match sel {
+            Some(s) => (nla::be32_at(s, 12)?, i32::from(i16_at(s, 10)?)),
+            None => (0, 0),
+        };
+        let only_link = find(&a, TCA_U32_CLASSID).is_none() && find(&a, TCA_U32_ACT).is_none();
+        f.action = if only_link && sel.is_some_and(|s| s[0] & TC_U32_TERMINAL == 0) {
+            Action::Link { link, hmask, hoff }
+        } else {
+            Action::Foreign {
+                what: "u32 link with a target".into(),
+            }
+        };
+        return Ok(node(f, None));
     }
     let (action, redirect) = u32_action(&a)?;
     f.action = action;
