@@ -193,6 +193,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             reverter: &Detached,
         }),
         hooks: hooks_from_env(),
+        base: None,
     };
     // netqos's nftables table first: its priorities name the classes the tree now holds.
     let mut t = Transaction::new(&mut kernel, &dir, options).resource(loaded.nft);
