@@ -99,4 +99,8 @@ echo "agent, one-class edit: check ms: $(cut -d' ' -f1 "$tmp/edits" | tr '\n' ' 
 echo "agent, one-class edit: re-apply ms (changes): $(awk '{printf "%s(%s) ", $2, $3}' "$tmp/edits")→ median $(cut -d' ' -f2 "$tmp/edits" | median)"
 grep "drift repaired" "$log" | sed -n 's/.*repaired \([0-9.]*\) ms after.*/\1/p' > "$tmp/repairs"
 echo "agent, one-class drift, event to verified repair ms: $(tr '\n' ' ' < "$tmp/repairs")→ median $(median < "$tmp/repairs")"
+if [ -n "${NETQOS_TIMINGS:-}" ]; then
+    echo "agent transaction phases of the edits and repairs (NETQOS_TIMINGS):"
+    awk '/timing/ && started {print "  " $0} /enforcing policy/ {started=1}' "$log"
+fi
 echo "agent idle: $(python3 -c "print(round(100 * ($c1 - $c0) / $ticks / 30, 2))") % of one CPU over 30 s; RSS $((rss / 1024)) MiB"

@@ -287,3 +287,93 @@ fn append_synced(p: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::state_scope::tests::{Rng, edit, sorted, target};
+
+    fn dir(tag: &str) -> StateDir {
+        let d = std::env::temp_dir().join(format!("netqos-applied-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        StateDir::open(&d).unwrap()
+    }
+
+    /// `prev` and an edit of it, with the scope and parts a scoped apply records.
+    fn step(prev: &Target, seed: u64) -> (Target, Scope, Target, Target) {
+        let mut next = prev.clone();
+        edit(&mut next, &mut Rng(seed));
+        edit(&mut next, &mut Rng(seed ^ 0x55));
+        let scope = Scope::between(prev, &next).unwrap();
+        let part = scope.restrict_target(&next);
+        let before = scope.restrict_target(prev);
+        (next, scope, part, before)
+    }
+
+    fn applied(d: &StateDir) -> Target {
+        sorted(d.applied().unwrap().unwrap())
+    }
+
+    #[test]
+    fn scoped_applies_replay_and_roll_back() {
+        let d = dir("replay");
+        let p = target(30);
+        d.set_applied(Some(&p)).unwrap();
+        let (t, scope, part, before) = step(&p, 7);
+        d.patch_applied("1-1-1", &scope, &part, &before, &t)
+            .unwrap();
+        assert_eq!(applied(&d), sorted(t.clone()));
+        let (u, scope2, part2, before2) = step(&t, 11);
+        d.patch_applied("1-1-2", &scope2, &part2, &before2, &u)
+            .unwrap();
+        assert_eq!(applied(&d), sorted(u.clone()));
+        // A rollback of the last one: back to `t`.
+        d.restore_applied("1-1-2").unwrap();
+        assert_eq!(applied(&d), sorted(t.clone()));
+        // A whole apply keeps the replayed target for its own rollback.
+        let q = target(5);
+        d.replace_applied("1-1-3", &q).unwrap();
+        assert_eq!(applied(&d), sorted(q));
+        d.restore_applied("1-1-3").unwrap();
+        assert_eq!(applied(&d), sorted(t));
+        let _ = std::fs::remove_dir_all(&d.path);
+    }
+
+    #[test]
+    fn a_whole_write_retires_the_lines_even_of_the_same_bytes() {
+        let d = dir("retire");
+        let p = target(20);
+        d.set_applied(Some(&p)).unwrap();
+        let (t, scope, part, before) = step(&p, 3);
+        d.patch_applied("1-1-1", &scope, &part, &before, &t)
+            .unwrap();
+        // The same bytes as the base: the lines go, the state is `p`.
+        d.set_applied(Some(&p)).unwrap();
+        assert_eq!(applied(&d), sorted(p.clone()));
+        d.patch_applied("1-1-2", &scope, &part, &before, &t)
+            .unwrap();
+        // Another base: the old line no longer extends it (stale, skipped).
+        let q = target(9);
+        let bytes = encode("t", &q).unwrap();
+        d.write(BASE, &bytes).unwrap();
+        assert_eq!(applied(&d), sorted(q));
+        let _ = std::fs::remove_dir_all(&d.path);
+    }
+
+    #[test]
+    fn a_torn_line_is_skipped_and_the_next_starts_anew() {
+        let d = dir("torn");
+        let p = target(20);
+        d.set_applied(Some(&p)).unwrap();
+        let (t, scope, part, before) = step(&p, 5);
+        d.patch_applied("1-1-1", &scope, &part, &before, &t)
+            .unwrap();
+        append_synced(&d.path.join(DELTA), b"{\"base\": \"1-").unwrap();
+        assert_eq!(applied(&d), sorted(t.clone()));
+        let (u, scope2, part2, before2) = step(&t, 9);
+        d.patch_applied("1-1-2", &scope2, &part2, &before2, &u)
+            .unwrap();
+        assert_eq!(applied(&d), sorted(u));
+        let _ = std::fs::remove_dir_all(&d.path);
+    }
+}

@@ -128,6 +128,42 @@ impl Scope {
         Some(s)
     }
 
+    /// The classes above those of `part` (a live state restricted to this scope) that the
+    /// scope leaves out, by the parents `prev` gives them (the kernel held `prev` wherever
+    /// the scope does not reach, so those are its parents too). With them in scope the
+    /// diff orders removals (children first, by depth) exactly as the whole-tree diff.
+    pub fn ancestors(&self, part: &Live, prev: &Target) -> Scope {
+        let mut out = Scope::default();
+        for d in &part.devs {
+            let (Some(s), Some(tw)) = (
+                self.devs.get(&d.name),
+                prev.trees.iter().find(|t| t.dev == d.name),
+            ) else {
+                continue;
+            };
+            if d.classes.is_empty() {
+                continue;
+            }
+            let root = tw.root.as_ref().map(|r| r.handle);
+            let parent: BTreeMap<u32, u32> =
+                tw.classes.iter().map(|c| (c.classid, c.parent)).collect();
+            let mut more = BTreeSet::new();
+            for c in &d.classes {
+                let mut p = c.parent;
+                while Some(p) != root && !s.classes.contains(&p) && more.insert(p) {
+                    match parent.get(&p) {
+                        Some(up) => p = *up,
+                        None => break,
+                    }
+                }
+            }
+            if !more.is_empty() {
+                out.dev_mut(&d.name).classes = more;
+            }
+        }
+        out
+    }
+
     /// The device state with only the objects in scope (root, hook and existence kept).
     fn restrict_dev(&self, d: &DevState) -> DevState {
         let empty = DevScope::default();
@@ -239,4 +275,280 @@ fn splice<T: Clone, K: Ord + Copy>(
 /// A filter's key, for callers outside the diff.
 pub fn filter_key(f: &Filter) -> FilterKey {
     node_key(f)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The scoped diff equals the whole-tree diff over random narrow edits and random
+    //! drift (touched keys), and a patch makes the previous target the next one.
+
+    use super::*;
+    use crate::apply::diff::{Options, diff};
+    use crate::apply::model::{Action, H_ROOT, Key as U32Key, QdiscKind};
+
+    /// xorshift64*: deterministic, no dependency.
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    fn class(minor: u32, parent: u32, rate: u64) -> Class {
+        Class {
+            dev: "eth0".into(),
+            classid: 0x0001_0000 | minor,
+            parent,
+            rate,
+            ceil: rate * 2,
+            buffer: 100,
+            cbuffer: 100,
+            quantum: Some(1514),
+            prio: 0,
+        }
+    }
+
+    fn leaf(minor: u32, limit: u32) -> Qdisc {
+        Qdisc {
+            dev: "eth0".into(),
+            parent: 0x0001_0000 | minor,
+            handle: minor << 16,
+            kind: QdiscKind::Bfifo { limit: Some(limit) },
+        }
+    }
+
+    fn filter(node: u32, to: u32, val: u32) -> Filter {
+        Filter {
+            dev: "eth0".into(),
+            parent: 0x0001_0000,
+            prio: 1,
+            protocol: 0x0800,
+            handle: 0x8000_0000 | node,
+            keys: vec![U32Key {
+                mask: 0xffff_ffff,
+                val,
+                off: 16,
+                offmask: 0,
+            }],
+            action: Action::Flow {
+                classid: 0x0001_0000 | to,
+            },
+        }
+    }
+
+    /// A tree: 1:1 under the root, 1:10.. under it, 1:100.. under some of those.
+    pub(crate) fn target(n: u32) -> Target {
+        let mut classes = vec![class(1, 0x0001_0000, 1_000_000)];
+        let mut leaves = Vec::new();
+        let mut filters = Vec::new();
+        for i in 0..n {
+            let minor = 0x10 + i;
+            classes.push(class(minor, 0x0001_0001, 1000 + u64::from(i)));
+            if i % 3 == 0 {
+                classes.push(class(0x100 + i, 0x0001_0000 | minor, 500));
+                leaves.push(leaf(0x100 + i, 1000));
+            } else {
+                leaves.push(leaf(minor, 2000));
+            }
+            filters.push(filter(0x800 + i, minor, i));
+        }
+        let root = Qdisc {
+            dev: "eth0".into(),
+            parent: H_ROOT,
+            handle: 0x0001_0000,
+            kind: QdiscKind::Htb {
+                default: 0x10,
+                r2q: 10,
+                direct_qlen: 1000,
+            },
+        };
+        Target {
+            links: Vec::new(),
+            trees: vec![TreeWant {
+                dev: "eth0".into(),
+                root: Some(root),
+                classes,
+                leaves,
+                filters,
+            }],
+            hooks: Vec::new(),
+        }
+    }
+
+    fn live_of(t: &Target) -> Live {
+        let tw = &t.trees[0];
+        let mut classes = tw.classes.clone();
+        classes.sort_by_key(|c| c.classid);
+        Live {
+            links: Vec::new(),
+            devs: vec![DevState {
+                name: "eth0".into(),
+                exists: true,
+                root: tw.root.clone(),
+                leaves: tw.leaves.clone(),
+                classes,
+                filters: tw.filters.clone(),
+                hook: None,
+                hook_filters: Vec::new(),
+            }],
+        }
+    }
+
+    /// One random edit of the target, as a policy edit makes it.
+    pub(crate) fn edit(t: &mut Target, r: &mut Rng) {
+        let tw = &mut t.trees[0];
+        match r.below(6) {
+            0 => {
+                let i = r.below(tw.classes.len());
+                tw.classes[i].rate += 1 + r.below(1000) as u64;
+            }
+            1 => {
+                let minor = 0x800 + r.below(100) as u32;
+                if !tw.classes.iter().any(|c| c.classid == 0x0001_0000 | minor) {
+                    tw.classes.push(class(minor, 0x0001_0001, 77));
+                    tw.leaves.push(leaf(minor, 3000));
+                }
+            }
+            2 => {
+                // A leaf class goes, with its queue and the filters into it.
+                let parents: BTreeSet<u32> = tw.classes.iter().map(|c| c.parent).collect();
+                let leaves: Vec<u32> = tw
+                    .classes
+                    .iter()
+                    .map(|c| c.classid)
+                    .filter(|id| !parents.contains(id) && *id != 0x0001_0001)
+                    .collect();
+                let Some(&gone) = leaves.get(r.below(leaves.len())) else {
+                    return;
+                };
+                tw.classes.retain(|c| c.classid != gone);
+                tw.leaves.retain(|q| q.parent != gone);
+                tw.filters
+                    .retain(|f| f.action != Action::Flow { classid: gone });
+            }
+            3 => {
+                let i = r.below(tw.filters.len());
+                if let Some(f) = tw.filters.get_mut(i) {
+                    f.keys[0].val ^= 0x100;
+                }
+            }
+            4 => {
+                let i = r.below(tw.leaves.len());
+                if let Some(q) = tw.leaves.get_mut(i) {
+                    q.kind = QdiscKind::Bfifo { limit: Some(9999) };
+                }
+            }
+            _ => {
+                let node = 0x800 + tw.filters.len() as u32 + 50;
+                tw.filters.push(filter(node, 0x10, 0xabc));
+            }
+        }
+    }
+
+    /// One random drift of the live state; its keys go into `touched`.
+    fn drift(l: &mut Live, touched: &mut Scope, r: &mut Rng) {
+        let d = &mut l.devs[0];
+        let s = touched.dev_mut("eth0");
+        match r.below(3) {
+            0 => {
+                let i = r.below(d.classes.len());
+                d.classes[i].rate = 1;
+                s.classes.insert(d.classes[i].classid);
+            }
+            1 => {
+                if !d.filters.is_empty() {
+                    let f = d.filters.remove(r.below(d.filters.len()));
+                    s.filters.insert(node_key(&f));
+                }
+            }
+            _ => {
+                if !d.leaves.is_empty() {
+                    let q = d.leaves.remove(r.below(d.leaves.len()));
+                    s.leaves.insert(q.parent);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn sorted(mut t: Target) -> Target {
+        for tw in &mut t.trees {
+            tw.classes.sort_by_key(|c| c.classid);
+            tw.leaves.sort_by_key(|q| q.parent);
+            tw.filters.sort_by_key(node_key);
+        }
+        t
+    }
+
+    fn parents_first(t: &Target) -> bool {
+        let mut seen = BTreeSet::from([0x0001_0000u32]);
+        t.trees[0].classes.iter().all(|c| {
+            let ok = seen.contains(&c.parent);
+            seen.insert(c.classid);
+            ok
+        })
+    }
+
+    #[test]
+    fn the_scoped_diff_equals_the_whole_diff_over_random_edits_and_drift() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let opts = Options::default();
+        for _ in 0..400 {
+            let prev = target(12 + r.below(20) as u32);
+            let mut live = live_of(&prev);
+            let mut next = prev.clone();
+            for _ in 0..1 + r.below(3) {
+                edit(&mut next, &mut r);
+            }
+            let mut touched = Scope::default();
+            for _ in 0..r.below(3) {
+                drift(&mut live, &mut touched, &mut r);
+            }
+            let Some(mut scope) = Scope::between(&prev, &next) else {
+                panic!("a narrow edit has a scope");
+            };
+            scope.merge(&touched);
+            let devices = next.devices();
+            // As the transaction does: the classes above those read, then read again.
+            let above = scope.ancestors(&scope.restrict_live(&live, &devices), &prev);
+            scope.merge(&above);
+            let whole = diff(&live, &next, opts).unwrap();
+            let part = diff(
+                &scope.restrict_live(&live, &devices),
+                &scope.restrict_target(&next),
+                opts,
+            )
+            .unwrap();
+            assert_eq!(part, whole);
+            let mut patched = prev.clone();
+            scope.patch(&mut patched, &scope.restrict_target(&next));
+            assert_eq!(sorted(patched.clone()), sorted(next.clone()));
+            assert!(parents_first(&patched));
+        }
+    }
+
+    #[test]
+    fn another_root_or_device_set_has_no_scope() {
+        let prev = target(4);
+        let mut next = prev.clone();
+        next.trees[0].root = None;
+        assert!(Scope::between(&prev, &next).is_none());
+        let mut next = prev.clone();
+        next.trees.push(TreeWant {
+            dev: "eth1".into(),
+            root: None,
+            classes: Vec::new(),
+            leaves: Vec::new(),
+            filters: Vec::new(),
+        });
+        assert!(Scope::between(&prev, &next).is_none());
+        assert_eq!(Scope::between(&prev, &prev.clone()), Some(Scope::default()));
+    }
 }

@@ -321,7 +321,13 @@ impl<'a> Transaction<'a> {
             _ => None,
         };
         let started = Instant::now();
-        let live = read_target_scoped(self.kernel, &target, scope.as_ref())?;
+        let (live, scope) = match (scope, prev) {
+            (Some(s), Some(p)) => {
+                let (live, s) = self.read_scope(&target, s, p)?;
+                (live, Some(s))
+            }
+            _ => (read_target(self.kernel, &target)?, None),
+        };
         self.warn_default_route(&target);
         self.phase("read");
         let part = scope.as_ref().map(|s| s.restrict_target(&target));
@@ -358,6 +364,24 @@ impl<'a> Transaction<'a> {
         };
         let result = self.run(&run, &mut journal);
         Ok(self.finish(&mut run, result))
+    }
+
+    /// Reads the objects in `scope` and the classes above them (`Scope::ancestors`).
+    fn read_scope(
+        &mut self,
+        target: &Target,
+        scope: Scope,
+        prev: &Target,
+    ) -> Result<(Live, Scope), ApplyError> {
+        let live = read_target_scoped(self.kernel, target, Some(&scope))?;
+        let above = scope.ancestors(&live, prev);
+        if above.is_empty() {
+            return Ok((live, scope));
+        }
+        let mut scope = scope;
+        scope.merge(&above);
+        let live = read_target_scoped(self.kernel, target, Some(&scope))?;
+        Ok((live, scope))
     }
 
     /// Undoes an interrupted transaction and reverts an unconfirmed one whose window
