@@ -179,6 +179,11 @@ pub fn save_classes(dir: &StateDir, classes: &[metrics::ClassInfo]) -> std::io::
     netqos::apply::state_dir::write_synced(&p, &bytes)
 }
 
+/// Removes the saved class names (after a rollback: they named the policy undone).
+pub fn forget_classes(dir: &StateDir) {
+    let _ = std::fs::remove_file(dir.path.join("classes.json"));
+}
+
 /// The names of the applied classes, if an agent or apply saved them.
 pub fn load_classes(dir: &StateDir) -> Option<Vec<metrics::ClassInfo>> {
     let b = std::fs::read(dir.path.join("classes.json")).ok()?;
