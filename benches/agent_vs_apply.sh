@@ -11,6 +11,7 @@
 #   (c) the agent repairing a one-class drift (`tc class change` by hand): from the event
 #       to the verified repair (`netqos_last_repair_seconds`);
 #   (d) the idle agent: CPU over 30 s and resident memory.
+# With NETQOS_TIMINGS=1 the agent's transaction phases are printed too.
 # Needs root and iproute2. Usage: benches/agent_vs_apply.sh [CLASSES] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +21,14 @@ cargo build --release --quiet
 bin=$PWD/target/release/netqos
 tmp=$(mktemp -d)
 ns="nqbench-agent-$$"
+# BENCH_STATE_DIR: where the state directory goes (default: beside the policy, on disk;
+# a tmpfs such as /dev/shm shows the cost without the fsyncs).
+state="${BENCH_STATE_DIR:-$tmp}/nqbench-state-$$"
 agent_pid=""
 cleanup() {
     if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; wait "$agent_pid" 2>/dev/null || true; fi
     ip netns del "$ns" 2>/dev/null || true
-    rm -rf "$tmp"
+    rm -rf "$tmp" "$state"
 }
 trap cleanup EXIT
 python3 benches/gen_policy.py "$n" > "$tmp/p.nq"
@@ -37,7 +41,6 @@ ip netns add "$ns"
 ip -n "$ns" link add eth0 type veth peer name p0
 ip -n "$ns" link set eth0 up
 ip -n "$ns" link set lo up
-state="$tmp/state"
 cp "$tmp/p.nq" "$tmp/policy.nq"
 ip netns exec "$ns" "$bin" apply -q --state-dir "$state" "$tmp/policy.nq"
 ms() { python3 -c 'import time; print(time.monotonic_ns() // 1000000)'; }
@@ -99,4 +102,8 @@ echo "agent, one-class edit: check ms: $(cut -d' ' -f1 "$tmp/edits" | tr '\n' ' 
 echo "agent, one-class edit: re-apply ms (changes): $(awk '{printf "%s(%s) ", $2, $3}' "$tmp/edits")→ median $(cut -d' ' -f2 "$tmp/edits" | median)"
 grep "drift repaired" "$log" | sed -n 's/.*repaired \([0-9.]*\) ms after.*/\1/p' > "$tmp/repairs"
 echo "agent, one-class drift, event to verified repair ms: $(tr '\n' ' ' < "$tmp/repairs")→ median $(median < "$tmp/repairs")"
+if [ -n "${NETQOS_TIMINGS:-}" ]; then
+    echo "agent transaction phases of the edits and repairs (NETQOS_TIMINGS):"
+    awk '/timing/ && started {print "  " $0} /enforcing policy/ {started=1}' "$log"
+fi
 echo "agent idle: $(python3 -c "print(round(100 * ($c1 - $c0) / $ticks / 30, 2))") % of one CPU over 30 s; RSS $((rss / 1024)) MiB"

@@ -1109,3 +1109,115 @@ fn the_agent_installs_the_pod_rules_table_and_repairs_its_deletion() {
     );
     assert_eq!(table(), installed, "SIGTERM keeps the table");
 }
+
+/// The id of the last transaction and its record, as JSON.
+fn last_record(node: &Node) -> serde_json::Value {
+    let id = std::fs::read_to_string(node.state().join("last")).expect("last");
+    let text = std::fs::read_to_string(node.state().join(format!("txn/{}.json", id.trim())))
+        .expect("record");
+    serde_json::from_str(&text).expect("record is JSON")
+}
+
+/// The classes a record's snapshot holds on `dev`.
+fn snapshot_classes(record: &serde_json::Value, dev: &str) -> usize {
+    record["snapshot"]["devs"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["name"] == dev))
+        .and_then(|d| d["classes"].as_array())
+        .map_or(0, Vec::len)
+}
+
+/// Issue 14 (the one-class re-apply): an edit is applied in the scope of what changed —
+/// the record snapshots only that class (and its parent) and the applied target gets a line in
+/// `applied.delta` that `status` replays (no drift); a scoped transaction killed between
+/// its two changes is undone to its snapshot by `netqos rollback`, and a second rollback
+/// returns the class and the applied target to before the edit (and forgets the class
+/// names, which `netqos apply` then saves as the agent does).
+#[test]
+fn an_edit_is_applied_in_scope_and_an_interrupted_one_is_undone() {
+    let Some(node) = Node::new("scope") else {
+        return;
+    };
+    let mut agent = node.agent(1, &[]);
+    node.wait_healthy(&mut agent);
+    let original = tree(&node);
+    let write = |text: &str| {
+        let tmp = node.dir.join(".policy.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, node.policy()).unwrap();
+    };
+    let one = POLICY.replace("rate 20mbit", "rate 25mbit");
+    write(&one);
+    assert!(
+        wait(Duration::from_secs(5), || agent.log().lines().any(|l| l
+            .contains("policy file changed")
+            && l.contains("now enforcing"))),
+        "{}",
+        agent.log()
+    );
+    let edited = tree(&node);
+    assert!(edited.contains("rate 25Mbit"), "{edited}");
+    let record = last_record(&node);
+    assert!(record["scope"].is_object(), "a scoped record: {record}");
+    // The class and the one above it (its depth orders removals), of the tree's 3.
+    assert_eq!(snapshot_classes(&record, "eth0"), 2, "{record}");
+    assert!(node.state().join("applied.delta").exists());
+    let status = node.netqos(&["status", "--state-dir", node.state().to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(out.contains("drift: none"), "{out}");
+    // Two classes change; the agent pauses after the first, and is killed there.
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(Duration::from_secs(5)), Some(0));
+    let pause = [("NETQOS_PAUSE_AFTER", "1"), ("NETQOS_PAUSE_SECS", "60")];
+    let mut agent = node.agent(2, &pause);
+    node.wait_healthy(&mut agent);
+    write(
+        &one.replacen("rate 50mbit", "rate 45mbit", 1)
+            .replace("rate 25mbit", "rate 26mbit"),
+    );
+    assert!(
+        wait(Duration::from_secs(5), || node
+            .state()
+            .join("current")
+            .exists()
+            && tree(&node) != edited),
+        "{}",
+        agent.log()
+    );
+    agent.signal("KILL");
+    let _ = agent.wait_exit(Duration::from_secs(5));
+    assert_ne!(tree(&node), edited, "killed between the two changes");
+    let state = node.state();
+    let state = state.to_str().unwrap();
+    let undo = node.netqos(&["rollback", "--state-dir", state]);
+    let said = String::from_utf8_lossy(&undo.stdout);
+    assert!(said.contains("interrupted transaction"), "{said}");
+    assert_eq!(
+        tree(&node),
+        edited,
+        "the interrupted edit undone to its snapshot"
+    );
+    let back = node.netqos(&["rollback", "--state-dir", state]);
+    assert_eq!(back.status.code(), Some(0), "{back:?}");
+    assert_eq!(tree(&node), original, "the scoped apply rolled back");
+    let status = node.netqos(&["status", "--state-dir", state]);
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        out.contains("drift: none"),
+        "the applied target is back too: {out}"
+    );
+    // The class names went with the rollback; `netqos apply` saves its own, as the agent.
+    let names = node.state().join("classes.json");
+    assert!(
+        !names.exists(),
+        "the names of the policy undone are forgotten"
+    );
+    let conflist = node.conflist();
+    let policy = node.policy();
+    let mut args = vec!["apply", "-q", "--state-dir", state, "--conflist"];
+    args.extend([conflist.to_str().unwrap(), policy.to_str().unwrap()]);
+    let applied = node.netqos(&args);
+    assert_eq!(applied.status.code(), Some(0), "{applied:?}");
+    let saved = std::fs::read_to_string(&names).unwrap_or_default();
+    assert!(saved.contains("control-plane"), "{saved}");
+}

@@ -20,6 +20,8 @@ use crate::agent::watch::Watch;
 use crate::apply::diff;
 use crate::apply::model::{Change, H_INGRESS, H_ROOT};
 use crate::apply::state::Target;
+use crate::apply::state_scope::Scope;
+use crate::apply::transaction::Base;
 
 /// A checked, lowered policy.
 #[derive(Debug, Clone)]
@@ -40,8 +42,8 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     Unchanged,
-    /// Changes sent and verified.
-    Applied(Vec<Change>),
+    /// Changes sent and verified, in this scope (`None`: the whole tree).
+    Applied(Vec<Change>, Option<Scope>),
     /// Nothing was changed (a device is missing, a foreign root, the state directory).
     NotStarted(String),
     /// The kernel refused; everything was undone.
@@ -53,10 +55,18 @@ pub enum Applied {
 pub trait Host {
     /// Reads and checks the policy; `Err` holds the rendered diagnostics.
     fn load(&mut self) -> Result<Policy, String>;
-    /// Applies the policy (tree and conflist) through the apply transaction.
-    /// `repair`: the policy was in place and drifted, so a root qdisc someone else put
-    /// there is replaced (a first apply replaces one only with `--replace-foreign`).
-    fn apply(&mut self, kernel: &mut Mirrored, policy: &Policy, repair: bool) -> Applied;
+    /// Applies the policy (tree and conflist) through the apply transaction; `base`: the
+    /// last applied target and what changed since the kernel held it (the transaction then
+    /// works only on what changed). `repair`: the policy was in place and drifted, so a
+    /// root qdisc someone else put there is replaced (a first apply replaces one only with
+    /// `--replace-foreign`).
+    fn apply(
+        &mut self,
+        kernel: &mut Mirrored,
+        policy: &Policy,
+        base: Option<Base<'_>>,
+        repair: bool,
+    ) -> Applied;
     /// The resources besides the tc tree that no longer hold what the policy put there,
     /// by drift kind: `conflist` when the CNI conflist lost netqos's entry. This is the
     /// seam for later resources (an nftables table: its own netlink family, watched the
@@ -139,35 +149,6 @@ pub fn fnv1a(parts: &[&[u8]]) -> String {
     format!("{h:016x}")
 }
 
-/// What differs between the mirror and the target (empty: no drift). A device that does
-/// not exist (and is not an IFB netqos creates) counts as `link` drift.
-fn drift(
-    kernel: &mut Mirrored,
-    target: &Target,
-) -> Result<(Vec<Change>, BTreeSet<&'static str>), String> {
-    use crate::apply::kernel::Kernel;
-    let live = kernel.read(&target.devices()).map_err(|e| e.to_string())?;
-    let mut kinds = BTreeSet::new();
-    for d in &live.devs {
-        let created = target
-            .links
-            .iter()
-            .any(|(n, l)| n == &d.name && l.is_some());
-        if !d.exists && !created {
-            kinds.insert("link");
-        }
-    }
-    if !kinds.is_empty() {
-        return Ok((Vec::new(), kinds));
-    }
-    let opts = diff::Options {
-        replace_foreign: true,
-    };
-    let changes = diff::diff(&live, target, opts).map_err(|e| e.to_string())?;
-    kinds.extend(changes.iter().map(drift_kind));
-    Ok((changes, kinds))
-}
-
 /// The loop state.
 struct Agent<'a> {
     host: &'a mut dyn Host,
@@ -183,6 +164,10 @@ struct Agent<'a> {
     /// When the drift being repaired was first seen.
     noticed: Option<Instant>,
     healthy: Result<(), String>,
+    /// The kernel held `good`'s target wholly since it was last applied, except for the
+    /// objects the mirror says were touched (and `applied.json` says so): the base of the
+    /// next apply.
+    base_ok: bool,
 }
 
 impl Agent<'_> {
@@ -199,10 +184,23 @@ impl Agent<'_> {
             .with(|c| *c.applies.entry(outcome.to_string()).or_default() += 1);
     }
 
-    /// Applies `policy`; returns whether it holds now.
-    fn apply(&mut self, policy: &Policy, why: &str) -> bool {
+    /// Applies `policy` over `prev` (the target the kernel held, when known); returns
+    /// whether it holds now.
+    fn apply(&mut self, policy: &Policy, prev: Option<&Target>, why: &str) -> bool {
         let start = Instant::now();
-        let outcome = self.host.apply(self.kernel, policy, why == "drift repair");
+        // The events queued so far, so that the transaction knows what they touched (a
+        // failed read is reported by the transaction's own).
+        let _ = self.kernel.sync();
+        let touched = self.kernel.touched();
+        let base = prev.map(|prev| Base {
+            prev,
+            touched: touched.as_ref(),
+        });
+        let whole = base.is_none() || touched.is_none();
+        let outcome = self
+            .host
+            .apply(self.kernel, policy, base, why == "drift repair");
+        let seen = self.kernel.last_read_seq;
         let secs = start.elapsed().as_secs_f64();
         let (full, partial) = (self.kernel.full_reads, self.kernel.partial_reads);
         self.shared.with(|c| {
@@ -212,11 +210,17 @@ impl Agent<'_> {
         });
         match outcome {
             Applied::Unchanged => {
+                if whole {
+                    self.kernel.settle(seen, None);
+                }
+                self.base_ok = true;
                 self.count("unchanged");
                 self.set_health(Ok(()));
                 true
             }
-            Applied::Applied(changes) => {
+            Applied::Applied(changes, scope) => {
+                self.kernel.settle(seen, scope.as_ref());
+                self.base_ok = true;
                 self.count("applied");
                 self.host.log(&format!(
                     "{why}: applied {} change(s) in {:.1} ms",
@@ -280,34 +284,88 @@ impl Agent<'_> {
                 ));
             }
             Ok(p) => {
-                if self.good.as_ref().is_some_and(|g| g.hash == p.hash) {
+                let good = self.good.take();
+                let prev = good.as_ref().filter(|_| self.base_ok).map(|g| &g.target);
+                if good.as_ref().is_some_and(|g| g.hash == p.hash) {
                     self.host
                         .log(&format!("{why}: policy unchanged ({})", p.hash));
-                } else if self.apply(&p, why) {
+                    self.good = good;
+                } else if self.apply(&p, prev, why) {
                     self.host
                         .log(&format!("{why}: now enforcing policy {}", p.hash));
                     self.adopt(p);
                     self.open.clear();
                     self.noticed = None;
+                } else {
+                    self.good = good;
                 }
             }
         }
         self.notify.send("READY=1");
     }
 
+    /// What differs between the mirror and the target (empty: no drift): only the objects
+    /// events touched when the kernel is known to have held the target. A device that
+    /// does not exist (and is not an IFB netqos creates) counts as `link` drift.
+    fn drift(&mut self, target: &Target) -> Result<(Vec<Change>, BTreeSet<&'static str>), String> {
+        use crate::apply::kernel::Kernel;
+        self.kernel.sync().map_err(|e| e.to_string())?;
+        let scope = if self.base_ok {
+            self.kernel.touched()
+        } else {
+            None
+        };
+        let devices = target.devices();
+        let live = match &scope {
+            Some(s) => self.kernel.read_scoped(&devices, s),
+            None => self.kernel.read(&devices),
+        }
+        .map_err(|e| e.to_string())?;
+        let seen = self.kernel.last_read_seq;
+        let mut kinds = BTreeSet::new();
+        for d in &live.devs {
+            let created = target
+                .links
+                .iter()
+                .any(|(n, l)| n == &d.name && l.is_some());
+            if !d.exists && !created {
+                kinds.insert("link");
+            }
+        }
+        if !kinds.is_empty() {
+            return Ok((Vec::new(), kinds));
+        }
+        let opts = diff::Options {
+            replace_foreign: true,
+        };
+        let part = scope.as_ref().map(|s| s.restrict_target(target));
+        let changes =
+            diff::diff(&live, part.as_ref().unwrap_or(target), opts).map_err(|e| e.to_string())?;
+        if changes.is_empty() {
+            self.kernel.settle(seen, scope.as_ref());
+        }
+        kinds.extend(changes.iter().map(drift_kind));
+        Ok((changes, kinds))
+    }
+
     /// Compares the mirror with the target and repairs what differs.
     fn check_drift(&mut self, woke: Instant) {
-        let Some(policy) = self.good.clone() else {
+        let Some(policy) = self.good.take() else {
             return;
         };
-        let (changes, mut kinds) = match drift(self.kernel, &policy.target) {
+        self.check_drift_of(&policy, woke);
+        self.good = Some(policy);
+    }
+
+    fn check_drift_of(&mut self, policy: &Policy, woke: Instant) {
+        let (changes, mut kinds) = match self.drift(&policy.target) {
             Ok(d) => d,
             Err(e) => {
                 self.host.log(&format!("reading the kernel: {e}"));
                 return;
             }
         };
-        kinds.extend(self.host.resource_drift(&policy));
+        kinds.extend(self.host.resource_drift(policy));
         if kinds.is_empty() {
             if !self.open.is_empty() {
                 // Put back by someone else: nothing left to repair.
@@ -353,7 +411,8 @@ impl Agent<'_> {
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        if self.apply(&policy, "drift repair") {
+        let prev = self.base_ok.then_some(&policy.target);
+        if self.apply(policy, prev, "drift repair") {
             if let Some(t) = self.noticed.take() {
                 let secs = t.elapsed().as_secs_f64();
                 self.shared.with(|c| c.last_repair_seconds = secs);
@@ -440,8 +499,9 @@ pub fn run(
         backoff: config.retry,
         noticed: None,
         healthy: Ok(()),
+        base_ok: false,
     };
-    if agent.apply(&first, "start") {
+    if agent.apply(&first, None, "start") {
         agent.host.log(&format!(
             "{}: enforcing policy {}",
             config.policy_name, first.hash

@@ -7,6 +7,12 @@
 //! lost events) marks the device dirty, and the next `refresh` re-reads only those devices.
 //!
 //! Invariant (tested against the kernel): after `refresh`, `live()` equals a fresh read.
+//!
+//! The mirror also says which objects events changed (`touched`, by key, with the event's
+//! sequence number) so that the agent diffs only those: after the kernel was found to hold
+//! the target wholly (or the touched objects were found to hold it), those keys are
+//! `settle`d. Whatever re-reads or rebuilds a device makes the mirror untracked until a
+//! whole-tree comparison settles it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +20,15 @@ use crate::agent::events::Event;
 use crate::apply::model::{Action, Class, Filter, H_INGRESS, H_ROOT, Qdisc};
 use crate::apply::netlink::tc::FilterEntry;
 use crate::apply::state::{DevState, Live};
+use crate::apply::state_scope::{FilterKey, Scope, filter_key};
+
+/// An object's key within a device, as a scope names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Class(u32),
+    Leaf(u32),
+    Filter(FilterKey),
+}
 
 /// The managed state, its ifindex map, and which devices must be read again.
 #[derive(Debug, Clone, Default)]
@@ -21,16 +36,97 @@ pub struct Mirror {
     live: Live,
     names: BTreeMap<i32, String>,
     dirty: BTreeSet<String>,
+    /// The number of events followed.
+    seq: u64,
+    /// Objects events changed, by device, with the number of the last event that did.
+    touched: BTreeMap<String, BTreeMap<Key, u64>>,
+    /// The last event after which the mirror cannot say which objects changed (a device
+    /// re-read or rebuilt, lost events); `None`: it can.
+    untracked: Option<u64>,
 }
 
 impl Mirror {
     /// A mirror of a fresh read (`live`) and the kernel's ifindex map at that read.
-    pub fn new(live: Live, ifindex: &BTreeMap<String, i32>) -> Mirror {
+    /// It starts untracked at event number `seq`.
+    pub fn new(live: Live, ifindex: &BTreeMap<String, i32>, seq: u64) -> Mirror {
         Mirror {
             live,
             names: ifindex.iter().map(|(n, i)| (*i, n.clone())).collect(),
             dirty: BTreeSet::new(),
+            seq,
+            touched: BTreeMap::new(),
+            untracked: Some(seq),
         }
+    }
+
+    /// The number of events followed so far.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The objects events changed and not yet settled; `None`: not known.
+    pub fn touched(&self) -> Option<Scope> {
+        if self.untracked.is_some() {
+            return None;
+        }
+        let mut s = Scope::default();
+        for (dev, keys) in &self.touched {
+            let d = s.dev_mut(dev);
+            for k in keys.keys() {
+                match *k {
+                    Key::Class(c) => d.classes.insert(c),
+                    Key::Leaf(l) => d.leaves.insert(l),
+                    Key::Filter(f) => d.filters.insert(f),
+                };
+            }
+        }
+        Some(s)
+    }
+
+    /// The kernel was found to hold the target in `scope` (`None`: everywhere) as of
+    /// event `upto`: forgets what changed there up to then.
+    pub fn settle(&mut self, upto: u64, scope: Option<&Scope>) {
+        let Some(scope) = scope else {
+            if self.untracked.is_some_and(|u| u <= upto) {
+                self.untracked = None;
+            }
+            for keys in self.touched.values_mut() {
+                keys.retain(|_, at| *at > upto);
+            }
+            self.touched.retain(|_, k| !k.is_empty());
+            return;
+        };
+        for (dev, keys) in &mut self.touched {
+            let Some(d) = scope.devs.get(dev) else {
+                continue;
+            };
+            keys.retain(|k, at| {
+                let inside = match k {
+                    Key::Class(c) => d.classes.contains(c),
+                    Key::Leaf(l) => d.leaves.contains(l),
+                    Key::Filter(f) => d.filters.contains(f),
+                };
+                !inside || *at > upto
+            });
+        }
+        self.touched.retain(|_, k| !k.is_empty());
+    }
+
+    fn lose(&mut self) {
+        self.untracked = Some(self.seq);
+    }
+
+    fn touch(&mut self, dev: &str, keys: impl IntoIterator<Item = Key>) {
+        let seq = self.seq;
+        let at = self.touched.entry(dev.to_string()).or_default();
+        for k in keys {
+            at.insert(k, seq);
+        }
+    }
+
+    fn mark_dirty(&mut self, dev: String) {
+        self.dirty.insert(dev);
+        self.lose();
     }
 
     /// The mirrored state.
@@ -51,6 +147,7 @@ impl Mirror {
     /// Replaces the state of the devices in `fresh` (a read of `dirty()` or more) and the
     /// link list, and forgets that they were dirty.
     pub fn refresh(&mut self, fresh: Live, ifindex: &BTreeMap<String, i32>) {
+        self.lose();
         self.names = ifindex.iter().map(|(n, i)| (*i, n.clone())).collect();
         self.live.links = fresh.links;
         for d in fresh.devs {
@@ -64,10 +161,11 @@ impl Mirror {
 
     /// Follows one event.
     pub fn apply(&mut self, e: &Event) {
+        self.seq += 1;
         match e {
             Event::Overrun => {
-                let all = self.devices();
-                self.dirty.extend(all);
+                self.dirty.extend(self.devices());
+                self.lose();
             }
             Event::Link {
                 ifindex,
@@ -79,13 +177,16 @@ impl Mirror {
                 qdisc,
                 deleted,
             } => {
-                if let Some(d) = self.dev_mut(*ifindex) {
-                    let mut q = qdisc.clone();
-                    q.dev = d.name.clone();
-                    if qdisc_event(d, q, *deleted) {
-                        let n = d.name.clone();
-                        self.dirty.insert(n);
-                    }
+                let Some(d) = self.dev_mut(*ifindex) else {
+                    return;
+                };
+                let mut q = qdisc.clone();
+                q.dev = d.name.clone();
+                let dev = d.name.clone();
+                match qdisc_event(d, q, *deleted) {
+                    Followed::Reread => self.mark_dirty(dev),
+                    Followed::Rebuilt => self.lose(),
+                    Followed::Touched(keys) => self.touch(&dev, keys),
                 }
             }
             Event::Class {
@@ -93,11 +194,14 @@ impl Mirror {
                 class,
                 deleted,
             } => {
-                if let Some(d) = self.dev_mut(*ifindex) {
-                    let mut c = class.clone();
-                    c.dev = d.name.clone();
-                    class_event(d, c, *deleted);
-                }
+                let Some(d) = self.dev_mut(*ifindex) else {
+                    return;
+                };
+                let mut c = class.clone();
+                c.dev = d.name.clone();
+                let dev = d.name.clone();
+                let keys = class_event(d, c, *deleted);
+                self.touch(&dev, keys);
             }
             Event::Filter {
                 ifindex,
@@ -106,11 +210,13 @@ impl Mirror {
                 deleted,
             } => {
                 let names = self.names.clone();
-                if let Some(d) = self.dev_mut(*ifindex)
-                    && !filter_event(d, *parent, entry, *deleted, &names)
-                {
-                    let n = d.name.clone();
-                    self.dirty.insert(n);
+                let Some(d) = self.dev_mut(*ifindex) else {
+                    return;
+                };
+                let dev = d.name.clone();
+                match filter_event(d, *parent, entry, *deleted, &names) {
+                    Some(keys) => self.touch(&dev, keys),
+                    None => self.mark_dirty(dev),
                 }
             }
         }
@@ -139,6 +245,7 @@ impl Mirror {
                         ..DevState::default()
                     };
                     self.dirty.remove(name);
+                    self.untracked = Some(self.seq);
                 }
             }
             return;
@@ -151,6 +258,7 @@ impl Mirror {
                     name: name.clone(),
                     ..DevState::default()
                 };
+                self.untracked = Some(self.seq);
             }
         }
         self.names.insert(ifindex, link.name.clone());
@@ -162,7 +270,7 @@ impl Mirror {
         if let Some(d) = self.live.devs.iter().find(|d| d.name == link.name)
             && (!d.exists || old.as_deref() != Some(link.name.as_str()))
         {
-            self.dirty.insert(link.name.clone());
+            self.mark_dirty(link.name.clone());
         }
     }
 }
@@ -180,26 +288,37 @@ fn clear_tree(d: &mut DevState) {
     d.filters.clear();
 }
 
-/// Follows a qdisc event; `true` when the device must be re-read.
-fn qdisc_event(d: &mut DevState, q: Qdisc, deleted: bool) -> bool {
+/// What following an event did to a device.
+enum Followed {
+    /// Its state is not known: read it again.
+    Reread,
+    /// Its tree was rebuilt (objects went without events).
+    Rebuilt,
+    /// These objects changed (roots, hooks and links are always compared whole).
+    Touched(Vec<Key>),
+}
+
+/// Follows a qdisc event.
+fn qdisc_event(d: &mut DevState, q: Qdisc, deleted: bool) -> Followed {
     match q.parent {
         H_ROOT => {
             if deleted {
                 // The kernel grafts its default root without telling: read it.
                 clear_tree(d);
                 d.root = None;
-                return true;
+                return Followed::Reread;
             }
             let same = d
                 .root
                 .as_ref()
                 .is_some_and(|r| r.handle == q.handle && r.kind.name() == q.kind.name());
-            if !same {
-                // A graft: the old tree is destroyed without notifications.
-                clear_tree(d);
-            }
             d.root = Some(q);
-            false
+            if same {
+                return Followed::Touched(Vec::new());
+            }
+            // A graft: the old tree is destroyed without notifications.
+            clear_tree(d);
+            Followed::Rebuilt
         }
         H_INGRESS => {
             if deleted {
@@ -212,14 +331,14 @@ fn qdisc_event(d: &mut DevState, q: Qdisc, deleted: bool) -> bool {
                 }
                 d.hook = Some(q);
             }
-            false
+            Followed::Touched(Vec::new())
         }
         p => {
             let Some(major) = root_major(d) else {
-                return false;
+                return Followed::Touched(Vec::new());
             };
             if p & 0xffff_0000 != major {
-                return false;
+                return Followed::Touched(Vec::new());
             }
             let at = d.leaves.binary_search_by_key(&p, |l| l.parent);
             match (at, deleted) {
@@ -230,56 +349,68 @@ fn qdisc_event(d: &mut DevState, q: Qdisc, deleted: bool) -> bool {
                 (Ok(i), false) => d.leaves[i] = q,
                 (Err(i), false) => d.leaves.insert(i, q),
             }
-            false
+            Followed::Touched(vec![Key::Leaf(p)])
         }
     }
 }
 
-fn class_event(d: &mut DevState, c: Class, deleted: bool) {
+/// Follows a class event; returns the keys it changed.
+fn class_event(d: &mut DevState, c: Class, deleted: bool) -> Vec<Key> {
     let Some(major) = root_major(d) else {
-        return;
+        return Vec::new();
     };
     if c.classid & 0xffff_0000 != major {
-        return;
+        return Vec::new();
     }
+    let mut keys = vec![Key::Class(c.classid)];
     let at = d.classes.binary_search_by_key(&c.classid, |x| x.classid);
     if deleted {
         if let Ok(i) = at {
             d.classes.remove(i);
         }
         // Its leaf queue and its own filters go with it, silently.
+        keys.push(Key::Leaf(c.classid));
         d.leaves.retain(|l| l.parent != c.classid);
-        d.filters.retain(|f| f.parent != c.classid);
-        return;
+        d.filters.retain(|f| {
+            let mine = f.parent == c.classid;
+            if mine {
+                keys.push(Key::Filter(filter_key(f)));
+            }
+            !mine
+        });
+        return keys;
     }
     match at {
         Ok(i) => d.classes[i] = c,
         Err(i) => d.classes.insert(i, c),
     }
+    keys
 }
 
-fn filter_key(f: &Filter) -> (u32, u16, u32) {
+/// Where a filter sits in the mirror's sorted list (parent, priority, node).
+fn place(f: &Filter) -> (u32, u16, u32) {
     (f.parent, f.prio, f.handle & 0xfff)
 }
 
-/// Follows a filter event; `false` when its place is not known (re-read the device).
+/// Follows a filter event: the keys it changed, or `None` when its place is not known
+/// (re-read the device).
 fn filter_event(
     d: &mut DevState,
     parent: u32,
     entry: &FilterEntry,
     deleted: bool,
     names: &BTreeMap<i32, String>,
-) -> bool {
+) -> Option<Vec<Key>> {
     let FilterEntry::Node {
         filter, redirect, ..
     } = entry
     else {
         // A whole list (handle 0) or a hash table: the read attributes these.
-        return false;
+        return None;
     };
     if parent & 0xffff_0000 == 0xffff_0000 {
         // The ingress hook: rare (setup only); read it.
-        return false;
+        return None;
     }
     // u32 tables are shared within a qdisc: the owner of the node's table is known from
     // the nodes already mirrored (the read asks the kernel for it).
@@ -290,7 +421,7 @@ fn filter_event(
         .find(|f| f.handle & 0xfff0_0000 == table && f.prio == filter.prio)
         .map(|f| (f.parent, f.protocol));
     let Some((owner, protocol)) = owner else {
-        return deleted;
+        return deleted.then(Vec::new);
     };
     let mut f = filter.clone();
     f.dev = d.name.clone();
@@ -304,7 +435,8 @@ fn filter_event(
                 .unwrap_or_else(|| format!("ifindex {r}")),
         };
     }
-    let at = d.filters.binary_search_by_key(&filter_key(&f), filter_key);
+    let key = filter_key(&f);
+    let at = d.filters.binary_search_by_key(&place(&f), place);
     match (at, deleted) {
         (Ok(i), true) => {
             if d.filters[i].handle == f.handle {
@@ -315,7 +447,7 @@ fn filter_event(
         (Ok(i), false) => d.filters[i] = f,
         (Err(i), false) => d.filters.insert(i, f),
     }
-    true
+    Some(vec![Key::Filter(key)])
 }
 
 #[cfg(test)]
@@ -391,7 +523,9 @@ mod tests {
                 hook_filters: vec![],
             }],
         };
-        Mirror::new(live, &BTreeMap::from([("eth0".to_string(), 3)]))
+        let mut m = Mirror::new(live, &BTreeMap::from([("eth0".to_string(), 3)]), 0);
+        m.settle(0, None);
+        m
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct Mirrored {
     pub full_reads: u64,
     /// Partial reads of dirty devices.
     pub partial_reads: u64,
+    /// The mirror's event number at the last `read` or `read_scoped`: what the caller
+    /// found there held as of that event (`Mirror::settle`).
+    pub last_read_seq: u64,
 }
 
 fn nl(what: &str, e: &NlError) -> KernelError {
@@ -41,12 +44,26 @@ impl Mirrored {
             seen: Vec::new(),
             full_reads: 0,
             partial_reads: 0,
+            last_read_seq: 0,
         })
     }
 
     /// The mirror, if one was built.
     pub fn mirror(&self) -> Option<&Mirror> {
         self.mirror.as_ref()
+    }
+
+    /// The objects events changed since they were last settled (`None`: not known, or
+    /// no mirror yet).
+    pub fn touched(&self) -> Option<crate::apply::state_scope::Scope> {
+        self.mirror.as_ref().and_then(Mirror::touched)
+    }
+
+    /// See `Mirror::settle`.
+    pub fn settle(&mut self, upto: u64, scope: Option<&crate::apply::state_scope::Scope>) {
+        if let Some(m) = &mut self.mirror {
+            m.settle(upto, scope);
+        }
     }
 
     /// Events taken in since the last call.
@@ -104,7 +121,9 @@ impl Mirrored {
         let _ = self.events.drain();
         let live = self.inner.read(devices)?;
         self.full_reads += 1;
-        self.mirror = Some(Mirror::new(live.clone(), self.inner.ifindexes()));
+        let seq = self.mirror.as_ref().map_or(0, |m| m.seq() + 1);
+        self.mirror = Some(Mirror::new(live.clone(), self.inner.ifindexes(), seq));
+        self.last_read_seq = seq;
         Ok(live)
     }
 }
@@ -116,6 +135,7 @@ impl Kernel for Mirrored {
             let have = m.devices();
             if devices.iter().all(|d| have.contains(d)) {
                 let live = m.live();
+                self.last_read_seq = m.seq();
                 return Ok(Live {
                     links: live.links.clone(),
                     devs: devices
@@ -139,6 +159,22 @@ impl Kernel for Mirrored {
                 .filter_map(|d| full.dev(d).cloned())
                 .collect(),
         })
+    }
+
+    fn read_scoped(
+        &mut self,
+        devices: &[String],
+        scope: &crate::apply::state_scope::Scope,
+    ) -> Result<Live, KernelError> {
+        self.sync()?;
+        if let Some(m) = &self.mirror {
+            let have = m.devices();
+            if devices.iter().all(|d| have.contains(d)) {
+                self.last_read_seq = m.seq();
+                return Ok(scope.restrict_live(m.live(), devices));
+            }
+        }
+        Ok(scope.restrict_live(&self.read(devices)?, devices))
     }
 
     fn send(&mut self, change: &Change) -> Result<(), KernelError> {

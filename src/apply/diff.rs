@@ -353,7 +353,7 @@ fn htb_params(k: &QdiscKind) -> String {
 }
 
 /// A filter's identity: parent, priority, node (the whole handle in netqos's hash tables).
-fn node_key(f: &Filter) -> (u32, u16, u32) {
+pub fn node_key(f: &Filter) -> (u32, u16, u32) {
     (f.parent, f.prio, f.ident())
 }
 

@@ -52,6 +52,15 @@ impl KernelError {
 pub trait Kernel: Send {
     /// The managed state of `devices` (absent ones marked so) and every link.
     fn read(&mut self, devices: &[String]) -> Result<Live, KernelError>;
+    /// `read`, restricted to the objects in `scope` (a kernel that keeps a mirror answers
+    /// without copying the rest).
+    fn read_scoped(
+        &mut self,
+        devices: &[String],
+        scope: &crate::apply::state_scope::Scope,
+    ) -> Result<Live, KernelError> {
+        Ok(scope.restrict_live(&self.read(devices)?, devices))
+    }
     /// Sends one change.
     fn send(&mut self, change: &Change) -> Result<(), KernelError>;
     /// Sends changes that do not depend on the kernel's answers to each other (see

@@ -5,10 +5,12 @@
 //!
 //! * `netlink` — the rtnetlink codec and socket.
 //! * `model` — kernel objects and changes; `keys` — plan selectors → u32 keys.
-//! * `state` — live and target state; `diff` — the pure planner.
+//! * `state` — live and target state; `diff` — the pure planner; `state_scope` — the part
+//!   of a tree a narrow change works on.
 //! * `kernel` — the `Kernel` trait and its netlink implementation; `fake` an in-memory one.
 //! * `transaction` — the apply transaction and rollback, with a typed outcome.
-//! * `state_dir` — state directory, lock, records, pending confirmation.
+//! * `state_dir` — state directory, lock, records, pending confirmation; `state_applied` —
+//!   the applied target (`applied.json` and the scoped applies since, `applied.delta`).
 //! * `device_lock` — one lock per device (namespace, ifindex), whatever the state dir.
 //! * `safe_fs` — no symlink followed, exclusive temp files, trusted directories only.
 //! * `txn` — the journal, execution in windows, the return to a snapshot.
@@ -30,6 +32,8 @@ pub mod probe;
 pub mod resource;
 pub mod safe_fs;
 pub mod state;
+pub mod state_applied;
 pub mod state_dir;
+pub mod state_scope;
 pub mod transaction;
 pub mod txn;

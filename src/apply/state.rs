@@ -367,6 +367,22 @@ pub fn from_snapshot(snap: &Live, target_of_apply: &Target) -> Target {
     t
 }
 
+/// Whether `with_removals(new, previous)` adds anything.
+pub fn needs_removals(new: &Target, previous: &Target) -> bool {
+    previous
+        .links
+        .iter()
+        .any(|(name, l)| l.is_some() && !new.links.iter().any(|(n, _)| n == name))
+        || previous
+            .trees
+            .iter()
+            .any(|t| !new.trees.iter().any(|n| n.dev == t.dev))
+        || previous
+            .hooks
+            .iter()
+            .any(|(dev, _)| !new.hooks.iter().any(|(d, _)| d == dev))
+}
+
 /// `new`, plus the removal of what `previous` (the last applied target) installed on
 /// devices `new` no longer shapes: their HTB root, their redirect, their IFB.
 pub fn with_removals(mut new: Target, previous: &Target) -> Target {

@@ -11,10 +11,12 @@
 //!                        change, removed when it ends); found under the lock, it names
 //!                        an interrupted transaction, undone before anything else
 //! applied.json           the target of the last successful apply (for drift in status)
+//! applied.delta          scoped applies since applied.json was written (state_applied)
 //! pending.json           an unconfirmed apply: {"id", "deadline"} (see --confirm)
 //! txn/ID.json            the record: source, target, snapshot, resources
 //! txn/ID.outcome         how it ended: applied, rolled back, failed, …
 //! txn/ID.applied-before.json  the applied target it replaced (restored by rollback)
+//! txn/ID.applied-before.part  the same for a scoped apply: its scope as it was before
 //! txn/ID.reverter       flock(2) held by the process that reverts ID at its deadline
 //! txn/ID.journal         one JSON line per change, written before it is sent, with its
 //!                        inverse; a "done" line after it succeeded
@@ -91,7 +93,7 @@ pub(crate) fn io_err(what: &'static str, path: &Path, source: std::io::Error) ->
     }
 }
 
-fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, StateError> {
+pub(crate) fn encode<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, StateError> {
     serde_json::to_vec(v).map_err(|source| StateError::Encode { what, source })
 }
 
@@ -134,6 +136,10 @@ pub struct Record {
     /// Records written before `resources` existed kept the conflist here.
     #[serde(default, skip_serializing)]
     conflist: Option<crate::apply::conflist_file::ConflistRecord>,
+    /// A scoped transaction (`state_scope`): `target` and `snapshot` hold only the objects
+    /// in this scope (plus roots, hooks and links), the only ones it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<crate::apply::state_scope::Scope>,
 }
 
 impl Record {
@@ -148,6 +154,7 @@ impl Record {
             outcome: "applying".into(),
             resources,
             conflist: None,
+            scope: None,
         }
     }
 }
@@ -229,12 +236,12 @@ impl StateDir {
         Ok(Lock { _file: file })
     }
 
-    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
         let p = self.path.join(name);
         write_synced(&p, bytes).map_err(|e| io_err("cannot write", &p, e))
     }
 
-    fn read_json<T: serde::de::DeserializeOwned>(
+    pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,
     ) -> Result<Option<T>, StateError> {
@@ -248,7 +255,7 @@ impl StateDir {
         }
     }
 
-    fn remove(&self, name: &str) -> Result<(), StateError> {
+    pub(crate) fn remove(&self, name: &str) -> Result<(), StateError> {
         let p = self.path.join(name);
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(()),
@@ -287,14 +294,21 @@ impl StateDir {
 
     /// The record of the last transaction, if any.
     pub fn last(&self) -> Result<Option<Record>, StateError> {
+        match self.last_id()? {
+            Some(id) => self.record(&id),
+            None => Ok(None),
+        }
+    }
+
+    /// The id of the last transaction, if any.
+    pub fn last_id(&self) -> Result<Option<String>, StateError> {
         let p = self.path.join("last");
         let id = match safe_fs::read_to_string(&p) {
             Ok(s) => s.trim().to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("cannot read", &p, e)),
         };
-        let id = checked_id(&p, &id)?;
-        self.record(&id)
+        checked_id(&p, &id).map(Some)
     }
 
     pub fn set_last(&self, id: &str) -> Result<(), StateError> {
@@ -323,47 +337,15 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("cannot read", &p, e)),
         }
+        // The outcome file says how the last one ended without parsing its record (which
+        // holds a whole snapshot and can be megabytes).
+        if let Some(id) = self.last_id()?
+            && safe_fs::read_to_string(&self.path.join(format!("txn/{id}.outcome")))
+                .is_ok_and(|o| o.trim() != "applying")
+        {
+            return Ok(None);
+        }
         Ok(self.last()?.filter(|r| r.outcome == "applying"))
-    }
-
-    pub fn applied(&self) -> Result<Option<Target>, StateError> {
-        self.read_json("applied.json")
-    }
-
-    pub fn set_applied(&self, t: Option<&Target>) -> Result<(), StateError> {
-        match t {
-            Some(t) => {
-                let bytes = encode("the applied target", t)?;
-                if safe_fs::read(&self.path.join("applied.json")).is_ok_and(|b| b == bytes) {
-                    return Ok(());
-                }
-                self.write("applied.json", &bytes)
-            }
-            None => self.remove("applied.json"),
-        }
-    }
-
-    /// Makes `target` the applied one, keeping the one it replaces beside transaction `id`
-    /// (`txn/ID.applied-before.json`) for `restore_applied`.
-    pub fn replace_applied(&self, id: &str, target: &Target) -> Result<(), StateError> {
-        let old = self.path.join("applied.json");
-        let keep = self.path.join(format!("txn/{id}.applied-before.json"));
-        match std::fs::rename(&old, &keep) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("cannot keep", &old, e)),
-        }
-        self.set_applied(Some(target))
-    }
-
-    /// After a rollback of `id`: the applied target is again the one before it.
-    pub fn restore_applied(&self, id: &str) -> Result<(), StateError> {
-        let keep = self.path.join(format!("txn/{id}.applied-before.json"));
-        match safe_fs::read(&keep) {
-            Ok(b) => self.write("applied.json", &b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove("applied.json"),
-            Err(e) => Err(io_err("cannot read", &keep, e)),
-        }
     }
 
     /// Opens and locks `txn/ID.reverter` for the process that will revert `id` (the CLI

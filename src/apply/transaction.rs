@@ -7,6 +7,7 @@
 //! the operator go to an `Observer`, and the result is a typed `Outcome` (or an
 //! `ApplyError` when nothing was changed) that the CLI maps to an exit status.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use crate::apply::device_lock::{self, DeviceId, DeviceLocks, LockError};
@@ -15,7 +16,8 @@ use crate::apply::kernel::{Kernel, KernelError};
 use crate::apply::model::Change;
 use crate::apply::resource::{Recorded, Resource, ResourceError};
 use crate::apply::state::{self, Live, Target};
-use crate::apply::state_dir::{Pending, Record, StateDir, StateError, now};
+use crate::apply::state_dir::{self, Pending, Record, StateDir, StateError, now};
+use crate::apply::state_scope::Scope;
 use crate::apply::txn::{self, ExecError, Hooks, Journal, UndoError};
 use crate::exit::Exit;
 
@@ -54,6 +56,21 @@ pub struct Options<'a> {
     pub diff: diff::Options,
     pub confirm: Option<Confirm<'a>>,
     pub hooks: Hooks,
+    /// What a long-running caller knows of the kernel; `None`: nothing (read it all).
+    pub base: Option<Base<'a>>,
+}
+
+/// The last applied target, kept in memory by a caller that follows the kernel (the
+/// agent): the transaction uses it instead of reading `applied.json`, and, when it also
+/// knows which objects changed since the kernel last held `prev` wholly, works only on
+/// those and the objects the new target changes (`state_scope`).
+#[derive(Debug, Clone, Copy)]
+pub struct Base<'a> {
+    /// What `applied.json` holds (the target of the last successful apply).
+    pub prev: &'a Target,
+    /// The keys of the kernel objects that changed since the kernel last held `prev`
+    /// wholly; `None`: not known (the whole tree is diffed).
+    pub touched: Option<&'a Scope>,
 }
 
 /// Why an apply stopped before changing anything (exit 3).
@@ -143,6 +160,8 @@ pub struct Applied {
     pub confirm: Option<Duration>,
     /// The kernel holds the target but the state directory could not say so.
     pub unrecorded: Option<StateError>,
+    /// The scope the apply worked on (`None`: the whole tree), verified.
+    pub scope: Option<Scope>,
 }
 
 /// How an apply that got past its checks ended.
@@ -170,7 +189,20 @@ impl Outcome {
 /// Reads the devices of `target`; a device the policy names that does not exist (other
 /// than an IFB netqos creates) is an error.
 pub fn read_target(kernel: &mut dyn Kernel, target: &Target) -> Result<Live, ApplyError> {
-    let live = kernel.read(&target.devices())?;
+    read_target_scoped(kernel, target, None)
+}
+
+/// `read_target`, restricted to `scope` when there is one.
+pub fn read_target_scoped(
+    kernel: &mut dyn Kernel,
+    target: &Target,
+    scope: Option<&Scope>,
+) -> Result<Live, ApplyError> {
+    let devices = target.devices();
+    let live = match scope {
+        Some(s) => kernel.read_scoped(&devices, s)?,
+        None => kernel.read(&devices)?,
+    };
     for d in &live.devs {
         let created = target
             .links
@@ -196,10 +228,13 @@ pub struct Transaction<'a> {
 }
 
 /// The part of a transaction after the record: what undo needs.
-struct Started {
+struct Started<'t> {
     record: Record,
     changes: Vec<Change>,
     started: Instant,
+    /// A scoped record's target is a part; this is the whole target, and the part of the
+    /// previous one it replaces.
+    whole: Option<(Cow<'t, Target>, Target)>,
 }
 
 impl<'a> Transaction<'a> {
@@ -244,8 +279,115 @@ impl<'a> Transaction<'a> {
     }
 
     /// Runs the transaction to `target` (the caller holds the state directory's lock).
-    pub fn apply(mut self, target: Target) -> Result<Outcome, ApplyError> {
-        let _locks = self.lock(&target)?;
+    pub fn apply(self, target: Target) -> Result<Outcome, ApplyError> {
+        self.apply_cow(Cow::Owned(target))
+    }
+
+    /// `apply`, without taking the target (a caller that keeps it: the agent).
+    pub fn apply_ref(self, target: &Target) -> Result<Outcome, ApplyError> {
+        self.apply_cow(Cow::Borrowed(target))
+    }
+
+    fn apply_cow(mut self, target: Cow<'_, Target>) -> Result<Outcome, ApplyError> {
+        let base = self.options.base;
+        let stored = match base {
+            Some(_) => None,
+            None => self.dir.applied().ok().flatten(),
+        };
+        let _locks = self.lock(&target, base.map(|b| b.prev).or(stored.as_ref()))?;
+        let recovered = self.recover()?;
+        // Devices the last applied policy shaped and this one does not: remove netqos's
+        // tree, redirect and IFB there too. (Read again: a revert may have changed it.)
+        let stored = match (base, recovered) {
+            (Some(_), false) => None,
+            _ => self.dir.applied().ok().flatten(),
+        };
+        let prev = match (base, recovered) {
+            (Some(b), false) => Some(b.prev),
+            _ => stored.as_ref(),
+        };
+        let target = match prev {
+            Some(p) if state::needs_removals(&target, p) => {
+                Cow::Owned(state::with_removals(target.into_owned(), p))
+            }
+            _ => target,
+        };
+        let scope = match (base, recovered) {
+            (Some(b), false) => b.touched.and_then(|t| {
+                let mut s = Scope::between(b.prev, &target)?;
+                s.merge(t);
+                Some(s)
+            }),
+            _ => None,
+        };
+        let started = Instant::now();
+        let (live, scope) = match (scope, prev) {
+            (Some(s), Some(p)) => {
+                let (live, s) = self.read_scope(&target, s, p)?;
+                (live, Some(s))
+            }
+            _ => (read_target(self.kernel, &target)?, None),
+        };
+        self.warn_default_route(&target);
+        self.phase("read");
+        let part = scope.as_ref().map(|s| s.restrict_target(&target));
+        let changes = diff::diff(&live, part.as_ref().unwrap_or(&target), self.options.diff)?;
+        let recorded = self.record_resources()?;
+        let before = match (&scope, prev) {
+            (Some(s), Some(p)) => Some(s.restrict_target(p)),
+            _ => None,
+        };
+        if changes.is_empty() && recorded.is_empty() {
+            match (&scope, part, before) {
+                (Some(s), Some(part), Some(before)) if part != before => {
+                    self.dir
+                        .patch_applied(&state_dir::new_id(), s, &part, &before, &target)?;
+                }
+                (Some(_), _, _) => {}
+                (None, _, _) => self.dir.set_applied(Some(&target))?,
+            }
+            return Ok(Outcome::Unchanged);
+        }
+        let (record_target, whole) = match (part, before) {
+            (Some(part), Some(before)) => (part, Some((target, before))),
+            _ => (target.into_owned(), None),
+        };
+        let mut record = Record::new(&self.options.source, record_target, live, recorded);
+        record.scope = scope;
+        let mut journal = self.start(&record)?;
+        self.phase("diff and snapshot");
+        let mut run = Started {
+            record,
+            changes,
+            started,
+            whole,
+        };
+        let result = self.run(&run, &mut journal);
+        Ok(self.finish(&mut run, result))
+    }
+
+    /// Reads the objects in `scope` and the classes above them (`Scope::ancestors`).
+    fn read_scope(
+        &mut self,
+        target: &Target,
+        scope: Scope,
+        prev: &Target,
+    ) -> Result<(Live, Scope), ApplyError> {
+        let live = read_target_scoped(self.kernel, target, Some(&scope))?;
+        let above = scope.ancestors(&live, prev);
+        if above.is_empty() {
+            return Ok((live, scope));
+        }
+        let mut scope = scope;
+        scope.merge(&above);
+        let live = read_target_scoped(self.kernel, target, Some(&scope))?;
+        Ok((live, scope))
+    }
+
+    /// Undoes an interrupted transaction and reverts an unconfirmed one whose window
+    /// closed, first; returns whether it did either.
+    fn recover(&mut self) -> Result<bool, ApplyError> {
+        let mut recovered = false;
         if let Some(rec) = self.dir.interrupted()? {
             let n = undo_interrupted_locked(self.kernel, self.dir, &rec).map_err(|error| {
                 ApplyError::Interrupted {
@@ -258,42 +400,17 @@ impl<'a> Transaction<'a> {
                  ({n} change(s))",
                 rec.id, rec.source
             ));
+            recovered = true;
         }
-        self.close_window()?;
-        // Devices the last applied policy shaped and this one does not: remove netqos's
-        // tree, redirect and IFB there too.
-        let target = match self.dir.applied().ok().flatten() {
-            Some(prev) => state::with_removals(target, &prev),
-            None => target,
-        };
-        let started = Instant::now();
-        let live = read_target(self.kernel, &target)?;
-        self.warn_default_route(&target);
-        self.phase("read");
-        let changes = diff::diff(&live, &target, self.options.diff)?;
-        let recorded = self.record_resources()?;
-        if changes.is_empty() && recorded.is_empty() {
-            self.dir.set_applied(Some(&target))?;
-            return Ok(Outcome::Unchanged);
-        }
-        let record = Record::new(&self.options.source, target, live, recorded);
-        let mut journal = self.start(&record)?;
-        self.phase("diff and snapshot");
-        let mut run = Started {
-            record,
-            changes,
-            started,
-        };
-        let result = self.run(&run, &mut journal);
-        Ok(self.finish(&mut run, result))
+        Ok(self.close_window()? || recovered)
     }
 
     /// Locks every device this apply may change: the target's, the last applied policy's,
     /// and those of an interrupted or unconfirmed transaction it may undo first.
-    fn lock(&mut self, target: &Target) -> Result<DeviceLocks, ApplyError> {
+    fn lock(&mut self, target: &Target, prev: Option<&Target>) -> Result<DeviceLocks, ApplyError> {
         let mut names = target.devices();
         // Those the last applied policy shaped (their trees go when this one drops them).
-        if let Some(prev) = self.dir.applied().ok().flatten() {
+        if let Some(prev) = prev {
             names.extend(prev.devices());
         }
         if let Some(r) = self.dir.interrupted()? {
@@ -314,9 +431,9 @@ impl<'a> Transaction<'a> {
 
     /// An earlier apply awaiting confirmation: refused while its window is open (or its
     /// reverter is at work); reverted here when the window closed and its reverter is gone.
-    fn close_window(&mut self) -> Result<(), ApplyError> {
+    fn close_window(&mut self) -> Result<bool, ApplyError> {
         let Some(p) = self.dir.pending()? else {
-            return Ok(());
+            return Ok(false);
         };
         if now() < p.deadline || self.dir.reverter_alive(&p.id) {
             return Err(ApplyError::Pending {
@@ -346,7 +463,7 @@ impl<'a> Transaction<'a> {
             p.id,
             now().saturating_sub(p.deadline)
         ));
-        Ok(())
+        Ok(true)
     }
 
     /// Says so when a device the target shapes carries a default route and neither a
@@ -418,7 +535,8 @@ impl<'a> Transaction<'a> {
         txn::execute(self.kernel, &run.changes, journal, self.options.hooks)
             .map_err(|(n, e)| (n, FailError::Exec(e)))?;
         self.phase("send");
-        self.verify(&run.record.target).map_err(|e| (total, e))?;
+        self.verify(&run.record.target, run.record.scope.as_ref())
+            .map_err(|e| (total, e))?;
         self.phase("verify");
         for i in 0..self.resources.len() {
             match self.resources[i].apply(&self.dir.path) {
@@ -435,14 +553,16 @@ impl<'a> Transaction<'a> {
 
     /// Reads the devices back: the kernel must now hold the target (a change it accepted
     /// but applied differently, or another writer in between, fails the apply).
-    fn verify(&mut self, target: &Target) -> Result<(), FailError> {
+    fn verify(&mut self, target: &Target, scope: Option<&Scope>) -> Result<(), FailError> {
         if let Some((name, ifindex)) = moved(self.kernel, &self.pinned) {
             return Err(FailError::DeviceChanged { name, ifindex });
         }
-        let live = self
-            .kernel
-            .read(&target.devices())
-            .map_err(FailError::VerifyRead)?;
+        let devices = target.devices();
+        let live = match scope {
+            Some(s) => self.kernel.read_scoped(&devices, s),
+            None => self.kernel.read(&devices),
+        }
+        .map_err(FailError::VerifyRead)?;
         let left = diff::diff(&live, target, self.options.diff)
             .map_err(|e| FailError::VerifyDiff(Box::new(e)))?;
         match left.first() {
@@ -499,7 +619,12 @@ impl<'a> Transaction<'a> {
             dir.set_outcome(&mut run.record, "applied")
                 .and_then(|()| dir.set_last(&id))
                 .and_then(|()| dir.set_current(None))
-                .and_then(|()| dir.replace_applied(&id, &run.record.target))
+                .and_then(|()| match (&run.whole, &run.record.scope) {
+                    (Some((whole, before)), Some(scope)) => {
+                        dir.patch_applied(&id, scope, &run.record.target, before, whole)
+                    }
+                    _ => dir.replace_applied(&id, &run.record.target),
+                })
         }
         .err();
         self.phase("record");
@@ -509,6 +634,7 @@ impl<'a> Transaction<'a> {
             elapsed: run.started.elapsed(),
             confirm: self.options.confirm.as_ref().map(|c| c.window),
             unrecorded,
+            scope: run.record.scope.clone(),
         }
     }
 }
@@ -561,7 +687,13 @@ fn undo_observed(
     inverses: &[Change],
     observer: &mut dyn Observer,
 ) -> Result<usize, UndoError> {
-    let n = txn::restore(kernel, &record.snapshot, &record.target, inverses)?;
+    let n = txn::restore(
+        kernel,
+        &record.snapshot,
+        &record.target,
+        record.scope.as_ref(),
+        inverses,
+    )?;
     for r in record.resources.iter().rev() {
         match r.undo() {
             Ok(Some(line)) => observer.note(&line),

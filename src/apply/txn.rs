@@ -22,6 +22,7 @@ use crate::apply::kernel::{Kernel, KernelError, batchable};
 use crate::apply::model::Change;
 use crate::apply::state::{self, Live, Target};
 use crate::apply::state_dir::{StateDir, StateError, io_err};
+use crate::apply::state_scope::Scope;
 
 const JOURNAL_SYNC: usize = 1024;
 
@@ -335,12 +336,14 @@ pub fn execute(
 
 /// Returns the devices of `record` to its snapshot: first the journal's inverses (newest
 /// first; objects already in the wanted state are fine), then whatever a fresh diff
-/// against the snapshot still finds, until the live state equals the snapshot. Returns
-/// the number of changes sent.
+/// against the snapshot still finds, until the live state equals the snapshot. A scoped
+/// record (`scope`) snapshot only the objects in its scope, the only ones it changed:
+/// those are compared and returned. Returns the number of changes sent.
 pub fn restore(
     kernel: &mut dyn Kernel,
     snapshot: &Live,
     target: &Target,
+    scope: Option<&Scope>,
     inverses: &[Change],
 ) -> Result<usize, UndoError> {
     let mut sent = 0;
@@ -356,8 +359,12 @@ pub fn restore(
     let opts = Options {
         replace_foreign: true,
     };
+    let read = |k: &mut dyn Kernel| match scope {
+        Some(s) => k.read_scoped(&devices, s),
+        None => k.read(&devices),
+    };
     for _ in 0..3 {
-        let live = kernel.read(&devices).map_err(UndoError::Read)?;
+        let live = read(kernel).map_err(UndoError::Read)?;
         let changes = diff::diff(&live, &want, opts)?;
         if changes.is_empty() {
             return Ok(sent);
@@ -367,7 +374,7 @@ pub fn restore(
             sent += 1;
         }
     }
-    let live = kernel.read(&devices).map_err(UndoError::Read)?;
+    let live = read(kernel).map_err(UndoError::Read)?;
     match diff::diff(&live, &want, opts)?.as_slice() {
         [] => Ok(sent),
         left => Err(UndoError::Left {

@@ -17,6 +17,7 @@ use netqos::agent::http::{Pages, Server};
 use netqos::agent::metrics::{self, Exposition};
 use netqos::agent::mirrored::Mirrored;
 use netqos::apply::state_dir::StateDir;
+use netqos::apply::transaction::Base;
 
 pub struct Args<'a> {
     pub file: &'a Path,
@@ -33,6 +34,11 @@ struct CliHost<'a> {
     args: &'a Args<'a>,
     dir: StateDir,
     ui: Ui,
+    /// The hash of the policy whose class names `classes.json` holds.
+    saved_classes: Option<String>,
+    /// An apply of a policy without pod rules left no nftables table of netqos's: later
+    /// applies of such policies need not list it (two `nft` runs) again.
+    nft_clean: bool,
 }
 
 fn rendered(diags: &[netqos::diagnostic::Diagnostic], src: &netqos::report::Source) -> String {
@@ -99,7 +105,13 @@ impl Host for CliHost<'_> {
         })
     }
 
-    fn apply(&mut self, kernel: &mut Mirrored, policy: &Policy, repair: bool) -> Applied {
+    fn apply(
+        &mut self,
+        kernel: &mut Mirrored,
+        policy: &Policy,
+        base: Option<Base<'_>>,
+        repair: bool,
+    ) -> Applied {
         let opts = netqos::apply::diff::Options {
             replace_foreign: repair || self.args.replace_foreign,
         };
@@ -110,15 +122,21 @@ impl Host for CliHost<'_> {
                 }
             }
         }
-        let r = transact(
-            kernel,
-            &self.dir,
-            policy,
+        let nft = policy.nft.want.is_some() || !self.nft_clean;
+        let how = How {
             opts,
-            &self.args.file.display().to_string(),
-        );
-        if matches!(r, Applied::Applied(_) | Applied::Unchanged) {
-            let _ = save_classes(&self.dir, &policy.classes);
+            base,
+            nft,
+            source: self.args.file.display().to_string(),
+        };
+        let r = transact(kernel, &self.dir, policy, how);
+        if matches!(r, Applied::Applied(..) | Applied::Unchanged) {
+            self.nft_clean = policy.nft.want.is_none();
+            if self.saved_classes.as_ref() != Some(&policy.hash)
+                && save_classes(&self.dir, &policy.classes).is_ok()
+            {
+                self.saved_classes = Some(policy.hash.clone());
+            }
         }
         r
     }
@@ -151,8 +169,8 @@ impl Host for CliHost<'_> {
     }
 }
 
-/// The names of the applied classes, for `status --format prometheus`.
-fn save_classes(dir: &StateDir, classes: &[metrics::ClassInfo]) -> std::io::Result<()> {
+/// The names of the applied classes, for `status --format prometheus` and `top`.
+pub fn save_classes(dir: &StateDir, classes: &[metrics::ClassInfo]) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(classes).map_err(std::io::Error::other)?;
     let p = dir.path.join("classes.json");
     if std::fs::read(&p).is_ok_and(|b| b == bytes) {
@@ -161,22 +179,31 @@ fn save_classes(dir: &StateDir, classes: &[metrics::ClassInfo]) -> std::io::Resu
     netqos::apply::state_dir::write_synced(&p, &bytes)
 }
 
+/// Removes the saved class names (after a rollback: they named the policy undone).
+pub fn forget_classes(dir: &StateDir) {
+    let _ = std::fs::remove_file(dir.path.join("classes.json"));
+}
+
 /// The names of the applied classes, if an agent or apply saved them.
 pub fn load_classes(dir: &StateDir) -> Option<Vec<metrics::ClassInfo>> {
     let b = std::fs::read(dir.path.join("classes.json")).ok()?;
     serde_json::from_slice(&b).ok()
 }
 
-/// Applies `policy` through the library's apply transaction on top of the mirrored
-/// kernel (its snapshot and read-back come from the mirror), with the conflist (and the
-/// netqos CNI plugin a conflist names) as resources, as `netqos apply` does.
-fn transact(
-    kernel: &mut Mirrored,
-    dir: &StateDir,
-    policy: &Policy,
+/// How the agent runs one transaction.
+struct How<'b> {
     opts: netqos::apply::diff::Options,
-    source: &str,
-) -> Applied {
+    base: Option<Base<'b>>,
+    /// Whether netqos's nftables table is a resource of this apply.
+    nft: bool,
+    source: String,
+}
+
+/// Applies `policy` through the library's apply transaction on top of the mirrored
+/// kernel (its snapshot and read-back come from the mirror; with a base, of the objects
+/// that changed only), with the conflist (and the netqos CNI plugin a conflist names) as
+/// resources, as `netqos apply` does.
+fn transact(kernel: &mut Mirrored, dir: &StateDir, policy: &Policy, how: How<'_>) -> Applied {
     use netqos::apply::conflist_file::{ConflistFile, Prepared, prepare};
     use netqos::apply::transaction::{Observer, Outcome, Transaction};
     struct Timed(super::timings::Timings);
@@ -202,14 +229,18 @@ fn transact(
         _ => None,
     };
     let options = netqos::apply::transaction::Options {
-        source: source.to_string(),
-        diff: opts,
+        source: how.source,
+        diff: how.opts,
         confirm: None,
         hooks: super::apply::hooks_from_env(),
+        base: how.base,
     };
     let mut observer = Timed(super::timings::Timings::from_env());
-    // netqos's nftables table first, as `netqos apply` orders it.
-    let mut t = Transaction::new(kernel, dir, options).resource(policy.nft.clone());
+    let mut t = Transaction::new(kernel, dir, options);
+    if how.nft {
+        // netqos's nftables table first, as `netqos apply` orders it.
+        t = t.resource(policy.nft.clone());
+    }
     if let Some(c) = conflist {
         let bin_dir = netqos::apply::cni_plugin::bin_dir_for(
             policy.pods.as_ref().unwrap_or(&Default::default()),
@@ -221,11 +252,11 @@ fn transact(
         }
         t = t.resource(c);
     }
-    match t.observer(&mut observer).apply(policy.target.clone()) {
+    match t.observer(&mut observer).apply_ref(&policy.target) {
         Err(e) => Applied::NotStarted(e.to_string()),
         Ok(Outcome::Unchanged) => Applied::Unchanged,
         Ok(Outcome::Applied(a)) => match a.unrecorded {
-            None => Applied::Applied(a.changes),
+            None => Applied::Applied(a.changes, a.scope),
             // The kernel holds it but the state directory does not say so: an error to
             // see, not a success to forget.
             Some(e) => Applied::NotStarted(format!(
@@ -371,6 +402,8 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
         args: a,
         dir: dir.clone(),
         ui,
+        saved_classes: None,
+        nft_clean: false,
     };
     match daemon::run(&mut host, &mut kernel, &config, &shared, &signals) {
         Ok(()) => Exit::Ok,

@@ -193,6 +193,7 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             reverter: &Detached,
         }),
         hooks: hooks_from_env(),
+        base: None,
     };
     // netqos's nftables table first: its priorities name the classes the tree now holds.
     let mut t = Transaction::new(&mut kernel, &dir, options).resource(loaded.nft);
@@ -223,7 +224,16 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             eprintln!("netqos: {e}");
             e.exit()
         }
-        Ok(outcome) => report(&outcome, &loaded.name, ui),
+        Ok(outcome) => {
+            if matches!(outcome, Outcome::Unchanged | Outcome::Applied(_)) {
+                // The names `status` and `top` show, as the agent saves them (else they
+                // would be those of whatever policy an agent applied last).
+                if let Err(e) = super::agent::save_classes(&dir, &loaded.classes) {
+                    eprintln!("netqos: warning: cannot save the class names: {e}");
+                }
+            }
+            report(&outcome, &loaded.name, ui)
+        }
     }
 }
 

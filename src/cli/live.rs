@@ -45,6 +45,8 @@ pub struct Loaded {
     pub pods: Option<netqos::model::Pods>,
     /// netqos's nftables table as the policy wants it.
     pub nft: netqos::apply::nft_table::NftTable,
+    /// The policy's classes by name (`classes.json`, for `status` and `top`).
+    pub classes: Vec<netqos::agent::metrics::ClassInfo>,
 }
 
 /// Checks and lowers a policy into its target state (one parse and check: at 10,000
@@ -89,6 +91,7 @@ pub fn load_target(file: &Path, vars: &VarArgs, ui: Ui) -> Result<Loaded, Exit> 
         name: src.name,
         pods: checked.model.pods.filter(netqos::model::Pods::for_cni),
         nft: netqos::apply::nft_table::NftTable::for_plan(checked.plan.pod_rules.as_ref()),
+        classes: netqos::agent::metrics::classes_of(&checked.plan),
     })
 }
 

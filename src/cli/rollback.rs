@@ -32,6 +32,9 @@ fn restore_last(dir: &StateDir, record: &mut Record, reason: &str, ui: Ui) -> Ex
             if let Some(e) = &done.unrecorded {
                 eprintln!("netqos: {e}");
             }
+            // The class names were those of the policy undone: `status` and `top` fall
+            // back to the applied target's class ids.
+            super::agent::forget_classes(dir);
             if !ui.quiet {
                 outln!(
                     "{reason}: transaction {} undone with {} change(s); the devices are as \
