@@ -422,7 +422,16 @@ mod invariants {
 /// the targets' checks: policies, then conflists with the target's mode byte (bit 0: the
 /// policy sets limits; bit 1: also the artefacts of examples/pods.nq's `pods` block).
 const FOUND_POLICIES: &[&str] = &[];
-const FOUND_CONFLISTS: &[(u8, &str)] = &[];
+const FOUND_CONFLISTS: &[(u8, &str)] = &[
+    // NQ034 (not valid JSON) labelled bytes 4..5, half of the two-byte 'ޓ' serde_json
+    // stopped at: the label now covers the whole character.
+    (
+        b'1',
+        "{\n  \u{793}ame\":\"cbr0\",\n  \"cniVersion\":\"1.\"cniVersion\"ns\"s\":[\n    { \"\"delegate\"nnel\", \"delegate\":{ \"h0{\"cniVersioain\"r:",
+    ),
+    (b'0', "{\n  \u{793}"),
+    (b'0', "\u{e9}"),
+];
 
 fn pods_example() -> netqos::model::Pods {
     let src = std::fs::read_to_string(root().join("examples/pods.nq")).unwrap();
