@@ -883,3 +883,67 @@ fn a_device_renamed_mid_apply_is_reported_and_rollback_works_once_renamed_back()
         lab.dump()
     );
 }
+
+/// A compiled apply script and a live apply in one namespace never interleave: the script
+/// waits for (here: gives up on, after NETQOS_LOCK_WAIT) a live apply that is changing a
+/// device, and a live apply is refused while a script holds the namespace (its `flock` on
+/// `/run/netqos/dev/ns-NETNS.lock`, taken here by the same command). Nothing is changed
+/// by the refused one.
+#[test]
+fn a_script_and_a_live_apply_in_one_namespace_exclude_each_other() {
+    let Some(lab) = Lab::new("scriptlive") else {
+        return;
+    };
+    let pristine = lab.dump();
+    let p = write_policy(&lab, "p.nq", POLICY);
+    let out = lab.state.with_file_name("out");
+    lab.netqos_ok(&[
+        "compile",
+        p.to_str().unwrap(),
+        "--emit",
+        "tc",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let script = out.join("netqos-apply.sh");
+    let mut live = lab
+        .netqos(&["apply", p.to_str().unwrap()])
+        .env("NETQOS_PAUSE_AFTER", "3")
+        .env("NETQOS_PAUSE_SECS", "4")
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let (_, refused) = lab.ns.sh(&format!(
+        "NETQOS_LOCK_WAIT=1 sh {} 2>&1; echo \"exit $?\"",
+        script.display()
+    ));
+    assert!(
+        refused.contains("another netqos") && refused.ends_with("exit 3\n"),
+        "{refused}"
+    );
+    assert!(live.wait().unwrap().success(), "the live apply finishes");
+    lab.netqos_ok(&["rollback"]);
+    assert_eq!(lab.dump(), pristine);
+    // The script's own lock, held for three seconds.
+    let mut holder = lab
+        .ns
+        .command("sh")
+        .args([
+            "-c",
+            "mkdir -p /run/netqos/dev && \
+             flock /run/netqos/dev/ns-$(stat -L -c %i /proc/self/ns/net).lock sleep 3",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    lab.netqos(&["apply", p.to_str().unwrap()])
+        .code(3)
+        .text_has("a netqos apply or rollback script");
+    assert_eq!(lab.dump(), pristine, "the refused apply changed nothing");
+    assert!(holder.wait().unwrap().success());
+    lab.netqos_ok(&["apply", p.to_str().unwrap()]);
+    lab.netqos_ok(&["rollback"]);
+}

@@ -4,6 +4,10 @@
 //! the confirm revert, an agent). A dead holder releases it. flock belongs to the open file,
 //! so two transactions of one long-running process exclude each other as two processes do.
 //! Locks are taken in (namespace, ifindex) order, so two holders never wait on each other.
+//! Before its devices, a holder takes `/run/netqos/dev/ns-NETNS.lock` *shared* for each
+//! namespace: the apply and rollback scripts take that lock exclusively, so a script and a
+//! live change never interleave in one namespace while live changes of different devices
+//! still run side by side.
 
 use std::fs::File;
 use std::io::Write;
@@ -54,6 +58,8 @@ impl LockError {
 /// The held device locks; released when dropped.
 #[derive(Debug, Default)]
 pub struct DeviceLocks {
+    /// The namespace locks, held shared.
+    namespaces: Vec<File>,
     held: Vec<(DeviceId, File)>,
 }
 
@@ -75,6 +81,18 @@ impl DeviceLocks {
         sorted.sort_by_key(|(_, id)| *id);
         sorted.dedup_by_key(|(_, id)| *id);
         let mut locks = DeviceLocks::default();
+        let mut namespaces: Vec<u64> = sorted.iter().map(|(_, id)| id.netns).collect();
+        namespaces.dedup();
+        for netns in namespaces {
+            let device = sorted
+                .iter()
+                .find(|(_, id)| id.netns == netns)
+                .map_or("", |(name, _)| name.as_str());
+            let path = dir.join(format!("ns-{netns}.lock"));
+            locks
+                .namespaces
+                .push(lock_file(dir, &path, device, wait, Mode::Shared)?);
+        }
         for (name, id) in sorted {
             let file = lock_one(dir, name, *id, wait)?;
             let mut f = &file;
@@ -87,9 +105,25 @@ impl DeviceLocks {
 
 fn lock_one(dir: &Path, device: &str, id: DeviceId, wait: bool) -> Result<File, LockError> {
     let path = dir.join(format!("{}-{}.lock", id.netns, id.ifindex));
+    lock_file(dir, &path, device, wait, Mode::Exclusive)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Shared,
+    Exclusive,
+}
+
+fn lock_file(
+    dir: &Path,
+    path: &Path,
+    device: &str,
+    wait: bool,
+    mode: Mode,
+) -> Result<File, LockError> {
     let io = |source| LockError::Io {
         device: device.to_string(),
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
     create_private_dir(dir).map_err(io)?;
@@ -106,20 +140,25 @@ fn lock_one(dir: &Path, device: &str, id: DeviceId, wait: bool) -> Result<File, 
         .write(true)
         .mode(0o600)
         .custom_flags(nofollow())
-        .open(&path)
+        .open(path)
         .map_err(io)?;
-    if wait {
-        file.lock().map_err(io)?;
-        return Ok(file);
-    }
-    match file.try_lock() {
+    let taken = match (mode, wait) {
+        (Mode::Exclusive, true) => return file.lock().map(|()| file).map_err(io),
+        (Mode::Shared, true) => return file.lock_shared().map(|()| file).map_err(io),
+        (Mode::Exclusive, false) => file.try_lock(),
+        (Mode::Shared, false) => file.try_lock_shared(),
+    };
+    match taken {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Busy {
             device: device.to_string(),
-            holder: std::fs::read_to_string(&path)
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty()),
+            holder: match mode {
+                Mode::Shared => Some("a netqos apply or rollback script".to_string()),
+                Mode::Exclusive => std::fs::read_to_string(path)
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty()),
+            },
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
     }
@@ -183,6 +222,26 @@ mod tests {
         assert_eq!(held.ids(), [id]);
         drop(held);
         DeviceLocks::acquire(&dir, &devs, false, "process 2").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn live_changes_share_the_namespace_and_a_script_holding_it_refuses_them() {
+        let dir = std::env::temp_dir().join(format!("netqos-nslock-{}", std::process::id()));
+        let dev = |ifindex| DeviceId { netns: 9, ifindex };
+        let eth0 = [("eth0".to_string(), dev(2))];
+        let eth1 = [("eth1".to_string(), dev(3))];
+        // Two live changes of different devices in one namespace run side by side.
+        let a = DeviceLocks::acquire(&dir, &eth0, false, "apply").unwrap();
+        let b = DeviceLocks::acquire(&dir, &eth1, false, "agent").unwrap();
+        drop((a, b));
+        // A script holds the namespace lock exclusively, as `flock 9` in the scripts does.
+        let script = File::create(dir.join("ns-9.lock")).unwrap();
+        script.lock().unwrap();
+        let e = DeviceLocks::acquire(&dir, &eth0, false, "apply").unwrap_err();
+        assert!(e.to_string().contains("script"), "{e}");
+        drop(script);
+        DeviceLocks::acquire(&dir, &eth0, false, "apply").unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -30,6 +30,8 @@ pub const REDIRECT_PRIO: u16 = 65261;
 
 const APPLY_TEMPLATE: &str = include_str!("templates/apply.sh.j2");
 const ROLLBACK_TEMPLATE: &str = include_str!("templates/rollback.sh.j2");
+/// The locks both scripts take (`{% include "locks" %}`; overridden templates may too).
+const LOCKS_TEMPLATE: &str = include_str!("templates/locks.sh.j2");
 
 /// Templates, built in or overridden from a directory (`--templates DIR`).
 #[derive(Debug, Clone, Default)]
@@ -63,6 +65,7 @@ fn env<'a>(templates: &'a Templates) -> Result<Environment<'a>, minijinja::Error
         "rollback",
         templates.rollback.as_deref().unwrap_or(ROLLBACK_TEMPLATE),
     )?;
+    env.add_template("locks", LOCKS_TEMPLATE)?;
     Ok(env)
 }
 

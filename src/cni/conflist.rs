@@ -445,35 +445,22 @@ fn static_span(node: &Node, keys: &[&str]) -> Span {
 
 /// The original text with the entry inserted after `main`, laid out like its neighbours.
 fn insert_after(text: &str, main: &Node) -> String {
-    let before = &text[..main.span.start];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let lead = &before[line_start..];
-    let own_line = lead.chars().all(|c| c == ' ' || c == '\t');
     let element = &text[main.span.start..main.span.end];
-    let entry = if own_line && element.contains('\n') {
-        // Multi-line element: use its indentation and the step of its first member.
-        // The step is whatever the first member's indentation adds to the element's (tabs
-        // stay tabs).
-        let step = main
-            .get("type")
-            .and_then(|m| {
-                let b = &text[..m.key_span.start];
-                let ls = b.rfind('\n').map_or(0, |i| i + 1);
-                b[ls..].strip_prefix(lead).map(str::to_string)
-            })
-            .filter(|s| !s.is_empty() && s.chars().all(|c| c == ' ' || c == '\t'))
-            .unwrap_or_else(|| "  ".to_string());
-        let inner = format!("{lead}{step}");
-        let inner2 = format!("{inner}{step}");
-        format!(
-            ",\n{lead}{{\n{inner}\"type\": \"bandwidth\",\n{inner}\"capabilities\": {{\n{inner2}\"bandwidth\": true\n{inner}}}\n{lead}}}"
-        )
-    } else if own_line {
-        format!(
+    let entry = match main.layout(text, "type") {
+        // Multi-line element: its indentation and the step of its first member.
+        (Some(lead), step) if element.contains('\n') => {
+            let inner = format!("{lead}{step}");
+            let inner2 = format!("{inner}{step}");
+            format!(
+                ",\n{lead}{{\n{inner}\"type\": \"bandwidth\",\n{inner}\"capabilities\": {{\n{inner2}\"bandwidth\": true\n{inner}}}\n{lead}}}"
+            )
+        }
+        (Some(lead), _) => format!(
             ",\n{lead}{{ \"type\": \"bandwidth\", \"capabilities\": {{ \"bandwidth\": true }} }}"
-        )
-    } else {
-        ", {\"type\": \"bandwidth\", \"capabilities\": {\"bandwidth\": true}}".to_string()
+        ),
+        (None, _) => {
+            ", {\"type\": \"bandwidth\", \"capabilities\": {\"bandwidth\": true}}".to_string()
+        }
     };
     let mut out = String::with_capacity(text.len() + entry.len());
     out.push_str(&text[..main.span.end]);

@@ -48,6 +48,33 @@ impl Node {
             _ => None,
         }
     }
+
+    /// How this element is laid out in `text`: the indentation of its line (`None`: it is
+    /// not on a line of its own) and the step its members add, read off the indentation of
+    /// its member `first` (tabs stay tabs; two spaces when that says nothing).
+    #[must_use]
+    pub fn layout(&self, text: &str, first: &str) -> (Option<String>, String) {
+        let lead = line_lead(text, self.span.start);
+        if !is_blank(lead) {
+            return (None, "  ".into());
+        }
+        let step = self
+            .get(first)
+            .and_then(|m| line_lead(text, m.key_span.start).strip_prefix(lead))
+            .filter(|s| !s.is_empty() && is_blank(s))
+            .unwrap_or("  ");
+        (Some(lead.to_string()), step.to_string())
+    }
+}
+
+/// The text of the line before byte `at`.
+fn line_lead(text: &str, at: usize) -> &str {
+    let before = &text[..at];
+    &before[before.rfind('\n').map_or(0, |i| i + 1)..]
+}
+
+fn is_blank(s: &str) -> bool {
+    s.chars().all(|c| c == ' ' || c == '\t')
 }
 
 /// Scans a whole JSON document.

@@ -278,32 +278,11 @@ fn add_patch(text: &str, bw: &Node, at: usize, mut tests: Vec<Op>, want: &Value)
     }
 }
 
-/// How the element `node` is laid out: the indentation of its line, and the step its
-/// members add (`None`: it is not on a line of its own).
-fn layout(text: &str, node: &Node) -> (Option<String>, String) {
-    let before = &text[..node.span.start];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let lead = &before[line_start..];
-    if !lead.chars().all(|c| c == ' ' || c == '\t') {
-        return (None, "  ".into());
-    }
-    let step = node
-        .get("type")
-        .and_then(|m| {
-            let b = &text[..m.key_span.start];
-            let ls = b.rfind('\n').map_or(0, |i| i + 1);
-            b[ls..].strip_prefix(lead).map(str::to_string)
-        })
-        .filter(|s| !s.is_empty() && s.chars().all(|c| c == ' ' || c == '\t'))
-        .unwrap_or_else(|| "  ".to_string());
-    (Some(lead.to_string()), step)
-}
-
 /// `value` laid out like `like`: multi-line with its step when it spans lines, else on one
 /// line with spaces.
 fn render(text: &str, like: &Node, value: &Value) -> String {
     let element = &text[like.span.start..like.span.end];
-    let (lead, step) = layout(text, like);
+    let (lead, step) = like.layout(text, "type");
     match lead {
         Some(lead) if element.contains('\n') => {
             let mut buf = Vec::new();
@@ -330,7 +309,7 @@ fn render(text: &str, like: &Node, value: &Value) -> String {
 
 /// The text with `value` inserted as the next element after `node`.
 fn insert_after(text: &str, node: &Node, value: &Value) -> String {
-    let (lead, _) = layout(text, node);
+    let (lead, _) = node.layout(text, "type");
     let rendered = render(text, node, value);
     let sep = match lead {
         Some(lead) => format!(",\n{lead}"),
