@@ -444,6 +444,7 @@ fn inputs_libfuzzer_found_stay_fixed() {
     let pods = pods_example();
     for text in FOUND_POLICIES {
         assert_eq!(invariants::policy(text), Ok(()), "policy:\n{text}");
+        assert_eq!(invariants::policy_core(text), Ok(()), "policy:\n{text}");
     }
     for (mode, text) in FOUND_CONFLISTS {
         let p = (mode & 2 == 2).then_some(&pods);
