@@ -11,7 +11,8 @@
 //! only, the seed's `burst 21474835b lat 4.12e+03s` and a first second far above the limit;
 //! with netqos's patch (`burst 20ms`), at most 1.25 Mbit in the first second each way and
 //! about 1 Mbit/s over three, and the plugin's line in containerd's log. Everything is
-//! removed: pods through CRI, containerd by its PID, mounts, the namespace.
+//! removed: pods through CRI, containerd by its PID, mounts, the namespace. `Lab`
+//! (`new`, `start`, `import`, `cri`) is also the harness of `tests/image.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,7 +33,7 @@ fn system_plugins() -> Option<PathBuf> {
 }
 
 /// Runs `cmd` under `timeout SECS`; (ok, stdout, stderr).
-fn run(secs: u32, cmd: &[&str]) -> (bool, String, String) {
+pub fn run(secs: u32, cmd: &[&str]) -> (bool, String, String) {
     let out = Command::new("timeout")
         .arg("-k")
         .arg("5")
@@ -48,26 +49,94 @@ fn run(secs: u32, cmd: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn must(secs: u32, cmd: &[&str]) -> String {
+pub fn must(secs: u32, cmd: &[&str]) -> String {
     let (ok, out, err) = run(secs, cmd);
     assert!(ok, "{cmd:?}: {out}{err}");
     out
 }
 
 /// The scratch world: namespace, containerd, pods. Dropping it removes everything.
-struct Lab {
-    ns: String,
-    dir: PathBuf,
+pub struct Lab {
+    pub ns: String,
+    pub dir: PathBuf,
     containerd: Option<Child>,
-    pods: Vec<String>,
+    /// Sandboxes to stop and remove (with their containers) when the lab is dropped.
+    pub pods: Vec<String>,
 }
 
 impl Lab {
+    /// The scratch directory `/tmp/PREFIX-PID` (with `bin`, `net.d`, `ipam`, `work`) and
+    /// the namespace name `PREFIX-PID`; nothing runs yet.
+    pub fn new(prefix: &str) -> Lab {
+        let pid = std::process::id();
+        let lab = Lab {
+            ns: format!("{prefix}-{pid}"),
+            dir: PathBuf::from(format!("/tmp/{prefix}-{pid}")),
+            containerd: None,
+            pods: Vec::new(),
+        };
+        let _ = std::fs::remove_dir_all(&lab.dir);
+        for d in ["bin", "net.d", "ipam", "work"] {
+            std::fs::create_dir_all(lab.dir.join(d)).unwrap();
+        }
+        lab
+    }
+
+    /// The namespace, containerd in it (bounded wait for its socket), and the sandbox
+    /// image imported.
+    pub fn start(&mut self) {
+        let config = self.dir.join("config.toml");
+        std::fs::write(&config, containerd_config(&self.dir)).unwrap();
+        must(10, &["ip", "netns", "add", &self.ns]);
+        self.in_ns(10, "ip link set lo up");
+        let log = std::fs::File::create(self.dir.join("containerd.log")).unwrap();
+        self.containerd = Some(
+            // nsenter, not `ip netns exec`: that one remounts /sys for the namespace, which
+            // hides the cgroup mounts runc needs ("no cgroup mount found in mountinfo").
+            Command::new("nsenter")
+                .arg(format!("--net=/var/run/netns/{}", self.ns))
+                .args(["containerd", "--config", config.to_str().unwrap()])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.cri(&["version"]).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let image = build_image(&self.dir.join("work"));
+        self.import(&image);
+    }
+
+    /// `ctr -n k8s.io images import ARCHIVE` into this lab's containerd.
+    pub fn import(&self, archive: &Path) -> String {
+        must(
+            120,
+            &[
+                "ctr",
+                "-a",
+                &self.sock(),
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                archive.to_str().unwrap(),
+            ],
+        )
+    }
+
     fn sock(&self) -> String {
         self.dir.join("c.sock").display().to_string()
     }
 
-    fn cri(&self, args: &[&str]) -> Result<Value, String> {
+    pub fn cri(&self, args: &[&str]) -> Result<Value, String> {
         let script = root().join("tests/cri/cri.py");
         let sock = self.sock();
         let mut cmd = vec!["/usr/bin/python3", script.to_str().unwrap(), sock.as_str()];
@@ -79,7 +148,7 @@ impl Lab {
         serde_json::from_str(&out).map_err(|e| format!("cri {args:?}: {e}: {out}"))
     }
 
-    fn in_ns(&self, secs: u32, cmd: &str) -> String {
+    pub fn in_ns(&self, secs: u32, cmd: &str) -> String {
         must(secs, &["ip", "netns", "exec", &self.ns, "sh", "-c", cmd])
     }
 
@@ -155,7 +224,7 @@ impl Lab {
         self.pods.retain(|p| *p != pod.id);
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
@@ -395,7 +464,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 }
 
 /// Every tool the test needs; in CI (`NETQOS_REQUIRE_NETNS`) a missing one fails it.
-fn tools_present() -> bool {
+pub fn tools_present() -> bool {
     let need = [
         ("containerd", "containerd"),
         ("ctr", "containerd"),
@@ -485,17 +554,7 @@ fn containerds_cri_plugin_holds_pod_limits_from_the_first_byte_only_with_netqos(
     }
     let Some(sys) = system_plugins() else { return };
     let _serial = crate::traffic::serial();
-    let pid = std::process::id();
-    let mut lab = Lab {
-        ns: format!("nqcri-{pid}"),
-        dir: PathBuf::from(format!("/tmp/nqcri-{pid}")),
-        containerd: None,
-        pods: Vec::new(),
-    };
-    let _ = std::fs::remove_dir_all(&lab.dir);
-    for d in ["bin", "net.d", "ipam", "work"] {
-        std::fs::create_dir_all(lab.dir.join(d)).unwrap();
-    }
+    let mut lab = Lab::new("nqcri");
     let work = lab.dir.join("work");
     for p in PLUGINS {
         std::os::unix::fs::symlink(sys.join(p), lab.dir.join("bin").join(p)).unwrap();
@@ -534,46 +593,7 @@ fn containerds_cri_plugin_holds_pod_limits_from_the_first_byte_only_with_netqos(
         serde_json::to_string_pretty(&standin).unwrap(),
     )
     .unwrap();
-    let config = lab.dir.join("config.toml");
-    std::fs::write(&config, containerd_config(&lab.dir)).unwrap();
-    must(10, &["ip", "netns", "add", &lab.ns]);
-    lab.in_ns(10, "ip link set lo up");
-    let log = std::fs::File::create(lab.dir.join("containerd.log")).unwrap();
-    lab.containerd = Some(
-        // nsenter, not `ip netns exec`: that one remounts /sys for the namespace, which
-        // hides the cgroup mounts runc needs ("no cgroup mount found in mountinfo").
-        Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", lab.ns))
-            .args(["containerd", "--config", config.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lab.cri(&["version"]).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "containerd did not start:\n{}",
-            lab.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let image = build_image(&work);
-    must(
-        60,
-        &[
-            "ctr",
-            "-a",
-            &lab.sock(),
-            "-n",
-            "k8s.io",
-            "images",
-            "import",
-            image.to_str().unwrap(),
-        ],
-    );
+    lab.start();
     lab.swap_conflist(&standin);
 
     // 1. Without the patch: the annotations reach no plugin.

@@ -9,6 +9,15 @@ generation or Rust gRPC stack is built. Prints JSON; every call has a deadline.
     cri.py SOCKET run NAME UID ANNOTATIONS_JSON # prints the sandbox id
     cri.py SOCKET inspect ID                    # ip and info of PodSandboxStatus(verbose)
     cri.py SOCKET stop ID | remove ID
+    cri.py SOCKET pod SPEC_JSON                 # RunPodSandbox from a spec (below)
+    cri.py SOCKET create POD_ID POD_SPEC_JSON CONTAINER_SPEC_JSON   # prints the container id
+    cri.py SOCKET start ID | cstatus ID | cstop ID | cremove ID
+
+A pod spec: {"name", "uid", "namespace", "host_network": bool, "log_directory"}. A container
+spec, the fields the kubelet derives from a pod's container: {"name", "image", "command",
+"args", "envs": {K: V}, "mounts": [{"container_path", "host_path", "readonly"}],
+"capabilities": {"add": [...], "drop": [...]}, "privileged", "readonly_rootfs",
+"no_new_privs", "host_network", "log_path"}.
 """
 
 import json
@@ -92,6 +101,45 @@ def info_map(fields, num):
     return out
 
 
+def message(num, data):
+    return string(num, data)
+
+
+def repeated(num, items):
+    return b"".join(string(num, i) for i in items)
+
+
+def pod_config(spec):
+    """PodSandboxConfig: metadata, log_directory, linux.security_context.namespace_options."""
+    metadata = string(1, spec["name"]) + string(2, spec["uid"]) + string(3, spec.get("namespace", "default"))
+    # NamespaceMode NODE = 2 (the host's network: here the namespace containerd runs in).
+    namespaces = key(1, 0) + varint(2 if spec.get("host_network") else 0)
+    security = message(1, namespaces)
+    config = message(1, metadata)
+    if spec.get("log_directory"):
+        config += string(3, spec["log_directory"])
+    return config + message(8, message(2, security))
+
+
+def container_config(spec):
+    """ContainerConfig, the way the kubelet fills it from a pod's container."""
+    config = message(1, string(1, spec["name"])) + message(2, string(1, spec["image"]))
+    config += repeated(3, spec.get("command", [])) + repeated(4, spec.get("args", []))
+    for k, v in sorted(spec.get("envs", {}).items()):
+        config += message(6, string(1, k) + string(2, v))
+    for m in spec.get("mounts", []):
+        config += message(7, string(1, m["container_path"]) + string(2, m["host_path"]) + boolean(3, m.get("readonly", False)))
+    if spec.get("log_path"):
+        config += string(11, spec["log_path"])
+    caps = spec.get("capabilities", {})
+    security = message(1, repeated(1, caps.get("add", [])) + repeated(2, caps.get("drop", [])))
+    security += boolean(2, spec.get("privileged", False))
+    # Network NODE (2) for a host-network pod, PID CONTAINER (1) as the kubelet sets it.
+    security += message(3, key(1, 0) + varint(2 if spec.get("host_network") else 0) + key(2, 0) + varint(1))
+    security += boolean(7, spec.get("readonly_rootfs", False)) + boolean(11, spec.get("no_new_privs", False))
+    return config + message(15, message(2, security))
+
+
 def call(sock, method, request):
     with grpc.insecure_channel("unix://" + sock) as channel:
         rpc = channel.unary_unary(
@@ -123,6 +171,31 @@ def main(argv):
     elif command in ("stop", "remove"):
         call(sock, {"stop": "StopPodSandbox", "remove": "RemovePodSandbox"}[command], string(1, args[0]))
         out = {}
+    elif command == "pod":
+        r = call(sock, "RunPodSandbox", message(1, pod_config(json.loads(args[0]))))
+        out = {"id": text(r, 1)}
+    elif command == "create":
+        pod, container = json.loads(args[1]), json.loads(args[2])
+        request = string(1, args[0]) + message(2, container_config(container)) + message(3, pod_config(pod))
+        out = {"id": text(call(sock, "CreateContainer", request), 1)}
+    elif command in ("start", "cremove"):
+        call(sock, {"start": "StartContainer", "cremove": "RemoveContainer"}[command], string(1, args[0]))
+        out = {}
+    elif command == "cstop":
+        call(sock, "StopContainer", string(1, args[0]) + key(2, 0) + varint(10))
+        out = {}
+    elif command == "cstatus":
+        r = call(sock, "ContainerStatus", string(1, args[0]) + boolean(2, True))
+        status = decode(r.get(1, [b""])[0])
+        out = {
+            # ContainerState: 0 created, 1 running, 2 exited, 3 unknown.
+            "state": status.get(3, [0])[0],
+            "exit_code": status.get(7, [0])[0],
+            "reason": text(status, 10),
+            "message": text(status, 11),
+            "log_path": text(status, 15),
+            "info": info_map(r, 2),
+        }
     else:
         raise SystemExit("unknown command " + command)
     json.dump(out, sys.stdout)
