@@ -23,52 +23,12 @@ tmp=$(mktemp -d)
 ns="nqpair-$$"
 cleanup() { ip netns del "$ns" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-# Waits until the CPUs have been idle (< 5 % busy) for one second (at most 60 s): a deleted
-# namespace's tc objects are freed by a kernel worker after `ip netns del` returns.
-settle() {
-    python3 - <<'PY'
-import time
-def busy():
-    with open("/proc/stat") as f:
-        v = list(map(int, f.readline().split()[1:]))
-    return sum(v), v[3] + v[4]
-quiet, start = 0, time.monotonic()
-t0, i0 = busy()
-while quiet < 2 and time.monotonic() - start < 60:
-    time.sleep(0.5)
-    t1, i1 = busy()
-    quiet = quiet + 1 if 1 - (i1 - i0) / max(t1 - t0, 1) < 0.05 else 0
-    t0, i0 = t1, i1
-PY
-}
-fresh() {
-    ip netns del "$ns" 2>/dev/null || true
-    settle
-    ip netns add "$ns"
-    ip -n "$ns" link add eth0 type veth peer name p0
-    ip -n "$ns" link set eth0 up
-}
-# run CMD…: "WALL_MS CPU_MS" of the command (CPU = user + system, children included).
-run() {
-    python3 -c '
-import os, subprocess, sys, time
-t = time.monotonic()
-r = subprocess.run(sys.argv[1:])
-w = time.monotonic() - t
-u = os.times()
-if r.returncode != 0:
-    sys.exit(r.returncode)
-print(round(w * 1000, 1), round((u.children_user + u.children_system) * 1000))
-' "$@"
-}
+. benches/netns_lib.sh
 for n in "${sizes[@]}"; do
     python3 benches/gen_policy.py "$n" > "$tmp/p.nq"
     rm -rf "$tmp/out"
     "$bin" compile "$tmp/p.nq" -o "$tmp/out" --emit tc -q
-    {
-        sed -n "s/^        echo '\(qdisc add dev eth0 root handle 1: htb .*\)' >>\"\$batch\"$/\1/p" "$tmp/out/netqos-apply.sh" | head -n 1
-        sed -n "/^cat >>\"\$batch\" <<'NETQOS_BATCH'$/,/^NETQOS_BATCH$/p" "$tmp/out/netqos-apply.sh" | sed '1d;$d'
-    } > "$tmp/batch"
+    batch_of "$tmp/out" > "$tmp/batch"
     echo "== $n classes: $(wc -l < "$tmp/batch") objects"
     ratios=()
     for i in $(seq "$runs"); do

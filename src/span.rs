@@ -25,6 +25,15 @@ impl Span {
         self.len() == 0
     }
 
+    /// The one character of `src` at byte `offset` (the character containing it, when it
+    /// falls inside one); empty at the end. Never splits a UTF-8 sequence.
+    #[must_use]
+    pub fn char_at(src: &str, offset: usize) -> Span {
+        let start = floor_char_boundary(src, offset.min(src.len()));
+        let len = src[start..].chars().next().map_or(0, char::len_utf8);
+        Span::new(start, start + len)
+    }
+
     /// The smallest span covering both.
     #[must_use]
     pub fn to(self, other: Span) -> Span {

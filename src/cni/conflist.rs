@@ -106,7 +106,7 @@ fn read(text: &str, diags: &mut Vec<Diagnostic>) -> Option<(Value, Node)> {
             let at = offset_of(text, e.line(), e.column());
             diags.push(structure(
                 format!("the conflist is not valid JSON: {e}"),
-                Span::new(at, (at + 1).min(text.len()).max(at)),
+                Span::char_at(text, at),
                 "JSON error here",
                 "fix the file (the CNI runtime cannot read it either), or point --conflist at the right file",
             ));
@@ -116,7 +116,7 @@ fn read(text: &str, diags: &mut Vec<Diagnostic>) -> Option<(Value, Node)> {
     let Some(tree) = json_spans::scan(text) else {
         diags.push(structure(
             "the conflist could not be read for patching",
-            Span::new(0, text.len().min(1)),
+            Span::char_at(text, 0),
             "here",
             "re-save the file as plain JSON",
         ));
@@ -172,7 +172,7 @@ impl<'a> Chain<'a> {
             types.push(t);
         }
         let Some(main) = types.iter().position(|t| !CHAINED.contains(t)) else {
-            let whole = Span::new(0, text.len().min(1));
+            let whole = Span::char_at(text, 0);
             let span = tree.get("plugins").map_or(whole, |m| m.value.span);
             diags.push(structure(
                 format!(

@@ -149,7 +149,7 @@ pub fn unchain(text: &str, outcome: Outcome) -> Result<Chained, Diagnostic> {
 
 fn unreadable(text: &str) -> Diagnostic {
     Diagnostic::new(Code::NQ034, "the conflist could not be read for patching")
-        .label(crate::span::Span::new(0, text.len().min(1)), "here")
+        .label(crate::span::Span::char_at(text, 0), "here")
         .help("re-save the file as plain JSON")
 }
 
