@@ -32,6 +32,8 @@ mod man;
 mod netlink_golden;
 mod node;
 mod overlay;
+mod package;
+mod review_kit;
 mod scale;
 mod shape;
 mod traffic;
