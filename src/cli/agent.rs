@@ -179,9 +179,28 @@ pub fn save_classes(dir: &StateDir, classes: &[metrics::ClassInfo]) -> std::io::
     netqos::apply::state_dir::write_synced(&p, &bytes)
 }
 
-/// Removes the saved class names (after a rollback: they named the policy undone).
-pub fn forget_classes(dir: &StateDir) {
-    let _ = std::fs::remove_file(dir.path.join("classes.json"));
+/// Keeps the class names transaction `id` replaces (`null`: there were none), for
+/// `restore_classes` when it is rolled back.
+pub fn keep_classes(dir: &StateDir, id: &str) -> std::io::Result<()> {
+    let before = std::fs::read(dir.path.join("classes.json")).unwrap_or_else(|_| b"null".to_vec());
+    let keep = dir.path.join(format!("txn/{id}.classes-before.json"));
+    netqos::apply::state_dir::write_synced(&keep, &before)
+}
+
+/// After a rollback of `id`: the class names are again those before it (when `netqos
+/// apply` kept them; an agent's transactions leave the names as they are).
+pub fn restore_classes(dir: &StateDir, id: &str) {
+    let keep = dir.path.join(format!("txn/{id}.classes-before.json"));
+    let names = dir.path.join("classes.json");
+    match std::fs::read(&keep) {
+        Ok(b) if b == b"null" => {
+            let _ = std::fs::remove_file(&names);
+        }
+        Ok(b) => {
+            let _ = netqos::apply::state_dir::write_synced(&names, &b);
+        }
+        Err(_) => {}
+    }
 }
 
 /// The names of the applied classes, if an agent or apply saved them.

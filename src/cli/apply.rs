@@ -225,12 +225,18 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             e.exit()
         }
         Ok(outcome) => {
-            if matches!(outcome, Outcome::Unchanged | Outcome::Applied(_)) {
-                // The names `status` and `top` show, as the agent saves them (else they
-                // would be those of whatever policy an agent applied last).
-                if let Err(e) = super::agent::save_classes(&dir, &loaded.classes) {
-                    eprintln!("netqos: warning: cannot save the class names: {e}");
-                }
+            // The names `status` and `top` show, as the agent saves them (else they would
+            // be those of whatever policy an agent applied last); the ones replaced are
+            // kept for a rollback.
+            let kept = match &outcome {
+                Outcome::Applied(a) => super::agent::keep_classes(&dir, &a.id),
+                Outcome::Unchanged => Ok(()),
+                _ => Err(std::io::Error::other("not applied")),
+            };
+            if kept.is_ok()
+                && let Err(e) = super::agent::save_classes(&dir, &loaded.classes)
+            {
+                eprintln!("netqos: warning: cannot save the class names: {e}");
             }
             report(&outcome, &loaded.name, ui)
         }

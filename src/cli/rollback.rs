@@ -32,9 +32,8 @@ fn restore_last(dir: &StateDir, record: &mut Record, reason: &str, ui: Ui) -> Ex
             if let Some(e) = &done.unrecorded {
                 eprintln!("netqos: {e}");
             }
-            // The class names were those of the policy undone: `status` and `top` fall
-            // back to the applied target's class ids.
-            super::agent::forget_classes(dir);
+            // The class names `status` and `top` show, as they were before it.
+            super::agent::restore_classes(dir, &record.id);
             if !ui.quiet {
                 outln!(
                     "{reason}: transaction {} undone with {} change(s); the devices are as \
