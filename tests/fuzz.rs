@@ -431,6 +431,11 @@ const FOUND_CONFLISTS: &[(u8, &str)] = &[
     ),
     (b'0', "{\n  \u{793}"),
     (b'0', "\u{e9}"),
+    // Static rates without pod limits: no outcome and only a warning (NQ035), by design.
+    (
+        b'0',
+        "{\n  \"cniVersion\": \"0.3.0\",\n  \"name\": \"mynet\",\n  \"plugins\": [\n    { \"type\": \"ptp\", \"mtu\": 1500, \"ipam\": { \"type\": \"host-local\", \"subne(t\": \"09.0.0.0/24\" } },\n    { \"name\": \"slowdown\", \"type\": \"bandwidth\", \"capabilities\": { \"bandwidth\": true },\n      \"ingressRate\": 0}\n  ]\n}\n",
+    ),
 ];
 
 fn pods_example() -> netqos::model::Pods {
