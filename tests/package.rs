@@ -263,7 +263,11 @@ fn may_install() -> bool {
         skip_unless_required("NETQOS_REQUIRE_NETNS", "dpkg -i needs root");
         return false;
     }
-    let (known, _) = run(Command::new("dpkg-query").args(["-W", "netqos"]));
+    // `un`: dpkg remembers the name of a package once purged; only another state means a
+    // netqos is (partly) installed.
+    let (_, status) =
+        run(Command::new("dpkg-query").args(["-W", "-f", "${db:Status-Abbrev}", "netqos"]));
+    let known = !status.trim().is_empty() && !status.starts_with("un");
     let present: Vec<&&str> = PACKAGE_PATHS
         .iter()
         .filter(|p| Path::new(&p[1..]).exists())

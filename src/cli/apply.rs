@@ -225,21 +225,28 @@ pub fn run(a: &Args<'_>, ui: Ui) -> Exit {
             e.exit()
         }
         Ok(outcome) => {
-            // The names `status` and `top` show, as the agent saves them (else they would
-            // be those of whatever policy an agent applied last); the ones replaced are
-            // kept for a rollback.
-            let kept = match &outcome {
-                Outcome::Applied(a) => super::agent::keep_classes(&dir, &a.id),
-                Outcome::Unchanged => Ok(()),
-                _ => Err(std::io::Error::other("not applied")),
-            };
-            if kept.is_ok()
-                && let Err(e) = super::agent::save_classes(&dir, &loaded.classes)
-            {
-                eprintln!("netqos: warning: cannot save the class names: {e}");
-            }
+            save_class_names(&dir, &outcome, &loaded.classes);
             report(&outcome, &loaded.name, ui)
         }
+    }
+}
+
+/// The names `status` and `top` show, as the agent saves them (else they would be those of
+/// whatever policy an agent applied last); the ones replaced are kept for a rollback.
+fn save_class_names(
+    dir: &StateDir,
+    outcome: &Outcome,
+    classes: &[netqos::agent::metrics::ClassInfo],
+) {
+    let kept = match outcome {
+        Outcome::Applied(a) => super::agent::keep_classes(dir, &a.id),
+        Outcome::Unchanged => Ok(()),
+        _ => Err(std::io::Error::other("not applied")),
+    };
+    if kept.is_ok()
+        && let Err(e) = super::agent::save_classes(dir, classes)
+    {
+        eprintln!("netqos: warning: cannot save the class names: {e}");
     }
 }
 
