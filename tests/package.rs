@@ -265,9 +265,10 @@ fn may_install() -> bool {
     }
     // `un`: dpkg remembers the name of a package once purged; only another state means a
     // netqos is (partly) installed.
-    let (_, status) =
+    // A name dpkg never knew: dpkg-query fails (and says so on stderr).
+    let (listed, status) =
         run(Command::new("dpkg-query").args(["-W", "-f", "${db:Status-Abbrev}", "netqos"]));
-    let known = !status.trim().is_empty() && !status.starts_with("un");
+    let known = listed && !status.trim().is_empty() && !status.starts_with("un");
     let present: Vec<&&str> = PACKAGE_PATHS
         .iter()
         .filter(|p| Path::new(&p[1..]).exists())
