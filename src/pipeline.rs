@@ -118,16 +118,45 @@ pub fn check(
     allow: &[Code],
     deny_warnings: bool,
 ) -> Result<Checked, Vec<Diagnostic>> {
-    let checked = crate::check_source(text, vars);
+    check_marked(text, vars, allow, deny_warnings, &mut |_| {})
+}
+
+/// [`check`], calling `mark` with the name of each stage when it is done (`parse`,
+/// `check`, `lower`): how `NETQOS_TIMINGS` times them.
+pub fn check_marked(
+    text: &str,
+    vars: &ExternalVars,
+    allow: &[Code],
+    deny_warnings: bool,
+    mark: &mut dyn FnMut(&str),
+) -> Result<Checked, Vec<Diagnostic>> {
+    let parsed = crate::syntax::parse(text);
+    mark("parse");
+    let checked = match parsed {
+        Ok(file) => crate::check::check(&file, text, vars),
+        Err(d) => {
+            let mut diagnostics = crate::diagnostic::Diagnostics::new();
+            diagnostics.push(d);
+            crate::check::Checked {
+                model: None,
+                diagnostics,
+            }
+        }
+    };
+    mark("check");
     let mut diags = checked.diagnostics.into_sorted();
     diags.retain(|d| !allow.contains(&d.code));
     let warned = diags.iter().any(|d| d.severity == Severity::Warning);
     match checked.model {
-        Some(model) if !(deny_warnings && warned) => Ok(Checked {
-            plan: crate::lower::lower(&model),
-            model,
-            warnings: diags,
-        }),
+        Some(model) if !(deny_warnings && warned) => {
+            let plan = crate::lower::lower(&model);
+            mark("lower");
+            Ok(Checked {
+                plan,
+                model,
+                warnings: diags,
+            })
+        }
         _ => Err(diags),
     }
 }

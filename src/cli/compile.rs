@@ -57,6 +57,7 @@ fn command_line() -> Source {
 }
 
 fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
+    let mut timings = super::timings::Timings::from_env();
     let allowed = a.node.allowed()?;
     let node_conflist = super::cni::read(a.node.conflist.as_deref())?;
     let to_stdout = a.out == Path::new("-");
@@ -90,7 +91,8 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
         deny_warnings: a.deny_warnings,
         verbose: ui.verbose,
     };
-    let checked = check(&src, &vars, &opts, ui)?;
+    timings.mark("read");
+    let checked = check(&src, &vars, &opts, ui, &mut timings)?;
     opts.templates = load_templates(a.templates)?;
     let pods = checked.model.pods.as_ref();
     if !to_stdout
@@ -112,7 +114,11 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
             // Each file is written as soon as it is rendered and then dropped: a 100,000-class
             // policy's artefacts are hundreds of megabytes together.
             create_dir(a.out)?;
-            checked.each_file(&opts, conflist.as_ref(), |f| write_one(a.out, f, ui))
+            checked.each_file(&opts, conflist.as_ref(), |f| {
+                write_one(a.out, f, ui)?;
+                timings.mark(&f.path);
+                Ok(())
+            })
         }
     }
 }
@@ -129,9 +135,11 @@ fn check(
     vars: &netqos::vars::ExternalVars,
     opts: &Options<'_>,
     ui: Ui,
+    timings: &mut super::timings::Timings,
 ) -> Result<Checked, Error> {
     let show = |diags: &[Diagnostic]| print(diags, src, Format::Human, ui, &mut Vec::new());
-    match pipeline::check(&src.text, vars, opts.allow, opts.deny_warnings) {
+    let mark = &mut |stage: &str| timings.mark(stage);
+    match pipeline::check_marked(&src.text, vars, opts.allow, opts.deny_warnings, mark) {
         Ok(checked) => {
             show(&checked.warnings);
             Ok(checked)
