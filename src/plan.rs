@@ -403,13 +403,27 @@ impl Handle {
 }
 
 impl fmt::Display for Handle {
+    /// Written by hand, not through `{:x}`: the backends print hundreds of thousands.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.minor == 0 {
-            write!(f, "{:x}:", self.major)
-        } else {
-            write!(f, "{:x}:{:x}", self.major, self.minor)
+        let mut buf = [0u8; 9];
+        let mut n = hex(self.major, &mut buf);
+        buf[n] = b':';
+        n += 1;
+        if self.minor != 0 {
+            n += hex(self.minor, &mut buf[n..]);
         }
+        f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or("?"))
     }
+}
+
+/// Writes `v` in lowercase hex without leading zeros into `out`; the digits written.
+fn hex(v: u16, out: &mut [u8]) -> usize {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let len = (16 - v.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in out.iter_mut().take(len).enumerate() {
+        *slot = DIGITS[usize::from((v >> (4 * (len - 1 - i))) & 0xf)];
+    }
+    len
 }
 
 /// A class minor on its own (the HTB `default`), in hex.
@@ -572,6 +586,8 @@ mod tests {
         assert_eq!(Handle::ROOT_CLASS.to_string(), "1:1");
         assert_eq!(Handle::class(0x3c3a).to_string(), "1:3c3a");
         assert_eq!(Handle::new(0x3c3a, 0).to_string(), "3c3a:");
+        assert_eq!(Handle::new(0xffff, 0x10).to_string(), "ffff:10");
+        assert_eq!(Handle::new(0, 0xf).to_string(), "0:f");
         assert_eq!(Handle::class(0x3c3a).raw(), 0x1_3c3a);
         assert_eq!(Minor(0x57e0).to_string(), "57e0");
         assert_eq!(

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
+use std::io::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 
 mod artefact;
@@ -581,8 +582,11 @@ pub fn plan_json(plan: &Plan) -> String {
 
 /// [`plan_json`] written to `w` as it is serialized.
 pub fn write_plan_json(plan: &Plan, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-    serde_json::to_writer_pretty(&mut *w, plan)?;
-    w.write_all(b"\n")
+    // serde_json writes token by token: buffered here, not through the dynamic writer.
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
+    serde_json::to_writer_pretty(&mut w, plan)?;
+    w.write_all(b"\n")?;
+    w.flush()
 }
 
 #[cfg(test)]

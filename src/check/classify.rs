@@ -128,6 +128,26 @@ struct CoverIndex {
     no_addr: Vec<usize>,
     by_src: HashMap<(bool, u128, u8), Vec<usize>>,
     by_dst: HashMap<(bool, u128, u8), Vec<usize>>,
+    /// The prefix lengths present in `by_src` / `by_dst`, per family (IPv4 first): a
+    /// lookup tries only those, not every length up to the address's own.
+    src_lengths: [Lengths; 2],
+    dst_lengths: [Lengths; 2],
+}
+
+/// A set of prefix lengths 0..=128.
+#[derive(Default, Clone, Copy)]
+struct Lengths([u64; 3]);
+
+impl Lengths {
+    fn insert(&mut self, p: u8) {
+        let p = usize::from(p.min(128));
+        self.0[p / 64] |= 1 << (p % 64);
+    }
+
+    fn contains(self, p: u8) -> bool {
+        let p = usize::from(p.min(128));
+        self.0[p / 64] & (1 << (p % 64)) != 0
+    }
 }
 
 impl CoverIndex {
@@ -136,6 +156,8 @@ impl CoverIndex {
             no_addr: Vec::new(),
             by_src: HashMap::new(),
             by_dst: HashMap::new(),
+            src_lengths: [Lengths::default(); 2],
+            dst_lengths: [Lengths::default(); 2],
         }
     }
 
@@ -150,10 +172,12 @@ impl CoverIndex {
         }
         if let Some(d) = &m.dst {
             for c in d {
+                self.dst_lengths[usize::from(!c.is_v4())].insert(c.prefix);
                 self.by_dst.entry(Self::key(c)).or_default().push(idx);
             }
         } else if let Some(s) = &m.src {
             for c in s {
+                self.src_lengths[usize::from(!c.is_v4())].insert(c.prefix);
                 self.by_src.entry(Self::key(c)).or_default().push(idx);
             }
         }
@@ -163,11 +187,13 @@ impl CoverIndex {
     fn candidates(&self, m: &Match) -> Vec<usize> {
         let mut out = self.no_addr.clone();
         let lookup = |map: &HashMap<(bool, u128, u8), Vec<usize>>,
+                      lengths: &[Lengths; 2],
                       list: &Option<Vec<Cidr>>,
                       out: &mut Vec<usize>| {
             if let Some(first) = list.as_ref().and_then(|l| l.first()) {
                 let width = if first.is_v4() { 32 } else { 128 };
-                for p in 0..=first.prefix.min(width) {
+                let lengths = lengths[usize::from(!first.is_v4())];
+                for p in (0..=first.prefix.min(width)).filter(|p| lengths.contains(*p)) {
                     let key = (first.is_v4(), mask_bits(first.addr, p), p);
                     if let Some(v) = map.get(&key) {
                         out.extend_from_slice(v);
@@ -175,8 +201,8 @@ impl CoverIndex {
                 }
             }
         };
-        lookup(&self.by_dst, &m.dst, &mut out);
-        lookup(&self.by_src, &m.src, &mut out);
+        lookup(&self.by_dst, &self.dst_lengths, &m.dst, &mut out);
+        lookup(&self.by_src, &self.src_lengths, &m.src, &mut out);
         out.sort_unstable();
         out.dedup();
         out

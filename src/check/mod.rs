@@ -106,7 +106,7 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
     let model = if diags.has_errors() {
         None
     } else {
-        to_model(&drafts, &ifbs, &defaults, pods_model)
+        to_model(drafts, &ifbs, &defaults, pods_model)
     };
     Checked {
         model,
@@ -142,48 +142,50 @@ fn header(file: &File, diags: &mut Diagnostics) {
     }
 }
 
-/// Builds the model from drafts known to be error-free.
+/// Builds the model from drafts known to be error-free, moving their names and matches
+/// (a draft is dropped as soon as its class is built, so the two are never both whole).
 fn to_model(
-    drafts: &[IfaceDraft],
+    drafts: Vec<IfaceDraft>,
     ifbs: &[Option<String>],
     defaults: &[Option<u16>],
     pods: Option<model::Pods>,
 ) -> Option<Model> {
-    let mut interfaces = Vec::new();
-    for (n, d) in drafts.iter().enumerate() {
+    let mut interfaces = Vec::with_capacity(drafts.len());
+    for (n, d) in drafts.into_iter().enumerate() {
         let rate = d.rate.as_ref()?.v;
+        let max_packet = u32::try_from(d.max_packet()).unwrap_or(1514);
         interfaces.push(model::Interface {
-            device: d.device.as_ref()?.text.clone(),
+            device: d.device?.text,
             direction: d.direction,
             ifb: ifbs.get(n).cloned().flatten(),
             rate,
-            burst: d.burst.as_ref().map(|b| b.v),
-            cburst: d.cburst.as_ref().map(|b| b.v),
-            r2q: d.r2q.as_ref().map(|r| r.v),
-            max_packet: u32::try_from(d.max_packet()).unwrap_or(1514),
+            burst: d.burst.map(|b| b.v),
+            cburst: d.cburst.map(|b| b.v),
+            r2q: d.r2q.map(|r| r.v),
+            max_packet,
             default_minor: (*defaults.get(n)?)?,
-            classes: d.classes.iter().map(class).collect::<Option<_>>()?,
+            classes: d.classes.into_iter().map(class).collect::<Option<_>>()?,
             line: d.line,
         });
     }
     Some(Model { interfaces, pods })
 }
 
-fn class(c: &ClassDraft) -> Option<model::Class> {
+fn class(c: ClassDraft) -> Option<model::Class> {
     Some(model::Class {
-        name: c.name.clone(),
-        path: c.path.clone(),
+        name: c.name,
+        path: c.path,
         minor: c.minor,
-        rate: c.rate.as_ref()?.v,
-        ceil: c.ceil.as_ref()?.v,
-        prio: c.prio.as_ref().map_or(0, |p| p.v),
-        burst: c.burst.as_ref().map(|b| b.v),
-        cburst: c.cburst.as_ref().map(|b| b.v),
-        quantum: c.quantum.as_ref().map(|q| q.v),
-        qdisc: c.qdisc.as_ref().map(|q| q.q.clone()),
+        rate: c.rate?.v,
+        ceil: c.ceil?.v,
+        prio: c.prio.map_or(0, |p| p.v),
+        burst: c.burst.map(|b| b.v),
+        cburst: c.cburst.map(|b| b.v),
+        quantum: c.quantum.map(|q| q.v),
+        qdisc: c.qdisc.map(|q| q.q),
         is_default: c.default.is_some(),
-        matches: c.matches.iter().map(|m| m.m.clone()).collect(),
-        children: c.children.iter().map(class).collect::<Option<_>>()?,
+        matches: c.matches.into_iter().map(|m| m.m).collect(),
+        children: c.children.into_iter().map(class).collect::<Option<_>>()?,
         line: c.line,
     })
 }

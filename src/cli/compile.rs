@@ -93,7 +93,11 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
         verbose: ui.verbose,
     };
     timings.mark("read");
-    let checked = check(&src, &vars, &opts, ui, &mut timings)?;
+    let mut checked = check(&src, &vars, &opts, ui, &mut timings)?;
+    // From here on only the plan and the pods block are read: the policy text and the
+    // model's classes (tens of megabytes for 100,000 classes) go before rendering.
+    drop(src);
+    checked.model.interfaces = Vec::new();
     opts.templates = load_templates(a.templates)?;
     let pods = checked.model.pods.as_ref();
     if !to_stdout
