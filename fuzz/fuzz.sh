@@ -3,7 +3,7 @@
 # libfuzzer-sys compiles libFuzzer itself; rustc adds SanitizerCoverage through LLVM flags
 # (the ones cargo-fuzz passes with `--sanitizer none`). See fuzz/README.md.
 #
-#   fuzz/fuzz.sh build                 # the targets (policy, policy_core, conflist), release + debug assertions
+#   fuzz/fuzz.sh build                 # the targets (policy, policy_core, parse_diff, conflist), release + debug assertions
 #   fuzz/fuzz.sh seeds                 # fuzz/corpus/{policy,conflist} from the repo's files
 #   fuzz/fuzz.sh run TARGET [ARGS...]  # niced libFuzzer run with the target's dictionary
 #
@@ -53,8 +53,9 @@ run)
     dict=netqos.dict
     [ "$target" = conflist ] && dict=conflist.dict
     corpus=corpus/$target
-    # policy_core reads policies too: it shares the policy corpus.
+    # policy_core and parse_diff read policies too: they share the policy corpus.
     [ "$target" = policy_core ] && corpus=corpus/policy
+    [ "$target" = parse_diff ] && corpus=corpus/policy
     mkdir -p "$corpus" "artifacts/$target"
     exec nice -n 10 "$(bin "$target")" "$corpus" "-dict=$dict" \
         "-artifact_prefix=artifacts/$target/" -max_len=8192 "$@"

@@ -11,24 +11,6 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use netqos::vars::ExternalVars;
 
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n.max(1) as u64).unwrap_or(0)
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
 const TOKENS: &[&str] = &[
     "netqos 1",
     "let",
@@ -122,11 +104,11 @@ const TOKENS: &[&str] = &[
 
 fn mutate(rng: &mut Rng, base: &str) -> String {
     let mut s: Vec<char> = base.chars().collect();
-    for _ in 0..=rng.below(6) {
-        let at = rng.below(s.len() + 1);
-        match rng.below(5) {
+    for _ in 0..=rng.index(6) {
+        let at = rng.index(s.len() + 1);
+        match rng.index(5) {
             0 if !s.is_empty() => {
-                let end = (at + rng.below(12)).min(s.len());
+                let end = (at + rng.index(12)).min(s.len());
                 s.drain(at.min(end)..end);
             }
             1 => {
@@ -138,15 +120,15 @@ fn mutate(rng: &mut Rng, base: &str) -> String {
             }
             2 if !s.is_empty() => {
                 let i = at.min(s.len() - 1);
-                s[i] = char::from(u8::try_from(rng.below(95) + 32).unwrap_or(b'x'));
+                s[i] = char::from(u8::try_from(rng.index(95) + 32).unwrap_or(b'x'));
             }
             3 if !s.is_empty() => {
-                let a = rng.below(s.len());
-                let b = rng.below(s.len());
+                let a = rng.index(s.len());
+                let b = rng.index(s.len());
                 s.swap(a, b);
             }
             _ => {
-                let dup: String = s.iter().skip(at).take(rng.below(40)).collect();
+                let dup: String = s.iter().skip(at).take(rng.index(40)).collect();
                 for (i, c) in dup.chars().enumerate() {
                     s.insert((at + i).min(s.len()), c);
                 }
@@ -158,21 +140,21 @@ fn mutate(rng: &mut Rng, base: &str) -> String {
 
 fn random_policy(rng: &mut Rng) -> String {
     let mut s = String::from("netqos 1\n");
-    for _ in 0..rng.below(4) {
+    for _ in 0..rng.index(4) {
         s.push_str(&format!(
             "let {} = {}\n",
             rng.pick(&["x", "cp", "y"]),
             rng.pick(TOKENS)
         ));
     }
-    for _ in 0..=rng.below(3) {
+    for _ in 0..=rng.index(3) {
         s.push_str(&format!(
             "interface {} {} {{\n rate {}\n",
             rng.pick(&["eth0", "$x", "\"a;id\"", "ens3"]),
             rng.pick(&["", "ingress"]),
             rng.pick(TOKENS)
         ));
-        for _ in 0..rng.below(6) {
+        for _ in 0..rng.index(6) {
             s.push_str(&random_class(rng, 0));
         }
         s.push_str("}\n");
@@ -181,9 +163,9 @@ fn random_policy(rng: &mut Rng) -> String {
 }
 
 fn random_class(rng: &mut Rng, depth: usize) -> String {
-    let mut s = format!("class c{} {{\n", rng.below(20));
-    for _ in 0..rng.below(6) {
-        let stmt = match rng.below(9) {
+    let mut s = format!("class c{} {{\n", rng.index(20));
+    for _ in 0..rng.index(6) {
+        let stmt = match rng.index(9) {
             0 => format!("rate {}", rng.pick(TOKENS)),
             1 => format!("ceil {}", rng.pick(TOKENS)),
             2 => format!(
@@ -324,10 +306,10 @@ fn random_policies_never_panic_and_format_stably() {
         {
             break;
         }
-        let input = if rng.below(3) == 0 {
+        let input = if rng.index(3) == 0 {
             random_policy(&mut rng)
         } else {
-            let base = &seeds[rng.below(seeds.len())];
+            let base = &seeds[rng.index(seeds.len())];
             mutate(&mut rng, base)
         };
         if let Some(why) = exercise(&input) {
@@ -398,7 +380,7 @@ fn random_conflists_never_panic_and_patches_stay_consistent() {
     std::panic::set_hook(Box::new(|_| {}));
     let mut failure = None;
     for _ in 0..3000 {
-        let base = &seeds[rng.below(seeds.len())];
+        let base = &seeds[rng.index(seeds.len())];
         let input = mutate(&mut rng, base);
         if let Some(why) = exercise_conflist(&input) {
             failure = Some((input, why));
@@ -414,7 +396,7 @@ fn random_conflists_never_panic_and_patches_stay_consistent() {
 /// The libFuzzer targets' checks (`fuzz/src/invariants.rs`): spans within the input,
 /// deterministic diagnostics and artefacts, check-clean input compiles, fmt idempotent; the
 /// conflist patch, patched text and reverse agree.
-mod invariants {
+pub(crate) mod invariants {
     include!("../fuzz/src/invariants.rs");
 }
 

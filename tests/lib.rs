@@ -33,6 +33,7 @@ mod netlink_golden;
 mod node;
 mod overlay;
 mod package;
+mod parse_diff;
 mod review_kit;
 mod scale;
 mod shape;

@@ -198,3 +198,29 @@ fn patch_agrees(
     }
     Ok(())
 }
+
+/// The hand-written reader against the pest oracle (`netqos::syntax::reference`, the
+/// normative grammar): the same tree with the same spans, or the same NQ040. Nesting is the
+/// one allowed difference: the reader stops at `MAX_DEPTH` braces (and may only say so when
+/// the input has that many), pest where its thread's stack ends.
+pub fn parse_diff(text: &str) -> Result<(), String> {
+    use netqos::syntax::{self, MAX_DEPTH, reference};
+    let deep = |r: &Result<netqos::syntax::ast::File, Diagnostic>| {
+        matches!(r, Err(d) if d.message.contains("too deeply"))
+    };
+    let fast = syntax::parse(text);
+    if deep(&fast) {
+        return if text.matches('{').count() > MAX_DEPTH {
+            Ok(())
+        } else {
+            Err(format!("the reader gave up on nesting: {fast:?}"))
+        };
+    }
+    let slow = reference::parse(text);
+    if deep(&slow) || fast == slow {
+        return Ok(());
+    }
+    Err(format!(
+        "the reader and the grammar disagree\nreader:  {fast:?}\ngrammar: {slow:?}"
+    ))
+}
