@@ -154,7 +154,7 @@ impl Gen {
     }
 
     fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
-        *self.rng.pick(v)
+        v[self.rng.index(v.len())]
     }
 
     /// A blank run between tokens of one statement.

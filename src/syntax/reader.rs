@@ -151,7 +151,7 @@ impl<'s> Reader<'s> {
         loop {
             self.run(is_ws);
             if self.peek() == b'#' {
-                self.to_eol();
+                self.past_comment();
             } else {
                 return;
             }
@@ -159,7 +159,7 @@ impl<'s> Reader<'s> {
     }
 
     /// Past a comment, up to (not over) its newline.
-    fn to_eol(&mut self) {
+    fn past_comment(&mut self) {
         self.pos = memchr_nl(&self.b[self.pos..]).map_or(self.b.len(), |n| self.pos + n);
     }
 
@@ -273,10 +273,11 @@ impl<'s> Reader<'s> {
     fn header(&mut self) -> Option<Spanned<String>> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw("netqos") && self.sp() {
-            if let Some(v) = self.token(Rule::version, |c| c.is_ascii_digit()) {
-                return Some(v);
-            }
+        if self.kw("netqos")
+            && self.sp()
+            && let Some(v) = self.token(Rule::version, |c| c.is_ascii_digit())
+        {
+            return Some(v);
         }
         self.pos = start;
         self.t.fail(Rule::header, mark);
@@ -303,27 +304,28 @@ impl<'s> Reader<'s> {
         let start = self.pos;
         let mark = self.t.enter(start);
         let code = |c: u8| c.is_ascii_alphanumeric();
-        if self.kw("allow") && self.sp() {
-            if let Some(first) = self.token(Rule::allow_code, code) {
-                let mut codes = vec![first];
-                loop {
-                    let before = self.pos;
-                    if !self.comma(false) {
+        if self.kw("allow")
+            && self.sp()
+            && let Some(first) = self.token(Rule::allow_code, code)
+        {
+            let mut codes = vec![first];
+            loop {
+                let before = self.pos;
+                if !self.comma(false) {
+                    break;
+                }
+                match self.token(Rule::allow_code, code) {
+                    Some(c) => codes.push(c),
+                    None => {
+                        self.pos = before;
                         break;
                     }
-                    match self.token(Rule::allow_code, code) {
-                        Some(c) => codes.push(c),
-                        None => {
-                            self.pos = before;
-                            break;
-                        }
-                    }
                 }
-                return Some(Allow {
-                    codes,
-                    span: self.span(start),
-                });
             }
+            return Some(Allow {
+                codes,
+                span: self.span(start),
+            });
         }
         self.pos = start;
         self.t.fail(Rule::allow_stmt, mark);
@@ -335,18 +337,19 @@ impl<'s> Reader<'s> {
     fn let_stmt(&mut self) -> Option<Let> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw("let") && self.sp() {
-            if let Some(name) = self.ident() {
+        if self.kw("let")
+            && self.sp()
+            && let Some(name) = self.ident()
+        {
+            self.osp();
+            if self.lit("=") {
                 self.osp();
-                if self.lit("=") {
-                    self.osp();
-                    if let Some(value) = self.value() {
-                        return Some(Let {
-                            name,
-                            value,
-                            span: self.span(start),
-                        });
-                    }
+                if let Some(value) = self.value() {
+                    return Some(Let {
+                        name,
+                        value,
+                        span: self.span(start),
+                    });
                 }
             }
         }
@@ -375,13 +378,13 @@ impl<'s> Reader<'s> {
                 self.skip();
                 loop {
                     let before = self.pos;
-                    if self.comma(true) {
-                        if let Some(s) = self.scalar() {
-                            items.push(s);
-                            // The repetition skips before its next try.
-                            self.skip();
-                            continue;
-                        }
+                    if self.comma(true)
+                        && let Some(s) = self.scalar()
+                    {
+                        items.push(s);
+                        // The repetition skips before its next try.
+                        self.skip();
+                        continue;
                     }
                     self.pos = before;
                     break;
@@ -434,10 +437,10 @@ impl<'s> Reader<'s> {
     fn var_ref(&mut self) -> Option<Spanned<String>> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.lit("$") {
-            if let Some(name) = self.ident() {
-                return Some(Spanned::new(name.node, self.span(start)));
-            }
+        if self.lit("$")
+            && let Some(name) = self.ident()
+        {
+            return Some(Spanned::new(name.node, self.span(start)));
         }
         self.pos = start;
         self.t.fail(Rule::var_ref, mark);
@@ -474,35 +477,36 @@ impl<'s> Reader<'s> {
     fn interface(&mut self) -> Option<Interface> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw("interface") && self.sp() {
-            if let Some(name) = self.if_name() {
-                let mut head_end = self.pos;
-                let mut direction = None;
-                let before = self.pos;
-                if self.sp() {
-                    match self.either(Rule::direction, "ingress", "egress") {
-                        Some((ingress, span)) => {
-                            let d = if ingress {
-                                Direction::Ingress
-                            } else {
-                                Direction::Egress
-                            };
-                            direction = Some(Spanned::new(d, span));
-                            head_end = self.pos;
-                        }
-                        None => self.pos = before,
+        if self.kw("interface")
+            && self.sp()
+            && let Some(name) = self.if_name()
+        {
+            let mut head_end = self.pos;
+            let mut direction = None;
+            let before = self.pos;
+            if self.sp() {
+                match self.either(Rule::direction, "ingress", "egress") {
+                    Some((ingress, span)) => {
+                        let d = if ingress {
+                            Direction::Ingress
+                        } else {
+                            Direction::Egress
+                        };
+                        direction = Some(Spanned::new(d, span));
+                        head_end = self.pos;
                     }
+                    None => self.pos = before,
                 }
-                self.osp();
-                if let Some(stmts) = self.body(Rule::if_body, Self::if_stmt) {
-                    return Some(Interface {
-                        name,
-                        direction,
-                        stmts,
-                        span: self.span(start),
-                        head: Span::new(start, head_end),
-                    });
-                }
+            }
+            self.osp();
+            if let Some(stmts) = self.body(Rule::if_body, Self::if_stmt) {
+                return Some(Interface {
+                    name,
+                    direction,
+                    stmts,
+                    span: self.span(start),
+                    head: Span::new(start, head_end),
+                });
             }
         }
         self.pos = start;
@@ -554,10 +558,11 @@ impl<'s> Reader<'s> {
     fn scalar_stmt(&mut self, rule: Rule, kw: &str) -> Option<Scalar> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw(kw) && self.sp() {
-            if let Some(s) = self.scalar() {
-                return Some(s);
-            }
+        if self.kw(kw)
+            && self.sp()
+            && let Some(s) = self.scalar()
+        {
+            return Some(s);
         }
         self.pos = start;
         self.t.fail(rule, mark);
@@ -567,10 +572,11 @@ impl<'s> Reader<'s> {
     fn ifb_stmt(&mut self) -> Option<Scalar> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw("ifb") && self.sp() {
-            if let Some(s) = self.if_name() {
-                return Some(s);
-            }
+        if self.kw("ifb")
+            && self.sp()
+            && let Some(s) = self.if_name()
+        {
+            return Some(s);
         }
         self.pos = start;
         self.t.fail(Rule::ifb_stmt, mark);
@@ -630,18 +636,19 @@ impl<'s> Reader<'s> {
     fn class(&mut self) -> Option<Class> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw("class") && self.sp() {
-            if let Some(name) = self.ident() {
-                self.osp();
-                if let Some(stmts) = self.body(Rule::class_body, Self::class_stmt) {
-                    let head = Span::new(start, name.span.end);
-                    return Some(Class {
-                        name,
-                        stmts,
-                        span: self.span(start),
-                        head,
-                    });
-                }
+        if self.kw("class")
+            && self.sp()
+            && let Some(name) = self.ident()
+        {
+            self.osp();
+            if let Some(stmts) = self.body(Rule::class_body, Self::class_stmt) {
+                let head = Span::new(start, name.span.end);
+                return Some(Class {
+                    name,
+                    stmts,
+                    span: self.span(start),
+                    head,
+                });
             }
         }
         self.pos = start;
@@ -682,22 +689,23 @@ impl<'s> Reader<'s> {
     fn qdisc_stmt(&mut self) -> Option<Qdisc> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw("qdisc") && self.sp() {
-            if let Some(kind) = self.ident() {
-                let mut params = Vec::new();
-                loop {
-                    let before = self.pos;
-                    if self.sp() {
-                        if let Some(p) = self.qdisc_param() {
-                            params.push(p);
-                            continue;
-                        }
-                    }
-                    self.pos = before;
-                    break;
+        if self.kw("qdisc")
+            && self.sp()
+            && let Some(kind) = self.ident()
+        {
+            let mut params = Vec::new();
+            loop {
+                let before = self.pos;
+                if self.sp()
+                    && let Some(p) = self.qdisc_param()
+                {
+                    params.push(p);
+                    continue;
                 }
-                return Some(Qdisc { kind, params });
+                self.pos = before;
+                break;
             }
+            return Some(Qdisc { kind, params });
         }
         self.pos = start;
         self.t.fail(Rule::qdisc_stmt, mark);
@@ -707,12 +715,11 @@ impl<'s> Reader<'s> {
     fn qdisc_param(&mut self) -> Option<(Spanned<String>, Scalar)> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if let Some(name) = self.ident() {
-            if self.sp() {
-                if let Some(value) = self.scalar() {
-                    return Some((name, value));
-                }
-            }
+        if let Some(name) = self.ident()
+            && self.sp()
+            && let Some(value) = self.scalar()
+        {
+            return Some((name, value));
         }
         self.pos = start;
         self.t.fail(Rule::qdisc_param, mark);
@@ -726,11 +733,11 @@ impl<'s> Reader<'s> {
             let mut fields = Vec::new();
             loop {
                 let before = self.pos;
-                if self.sp() {
-                    if let Some(f) = self.match_field() {
-                        fields.push(f);
-                        continue;
-                    }
+                if self.sp()
+                    && let Some(f) = self.match_field()
+                {
+                    fields.push(f);
+                    continue;
                 }
                 self.pos = before;
                 break;
@@ -775,15 +782,14 @@ impl<'s> Reader<'s> {
     fn pod_field(&mut self) -> Option<MatchField> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw("pod") && self.sp() {
-            if let Some(dir) = self.addr_dir() {
-                if self.sp() {
-                    if let Some(items) = self.list() {
-                        let dir = Spanned::new(dir.node, Span::new(start, dir.span.end));
-                        return Some(MatchField::PodAddr(dir, items));
-                    }
-                }
-            }
+        if self.kw("pod")
+            && self.sp()
+            && let Some(dir) = self.addr_dir()
+            && self.sp()
+            && let Some(items) = self.list()
+        {
+            let dir = Spanned::new(dir.node, Span::new(start, dir.span.end));
+            return Some(MatchField::PodAddr(dir, items));
         }
         self.pos = start;
         self.t.fail(Rule::pod_field, mark);
@@ -927,10 +933,11 @@ impl<'s> Reader<'s> {
     fn cidr_stmt(&mut self) -> Option<PodsStmtKind> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw("cidr") && self.sp() {
-            if let Some(items) = self.list() {
-                return Some(PodsStmtKind::Cidr(items));
-            }
+        if self.kw("cidr")
+            && self.sp()
+            && let Some(items) = self.list()
+        {
+            return Some(PodsStmtKind::Cidr(items));
         }
         self.pos = start;
         self.t.fail(Rule::cidr_stmt, mark);
@@ -940,18 +947,19 @@ impl<'s> Reader<'s> {
     fn overlay_stmt(&mut self) -> Option<PodsStmtKind> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw("overlay") && self.sp() {
-            if let Some(kind) = self.ident() {
-                let before = self.pos;
-                let mut port = None;
-                if self.sp() {
-                    port = self.scalar();
-                }
-                if port.is_none() {
-                    self.pos = before;
-                }
-                return Some(PodsStmtKind::Overlay(kind, port));
+        if self.kw("overlay")
+            && self.sp()
+            && let Some(kind) = self.ident()
+        {
+            let before = self.pos;
+            let mut port = None;
+            if self.sp() {
+                port = self.scalar();
             }
+            if port.is_none() {
+                self.pos = before;
+            }
+            return Some(PodsStmtKind::Overlay(kind, port));
         }
         self.pos = start;
         self.t.fail(Rule::overlay_stmt, mark);
@@ -961,33 +969,30 @@ impl<'s> Reader<'s> {
     fn limit_stmt(&mut self) -> Option<Limit> {
         let start = self.pos;
         let mark = self.t.enter(start);
-        if self.kw("limit") && self.sp() {
-            if let Some(selector) = self.token(Rule::selector, is_token) {
-                let mut rates = Vec::new();
-                loop {
-                    let before = self.pos;
-                    if self.sp() {
-                        if let Some((ingress, span)) =
-                            self.either(Rule::limit_dir, "ingress", "egress")
-                        {
-                            if self.sp() {
-                                if let Some(rate) = self.scalar() {
-                                    let d = if ingress {
-                                        Direction::Ingress
-                                    } else {
-                                        Direction::Egress
-                                    };
-                                    rates.push((Spanned::new(d, span), rate));
-                                    continue;
-                                }
-                            }
-                        }
-                    }
-                    self.pos = before;
-                    break;
+        if self.kw("limit")
+            && self.sp()
+            && let Some(selector) = self.token(Rule::selector, is_token)
+        {
+            let mut rates = Vec::new();
+            loop {
+                let before = self.pos;
+                if self.sp()
+                    && let Some((ingress, span)) = self.either(Rule::limit_dir, "ingress", "egress")
+                    && self.sp()
+                    && let Some(rate) = self.scalar()
+                {
+                    let d = if ingress {
+                        Direction::Ingress
+                    } else {
+                        Direction::Egress
+                    };
+                    rates.push((Spanned::new(d, span), rate));
+                    continue;
                 }
-                return Some(Limit { selector, rates });
+                self.pos = before;
+                break;
             }
+            return Some(Limit { selector, rates });
         }
         self.pos = start;
         self.t.fail(Rule::limit_stmt, mark);
