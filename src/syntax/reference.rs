@@ -1,8 +1,8 @@
 //! The oracle: `grammar/netqos.pest` run by pest, its pairs built into the same syntax tree
-//! and its failures into the same NQ040 as [`super::parse`]. Not used to read policies (pest
-//! costs ~25x the reader's time): `tests/parse_diff.rs` and the `parse_diff` fuzz target
-//! compare the two, and the build checks that the normative grammar still compiles.
-//! One function per grammar rule, named after it.
+//! and its failures into the same NQ040 as [`super::parse`]. Not used to read policies
+//! (pest takes 4-40x the reader's time, BENCHMARKS.md "Parser"): `tests/parse_diff.rs`
+//! and the `parse_diff` fuzz target compare the two, and the build checks that the
+//! normative grammar still compiles. One function per grammar rule, named after it.
 
 use pest::Parser;
 use pest::iterators::Pair;
