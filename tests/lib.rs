@@ -36,5 +36,6 @@ mod package;
 mod review_kit;
 mod scale;
 mod shape;
+mod state_wal;
 mod traffic;
 mod u32hash;
