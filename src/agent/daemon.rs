@@ -505,6 +505,19 @@ fn changed_at(files: &[PathBuf]) -> Option<std::time::SystemTime> {
         .max()
 }
 
+/// The policy the agent starts with (exit 1 when it does not load), and a first read of
+/// its devices into the mirror (exit 3).
+fn first_policy(host: &mut dyn Host, kernel: &mut Mirrored) -> Result<Policy, (u8, String)> {
+    let first = host
+        .load(None)
+        .map_err(|d| (1, d))?
+        .ok_or((1, "the policy did not load".to_string()))?;
+    kernel
+        .reread(&first.target.devices())
+        .map_err(|e| (3, e.to_string()))?;
+    Ok(first)
+}
+
 /// Runs the agent until SIGTERM. `Err` when the first policy does not load (exit 1) or
 /// the kernel cannot be read (exit 3); the first apply failing does not stop the agent
 /// (it is unhealthy and retries).
@@ -517,13 +530,7 @@ pub fn run(
 ) -> Result<(), (u8, String)> {
     let notify = Notifier::from_env();
     shared.with(|c| c.reason = "starting: the policy is not applied yet".into());
-    let first = host
-        .load(None)
-        .map_err(|d| (1, d))?
-        .ok_or((1, "the policy did not load".to_string()))?;
-    kernel
-        .reread(&first.target.devices())
-        .map_err(|e| (3, e.to_string()))?;
+    let first = first_policy(host, kernel)?;
     let mut watched = config.policy_files.clone();
     watched.extend(first.conflist.iter().cloned());
     let mut watch = Watch::new(&watched);
