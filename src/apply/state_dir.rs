@@ -459,6 +459,38 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     r
 }
 
+/// Writes a file by temp file and rename (atomic: the old bytes or the new), without
+/// fsyncing the directory; the file's data too only with `sync`. For files whose loss
+/// in a crash costs nothing (history, names for display) or whose directory the caller
+/// syncs once for many.
+pub fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().map_or("x".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let r = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(crate::apply::device_lock::nofollow())
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,9 +52,9 @@
 //! `end`, so an interrupted transaction never becomes the undo point.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -62,7 +62,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply::model::Change;
 use crate::apply::safe_fs;
 use crate::apply::state_applied::{Before, Line, append_synced};
-use crate::apply::state_dir::{Record, StateDir, StateError, encode, io_err};
+use crate::apply::state_dir::{Record, StateDir, StateError, encode, io_err, write_renamed};
 use crate::apply::txn::Entry;
 
 /// The log's file name in the state directory.
@@ -383,32 +383,4 @@ impl StateDir {
         let p = self.path.join(name);
         write_renamed(&p, bytes, sync).map_err(|e| io_err("cannot write", &p, e))
     }
-}
-
-fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().map_or("x".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let r = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(crate::apply::device_lock::nofollow())
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        if sync {
-            f.sync_data()?;
-        }
-        std::fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
 }

@@ -523,7 +523,11 @@ impl<'a> Transaction<'a> {
     /// there can cut the node off (reliability F11). A note only: shaping that NIC is the
     /// common case.
     fn warn_default_route(&mut self, target: &Target) {
-        if self.options.confirm.is_some() || self.resources.iter().any(|r| r.guards()) {
+        // A caller with a base (the agent) applied these devices before and was told then.
+        if self.options.confirm.is_some()
+            || self.options.base.is_some()
+            || self.resources.iter().any(|r| r.guards())
+        {
             return;
         }
         let Ok(routed) = self.kernel.default_route_devices() else {

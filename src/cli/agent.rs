@@ -202,14 +202,16 @@ impl CliHost<'_> {
     }
 }
 
-/// The names of the applied classes, for `status --format prometheus` and `top`.
+/// The names of the applied classes, for `status --format prometheus` and `top`: written
+/// atomically but not synced (display only; lost in a crash, `status` shows class ids
+/// until the next apply writes them again).
 pub fn save_classes(dir: &StateDir, classes: &[metrics::ClassInfo]) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(classes).map_err(std::io::Error::other)?;
     let p = dir.path.join("classes.json");
     if std::fs::read(&p).is_ok_and(|b| b == bytes) {
         return Ok(());
     }
-    netqos::apply::state_dir::write_synced(&p, &bytes)
+    netqos::apply::state_dir::write_renamed(&p, &bytes, false)
 }
 
 /// Keeps the class names transaction `id` replaces (`null`: there were none), for
