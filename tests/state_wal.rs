@@ -5,8 +5,9 @@
 //! the outcome) leaves a state that `netqos rollback` returns to before the transaction
 //! and that the next apply (an agent restarting) undoes or completes; state directories
 //! written by the previous format (an interrupted scoped transaction in `current` and
-//! `txn/ID.json`) are still recovered; the rollback of an apply awaiting confirmation
-//! gives `last` back to the apply before it.
+//! `txn/ID.json`) are still recovered; folding the log twice (a fold killed before it
+//! emptied the log) is the same fold; the rollback of an apply awaiting confirmation gives
+//! `last` back to the apply before it.
 //!
 //! A crash is a panic that unwinds out of the transaction at that point (from the
 //! observer's phase, or from the kernel's `send`), so nothing after it runs, as with
@@ -462,4 +463,48 @@ fn the_rollback_of_an_unconfirmed_apply_gives_last_back() {
     let mut last = d3.last().unwrap().unwrap();
     transaction::rollback(&mut k3, &d3, &mut last, "rolled back", &mut Silent).unwrap();
     assert_eq!(d3.last_id().unwrap(), Some(kept.id));
+}
+
+/// Issue 14: folding the log is idempotent — a fold killed before it empties the log
+/// (simulated: the log's bytes put back) and done again leaves the same undo point,
+/// records and applied target, and a fold of an empty log changes nothing.
+#[test]
+fn a_fold_done_twice_is_the_same_fold() {
+    let (a, b) = a_and_b();
+    let (_t, d) = dir("fold");
+    let mut k = FakeKernel::with_devices(&["eth0"]);
+    whole(&mut k, &d, &a);
+    let Outcome::Applied(one) = scoped(&mut k, &d, &a, &b, &mut Silent) else {
+        panic!("b not applied");
+    };
+    let Outcome::Applied(two) = scoped(&mut k, &d, &b, &a, &mut Silent) else {
+        panic!("a not applied");
+    };
+    let log = std::fs::read(d.path.join("txn.wal")).unwrap();
+    let mut seen = |d: &StateDir| {
+        let live = k.read(&a.devices()).unwrap();
+        (
+            d.last_id().unwrap(),
+            d.record(&one.id).unwrap().map(|r| r.outcome),
+            d.record(&two.id).unwrap().map(|r| r.outcome),
+            holds(&live, &d.applied().unwrap().unwrap()),
+        )
+    };
+    let before = seen(&d);
+    assert_eq!(before.0.as_deref(), Some(two.id.as_str()));
+    assert!(before.3, "the applied target is a");
+    d.fold().unwrap();
+    assert_eq!(seen(&d), before, "after a fold");
+    std::fs::write(d.path.join("txn.wal"), &log).unwrap();
+    d.fold().unwrap();
+    assert_eq!(seen(&d), before, "after the same fold again");
+    d.fold().unwrap();
+    assert_eq!(seen(&d), before, "after a fold of nothing");
+    // The next scoped apply goes on from the folded files.
+    let Outcome::Applied(three) = scoped(&mut k, &d, &a, &b, &mut Silent) else {
+        panic!("b again not applied");
+    };
+    assert_eq!(d.last_id().unwrap(), Some(three.id));
+    let live = k.read(&b.devices()).unwrap();
+    assert!(holds(&live, &d.applied().unwrap().unwrap()));
 }
