@@ -37,5 +37,6 @@ mod parse_diff;
 mod review_kit;
 mod scale;
 mod shape;
+mod state_wal;
 mod traffic;
 mod u32hash;
