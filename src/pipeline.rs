@@ -5,7 +5,9 @@
 //! Pure like every stage: the caller reads the policy, the variables, the templates and the
 //! node's conflist, and writes the files.
 
-use crate::backend::{Artefact, CniInstall, OutFile, Render, RenderError, Templates};
+use crate::backend::{
+    Artefact, Body, CniInstall, OutFile, Render, RenderError, Scripts, Templates,
+};
 use crate::cni::{self, ConflistArtefacts, NodeConflist};
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Severity};
@@ -118,16 +120,45 @@ pub fn check(
     allow: &[Code],
     deny_warnings: bool,
 ) -> Result<Checked, Vec<Diagnostic>> {
-    let checked = crate::check_source(text, vars);
+    check_marked(text, vars, allow, deny_warnings, &mut |_| {})
+}
+
+/// [`check`], calling `mark` with the name of each stage when it is done (`parse`,
+/// `check`, `lower`): how `NETQOS_TIMINGS` times them.
+pub fn check_marked(
+    text: &str,
+    vars: &ExternalVars,
+    allow: &[Code],
+    deny_warnings: bool,
+    mark: &mut dyn FnMut(&str),
+) -> Result<Checked, Vec<Diagnostic>> {
+    let parsed = crate::syntax::parse(text);
+    mark("parse");
+    let checked = match parsed {
+        Ok(file) => crate::check::check(&file, text, vars),
+        Err(d) => {
+            let mut diagnostics = crate::diagnostic::Diagnostics::new();
+            diagnostics.push(d);
+            crate::check::Checked {
+                model: None,
+                diagnostics,
+            }
+        }
+    };
+    mark("check");
     let mut diags = checked.diagnostics.into_sorted();
     diags.retain(|d| !allow.contains(&d.code));
     let warned = diags.iter().any(|d| d.severity == Severity::Warning);
     match checked.model {
-        Some(model) if !(deny_warnings && warned) => Ok(Checked {
-            plan: crate::lower::lower(&model),
-            model,
-            warnings: diags,
-        }),
+        Some(model) if !(deny_warnings && warned) => {
+            let plan = crate::lower::lower(&model);
+            mark("lower");
+            Ok(Checked {
+                plan,
+                model,
+                warnings: diags,
+            })
+        }
         _ => Err(diags),
     }
 }
@@ -182,17 +213,28 @@ impl Checked {
     }
 
     /// Renders the chosen artefacts one at a time, in the order of [`Checked::files`], and
-    /// hands each file to `sink` before rendering the next: a caller that writes and drops
-    /// them holds about one artefact at a time, not all of them. What can fail (the
-    /// templates of the two scripts, a kind that needs a `pods` block) is rendered or
-    /// decided before the first file reaches `sink`, so a failure hands over nothing; the
-    /// apply script is rendered once, also when `cloud-init` embeds it.
+    /// hands each file to `sink` before rendering the next (see [`Checked::write_each`]).
     pub fn each_file<E: From<Error>>(
         &self,
         opts: &Options<'_>,
         conflist: Option<&Conflist>,
-        mut sink: impl FnMut(&OutFile) -> Result<(), E>,
+        sink: impl FnMut(&OutFile) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.write_each(opts, conflist, &mut InMemory(sink))
+    }
+
+    /// Writes the chosen artefacts one file at a time into `sink`, in the order of
+    /// [`Checked::files`]: each file is rendered straight into the writer the sink gives
+    /// (a caller that writes it to disk holds none of the big ones whole). What can fail
+    /// (the templates of the two scripts, a kind that needs a `pods` block) is rendered or
+    /// decided before the first file reaches `sink`, so a failure hands over nothing; the
+    /// scripts are rendered once, also when `cloud-init` embeds them.
+    pub fn write_each<S: FileSink>(
+        &self,
+        opts: &Options<'_>,
+        conflist: Option<&Conflist>,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
         let pods = self.model.pods.as_ref().filter(|p| p.for_cni());
         let ctx = Render {
             plan: &self.plan,
@@ -216,42 +258,61 @@ impl Checked {
         }
         let wants = |k: &[Artefact]| kinds.iter().any(|a| k.contains(a));
         let (tc, rollback) = (Artefact::Tc, Artefact::Rollback);
-        let mut apply = if wants(&[tc, Artefact::CloudInit]) {
-            Some(crate::backend::tc_script(&ctx).map_err(|e| fail(tc)(e.into()))?)
-        } else {
-            None
-        };
-        let mut undo = if wants(&[rollback, Artefact::CloudInit]) {
-            Some(crate::backend::rollback_script(&ctx).map_err(|e| fail(rollback)(e.into()))?)
-        } else {
-            None
-        };
+        let mut scripts = Scripts::default();
+        if wants(&[tc, Artefact::CloudInit]) {
+            scripts.apply = Some(crate::backend::tc_script(&ctx).map_err(|e| fail(tc)(e.into()))?);
+        }
+        if wants(&[rollback, Artefact::CloudInit]) {
+            let text =
+                crate::backend::rollback_script(&ctx).map_err(|e| fail(rollback)(e.into()))?;
+            scripts.rollback = Some(text);
+        }
         for &artefact in &kinds {
-            let script = match artefact {
-                Artefact::Tc => &mut apply,
-                Artefact::Rollback => &mut undo,
-                Artefact::CloudInit => {
-                    let files = crate::backend::cloud_init_file(&ctx, apply.take(), undo.take())
-                        .map_err(fail(artefact))?;
-                    files.iter().try_for_each(&mut sink)?;
-                    continue;
-                }
-                _ => {
-                    let files = artefact.render(&ctx).map_err(fail(artefact))?;
-                    files.iter().try_for_each(&mut sink)?;
-                    continue;
-                }
-            };
-            // The script goes back for `cloud-init`, which embeds it.
-            let file = OutFile::new(
-                artefact,
-                artefact.info().file_name,
-                script.take().unwrap_or_default(),
-            );
-            sink(&file)?;
-            *script = Some(file.text);
+            let mut file =
+                |path: &str, body: Body<'_>| sink.file(artefact, path, body).map_err(Fail::Sink);
+            artefact
+                .write(&ctx, &scripts, &mut file)
+                .map_err(|e| match e {
+                    Fail::Render(e) => fail(artefact)(e).into(),
+                    Fail::Sink(e) => e,
+                })?;
         }
         Ok(())
+    }
+}
+
+/// Where [`Checked::write_each`] puts the files.
+pub trait FileSink {
+    type Error: From<Error>;
+    /// One file of `artefact` at `path` (relative to the output directory): `body` writes
+    /// its contents into the writer it is given; its error is the sink's to report
+    /// (`Error::Render` for the artefact, or the sink's own when the writer failed).
+    fn file(&mut self, artefact: Artefact, path: &str, body: Body<'_>) -> Result<(), Self::Error>;
+}
+
+/// A sink collecting each file in memory and handing it to a closure.
+struct InMemory<F>(F);
+
+impl<E: From<Error>, F: FnMut(&OutFile) -> Result<(), E>> FileSink for InMemory<F> {
+    type Error = E;
+    fn file(&mut self, artefact: Artefact, path: &str, body: Body<'_>) -> Result<(), E> {
+        let mut text = Vec::new();
+        body(&mut text).map_err(|source| Error::Render { artefact, source })?;
+        let text = String::from_utf8(text)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        (self.0)(&OutFile::new(artefact, path, text))
+    }
+}
+
+/// Why writing an artefact stopped: its rendering, or the sink.
+enum Fail<E> {
+    Render(RenderError),
+    Sink(E),
+}
+
+impl<E> From<RenderError> for Fail<E> {
+    fn from(e: RenderError) -> Self {
+        Fail::Render(e)
     }
 }
 

@@ -167,6 +167,51 @@ fn compile_writes_only_changed_files_and_prints_one_artefact() {
 }
 
 #[test]
+fn streamed_files_replace_only_what_changed_and_a_broken_template_writes_nothing() {
+    let d = TempDir::new("compile-stream");
+    let out = d.join("out");
+    let policy = root().join("examples/control-plane.nq");
+    let (p, o) = (policy.to_str().unwrap(), out.to_str().unwrap());
+    cli(["compile", p, "-o", o]).code(0);
+    let plan = std::fs::read_to_string(out.join("plan.json")).unwrap();
+    // A file of the same size but other bytes is replaced; a longer or shorter one too.
+    let same_size: String = plan.chars().rev().collect();
+    std::fs::write(out.join("plan.json"), &same_size).unwrap();
+    std::fs::write(out.join("tree.txt"), "short\n").unwrap();
+    let again = cli(["compile", p, "-o", o]).code(0);
+    let stdout = again.stdout();
+    let wrote: Vec<&str> = stdout.lines().collect();
+    assert_eq!(wrote.len(), 2, "{wrote:?}");
+    assert!(
+        wrote
+            .iter()
+            .all(|l| l.ends_with("plan.json") || l.ends_with("tree.txt"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("plan.json")).unwrap(),
+        plan
+    );
+    // A rollback template that does not compile stops before any file is written.
+    d.write("templates/rollback.sh.j2", "#!/bin/sh\n{% if %}\n");
+    let fresh = d.join("fresh");
+    cli(["compile", p, "-o"])
+        .arg(&fresh)
+        .arg("--templates")
+        .arg(d.join("templates"))
+        .code(2);
+    let written: Vec<_> = std::fs::read_dir(&fresh)
+        .map(|r| r.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(written.is_empty(), "{written:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("netqos-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
 fn a_file_name_with_a_newline_cannot_inject_commands() {
     let model = netqos::check_source(
         &std::fs::read_to_string(root().join("examples/control-plane.nq")).unwrap(),

@@ -3,6 +3,9 @@
 //! Adding a kind: a variant of [`Artefact`] (its doc comment is the `--emit` help), its row
 //! in [`Artefact::info`], and its arm in [`Artefact::render`] calling its renderer.
 
+use std::borrow::Cow;
+use std::io::Write;
+
 use serde::Serialize;
 
 use super::{CniInstall, Templates};
@@ -103,35 +106,108 @@ impl Artefact {
     /// The files of this artefact for `ctx`, as (path relative to the output directory,
     /// contents).
     pub fn render(self, ctx: &Render<'_>) -> Result<Vec<OutFile>, RenderError> {
-        let one = |text: String| Ok(vec![OutFile::new(self, self.info().file_name, text)]);
+        let mut files = Vec::new();
+        self.write(
+            ctx,
+            &Scripts::default(),
+            &mut |path: &str, body: Body<'_>| {
+                let mut text = Vec::new();
+                body(&mut text)?;
+                let text = String::from_utf8(text)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                files.push(OutFile::new(self, path, text));
+                Ok::<(), RenderError>(())
+            },
+        )?;
+        Ok(files)
+    }
+
+    /// Writes the files of this artefact for `ctx` one at a time: `file(path, body)` is
+    /// called for each (path relative to the output directory) and gives `body` the writer
+    /// of its contents. The scripts in `scripts` are used as they are; those missing are
+    /// rendered here.
+    pub fn write<E: From<RenderError>>(
+        self,
+        ctx: &Render<'_>,
+        scripts: &Scripts,
+        file: &mut dyn FnMut(&str, Body<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let name = self.info().file_name;
         match self {
-            Artefact::Tc => one(super::tc_script(ctx)?),
-            Artefact::Rollback => one(super::rollback_script(ctx)?),
-            Artefact::Plan => one(super::plan_json(ctx.plan)),
-            Artefact::Tree => one(super::tree(ctx.plan, ctx.verbose)),
-            Artefact::Svg => one(super::svg(ctx.plan)),
-            Artefact::CloudInit => super::cloud_init_file(ctx, None, None),
-            Artefact::Systemd => one(super::unit(ctx.plan, ctx.source)?),
+            Artefact::Tc => file(name, &mut text(&scripts.apply(ctx)?)),
+            Artefact::Rollback => file(name, &mut text(&scripts.rollback(ctx)?)),
+            Artefact::Plan => file(name, &mut |w| Ok(super::write_plan_json(ctx.plan, w)?)),
+            Artefact::Tree => file(name, &mut |w| {
+                Ok(super::write_tree(ctx.plan, ctx.verbose, w)?)
+            }),
+            Artefact::Svg => file(name, &mut |w| Ok(super::write_svg(ctx.plan, w)?)),
+            Artefact::CloudInit => {
+                let (apply, rollback) = (scripts.apply(ctx)?, scripts.rollback(ctx)?);
+                file(name, &mut |w| {
+                    super::write_cloud_init(ctx, &apply, &rollback, w)
+                })
+            }
+            Artefact::Systemd => file(
+                name,
+                &mut text(&super::unit(ctx.plan, ctx.source).map_err(RenderError::from)?),
+            ),
             Artefact::AgentService => {
                 let dir = ctx
                     .pods
                     .and_then(|p| crate::apply::conflist_file::path_for(p, None))
                     .and_then(|p| p.parent().map(|d| d.display().to_string()));
-                one(super::systemd::agent_unit(ctx.source, dir.as_deref())?)
+                let unit = super::systemd::agent_unit(ctx.source, dir.as_deref())
+                    .map_err(RenderError::from)?;
+                file(name, &mut text(&unit))
             }
             Artefact::Conflist => {
                 ctx.pods.ok_or(RenderError::NeedsPods(self))?;
-                let files = ctx.conflist.map_or(&[][..], |c| &c.files[..]);
-                Ok(files
-                    .iter()
-                    .map(|(path, text)| OutFile::new(self, path, text.clone()))
-                    .collect())
+                for (path, body) in ctx.conflist.map_or(&[][..], |c| &c.files[..]) {
+                    file(path, &mut text(body))?;
+                }
+                Ok(())
             }
             Artefact::Annotations => {
                 let pods = ctx.pods.ok_or(RenderError::NeedsPods(self))?;
-                one(crate::cni::annotations::component(pods, ctx.source))
+                file(
+                    name,
+                    &mut text(&crate::cni::annotations::component(pods, ctx.source)),
+                )
             }
         }
+    }
+}
+
+/// A body writing `text` as it is.
+fn text(text: &str) -> impl FnMut(&mut dyn Write) -> Result<(), RenderError> + '_ {
+    move |w| Ok(w.write_all(text.as_bytes())?)
+}
+
+/// What writes one file's contents into the writer it is given.
+pub type Body<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<(), RenderError>;
+
+/// The two scripts, when they are rendered already (they are rendered first, so that a
+/// failing `--templates` template stops a compile before any file is written, and once,
+/// also when `cloud-init` embeds them).
+#[derive(Debug, Clone, Default)]
+pub struct Scripts {
+    pub apply: Option<String>,
+    pub rollback: Option<String>,
+}
+
+impl Scripts {
+    fn apply(&self, ctx: &Render<'_>) -> Result<Cow<'_, str>, RenderError> {
+        Ok(match &self.apply {
+            Some(text) => Cow::Borrowed(text),
+            None => Cow::Owned(super::tc_script(ctx)?),
+        })
+    }
+
+    fn rollback(&self, ctx: &Render<'_>) -> Result<Cow<'_, str>, RenderError> {
+        Ok(match &self.rollback {
+            Some(text) => Cow::Borrowed(text),
+            None => Cow::Owned(super::rollback_script(ctx)?),
+        })
     }
 }
 
@@ -208,4 +284,7 @@ pub enum RenderError {
     /// A template (built in or from `--templates`) failed.
     #[error("{0}")]
     Template(#[from] minijinja::Error),
+    /// The file could not be written.
+    #[error("cannot write: {0}")]
+    Write(#[from] std::io::Error),
 }

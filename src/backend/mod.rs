@@ -2,7 +2,7 @@
 //! values, and every dynamic shell token passes through the `shq` quoting filter.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex, OnceLock};
 
 mod artefact;
@@ -12,14 +12,14 @@ mod svg;
 mod systemd;
 mod tree;
 
-pub use artefact::{Artefact, Info, OutFile, Render, RenderError};
+pub use artefact::{Artefact, Body, Info, OutFile, Render, RenderError, Scripts};
 pub use cloud_init::{NodeFile, cloud_config};
-pub use svg::svg;
+pub use svg::{svg, write_svg};
 pub use systemd::{
     AGENT_UNIT_NAME, AGENT_UNIT_PATH, APPLY_PATH, BINARY_PATH, INSTALL_DIR, POLICY_PATH,
     ROLLBACK_PATH, UNIT_NAME, UNIT_PATH, agent_unit, device_unit, unit,
 };
-pub use tree::tree;
+pub use tree::{tree, write_tree};
 
 use minijinja::{Environment, context};
 use serde::Serialize;
@@ -159,55 +159,147 @@ fn fmt_root(d: &DevicePlan, verb: &str) -> String {
     s
 }
 
-/// The batch lines of one device (after its root line) with their policy lines.
-fn device_lines(d: &DevicePlan) -> Vec<(String, usize, String)> {
-    let dev = &d.shaped_device;
-    let mut out = Vec::new();
-    for c in &d.classes {
-        let mut l = format!(
-            "class replace dev {dev} parent {} classid {} htb rate {}bit ceil {}bit burst {}b cburst {}b prio {}",
-            c.parent, c.classid, c.rate, c.ceil, c.burst, c.cburst, c.prio
-        );
-        if let Some(q) = c.quantum {
-            let _ = write!(l, " quantum {q}");
-        }
-        let what = if c.name.is_empty() {
-            "root class".to_string()
+/// The text of the apply script's big values: every device's batch lines and u32 filters
+/// and the policy line of each, written straight into their buffers (a 100,000-class tree
+/// has hundreds of thousands of lines); for a `--templates` template also as lists.
+struct Lines<'a> {
+    source: &'a str,
+    /// The batch lines of the current device (classes and leaf queues), each ended by a
+    /// newline.
+    batch: String,
+    /// Its hash tables and u32 filters, each ended by a newline.
+    filters: String,
+    /// The line map of every device so far.
+    map: String,
+    /// `Some` for a template from `--templates`: the same lines one by one.
+    lists: Option<Lists>,
+}
+
+#[derive(Default)]
+struct Lists {
+    lines: Vec<String>,
+    filters: Vec<String>,
+    map: Vec<String>,
+}
+
+impl Lines<'_> {
+    /// Ends the line just written to `batch` (or `filters`) at `start` and maps it to the
+    /// policy line `line`, described by `what` (written by `what_of`).
+    fn end(
+        &mut self,
+        filter: bool,
+        start: usize,
+        line: usize,
+        shaped: &str,
+        what: fmt::Arguments<'_>,
+    ) {
+        let buf = if filter {
+            &mut self.filters
         } else {
-            format!("class {}", c.name)
+            &mut self.batch
         };
-        out.push((l, c.line, what.clone()));
-        if let Some(leaf) = &c.leaf {
-            let mut l = format!(
-                "qdisc replace dev {dev} parent {} handle {} {}",
-                c.classid,
-                leaf.handle,
-                leaf.queue.kind()
-            );
-            for a in &leaf.queue.args() {
-                l.push(' ');
-                l.push_str(a);
+        if let Some(lists) = &mut self.lists {
+            let text = buf[start..].to_string();
+            if filter {
+                lists.filters.push(text);
+            } else {
+                lists.lines.push(text);
             }
-            out.push((l, c.line, format!("{what} leaf queue")));
+        }
+        buf.push('\n');
+        let source = self.source;
+        self.map_line(format_args!("{source}:{line} ({what} on {shaped})"));
+    }
+
+    fn map_line(&mut self, text: fmt::Arguments<'_>) {
+        let start = self.map.len();
+        let _ = self.map.write_fmt(text);
+        if let Some(lists) = &mut self.lists {
+            lists.map.push(self.map[start..].to_string());
+        }
+        self.map.push('\n');
+    }
+
+    /// The batch lines of one device (after its root line) with their policy lines.
+    fn device(&mut self, d: &DevicePlan) {
+        let dev = &d.shaped_device;
+        for c in &d.classes {
+            let start = self.batch.len();
+            let _ = write!(
+                self.batch,
+                "class replace dev {dev} parent {} classid {} htb rate {}bit ceil {}bit burst {}b cburst {}b prio {}",
+                c.parent, c.classid, c.rate, c.ceil, c.burst, c.cburst, c.prio
+            );
+            if let Some(q) = c.quantum {
+                let _ = write!(self.batch, " quantum {q}");
+            }
+            let name = ClassName(&c.name);
+            self.end(false, start, c.line, dev, format_args!("{name}"));
+            if let Some(leaf) = &c.leaf {
+                let start = self.batch.len();
+                let _ = write!(
+                    self.batch,
+                    "qdisc replace dev {dev} parent {} handle {} {}",
+                    c.classid,
+                    leaf.handle,
+                    leaf.queue.kind()
+                );
+                for a in &leaf.queue.args() {
+                    self.batch.push(' ');
+                    self.batch.push_str(a);
+                }
+                self.end(false, start, c.line, dev, format_args!("{name} leaf queue"));
+            }
+        }
+        for t in &d.hash_tables {
+            let start = self.filters.len();
+            let _ = write!(
+                self.filters,
+                "filter add dev {dev} parent {} protocol {} prio {} handle {} u32 divisor {}",
+                t.parent, t.protocol, t.prio, t.handle, t.divisor
+            );
+            self.end(
+                true,
+                start,
+                t.line,
+                dev,
+                format_args!("hash table {}", t.handle),
+            );
+        }
+        for f in &d.filters {
+            let start = self.filters.len();
+            write_filter(&mut self.filters, dev, f);
+            match f.action {
+                FilterAction::Class { target } => {
+                    self.end(true, start, f.line, dev, format_args!("match → {target}"));
+                }
+                FilterAction::Link { link, .. } => {
+                    let what = format_args!("match run → hash table {link}");
+                    self.end(true, start, f.line, dev, what);
+                }
+            }
         }
     }
-    for t in &d.hash_tables {
-        let l = format!(
-            "filter add dev {dev} parent {} protocol {} prio {} handle {} u32 divisor {}",
-            t.parent, t.protocol, t.prio, t.handle, t.divisor
-        );
-        out.push((l, t.line, format!("hash table {}", t.handle)));
+}
+
+/// How the line map names a class: `root class` for 1:1, else `class PATH`.
+struct ClassName<'a>(&'a str);
+
+impl fmt::Display for ClassName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("root class")
+        } else {
+            write!(f, "class {}", self.0)
+        }
     }
-    for f in &d.filters {
-        out.push((filter_line(dev, f), f.line, filter_what(f)));
-    }
-    out
 }
 
 /// One u32 node as a batch line: `ht 2:7b:` for a node in a hash table, `hashkey … link
 /// 3:` for a link node.
-fn filter_line(dev: &str, f: &FilterPlan) -> String {
-    let mut l = format!(
+fn write_filter(l: &mut String, dev: &str, f: &FilterPlan) {
+    let _ = write!(
+        l,
         "filter add dev {dev} parent {} protocol {} prio {} u32",
         f.parent, f.protocol, f.prio
     );
@@ -224,14 +316,6 @@ fn filter_line(dev: &str, f: &FilterPlan) -> String {
         FilterAction::Link { link, hashkey } => {
             let _ = write!(l, " hashkey {hashkey} link {link}");
         }
-    }
-    l
-}
-
-fn filter_what(f: &FilterPlan) -> String {
-    match f.action {
-        FilterAction::Class { target } => format!("match → {target}"),
-        FilterAction::Link { link, .. } => format!("match run → hash table {link}"),
     }
 }
 
@@ -267,71 +351,97 @@ pub struct CniInstall {
 pub fn tc_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
     let env = env(ctx.templates)?;
     let source = &display_name(ctx.source);
-    let mut map = Vec::new();
     let lists = ctx.templates.apply.is_some();
+    let mut lines = Lines {
+        source,
+        batch: String::new(),
+        filters: String::new(),
+        map: String::new(),
+        lists: lists.then(Lists::default),
+    };
     let views: Vec<DeviceView> = ctx
         .plan
         .devices
         .iter()
-        .map(|d| device_view(d, source, &mut map, lists))
+        .map(|d| device_view(d, &mut lines))
         .collect();
-    let map_text = joined(&map);
-    if !lists {
-        map = Vec::new();
-    }
+    let Lines {
+        map: map_text,
+        lists,
+        ..
+    } = lines;
+    let map = lists.map_or_else(Vec::new, |l| l.map);
     let mut required: Vec<String> = ctx.plan.devices.iter().map(|d| d.device.clone()).collect();
     required.sort();
     required.dedup();
-    let out = env.get_template("apply")?.render(context! {
-        source => source,
-        devices => minijinja::Value::from(minijinja::value::Serde(&views)),
-        required => required,
-        map => map,
-        map_text => map_text,
-        redirect_prio => REDIRECT_PRIO,
-        cni => ctx.cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
-        nft => ctx.plan.pod_rules.as_ref().map(|p| context! {
-            table => p.table.clone(),
-            ruleset => nft::replace(p),
-        }),
-        nft_table => crate::lower::pods::TABLE,
+    let template = env.get_template("apply")?;
+    // The script is about the size of its big values: one allocation, not a doubling.
+    let size: usize = views
+        .iter()
+        .map(|v| v.batch.len() + v.filter_text.len())
+        .sum::<usize>()
+        + map_text.len()
+        + template.source().len() * 2
+        + 4096;
+    let mut out = Vec::with_capacity(size);
+    template.render_captured_to(
+        context! {
+            source => source,
+            devices => minijinja::Value::from(minijinja::value::Serde(&views)),
+            required => required,
+            map => map,
+            map_text => map_text,
+            redirect_prio => REDIRECT_PRIO,
+            cni => ctx.cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
+            nft => ctx.plan.pod_rules.as_ref().map(|p| context! {
+                table => p.table.clone(),
+                ruleset => nft::replace(p),
+            }),
+            nft_table => crate::lower::pods::TABLE,
+        },
+        &mut out,
+    )?;
+    let out = String::from_utf8(out).map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
     })?;
     Ok(with_newline(out))
 }
 
-/// Each item followed by a newline.
-fn joined(items: &[String]) -> String {
-    let mut out = String::with_capacity(items.iter().map(|i| i.len() + 1).sum());
-    for i in items {
-        out.push_str(i);
-        out.push('\n');
-    }
-    out
-}
-
-/// One device of the apply script; its batch lines' policy lines go to `map`. `lists`:
-/// the lines as lists too (a template from `--templates` may loop over them).
-fn device_view(d: &DevicePlan, source: &str, map: &mut Vec<String>, lists: bool) -> DeviceView {
+/// One device of the apply script; its lines and their policy lines go to `lines`.
+fn device_view(d: &DevicePlan, lines: &mut Lines<'_>) -> DeviceView {
     let title = format!("{} {}", d.device, d.direction.as_str());
-    map.push(format!("{source}:{} (root of {title})", d.line));
-    let mut lines = Vec::new();
-    let mut filters = Vec::new();
-    for (l, line, what) in device_lines(d) {
-        map.push(format!("{source}:{line} ({what} on {})", d.shaped_device));
-        if l.starts_with("filter ") {
-            filters.push(l);
-        } else {
-            lines.push(l);
-        }
-    }
+    let source = lines.source;
+    lines.map_line(format_args!("{source}:{} (root of {title})", d.line));
+    lines.device(d);
+    let batch = std::mem::take(&mut lines.batch);
+    let filter_text = std::mem::take(&mut lines.filters);
+    let (list, filters) = lines.lists.as_mut().map_or_else(Default::default, |l| {
+        (std::mem::take(&mut l.lines), std::mem::take(&mut l.filters))
+    });
     let redirect = d.ifb.as_ref().map_or(String::new(), |ifb| {
-        map.push(format!("{source}:{} (redirect of {} ingress to {ifb})", d.line, d.device));
+        lines.map_line(format_args!(
+            "{source}:{} (redirect of {} ingress to {ifb})",
+            d.line, d.device
+        ));
         format!(
             "filter add dev {} ingress protocol all prio {REDIRECT_PRIO} u32 match u32 0 0 action mirred egress redirect dev {ifb}",
             d.device
         )
     });
-    let join = |items: Vec<String>| items.join(" ");
+    let mut keep = String::with_capacity(d.classes.len() * 8);
+    for (n, c) in d.classes.iter().enumerate() {
+        if n > 0 {
+            keep.push(' ');
+        }
+        let _ = write!(keep, "{}", c.classid);
+    }
+    let mut leaves = String::new();
+    for l in d.classes.iter().filter_map(|c| c.leaf.as_ref()) {
+        if !leaves.is_empty() {
+            leaves.push(' ');
+        }
+        let _ = write!(leaves, "{}{}", l.handle, l.queue.kind());
+    }
     DeviceView {
         title,
         device: d.device.clone(),
@@ -341,21 +451,12 @@ fn device_view(d: &DevicePlan, source: &str, map: &mut Vec<String>, lists: bool)
         line: d.line,
         root_add: fmt_root(d, "add"),
         root_keep: format!("qdisc show dev {}", d.shaped_device),
-        keep: join(d.classes.iter().map(|c| c.classid.to_string()).collect()),
-        leaves: join(
-            d.classes
-                .iter()
-                .filter_map(|c| {
-                    c.leaf
-                        .as_ref()
-                        .map(|l| format!("{}{}", l.handle, l.queue.kind()))
-                })
-                .collect(),
-        ),
-        batch: joined(&lines),
-        filter_text: joined(&filters),
-        lines: if lists { lines } else { Vec::new() },
-        filters: if lists { filters } else { Vec::new() },
+        keep,
+        leaves,
+        batch,
+        filter_text,
+        lines: list,
+        filters,
         redirect,
         redirect_mark: d
             .ifb
@@ -438,34 +539,50 @@ fn node_files_with(
     ])
 }
 
-/// The `cloud-init` artefact's file; `apply` is the apply script when it was rendered
-/// already (it is the first of the node's files).
-pub fn cloud_init_file(
+/// The `cloud-init` document for the rendered scripts `apply` and `rollback`, written to
+/// `w`.
+pub(crate) fn write_cloud_init(
     ctx: &Render<'_>,
-    apply: Option<String>,
-    rollback: Option<String>,
-) -> Result<Vec<OutFile>, RenderError> {
-    let apply = match apply {
-        Some(text) => text,
-        None => tc_script(ctx)?,
-    };
-    let rollback = match rollback {
-        Some(text) => text,
-        None => rollback_script(ctx)?,
-    };
-    let files = node_files_with(ctx, apply, rollback)?;
-    let kind = Artefact::CloudInit;
-    let text = cloud_config(&files, ctx.source)?;
-    Ok(vec![OutFile::new(kind, kind.info().file_name, text)])
+    apply: &str,
+    rollback: &str,
+    w: &mut dyn std::io::Write,
+) -> Result<(), RenderError> {
+    let unit = unit(ctx.plan, ctx.source)?;
+    let files = [
+        cloud_init::FileRef {
+            path: APPLY_PATH,
+            mode: 0o755,
+            content: apply,
+        },
+        cloud_init::FileRef {
+            path: ROLLBACK_PATH,
+            mode: 0o755,
+            content: rollback,
+        },
+        cloud_init::FileRef {
+            path: UNIT_PATH,
+            mode: 0o644,
+            content: &unit,
+        },
+    ];
+    Ok(cloud_init::write_cloud_config(&files, ctx.source, w)?)
 }
 
 /// The plan as pretty JSON (schema `netqos-plan/1`).
 #[must_use]
 pub fn plan_json(plan: &Plan) -> String {
-    let mut s =
-        serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    s.push('\n');
-    s
+    let mut out = Vec::new();
+    match write_plan_json(plan, &mut out) {
+        Ok(()) => String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        Err(e) => format!("{{\"error\": \"{e}\"}}\n"),
+    }
+}
+
+/// [`plan_json`] written to `w` as it is serialized.
+pub fn write_plan_json(plan: &Plan, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *w, plan)?;
+    w.write_all(b"\n")
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! scale of the link; the match lines in the policy's words under the name. Plain SVG 1.1,
 //! deterministic, no scripts or external references.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -19,29 +20,57 @@ const INDENT: u64 = 18;
 
 /// Renders every device of the plan into one SVG document.
 pub fn svg(plan: &Plan) -> String {
-    let mut body = String::new();
+    let mut out = Vec::new();
+    let _ = write_svg(plan, &mut out);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`svg`] written to `w` one device at a time (the height is worked out first).
+pub fn write_svg(plan: &Plan, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let rows: Vec<Vec<(&ClassPlan, u64)>> = plan.devices.iter().map(order).collect();
     let mut y = 20;
-    for d in &plan.devices {
-        y = device(d, y, &mut body) + 24;
+    for r in &rows {
+        y += HEAD + r.iter().map(|(c, _)| row_height(c)).sum::<u64>() + 24;
     }
     let height = y.max(60);
-    format!(
+    write!(
+        w,
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"{WIDTH}\" \
          height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" font-family=\"DejaVu Sans, \
          Verdana, sans-serif\" font-size=\"13\">\n\
          <title>netqos class tree</title>\n\
-         <rect x=\"0\" y=\"0\" width=\"{WIDTH}\" height=\"{height}\" fill=\"#ffffff\"/>\n\
-         {body}</svg>\n"
-    )
+         <rect x=\"0\" y=\"0\" width=\"{WIDTH}\" height=\"{height}\" fill=\"#ffffff\"/>\n"
+    )?;
+    let mut y = 20;
+    let mut body = String::new();
+    for (d, rows) in plan.devices.iter().zip(&rows) {
+        body.clear();
+        y = device(d, rows, y, &mut body) + 24;
+        w.write_all(body.as_bytes())?;
+    }
+    w.write_all(b"</svg>\n")
+}
+
+/// The rows above a device's first class: its title and the legend.
+const HEAD: u64 = 18 + 10 + 8;
+
+/// The height of one class row with its match lines.
+fn row_height(c: &ClassPlan) -> u64 {
+    ROW + MATCH_ROW * c.matches.len() as u64
 }
 
 /// Escapes text for an XML text node or attribute.
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+fn xml(s: &str) -> Cow<'_, str> {
+    if !s.contains(['&', '<', '>', '"']) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;"),
+    )
 }
 
 /// Pixels for `rate` on the link's scale, at least 1 so a tiny class stays visible.
@@ -53,8 +82,8 @@ fn px(rate: u64, link: u64) -> u64 {
     u64::try_from(w).unwrap_or(BAR_W).clamp(1, BAR_W)
 }
 
-/// Draws one device starting at `y`; returns the y below it.
-fn device(d: &DevicePlan, mut y: u64, out: &mut String) -> u64 {
+/// Draws one device's `rows` starting at `y`; returns the y below it.
+fn device(d: &DevicePlan, rows: &[(&ClassPlan, u64)], mut y: u64, out: &mut String) -> u64 {
     let on = match &d.ifb {
         Some(ifb) => format!("{} ingress (shaped on {ifb})", d.device),
         None => format!("{} egress", d.device),
@@ -78,21 +107,21 @@ fn device(d: &DevicePlan, mut y: u64, out: &mut String) -> u64 {
     );
     y += 8;
     let default = Handle::class(d.root.default.0);
-    let mut rows = Vec::new();
-    order(d, Handle::ROOT_CLASS, 0, &mut rows);
-    for (c, depth) in rows {
+    for &(c, depth) in rows {
         y = class(c, depth, link, c.classid == default || c.is_default, y, out);
     }
     y
 }
 
-/// The classes under `parent`, depth first, in plan order.
-fn order<'a>(d: &'a DevicePlan, parent: Handle, depth: u64, out: &mut Vec<(&'a ClassPlan, u64)>) {
-    let mut children: BTreeMap<Handle, Vec<&'a ClassPlan>> = BTreeMap::new();
+/// The classes of a device under its root class, depth first, in plan order.
+fn order(d: &DevicePlan) -> Vec<(&ClassPlan, u64)> {
+    let mut children: BTreeMap<Handle, Vec<&ClassPlan>> = BTreeMap::new();
     for c in d.classes.iter().skip(1) {
         children.entry(c.parent).or_default().push(c);
     }
-    walk(&children, parent, depth, out);
+    let mut out = Vec::new();
+    walk(&children, Handle::ROOT_CLASS, 0, &mut out);
+    out
 }
 
 fn walk<'a>(

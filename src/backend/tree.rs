@@ -10,42 +10,54 @@ use crate::units::{fmt_duration_us, fmt_rate, fmt_size};
 
 /// Renders every device's tree; `verbose` shows the u32 filters too.
 pub fn tree(plan: &Plan, verbose: bool) -> String {
+    let mut out = Vec::new();
+    let _ = write_tree(plan, verbose, &mut out);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`tree`] written to `w` one device at a time; devices are separated by a blank line.
+pub fn write_tree(plan: &Plan, verbose: bool, w: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut out = String::new();
-    for d in &plan.devices {
-        let on = match &d.ifb {
-            Some(ifb) => format!("{} ingress (shaped on {ifb})", d.device),
-            None => format!("{} egress", d.device),
-        };
-        let default = Handle::class(d.root.default.0);
-        let name = d
-            .classes
-            .iter()
-            .find(|c| c.classid == default)
-            .map_or(String::new(), |c| format!(" ({})", leaf_name(c)));
-        out.push_str(&format!(
-            "{on}: htb 1: default {default}{name}; ids as `tc class show dev {}` prints them\n",
-            d.shaped_device
-        ));
-        if let Some(root) = d.classes.first() {
-            out.push_str(&format!("└─ 1:1 root  rate {}\n", fmt_rate(root.rate)));
+    for (n, d) in plan.devices.iter().enumerate() {
+        out.clear();
+        if n > 0 {
+            out.push('\n');
         }
-        let mut index = Index::new(d, verbose);
-        if let Some(p) = plan
-            .pod_rules
-            .as_ref()
-            .filter(|p| d.ifb.is_none() && p.device == d.device)
-        {
-            for r in &p.rules {
-                index.pod_rules.entry(r.classid).or_default().push(r);
-            }
+        device(plan, d, verbose, &mut out);
+        w.write_all(out.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn device(plan: &Plan, d: &DevicePlan, verbose: bool, out: &mut String) {
+    let on = match &d.ifb {
+        Some(ifb) => format!("{} ingress (shaped on {ifb})", d.device),
+        None => format!("{} egress", d.device),
+    };
+    let default = Handle::class(d.root.default.0);
+    let name = d
+        .classes
+        .iter()
+        .find(|c| c.classid == default)
+        .map_or(String::new(), |c| format!(" ({})", leaf_name(c)));
+    out.push_str(&format!(
+        "{on}: htb 1: default {default}{name}; ids as `tc class show dev {}` prints them\n",
+        d.shaped_device
+    ));
+    if let Some(root) = d.classes.first() {
+        out.push_str(&format!("└─ 1:1 root  rate {}\n", fmt_rate(root.rate)));
+    }
+    let mut index = Index::new(d, verbose);
+    if let Some(p) = plan
+        .pod_rules
+        .as_ref()
+        .filter(|p| d.ifb.is_none() && p.device == d.device)
+    {
+        for r in &p.rules {
+            index.pod_rules.entry(r.classid).or_default().push(r);
         }
-        index.walk(Handle::ROOT_CLASS, "   ", &mut out);
-        out.push('\n');
     }
-    while out.ends_with("\n\n") {
-        out.pop();
-    }
-    out
+    index.walk(Handle::ROOT_CLASS, "   ", out);
 }
 
 /// The last part of a class path: `pods/web` → `web`.

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use super::check::{external_vars, print, read_source};
 use super::error::Error;
-use super::{Exit, Format, NodeArgs, Ui, VarArgs, write_atomic};
-use netqos::backend::{Artefact, OutFile, Templates};
+use super::out_file::OutFile;
+use super::{Exit, Format, NodeArgs, Ui, VarArgs};
+use netqos::backend::{self, Artefact, Body, RenderError, Templates};
 use netqos::cni::NodeConflist;
 use netqos::diagnostic::Diagnostic;
 use netqos::pipeline::{self, Checked, Conflist, Options, Selection};
@@ -57,6 +58,7 @@ fn command_line() -> Source {
 }
 
 fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
+    let mut timings = super::timings::Timings::from_env();
     let allowed = a.node.allowed()?;
     let node_conflist = super::cni::read(a.node.conflist.as_deref())?;
     let to_stdout = a.out == Path::new("-");
@@ -90,7 +92,8 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
         deny_warnings: a.deny_warnings,
         verbose: ui.verbose,
     };
-    let checked = check(&src, &vars, &opts, ui)?;
+    timings.mark("read");
+    let checked = check(&src, &vars, &opts, ui, &mut timings)?;
     opts.templates = load_templates(a.templates)?;
     let pods = checked.model.pods.as_ref();
     if !to_stdout
@@ -112,8 +115,54 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
             // Each file is written as soon as it is rendered and then dropped: a 100,000-class
             // policy's artefacts are hundreds of megabytes together.
             create_dir(a.out)?;
-            checked.each_file(&opts, conflist.as_ref(), |f| write_one(a.out, f, ui))
+            let mut dir = OutDir {
+                out: a.out,
+                ui,
+                timings: &mut timings,
+            };
+            checked.write_each(&opts, conflist.as_ref(), &mut dir)
         }
+    }
+}
+
+/// The output directory: each file is streamed into it as it is rendered (a 100,000-class
+/// policy's artefacts are hundreds of megabytes together) and replaces the old one only
+/// when it changed, by atomic rename; scripts are made executable.
+struct OutDir<'a> {
+    out: &'a Path,
+    ui: Ui,
+    timings: &'a mut super::timings::Timings,
+}
+
+impl pipeline::FileSink for OutDir<'_> {
+    type Error = Error;
+
+    fn file(&mut self, artefact: Artefact, name: &str, body: Body<'_>) -> Result<(), Error> {
+        let path = self.out.join(name);
+        if let Some(dir) = path.parent() {
+            create_dir(dir)?;
+        }
+        let failed = |source| Error::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OutFile::create(&path).map_err(failed)?;
+        body(&mut file).map_err(|e| match e {
+            RenderError::Write(source) => failed(source),
+            e => Error::render(artefact, e),
+        })?;
+        if file.commit().map_err(failed)? {
+            if name.ends_with(".sh") {
+                set_executable(&path);
+            }
+            if !self.ui.quiet {
+                outln!("wrote {}", path.display());
+            }
+        } else if self.ui.verbose {
+            eprintln!("unchanged {}", path.display());
+        }
+        self.timings.mark(name);
+        Ok(())
     }
 }
 
@@ -129,9 +178,11 @@ fn check(
     vars: &netqos::vars::ExternalVars,
     opts: &Options<'_>,
     ui: Ui,
+    timings: &mut super::timings::Timings,
 ) -> Result<Checked, Error> {
     let show = |diags: &[Diagnostic]| print(diags, src, Format::Human, ui, &mut Vec::new());
-    match pipeline::check(&src.text, vars, opts.allow, opts.deny_warnings) {
+    let mark = &mut |stage: &str| timings.mark(stage);
+    match pipeline::check_marked(&src.text, vars, opts.allow, opts.deny_warnings, mark) {
         Ok(checked) => {
             show(&checked.warnings);
             Ok(checked)
@@ -189,7 +240,7 @@ fn render_failed(e: pipeline::Error) -> Error {
 }
 
 /// `-o -`: the one artefact on stdout; for `conflist`, the RFC 6902 patch itself.
-fn print_one(kind: Artefact, files: &[OutFile]) {
+fn print_one(kind: Artefact, files: &[backend::OutFile]) {
     if kind == Artefact::Conflist {
         let patch = files.iter().find(|f| f.path == "conflist/patch.json");
         out!("{}", patch.map_or("[]\n", |f| f.text.as_str()));
@@ -198,38 +249,6 @@ fn print_one(kind: Artefact, files: &[OutFile]) {
     for f in files {
         out!("{}", f.text);
     }
-}
-
-/// Writes a file when it changed, by atomic rename; scripts are made executable.
-fn write_one(out: &Path, f: &OutFile, ui: Ui) -> Result<(), Error> {
-    let path = out.join(&f.path);
-    if let Some(dir) = path.parent() {
-        create_dir(dir)?;
-    }
-    if same_content(&path, f.text.as_bytes()) {
-        if ui.verbose {
-            eprintln!("unchanged {}", path.display());
-        }
-        return Ok(());
-    }
-    write_atomic(&path, f.text.as_bytes()).map_err(|source| Error::Write {
-        path: path.clone(),
-        source,
-    })?;
-    if f.path.ends_with(".sh") {
-        set_executable(&path);
-    }
-    if !ui.quiet {
-        outln!("wrote {}", path.display());
-    }
-    Ok(())
-}
-
-/// Whether the file at `path` holds exactly `text` (its size is compared first, so a
-/// changed artefact is not read back whole).
-fn same_content(path: &Path, text: &[u8]) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.len() == text.len() as u64)
-        && std::fs::read(path).is_ok_and(|old| old == text)
 }
 
 fn create_dir(dir: &Path) -> Result<(), Error> {

@@ -90,6 +90,10 @@ impl Error {
         match source {
             e @ RenderError::NeedsPods(_) => Error::NeedsPods(e),
             source @ RenderError::Template(_) => Error::Template { artefact, source },
+            RenderError::Write(source) => Error::Write {
+                path: PathBuf::from(artefact.info().file_name),
+                source,
+            },
         }
     }
 }

@@ -30,6 +30,7 @@ mod explain;
 mod fmt;
 mod input;
 mod live;
+mod out_file;
 mod plan;
 mod rollback;
 mod status;

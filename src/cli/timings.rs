@@ -1,5 +1,7 @@
-//! Phase timings of `netqos apply` on stderr when `NETQOS_TIMINGS` is set: how long the
-//! check, the read, the sending and the verification took (for `benches/apply_10k.sh`).
+//! Phase timings on stderr when `NETQOS_TIMINGS` is set: for `netqos apply` how long the
+//! check, the read, the sending and the verification took (for `benches/apply_10k.sh`); for
+//! `netqos compile` the read, parse, check and lowering, then each file as it is written
+//! (the first also renders the scripts; for `benches/scale.sh`).
 
 use std::time::Instant;
 
