@@ -165,7 +165,7 @@ pub fn human(diags: &[Diagnostic], src: &Source, color: bool) -> String {
     if diags.len() > MAX_HUMAN {
         let _ = writeln!(
             out,
-            "… and {} more diagnostics for {} not shown (`--format json` lists them all)",
+            "… and {} more diagnostics for {} not shown (`--format json` lists up to 1000 of each code)",
             diags.len() - MAX_HUMAN,
             src.name
         );

@@ -93,3 +93,25 @@ fn fish_completes_commands_and_formats() {
 fn unknown_shell_is_a_usage_error() {
     cli(["completions", "tcsh"]).code(2);
 }
+
+#[test]
+fn no_script_or_help_offers_the_internal_reverter() {
+    for sh in ["bash", "zsh", "fish"] {
+        let out = cli(["completions", sh]).code(0);
+        let text = String::from_utf8_lossy(&out.output.stdout);
+        assert!(
+            !text.contains("revert"),
+            "{sh} completion offers the internal __revert-after"
+        );
+    }
+    let help = cli(["--help"]).code(0);
+    assert!(!String::from_utf8_lossy(&help.output.stdout).contains("revert"));
+    // Still reachable by `apply --confirm`, which starts it: a usage error without its
+    // arguments, not an unknown command.
+    let bare = cli(["__revert-after"]).code(2);
+    assert!(
+        String::from_utf8_lossy(&bare.output.stderr).contains("<ID>"),
+        "{}",
+        String::from_utf8_lossy(&bare.output.stderr)
+    );
+}

@@ -1,7 +1,9 @@
 //! Backends: plan → artefacts. Logic lives here; the minijinja templates only lay out
 //! values, and every dynamic shell token passes through the `shq` quoting filter.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
 
 mod artefact;
 mod cloud_init;
@@ -53,18 +55,64 @@ pub fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
-fn env<'a>(templates: &'a Templates) -> Result<Environment<'a>, minijinja::Error> {
+/// The environment of the two scripts' templates, compiled once per process: the built-in
+/// templates in one shared environment, a `--templates` set in one kept until a different
+/// set is asked for (keyed by the templates' text, so a changed override is never stale). A
+/// template that does not compile is not kept: every render reports it again.
+fn env(templates: &Templates) -> Result<Arc<Environment<'static>>, minijinja::Error> {
+    if templates.apply.is_none() && templates.rollback.is_none() {
+        return builtin_env();
+    }
+    type Slot = Option<(Templates, Arc<Environment<'static>>)>;
+    static OVERRIDDEN: Mutex<Slot> = Mutex::new(None);
+    let mut slot = OVERRIDDEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((key, env)) = slot.as_ref()
+        && key.apply == templates.apply
+        && key.rollback == templates.rollback
+    {
+        return Ok(Arc::clone(env));
+    }
+    let env = Arc::new(build_env(
+        templates
+            .apply
+            .clone()
+            .map_or(Cow::Borrowed(APPLY_TEMPLATE), Cow::Owned),
+        templates
+            .rollback
+            .clone()
+            .map_or(Cow::Borrowed(ROLLBACK_TEMPLATE), Cow::Owned),
+    )?);
+    *slot = Some((templates.clone(), Arc::clone(&env)));
+    Ok(env)
+}
+
+/// The built-in templates' environment, built on first use.
+fn builtin_env() -> Result<Arc<Environment<'static>>, minijinja::Error> {
+    static BUILTIN: OnceLock<Result<Arc<Environment<'static>>, String>> = OnceLock::new();
+    BUILTIN
+        .get_or_init(|| {
+            build_env(
+                Cow::Borrowed(APPLY_TEMPLATE),
+                Cow::Borrowed(ROLLBACK_TEMPLATE),
+            )
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
+}
+
+fn build_env(
+    apply: Cow<'static, str>,
+    rollback: Cow<'static, str>,
+) -> Result<Environment<'static>, minijinja::Error> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_filter("shq", |v: String| shell_quote(&v));
-    env.add_template(
-        "apply",
-        templates.apply.as_deref().unwrap_or(APPLY_TEMPLATE),
-    )?;
-    env.add_template(
-        "rollback",
-        templates.rollback.as_deref().unwrap_or(ROLLBACK_TEMPLATE),
-    )?;
+    env.add_template_owned("apply", apply)?;
+    env.add_template_owned("rollback", rollback)?;
     env.add_template("locks", LOCKS_TEMPLATE)?;
     Ok(env)
 }
@@ -431,5 +479,46 @@ mod tests {
         assert_eq!(shell_quote("a'b"), "'a'\\''b'");
         assert_eq!(shell_quote("$(id)"), "'$(id)'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn script_templates_compile_once_and_an_override_is_never_stale() {
+        let builtin = Templates::default();
+        assert!(Arc::ptr_eq(
+            &env(&builtin).unwrap(),
+            &env(&builtin).unwrap()
+        ));
+        let render = |t: &Templates| {
+            env(t)
+                .unwrap()
+                .get_template("apply")
+                .unwrap()
+                .render(context! { source => "p.nq" })
+                .unwrap()
+        };
+        let a = Templates {
+            apply: Some("A {{ source }}".into()),
+            rollback: None,
+        };
+        assert!(Arc::ptr_eq(&env(&a).unwrap(), &env(&a.clone()).unwrap()));
+        assert_eq!(render(&a), "A p.nq");
+        let b = Templates {
+            apply: Some("B {{ source }}".into()),
+            rollback: None,
+        };
+        assert_eq!(render(&b), "B p.nq");
+        assert_eq!(render(&a), "A p.nq");
+        let broken = Templates {
+            apply: None,
+            rollback: Some("{% if".into()),
+        };
+        assert!(env(&broken).is_err());
+        assert!(env(&broken).is_err(), "a failed build is not kept");
+        let builtin = env(&builtin).unwrap();
+        assert_eq!(
+            builtin.get_template("apply").unwrap().source(),
+            APPLY_TEMPLATE
+        );
+        assert!(builtin.get_template("locks").is_ok());
     }
 }

@@ -12,6 +12,7 @@
 //! VLAN recreated) the policy is applied again.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use minijinja::{Environment, context};
 
@@ -85,6 +86,22 @@ fn unit_value(text: &str) -> String {
         .collect()
 }
 
+/// The units' templates, compiled once per process (they cannot be overridden).
+fn env() -> Result<&'static Environment<'static>, minijinja::Error> {
+    static ENV: OnceLock<Result<Environment<'static>, String>> = OnceLock::new();
+    ENV.get_or_init(|| build_env().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.clone()))
+}
+
+fn build_env() -> Result<Environment<'static>, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template("unit", UNIT_TEMPLATE)?;
+    env.add_template("agent-unit", AGENT_TEMPLATE)?;
+    Ok(env)
+}
+
 /// Renders the unit for a plan compiled from the policy named `source`.
 pub fn unit(plan: &Plan, source: &str) -> Result<String, minijinja::Error> {
     let mut devices: Vec<String> = plan
@@ -94,10 +111,7 @@ pub fn unit(plan: &Plan, source: &str) -> Result<String, minijinja::Error> {
         .collect();
     devices.sort();
     devices.dedup();
-    let mut env = Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.add_template("unit", UNIT_TEMPLATE)?;
-    let out = env.get_template("unit")?.render(context! {
+    let out = env()?.get_template("unit")?.render(context! {
         source => unit_value(source),
         devices => devices,
         before => BEFORE.join(" "),
@@ -111,10 +125,7 @@ pub fn unit(plan: &Plan, source: &str) -> Result<String, minijinja::Error> {
 /// watchdog, restart on failure, and hardening that keeps only `CAP_NET_ADMIN`. `cni_dir`:
 /// the directory of the conflist the agent keeps patched (writable to it), if any.
 pub fn agent_unit(source: &str, cni_dir: Option<&str>) -> Result<String, minijinja::Error> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.add_template("unit", AGENT_TEMPLATE)?;
-    let out = env.get_template("unit")?.render(context! {
+    let out = env()?.get_template("agent-unit")?.render(context! {
         source => unit_value(source),
         policy => POLICY_PATH,
         binary => BINARY_PATH,

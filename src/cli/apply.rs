@@ -1,7 +1,8 @@
 //! `netqos apply FILE`: maps the flags to a `transaction::Transaction` (with the conflist
 //! and the probes as resources, the confirm window's detached reverter, the test hooks from
-//! the environment) and its outcome to an exit status: 0 applied, 3 nothing changed, 4
-//! failed and undone, 5 the undo failed too.
+//! the environment) and its outcome to an exit status: 0 applied (or nothing to change), 3
+//! an I/O or environment error (nothing changed, or the kernel holds the policy but its
+//! outcome could not be recorded), 4 failed and undone, 5 the undo failed too.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -340,7 +341,7 @@ impl Reverter for Detached {
             .append(true)
             .open(dir.path.join("revert.log"))?;
         Command::new(exe)
-            .arg("__revert-after")
+            .arg(super::REVERT_AFTER)
             .arg("--state-dir")
             .arg(&dir.path)
             .arg(&p.id)

@@ -313,14 +313,6 @@ enum Command {
         #[command(flatten)]
         vars: VarArgs,
     },
-    /// Internal: the detached revert of `apply --confirm`.
-    #[command(name = "__revert-after", hide = true)]
-    RevertAfter {
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<std::path::PathBuf>,
-        id: String,
-        deadline: u64,
-    },
     /// Explain a diagnostic code, with a bad and a fixed example; without a code, list them.
     #[command(after_help = "Examples:\n  netqos explain NQ001\n  netqos explain")]
     Explain {
@@ -381,8 +373,42 @@ pub struct Ui {
     pub verbose: bool,
 }
 
+/// The detached revert of `apply --confirm` (started by `apply` itself, never by a user):
+/// parsed apart from [`Cli`] so that help and the completion scripts never offer it.
+#[derive(Debug, Parser)]
+#[command(name = "netqos __revert-after")]
+struct RevertAfter {
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    id: String,
+    deadline: u64,
+}
+
+/// The first argument that selects [`RevertAfter`].
+pub(crate) const REVERT_AFTER: &str = "__revert-after";
+
 /// Parses arguments and runs the command.
 pub fn run() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == REVERT_AFTER)
+    {
+        let args = std::env::args_os().skip(1);
+        return match RevertAfter::try_parse_from(args) {
+            Ok(r) => {
+                let ui = Ui {
+                    color: false,
+                    quiet: false,
+                    verbose: false,
+                };
+                rollback::revert_after(r.state_dir.as_deref(), &r.id, r.deadline, ui).into()
+            }
+            Err(e) => {
+                let _ = e.print();
+                Exit::Usage.into()
+            }
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -560,11 +586,6 @@ fn transaction(command: Command, ui: Ui) -> Exit {
         ),
         Command::Confirm { state_dir } => rollback::confirm(state_dir.as_deref(), ui),
         Command::Rollback { state_dir } => rollback::rollback(state_dir.as_deref(), ui),
-        Command::RevertAfter {
-            state_dir,
-            id,
-            deadline,
-        } => rollback::revert_after(state_dir.as_deref(), &id, deadline, ui),
         // Dispatched by `offline` and `live`, never passed here.
         Command::Check { .. }
         | Command::Fmt { .. }
