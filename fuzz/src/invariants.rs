@@ -77,22 +77,29 @@ fn compiles(
         deny_warnings: false,
         verbose: true,
     };
-    let files = |r: Result<netqos::pipeline::Artefacts, netqos::pipeline::Error>| {
-        r.map(|a| a.files.into_iter().map(|f| (f.path, f.text)).collect::<Vec<_>>())
+    let files = |r: Result<Vec<netqos::backend::OutFile>, netqos::pipeline::Error>| {
+        r.map(|f| f.into_iter().map(|f| (f.path, f.text)).collect::<Vec<_>>())
             .map_err(|e| format!("check-clean policy does not compile: {e} ({e:?})"))
     };
-    let one = files(compile(text, vars, &opts))?;
+    // `compile`'s two halves, so the plan checked here also feeds the netlink target.
+    let checked = netqos::pipeline::check(text, vars, &[], false)
+        .map_err(|d| format!("check-clean policy fails pipeline::check: {d:?}"))?;
+    let one = files(
+        checked
+            .conflist(&opts)
+            .and_then(|c| checked.files(&opts, c.as_ref())),
+    )?;
     if one.is_empty() {
         return Err("compile produced no files".into());
     }
     // Rendering dominates the cost of an input: the second compile, for determinism, runs
     // on one input in eight (picked by the input's hash, so a replay does the same).
-    if (sample(text).is_multiple_of(8) || cfg!(test)) && files(compile(text, vars, &opts))? != one {
+    if (sample(text).is_multiple_of(8) || cfg!(test))
+        && files(compile(text, vars, &opts).map(|a| a.files))? != one
+    {
         return Err("compiling the same text twice differs".into());
     }
-    if let Ok(checked) = netqos::pipeline::check(text, vars, &[], false) {
-        let _ = netqos::apply::state::from_plan(&checked.plan);
-    }
+    let _ = netqos::apply::state::from_plan(&checked.plan);
     Ok(())
 }
 
