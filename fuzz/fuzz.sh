@@ -36,10 +36,10 @@ seeds)
         i=$((i + 1))
     done < <(find ../examples ../tests/fixtures -name '*.nq' | sort)
     # The conflist target reads a mode byte first (bit 0: the policy sets limits; bit 1: also
-    # compute the artefacts for examples/pods.nq's pods block).
+    # compute the artefacts, for the pods block bits 2-3 pick: fuzz/src/invariants.rs).
     i=0
     while IFS= read -r f; do
-        for mode in 0 1 2 3; do
+        for mode in 0 1 2 3 4 5 6 7 8 9 a b c d e f; do
             { printf "\\x3$mode"; cat "$f"; } > "corpus/conflist/seed-$i-$mode.json"
         done
         i=$((i + 1))

@@ -402,7 +402,8 @@ pub(crate) mod invariants {
 
 /// Inputs the libFuzzer runs found (BENCHMARKS.md, "Fuzzing (issue 16)"), each replayed with
 /// the targets' checks: policies, then conflists with the target's mode byte (bit 0: the
-/// policy sets limits; bit 1: also the artefacts of examples/pods.nq's `pods` block).
+/// policy sets limits; bit 1: also the artefacts of the `pods` block `PODS_BLOCKS[mode >> 2
+/// & 3]` in `fuzz/src/invariants.rs`, the first examples/pods.nq's).
 const FOUND_POLICIES: &[&str] = &[];
 const FOUND_CONFLISTS: &[(u8, &str)] = &[
     // NQ034 (not valid JSON) labelled bytes 4..5, half of the two-byte 'ޓ' serde_json
@@ -418,25 +419,84 @@ const FOUND_CONFLISTS: &[(u8, &str)] = &[
         b'0',
         "{\n  \"cniVersion\": \"0.3.0\",\n  \"name\": \"mynet\",\n  \"plugins\": [\n    { \"type\": \"ptp\", \"mtu\": 1500, \"ipam\": { \"type\": \"host-local\", \"subne(t\": \"09.0.0.0/24\" } },\n    { \"name\": \"slowdown\", \"type\": \"bandwidth\", \"capabilities\": { \"bandwidth\": true },\n      \"ingressRate\": 0}\n  ]\n}\n",
     ),
+    // The same file with the artefacts of a pods block without limits: netqos leaves it
+    // alone (empty patches, no install) instead of refusing it with only a warning.
+    (
+        b'6',
+        "{\n  \"cniVersion\": \"0.3.0\",\n  \"name\": \"mynet\",\n  \"plugins\": [\n    { \"type\": \"ptp\", \"mtu\": 1500, \"ipam\": { \"type\": \"host-local\", \"subne(t\": \"09.0.0.0/24\" } },\n    { \"name\": \"slowdown\", \"type\": \"bandwidth\", \"capabilities\": { \"bandwidth\": true },\n      \"ingressRate\": 0}\n  ]\n}\n",
+    ),
+    // A netqos entry but no bandwidth, for a pods block with `burst`: the patch added
+    // bandwidth and a second netqos entry after it, so the installed file was refused
+    // (NQ088). Now the first computation refuses it with NQ088. Found (mode ':'), then
+    // minimised.
+    (
+        b':',
+        "{\n  \"name\": \"k8s-pod-network\",\n  \"cniVersion\": \"0.3.1\",\n  \"plugins\": [\n    {\n      \"type\": \"netqos\",\n      \"log_level\": \"info\",\n      \"log_file_path\": \"/var/log/calico/cni/cni.log\",\n      \"datastore_type\": \"kubernetes\",\n      \"nodename\": \"node-1\",\n      \"mtu\": 1450,\n      \"ipam\": {\n          \"type\": \"host-local\",\n          \"subnet\": \"usePodCidr\"\n      },\n      \"policy\": {\n          \"type\": \"k8s\"\n      },\n      \"kubernetes\": {\n          \"kub\\\"econfig\": \"/etc/cni/net.d/calico-kubeconfig\"\n      }\n    },\n    {\n      \"type\": \"portmap\",\n      \"snat\": true,\n      \"capabilities\": {\"portMappings\": true}\n    },\n    {\n      \"type\": \"bandwkdth\",\n      \"capabilities\": {\"bandwidth\": true}\n    }\n  ]\n}\n",
+    ),
+    (
+        b':',
+        "{\"plugins\":[{\"type\":\"netqos\"},{\"type\":\"ptp\"}]}",
+    ),
 ];
 
-fn pods_example() -> netqos::model::Pods {
-    let src = std::fs::read_to_string(root().join("examples/pods.nq")).unwrap();
-    let model = netqos::check_source(&src, &ExternalVars::default()).model;
-    model.and_then(|m| m.pods).unwrap()
+/// The conflist target's `pods` block for `mode` (`fuzz/src/lib.rs`), if bit 1 asks for one.
+fn pods_for(mode: u8) -> Option<netqos::model::Pods> {
+    (mode & 2 == 2).then(|| {
+        let src = invariants::pods_policy(mode);
+        let checked = netqos::check_source(&src, &ExternalVars::default());
+        let errors: Vec<_> = checked
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .collect();
+        assert!(errors.is_empty(), "{src}\n{errors:?}");
+        checked.model.and_then(|m| m.pods).expect("a pods block")
+    })
+}
+
+#[test]
+fn the_conflist_targets_pods_blocks_check_clean() {
+    let example = std::fs::read_to_string(root().join("examples/pods.nq")).unwrap();
+    let example = netqos::check_source(&example, &ExternalVars::default()).model;
+    let lineless = |p: Option<netqos::model::Pods>| {
+        p.map(|mut p| {
+            p.limits.iter_mut().for_each(|l| l.line = 0);
+            p
+        })
+    };
+    assert_eq!(
+        lineless(pods_for(2)),
+        lineless(example.and_then(|m| m.pods)),
+        "mode 2: the example's"
+    );
+    let blocks: Vec<_> = (0..4u8).map(|i| pods_for(2 | i << 2)).collect();
+    assert!(
+        blocks[1]
+            .as_ref()
+            .is_some_and(|p| p.limits.is_empty() && p.burst.is_none())
+    );
+    assert!(
+        blocks[2]
+            .as_ref()
+            .is_some_and(|p| p.limits.is_empty() && p.burst.is_some())
+    );
+    assert!(
+        blocks[3]
+            .as_ref()
+            .is_some_and(|p| !p.limits.is_empty() && p.burst.is_some())
+    );
 }
 
 #[test]
 fn inputs_libfuzzer_found_stay_fixed() {
-    let pods = pods_example();
     for text in FOUND_POLICIES {
         assert_eq!(invariants::policy(text), Ok(()), "policy:\n{text}");
         assert_eq!(invariants::policy_core(text), Ok(()), "policy:\n{text}");
     }
-    for (mode, text) in FOUND_CONFLISTS {
-        let p = (mode & 2 == 2).then_some(&pods);
+    for &(mode, text) in FOUND_CONFLISTS {
+        let p = pods_for(mode);
         assert_eq!(
-            invariants::conflist(text, mode & 1 == 1, p),
+            invariants::conflist(text, mode & 1 == 1, p.as_ref()),
             Ok(()),
             "conflist (mode {mode}):\n{text}"
         );
@@ -460,12 +520,12 @@ fn the_fuzz_seeds_pass_the_targets_checks() {
         }
     }
     assert!(policies_seen > 50, "only {policies_seen} seed policies");
-    let pods = pods_example();
+    let pods: Vec<_> = (0..16u8).map(pods_for).collect();
     for e in std::fs::read_dir(root().join("tests/fixtures/conflists")).unwrap() {
         let path = e.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for mode in 0..4u8 {
-            let p = (mode & 2 == 2).then_some(&pods);
+        for mode in 0..16u8 {
+            let p = pods[usize::from(mode)].as_ref();
             let got = invariants::conflist(&text, mode & 1 == 1, p);
             assert_eq!(got, Ok(()), "{} mode {mode}", path.display());
         }
