@@ -10,7 +10,9 @@
 #       stream, state files);
 #   (c) the agent repairing a one-class drift (`tc class change` by hand): from the event
 #       to the verified repair (`netqos_last_repair_seconds`);
-#   (d) the idle agent: CPU over 30 s and resident memory.
+#   (d) the idle agent: CPU over 30 s and resident memory;
+#   (e) with strace installed, the fsync/fdatasync/syncfs calls of two more edits (traced,
+#       so not timed).
 # With NETQOS_TIMINGS=1 the agent's transaction phases are printed too.
 # Needs root and iproute2. Usage: benches/agent_vs_apply.sh [CLASSES] [RUNS]
 set -euo pipefail
@@ -64,9 +66,9 @@ for _ in $(seq 1 600); do
 done
 grep -q "enforcing policy" "$log" || { cat "$log"; echo "the agent did not start" >&2; exit 1; }
 sleep 2
-for i in $(seq 1 "$runs"); do
-    if [ $(((runs + i) % 2)) = 1 ]; then src=p2; else src=p; fi
-    cp "$tmp/$src.nq" "$tmp/next.nq"
+# One edit: the file renamed over, then wait for the agent's "applied" line.
+edit() {
+    cp "$tmp/$1.nq" "$tmp/next.nq"
     before=$(grep "policy file changed" "$log" | grep -c "): applied" || true)
     mv "$tmp/next.nq" "$tmp/policy.nq"
     for _ in $(seq 1 300); do
@@ -75,6 +77,9 @@ for i in $(seq 1 "$runs"); do
         sleep 0.05
     done
     sleep 0.5
+}
+for i in $(seq 1 "$runs"); do
+    if [ $(((runs + i) % 2)) = 1 ]; then edit p2; else edit p; fi
 done
 # One class changed by hand, repaired by the agent (RUNS times).
 cls=$(ip netns exec "$ns" tc class show dev eth0 | awk '!f && /rate 800Kbit|rate 900Kbit/ {print $3; f=1}')
@@ -100,6 +105,8 @@ echo "netqos apply, one-class change (wall ms): ${apply_times[*]} → median $(p
 grep "policy file changed" "$log" | sed -n 's/.*checked in \([0-9.]*\) ms): applied \([0-9]*\) change(s) in \([0-9.]*\) ms.*/\1 \3 \2/p' > "$tmp/edits"
 echo "agent, one-class edit: check ms: $(cut -d' ' -f1 "$tmp/edits" | tr '\n' ' ')→ median $(cut -d' ' -f1 "$tmp/edits" | median)"
 echo "agent, one-class edit: re-apply ms (changes): $(awk '{printf "%s(%s) ", $2, $3}' "$tmp/edits")→ median $(cut -d' ' -f2 "$tmp/edits" | median)"
+grep "now enforcing policy" "$log" | sed -n 's/.*, \([0-9.]*\) ms after the file changed.*/\1/p' > "$tmp/e2e"
+echo "agent, one-class edit: file renamed over → verified, ms: $(tr '\n' ' ' < "$tmp/e2e")→ median $(median < "$tmp/e2e")"
 grep "drift repaired" "$log" | sed -n 's/.*repaired \([0-9.]*\) ms after.*/\1/p' > "$tmp/repairs"
 echo "agent, one-class drift, event to verified repair ms: $(tr '\n' ' ' < "$tmp/repairs")→ median $(median < "$tmp/repairs")"
 if [ -n "${NETQOS_TIMINGS:-}" ]; then
@@ -107,3 +114,18 @@ if [ -n "${NETQOS_TIMINGS:-}" ]; then
     awk '/timing/ && started {print "  " $0} /enforcing policy/ {started=1}' "$log"
 fi
 echo "agent idle: $(python3 -c "print(round(100 * ($c1 - $c0) / $ticks / 30, 2))") % of one CPU over 30 s; RSS $((rss / 1024)) MiB"
+# fsyncs per one-class re-apply: strace attached for two more edits, after everything
+# above (tracing slows the agent; these edits are not in the figures).
+if command -v strace >/dev/null; then
+    strace -f -p "$agent_pid" -e trace=fsync,fdatasync,syncfs -o "$tmp/strace" 2>/dev/null &
+    strace_pid=$!
+    sleep 1
+    edit p2
+    edit p
+    kill -INT "$strace_pid" 2>/dev/null || true
+    wait "$strace_pid" 2>/dev/null || true
+    grep -E '(fsync|fdatasync|syncfs)\(' "$tmp/strace" | grep -v resumed | sed -E 's/^[0-9]+ +//; s/\(.*//' > "$tmp/syncs" || true
+    echo "agent, fsync-family calls over 2 one-class re-applies (strace): $(wc -l < "$tmp/syncs") ($(sort "$tmp/syncs" | uniq -c | tr -s ' ' | tr '\n' ';'))"
+else
+    echo "agent, fsync-family calls: strace not installed"
+fi

@@ -11,11 +11,12 @@ within a second (issue 16):
   unknown   hundreds of thousands of unknown statements (NQ041 each)
   badvalues every class with a rate in a wrong unit (NQ diagnostics on every line)
   comments  a valid policy that is mostly comments
+  syntaxerr 10 MB of valid classes, then a block never closed at the very end (NQ040)
 Usage: gen_adversarial.py KIND [SIZE_BYTES] > bad.nq
 """
 import sys
 
-KINDS = ["invalid", "dups", "defaults", "deep", "longline", "unknown", "badvalues", "comments"]
+KINDS = ["invalid", "dups", "defaults", "deep", "longline", "unknown", "badvalues", "comments", "syntaxerr"]
 
 
 def head(rate="100gbit"):
@@ -71,6 +72,9 @@ def gen(kind, size):
         return head() + groups(size, lambda g, t: leaf("t%d-%d" % (g, t), rate="800kbps")) + tail()
     if kind == "comments":
         return ["# " + "x" * 78] * (size // 81) + head() + tail()
+    if kind == "syntaxerr":
+        out = head() + groups(size, lambda g, t: leaf("t%d-%d" % (g, t), rate="8kbit")) + tail()
+        return out + ["interface eth1 {", "    rate 1gbit"]
     sys.exit("unknown kind %r; one of %s" % (kind, ", ".join(KINDS)))
 
 

@@ -24,7 +24,7 @@ for n in 1000 10000 100000; do
 done
 python3 "$here/gen_policy.py" 100000 >"$dir/bad.nq"
 measure "check invalid 102002 (<=60s)" timeout 60 "$bin" check "$dir/bad.nq"
-for kind in invalid dups defaults deep longline unknown badvalues comments; do
+for kind in invalid dups defaults deep longline unknown badvalues comments syntaxerr; do
     python3 "$here/gen_adversarial.py" "$kind" >"$dir/adv.nq"
     measure "check 10MB $kind (<=60s)" timeout 60 "$bin" check "$dir/adv.nq"
 done

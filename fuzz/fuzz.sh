@@ -3,7 +3,7 @@
 # libfuzzer-sys compiles libFuzzer itself; rustc adds SanitizerCoverage through LLVM flags
 # (the ones cargo-fuzz passes with `--sanitizer none`). See fuzz/README.md.
 #
-#   fuzz/fuzz.sh build                 # the targets (policy, policy_core, conflist), release + debug assertions
+#   fuzz/fuzz.sh build                 # the targets (policy, policy_core, parse_diff, conflist), release + debug assertions
 #   fuzz/fuzz.sh seeds                 # fuzz/corpus/{policy,conflist} from the repo's files
 #   fuzz/fuzz.sh run TARGET [ARGS...]  # niced libFuzzer run with the target's dictionary
 #
@@ -36,10 +36,10 @@ seeds)
         i=$((i + 1))
     done < <(find ../examples ../tests/fixtures -name '*.nq' | sort)
     # The conflist target reads a mode byte first (bit 0: the policy sets limits; bit 1: also
-    # compute the artefacts for examples/pods.nq's pods block).
+    # compute the artefacts, for the pods block bits 2-3 pick: fuzz/src/invariants.rs).
     i=0
     while IFS= read -r f; do
-        for mode in 0 1 2 3; do
+        for mode in 0 1 2 3 4 5 6 7 8 9 a b c d e f; do
             { printf "\\x3$mode"; cat "$f"; } > "corpus/conflist/seed-$i-$mode.json"
         done
         i=$((i + 1))
@@ -53,8 +53,9 @@ run)
     dict=netqos.dict
     [ "$target" = conflist ] && dict=conflist.dict
     corpus=corpus/$target
-    # policy_core reads policies too: it shares the policy corpus.
+    # policy_core and parse_diff read policies too: they share the policy corpus.
     [ "$target" = policy_core ] && corpus=corpus/policy
+    [ "$target" = parse_diff ] && corpus=corpus/policy
     mkdir -p "$corpus" "artifacts/$target"
     exec nice -n 10 "$(bin "$target")" "$corpus" "-dict=$dict" \
         "-artifact_prefix=artifacts/$target/" -max_len=8192 "$@"

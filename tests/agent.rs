@@ -1110,12 +1110,19 @@ fn the_agent_installs_the_pod_rules_table_and_repairs_its_deletion() {
     assert_eq!(table(), installed, "SIGTERM keeps the table");
 }
 
-/// The id of the last transaction and its record, as JSON.
+/// The node's state directory, read as `status` and `rollback` read it.
+fn state_dir(node: &Node) -> netqos::apply::state_dir::StateDir {
+    netqos::apply::state_dir::StateDir::open(&node.state()).expect("state dir")
+}
+
+/// The record of the last transaction (from the transaction log of the agent's scoped
+/// applies, or the per-transaction files), as JSON.
 fn last_record(node: &Node) -> serde_json::Value {
-    let id = std::fs::read_to_string(node.state().join("last")).expect("last");
-    let text = std::fs::read_to_string(node.state().join(format!("txn/{}.json", id.trim())))
-        .expect("record");
-    serde_json::from_str(&text).expect("record is JSON")
+    let record = state_dir(node)
+        .last()
+        .expect("readable")
+        .expect("a last one");
+    serde_json::to_value(&record).expect("record is JSON")
 }
 
 /// The classes a record's snapshot holds on `dev`.
@@ -1129,7 +1136,7 @@ fn snapshot_classes(record: &serde_json::Value, dev: &str) -> usize {
 
 /// Issue 14 (the one-class re-apply): an edit is applied in the scope of what changed —
 /// the record snapshots only that class (and its parent) and the applied target gets a line in
-/// `applied.delta` that `status` replays (no drift); a scoped transaction killed between
+/// the transaction log (`txn.wal`) that `status` replays (no drift); a scoped transaction killed between
 /// its two changes is undone to its snapshot by `netqos rollback`, and a second rollback
 /// returns the class and the applied target to before the edit; `netqos apply` saves the
 /// class names as the agent does.
@@ -1161,7 +1168,8 @@ fn an_edit_is_applied_in_scope_and_an_interrupted_one_is_undone() {
     assert!(record["scope"].is_object(), "a scoped record: {record}");
     // The class and the one above it (its depth orders removals), of the tree's 3.
     assert_eq!(snapshot_classes(&record, "eth0"), 2, "{record}");
-    assert!(node.state().join("applied.delta").exists());
+    let log = std::fs::metadata(node.state().join("txn.wal")).map_or(0, |m| m.len());
+    assert!(log > 0, "the scoped apply is in the transaction log");
     let status = node.netqos(&["status", "--state-dir", node.state().to_str().unwrap()]);
     let out = String::from_utf8_lossy(&status.stdout);
     assert!(out.contains("drift: none"), "{out}");
@@ -1176,10 +1184,9 @@ fn an_edit_is_applied_in_scope_and_an_interrupted_one_is_undone() {
             .replace("rate 25mbit", "rate 26mbit"),
     );
     assert!(
-        wait(Duration::from_secs(5), || node
-            .state()
-            .join("current")
-            .exists()
+        wait(Duration::from_secs(5), || state_dir(&node)
+            .interrupted()
+            .is_ok_and(|r| r.is_some())
             && tree(&node) != edited),
         "{}",
         agent.log()
@@ -1217,4 +1224,64 @@ fn an_edit_is_applied_in_scope_and_an_interrupted_one_is_undone() {
     assert_eq!(applied.status.code(), Some(0), "{applied:?}");
     let saved = std::fs::read_to_string(&names).unwrap_or_default();
     assert!(saved.contains("control-plane"), "{saved}");
+}
+
+/// Issue 14: on a hashed tree (20 host rules: a u32 hash table, `lower::hash`) the mirror
+/// follows the nodes in the table's buckets, so a bucket node deleted by hand (`tc filter
+/// del … handle 1:B:800`) is repaired from the event alone: counted as filter drift, one
+/// change, and no re-read of the device (the mirror's read counters stay).
+#[test]
+fn a_deleted_bucket_node_of_a_hashed_tree_is_repaired_in_scope() {
+    let Some(node) = Node::new("hash") else {
+        return;
+    };
+    let hosts: Vec<String> = (1..=20).map(|i| format!("10.0.1.{i}")).collect();
+    let policy = format!(
+        "netqos 1\n\ninterface eth0 {{\n    rate 100mbit\n    class hosts {{\n        rate 20mbit\n        \
+         match dst {{ {} }}\n    }}\n    class bulk {{\n        rate 50mbit\n        default\n    }}\n}}\n",
+        hosts.join(", ")
+    );
+    std::fs::write(node.policy(), policy).expect("policy");
+    let mut agent = node.agent(1, &[]);
+    node.wait_healthy(&mut agent);
+    let filters = node.tc("filter show dev eth0");
+    // `… fh 1:5:800 order 2048 key ht 1 bkt 5 flowid 1:…`: a node in a bucket of table 1.
+    let bucket = filters
+        .lines()
+        .filter(|l| l.contains("flowid"))
+        .filter_map(|l| l.split(" fh ").nth(1)?.split(' ').next())
+        .find(|h| {
+            let parts: Vec<&str> = h.split(':').collect();
+            parts.len() == 3 && parts[0] != "800" && !parts[1].is_empty()
+        })
+        .unwrap_or_else(|| panic!("no bucket node in:\n{filters}"))
+        .to_string();
+    let prio = filters
+        .lines()
+        .find(|l| l.contains(&format!(" fh {bucket} ")))
+        .and_then(|l| {
+            l.split(" pref ")
+                .nth(1)?
+                .split(' ')
+                .next()
+                .map(str::to_string)
+        })
+        .expect("its priority");
+    let pristine = tree(&node);
+    let reads = |kind: &str| node.metric(&format!("netqos_mirror_reads_total{{kind=\"{kind}\"}}"));
+    let before = (reads("full"), reads("partial"));
+    assert!(before.0.is_some(), "{}", node.get("/metrics").1);
+    let del =
+        format!("tc filter del dev eth0 parent 1: protocol ip prio {prio} handle {bucket} u32");
+    repaired(&node, &agent, "filter", &del, &pristine);
+    let log = agent.log();
+    assert!(
+        log.contains("drift repair: applied 1 change(s)"),
+        "one change:\n{log}"
+    );
+    assert_eq!(
+        (reads("full"), reads("partial")),
+        before,
+        "the device was not re-read:\n{log}"
+    );
 }

@@ -267,6 +267,91 @@ fn flavours_without_a_patch_say_so_and_allow_rejects_errors() {
         .code(2);
 }
 
+/// Static rates in the node's bandwidth entry when the policy sets no pod limits: NQ035 is a
+/// warning, netqos leaves the file as it is (empty patches, nothing to install) and the
+/// compile succeeds; with pod limits the same file is refused (NQ035, an error).
+#[test]
+fn static_rates_without_pod_limits_leave_the_conflist_alone() {
+    let dir = TempDir::new("cni-static");
+    let conf = dir.write(
+        "10-static.conflist",
+        "{\n  \"cniVersion\": \"0.3.1\",\n  \"name\": \"mynet\",\n  \"plugins\": [\n    { \"type\": \"ptp\", \"ipam\": { \"type\": \"host-local\", \"subnet\": \"10.0.0.0/24\" } },\n    { \"type\": \"bandwidth\", \"capabilities\": { \"bandwidth\": true }, \"ingressRate\": 0 }\n  ]\n}\n",
+    );
+    let before = std::fs::read(&conf).unwrap();
+    let policy = dir.write(
+        "nolimits.nq",
+        "netqos 1\n\ninterface eth0 {\n    rate 100mbit\n    class all {\n        rate 100mbit\n        default\n    }\n}\n\npods {\n    cni flannel\n}\n",
+    );
+    let o = dir.join("out");
+    cli(["compile"])
+        .arg(&policy)
+        .arg("-o")
+        .arg(&o)
+        .arg("--conflist")
+        .arg(&conf)
+        .code(0)
+        .stderr_has("warning[NQ035]");
+    assert_eq!(
+        std::fs::read_to_string(o.join("conflist/patch.json")).unwrap(),
+        "[]\n"
+    );
+    assert_eq!(std::fs::read(&conf).unwrap(), before);
+    let text = String::from_utf8(before).unwrap();
+    let pods = |limits: bool| {
+        let src = std::fs::read_to_string(&policy).unwrap().replace(
+            "cni flannel\n",
+            if limits {
+                "cni flannel\n    limit app=x egress 5mbit\n"
+            } else {
+                "cni flannel\n"
+            },
+        );
+        let model = netqos::check_source(&src, &netqos::vars::ExternalVars::default()).model;
+        model.and_then(|m| m.pods).unwrap()
+    };
+    let node = netqos::cni::NodeConflist {
+        path: "10-static.conflist",
+        text: &text,
+    };
+    let left = netqos::cni::conflist_artefacts(&pods(false), Some(&node)).unwrap();
+    assert!(left.install.is_none());
+    assert!(
+        left.summary
+            .iter()
+            .any(|s| s.contains("(NQ035): netqos leaves it as it is")),
+        "{:?}",
+        left.summary
+    );
+    let refused = netqos::cni::conflist_artefacts(&pods(true), Some(&node)).unwrap_err();
+    assert!(
+        refused
+            .iter()
+            .any(|d| d.code == netqos::codes::Code::NQ035 && d.is_error())
+    );
+}
+
+/// A conflist with a netqos entry but no bandwidth, for a policy with `burst`: the patch would
+/// add bandwidth and a second netqos entry after it, so NQ088 refuses it (found by the
+/// conflist fuzz target: the installed file was refused).
+#[test]
+fn a_netqos_entry_without_bandwidth_is_misplaced() {
+    let src = "netqos 1\n\ninterface eth0 {\n    rate 1gbit\n    class all {\n        rate 1gbit\n        default\n    }\n}\n\npods {\n    cni flannel\n    burst 20ms\n}\n";
+    let model = netqos::check_source(src, &netqos::vars::ExternalVars::default()).model;
+    let pods = model.and_then(|m| m.pods).unwrap();
+    let text = r#"{"plugins":[{"type":"netqos"},{"type":"ptp"}]}"#;
+    let node = netqos::cni::NodeConflist {
+        path: "10-x.conflist",
+        text,
+    };
+    let refused = netqos::cni::conflist_artefacts(&pods, Some(&node)).unwrap_err();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].code, netqos::codes::Code::NQ088);
+    assert_eq!(
+        &text[refused[0].labels[0].span.start..refused[0].labels[0].span.end],
+        r#"{"type":"netqos"}"#
+    );
+}
+
 const NODE_POLICY: &str = "netqos 1\n\ninterface eth0 {\n    rate 100mbit\n    class all {\n        rate 100mbit\n        default\n    }\n}\n\npods {\n    cni flannel\n    limit app=x egress 5mbit\n}\n";
 
 /// A node in a namespace: a veth `eth0`, and in a temporary directory flannel's default

@@ -11,24 +11,6 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use netqos::vars::ExternalVars;
 
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n.max(1) as u64).unwrap_or(0)
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
-
 const TOKENS: &[&str] = &[
     "netqos 1",
     "let",
@@ -122,11 +104,11 @@ const TOKENS: &[&str] = &[
 
 fn mutate(rng: &mut Rng, base: &str) -> String {
     let mut s: Vec<char> = base.chars().collect();
-    for _ in 0..=rng.below(6) {
-        let at = rng.below(s.len() + 1);
-        match rng.below(5) {
+    for _ in 0..=rng.index(6) {
+        let at = rng.index(s.len() + 1);
+        match rng.index(5) {
             0 if !s.is_empty() => {
-                let end = (at + rng.below(12)).min(s.len());
+                let end = (at + rng.index(12)).min(s.len());
                 s.drain(at.min(end)..end);
             }
             1 => {
@@ -138,15 +120,15 @@ fn mutate(rng: &mut Rng, base: &str) -> String {
             }
             2 if !s.is_empty() => {
                 let i = at.min(s.len() - 1);
-                s[i] = char::from(u8::try_from(rng.below(95) + 32).unwrap_or(b'x'));
+                s[i] = char::from(u8::try_from(rng.index(95) + 32).unwrap_or(b'x'));
             }
             3 if !s.is_empty() => {
-                let a = rng.below(s.len());
-                let b = rng.below(s.len());
+                let a = rng.index(s.len());
+                let b = rng.index(s.len());
                 s.swap(a, b);
             }
             _ => {
-                let dup: String = s.iter().skip(at).take(rng.below(40)).collect();
+                let dup: String = s.iter().skip(at).take(rng.index(40)).collect();
                 for (i, c) in dup.chars().enumerate() {
                     s.insert((at + i).min(s.len()), c);
                 }
@@ -158,21 +140,21 @@ fn mutate(rng: &mut Rng, base: &str) -> String {
 
 fn random_policy(rng: &mut Rng) -> String {
     let mut s = String::from("netqos 1\n");
-    for _ in 0..rng.below(4) {
+    for _ in 0..rng.index(4) {
         s.push_str(&format!(
             "let {} = {}\n",
             rng.pick(&["x", "cp", "y"]),
             rng.pick(TOKENS)
         ));
     }
-    for _ in 0..=rng.below(3) {
+    for _ in 0..=rng.index(3) {
         s.push_str(&format!(
             "interface {} {} {{\n rate {}\n",
             rng.pick(&["eth0", "$x", "\"a;id\"", "ens3"]),
             rng.pick(&["", "ingress"]),
             rng.pick(TOKENS)
         ));
-        for _ in 0..rng.below(6) {
+        for _ in 0..rng.index(6) {
             s.push_str(&random_class(rng, 0));
         }
         s.push_str("}\n");
@@ -181,9 +163,9 @@ fn random_policy(rng: &mut Rng) -> String {
 }
 
 fn random_class(rng: &mut Rng, depth: usize) -> String {
-    let mut s = format!("class c{} {{\n", rng.below(20));
-    for _ in 0..rng.below(6) {
-        let stmt = match rng.below(9) {
+    let mut s = format!("class c{} {{\n", rng.index(20));
+    for _ in 0..rng.index(6) {
+        let stmt = match rng.index(9) {
             0 => format!("rate {}", rng.pick(TOKENS)),
             1 => format!("ceil {}", rng.pick(TOKENS)),
             2 => format!(
@@ -324,10 +306,10 @@ fn random_policies_never_panic_and_format_stably() {
         {
             break;
         }
-        let input = if rng.below(3) == 0 {
+        let input = if rng.index(3) == 0 {
             random_policy(&mut rng)
         } else {
-            let base = &seeds[rng.below(seeds.len())];
+            let base = &seeds[rng.index(seeds.len())];
             mutate(&mut rng, base)
         };
         if let Some(why) = exercise(&input) {
@@ -398,7 +380,7 @@ fn random_conflists_never_panic_and_patches_stay_consistent() {
     std::panic::set_hook(Box::new(|_| {}));
     let mut failure = None;
     for _ in 0..3000 {
-        let base = &seeds[rng.below(seeds.len())];
+        let base = &seeds[rng.index(seeds.len())];
         let input = mutate(&mut rng, base);
         if let Some(why) = exercise_conflist(&input) {
             failure = Some((input, why));
@@ -414,13 +396,14 @@ fn random_conflists_never_panic_and_patches_stay_consistent() {
 /// The libFuzzer targets' checks (`fuzz/src/invariants.rs`): spans within the input,
 /// deterministic diagnostics and artefacts, check-clean input compiles, fmt idempotent; the
 /// conflist patch, patched text and reverse agree.
-mod invariants {
+pub(crate) mod invariants {
     include!("../fuzz/src/invariants.rs");
 }
 
 /// Inputs the libFuzzer runs found (BENCHMARKS.md, "Fuzzing (issue 16)"), each replayed with
 /// the targets' checks: policies, then conflists with the target's mode byte (bit 0: the
-/// policy sets limits; bit 1: also the artefacts of examples/pods.nq's `pods` block).
+/// policy sets limits; bit 1: also the artefacts of the `pods` block `PODS_BLOCKS[mode >> 2
+/// & 3]` in `fuzz/src/invariants.rs`, the first examples/pods.nq's).
 const FOUND_POLICIES: &[&str] = &[];
 const FOUND_CONFLISTS: &[(u8, &str)] = &[
     // NQ034 (not valid JSON) labelled bytes 4..5, half of the two-byte 'ޓ' serde_json
@@ -436,25 +419,84 @@ const FOUND_CONFLISTS: &[(u8, &str)] = &[
         b'0',
         "{\n  \"cniVersion\": \"0.3.0\",\n  \"name\": \"mynet\",\n  \"plugins\": [\n    { \"type\": \"ptp\", \"mtu\": 1500, \"ipam\": { \"type\": \"host-local\", \"subne(t\": \"09.0.0.0/24\" } },\n    { \"name\": \"slowdown\", \"type\": \"bandwidth\", \"capabilities\": { \"bandwidth\": true },\n      \"ingressRate\": 0}\n  ]\n}\n",
     ),
+    // The same file with the artefacts of a pods block without limits: netqos leaves it
+    // alone (empty patches, no install) instead of refusing it with only a warning.
+    (
+        b'6',
+        "{\n  \"cniVersion\": \"0.3.0\",\n  \"name\": \"mynet\",\n  \"plugins\": [\n    { \"type\": \"ptp\", \"mtu\": 1500, \"ipam\": { \"type\": \"host-local\", \"subne(t\": \"09.0.0.0/24\" } },\n    { \"name\": \"slowdown\", \"type\": \"bandwidth\", \"capabilities\": { \"bandwidth\": true },\n      \"ingressRate\": 0}\n  ]\n}\n",
+    ),
+    // A netqos entry but no bandwidth, for a pods block with `burst`: the patch added
+    // bandwidth and a second netqos entry after it, so the installed file was refused
+    // (NQ088). Now the first computation refuses it with NQ088. Found (mode ':'), then
+    // minimised.
+    (
+        b':',
+        "{\n  \"name\": \"k8s-pod-network\",\n  \"cniVersion\": \"0.3.1\",\n  \"plugins\": [\n    {\n      \"type\": \"netqos\",\n      \"log_level\": \"info\",\n      \"log_file_path\": \"/var/log/calico/cni/cni.log\",\n      \"datastore_type\": \"kubernetes\",\n      \"nodename\": \"node-1\",\n      \"mtu\": 1450,\n      \"ipam\": {\n          \"type\": \"host-local\",\n          \"subnet\": \"usePodCidr\"\n      },\n      \"policy\": {\n          \"type\": \"k8s\"\n      },\n      \"kubernetes\": {\n          \"kub\\\"econfig\": \"/etc/cni/net.d/calico-kubeconfig\"\n      }\n    },\n    {\n      \"type\": \"portmap\",\n      \"snat\": true,\n      \"capabilities\": {\"portMappings\": true}\n    },\n    {\n      \"type\": \"bandwkdth\",\n      \"capabilities\": {\"bandwidth\": true}\n    }\n  ]\n}\n",
+    ),
+    (
+        b':',
+        "{\"plugins\":[{\"type\":\"netqos\"},{\"type\":\"ptp\"}]}",
+    ),
 ];
 
-fn pods_example() -> netqos::model::Pods {
-    let src = std::fs::read_to_string(root().join("examples/pods.nq")).unwrap();
-    let model = netqos::check_source(&src, &ExternalVars::default()).model;
-    model.and_then(|m| m.pods).unwrap()
+/// The conflist target's `pods` block for `mode` (`fuzz/src/lib.rs`), if bit 1 asks for one.
+fn pods_for(mode: u8) -> Option<netqos::model::Pods> {
+    (mode & 2 == 2).then(|| {
+        let src = invariants::pods_policy(mode);
+        let checked = netqos::check_source(&src, &ExternalVars::default());
+        let errors: Vec<_> = checked
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .collect();
+        assert!(errors.is_empty(), "{src}\n{errors:?}");
+        checked.model.and_then(|m| m.pods).expect("a pods block")
+    })
+}
+
+#[test]
+fn the_conflist_targets_pods_blocks_check_clean() {
+    let example = std::fs::read_to_string(root().join("examples/pods.nq")).unwrap();
+    let example = netqos::check_source(&example, &ExternalVars::default()).model;
+    let lineless = |p: Option<netqos::model::Pods>| {
+        p.map(|mut p| {
+            p.limits.iter_mut().for_each(|l| l.line = 0);
+            p
+        })
+    };
+    assert_eq!(
+        lineless(pods_for(2)),
+        lineless(example.and_then(|m| m.pods)),
+        "mode 2: the example's"
+    );
+    let blocks: Vec<_> = (0..4u8).map(|i| pods_for(2 | i << 2)).collect();
+    assert!(
+        blocks[1]
+            .as_ref()
+            .is_some_and(|p| p.limits.is_empty() && p.burst.is_none())
+    );
+    assert!(
+        blocks[2]
+            .as_ref()
+            .is_some_and(|p| p.limits.is_empty() && p.burst.is_some())
+    );
+    assert!(
+        blocks[3]
+            .as_ref()
+            .is_some_and(|p| !p.limits.is_empty() && p.burst.is_some())
+    );
 }
 
 #[test]
 fn inputs_libfuzzer_found_stay_fixed() {
-    let pods = pods_example();
     for text in FOUND_POLICIES {
         assert_eq!(invariants::policy(text), Ok(()), "policy:\n{text}");
         assert_eq!(invariants::policy_core(text), Ok(()), "policy:\n{text}");
     }
-    for (mode, text) in FOUND_CONFLISTS {
-        let p = (mode & 2 == 2).then_some(&pods);
+    for &(mode, text) in FOUND_CONFLISTS {
+        let p = pods_for(mode);
         assert_eq!(
-            invariants::conflist(text, mode & 1 == 1, p),
+            invariants::conflist(text, mode & 1 == 1, p.as_ref()),
             Ok(()),
             "conflist (mode {mode}):\n{text}"
         );
@@ -478,12 +520,12 @@ fn the_fuzz_seeds_pass_the_targets_checks() {
         }
     }
     assert!(policies_seen > 50, "only {policies_seen} seed policies");
-    let pods = pods_example();
+    let pods: Vec<_> = (0..16u8).map(pods_for).collect();
     for e in std::fs::read_dir(root().join("tests/fixtures/conflists")).unwrap() {
         let path = e.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for mode in 0..4u8 {
-            let p = (mode & 2 == 2).then_some(&pods);
+        for mode in 0..16u8 {
+            let p = pods[usize::from(mode)].as_ref();
             let got = invariants::conflist(&text, mode & 1 == 1, p);
             assert_eq!(got, Ok(()), "{} mode {mode}", path.display());
         }

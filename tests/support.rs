@@ -25,6 +25,7 @@
 //!   through [`skip`], which records it for the summary printed at the end of the run.
 //! * **Diagnostics and snapshots**: [`diagnose`], [`render`], [`insta_settings`],
 //!   [`policies`], [`root`].
+//! * **Random inputs**: [`Rng`], the one seedable PRNG of the tests (xorshift64*).
 
 // The harness is a library for the test modules: not every helper is used at every commit.
 #![allow(dead_code)]
@@ -562,5 +563,40 @@ impl Drop for Netns {
             let _ = Command::new("kill").args(["-9", &pid]).output();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Random inputs
+
+/// xorshift64*: small, deterministic from its seed (`Rng(seed)`, never 0), no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-ish in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// [`Rng::below`] for indices.
+    pub fn index(&mut self, n: usize) -> usize {
+        usize::try_from(self.below(n as u64)).unwrap_or(0)
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// One element of a non-empty slice.
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.index(v.len())]
     }
 }

@@ -77,22 +77,29 @@ fn compiles(
         deny_warnings: false,
         verbose: true,
     };
-    let files = |r: Result<netqos::pipeline::Artefacts, netqos::pipeline::Error>| {
-        r.map(|a| a.files.into_iter().map(|f| (f.path, f.text)).collect::<Vec<_>>())
+    let files = |r: Result<Vec<netqos::backend::OutFile>, netqos::pipeline::Error>| {
+        r.map(|f| f.into_iter().map(|f| (f.path, f.text)).collect::<Vec<_>>())
             .map_err(|e| format!("check-clean policy does not compile: {e} ({e:?})"))
     };
-    let one = files(compile(text, vars, &opts))?;
+    // `compile`'s two halves, so the plan checked here also feeds the netlink target.
+    let checked = netqos::pipeline::check(text, vars, &[], false)
+        .map_err(|d| format!("check-clean policy fails pipeline::check: {d:?}"))?;
+    let one = files(
+        checked
+            .conflist(&opts)
+            .and_then(|c| checked.files(&opts, c.as_ref())),
+    )?;
     if one.is_empty() {
         return Err("compile produced no files".into());
     }
     // Rendering dominates the cost of an input: the second compile, for determinism, runs
     // on one input in eight (picked by the input's hash, so a replay does the same).
-    if (sample(text).is_multiple_of(8) || cfg!(test)) && files(compile(text, vars, &opts))? != one {
+    if (sample(text).is_multiple_of(8) || cfg!(test))
+        && files(compile(text, vars, &opts).map(|a| a.files))? != one
+    {
         return Err("compiling the same text twice differs".into());
     }
-    if let Ok(checked) = netqos::pipeline::check(text, vars, &[], false) {
-        let _ = netqos::apply::state::from_plan(&checked.plan);
-    }
+    let _ = netqos::apply::state::from_plan(&checked.plan);
     Ok(())
 }
 
@@ -159,15 +166,62 @@ pub fn conflist(text: &str, has_limits: bool, pods: Option<&Pods>) -> Result<(),
         patch_agrees(text, p, has_limits)?;
     }
     if let Some(pods) = pods {
-        let node = NodeConflist {
-            path: "/etc/cni/net.d/10-fuzz.conflist",
-            text,
-        };
-        if let Err(diags) = netqos::cni::conflist_artefacts(pods, Some(&node)) {
-            spans_within(&diags, text, "conflist artefacts")?;
-        }
+        artefacts_agree(text, pods)?;
     }
     Ok(())
+}
+
+/// The conflist artefacts of `pods` for the node's `text`: a refusal holds an error, with
+/// spans within the text; an install starts from the text, and once it is installed there is
+/// nothing more to install.
+fn artefacts_agree(text: &str, pods: &Pods) -> Result<(), String> {
+    let node = |text| NodeConflist {
+        path: "/etc/cni/net.d/10-fuzz.conflist",
+        text,
+    };
+    let install = match netqos::cni::conflist_artefacts(pods, Some(&node(text))) {
+        Err(diags) => {
+            spans_within(&diags, text, "conflist artefacts")?;
+            if !diags.iter().any(Diagnostic::is_error) {
+                return Err("conflist artefacts refused without an error".into());
+            }
+            return Ok(());
+        }
+        Ok(a) => a.install,
+    };
+    let Some(install) = install else {
+        return Ok(());
+    };
+    if install.original != text {
+        return Err("the install does not start from the node's conflist".into());
+    }
+    match netqos::cni::conflist_artefacts(pods, Some(&node(&install.patched))) {
+        Ok(again) if again.install.is_none() => Ok(()),
+        Ok(_) => Err("the installed conflist is patched again".into()),
+        Err(diags) => Err(format!(
+            "the installed conflist is refused: {:?}",
+            diags.iter().map(|d| d.code).collect::<Vec<_>>()
+        )),
+    }
+}
+
+/// The `pods` blocks the conflist target computes artefacts for, picked by bits 2 and 3 of
+/// its mode byte: examples/pods.nq's (limits), a CNI alone, a burst without limits, limits
+/// and a burst. [`pods_policy`] makes each a whole policy.
+pub const PODS_BLOCKS: [&str; 4] = [
+    "cni rke2-flannel\n    cidr 10.42.0.0/16\n    limit app=backup egress 50mbit\n    limit namespace=batch ingress 20mbit egress 20mbit",
+    "cni rke2-flannel",
+    "cni rke2-flannel\n    burst 20ms",
+    "cni rke2-flannel\n    limit app=web egress 50mbit\n    burst 20ms",
+];
+
+/// A check-clean policy around `PODS_BLOCKS[mode >> 2 & 3]`.
+#[must_use]
+pub fn pods_policy(mode: u8) -> String {
+    let block = PODS_BLOCKS[usize::from(mode >> 2 & 3)];
+    format!(
+        "netqos 1\n\ninterface eth0 {{\n    rate 1gbit\n    class all {{\n        rate 1gbit\n        default\n    }}\n}}\n\npods {{\n    {block}\n}}\n"
+    )
 }
 
 fn patch_agrees(
@@ -197,4 +251,30 @@ fn patch_agrees(
         return Err("patched text is not recognised as done".into());
     }
     Ok(())
+}
+
+/// The hand-written reader against the pest oracle (`netqos::syntax::reference`, the
+/// normative grammar): the same tree with the same spans, or the same NQ040. Nesting is the
+/// one allowed difference: the reader stops at `MAX_DEPTH` braces (and may only say so when
+/// the input has that many), pest where its thread's stack ends.
+pub fn parse_diff(text: &str) -> Result<(), String> {
+    use netqos::syntax::{self, MAX_DEPTH, reference};
+    let deep = |r: &Result<netqos::syntax::ast::File, Diagnostic>| {
+        matches!(r, Err(d) if d.message.contains("too deeply"))
+    };
+    let fast = syntax::parse(text);
+    if deep(&fast) {
+        return if text.matches('{').count() > MAX_DEPTH {
+            Ok(())
+        } else {
+            Err(format!("the reader gave up on nesting: {fast:?}"))
+        };
+    }
+    let slow = reference::parse(text);
+    if deep(&slow) || fast == slow {
+        return Ok(());
+    }
+    Err(format!(
+        "the reader and the grammar disagree\nreader:  {fast:?}\ngrammar: {slow:?}"
+    ))
 }

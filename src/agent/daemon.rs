@@ -53,8 +53,9 @@ pub enum Applied {
 
 /// What the loop needs from its caller.
 pub trait Host {
-    /// Reads and checks the policy; `Err` holds the rendered diagnostics.
-    fn load(&mut self) -> Result<Policy, String>;
+    /// Reads and checks the policy; `Err` holds the rendered diagnostics. `Ok(None)`: its
+    /// files hash to `current` (the policy in force), so it was not checked again.
+    fn load(&mut self, current: Option<&str>) -> Result<Option<Policy>, String>;
     /// Applies the policy (tree and conflist) through the apply transaction; `base`: the
     /// last applied target and what changed since the kernel held it (the transaction then
     /// works only on what changed). `repair`: the policy was in place and drifted, so a
@@ -73,6 +74,9 @@ pub trait Host {
     /// same way, kind `nftables`); each kind named here is counted and repaired by an
     /// apply like the tree.
     fn resource_drift(&mut self, policy: &Policy) -> Vec<&'static str>;
+    /// The kernel holds `policy` (after `apply` said so and the loop logged it): work that
+    /// is not part of the apply itself, such as the class names for `status` and `top`.
+    fn held(&mut self, _policy: &Policy) {}
     /// A line for the log (stderr: the journal under systemd).
     fn log(&mut self, line: &str);
 }
@@ -216,6 +220,7 @@ impl Agent<'_> {
                 self.base_ok = true;
                 self.count("unchanged");
                 self.set_health(Ok(()));
+                self.host.held(policy);
                 true
             }
             Applied::Applied(changes, scope) => {
@@ -228,6 +233,7 @@ impl Agent<'_> {
                     secs * 1000.0
                 ));
                 self.set_health(Ok(()));
+                self.host.held(policy);
                 true
             }
             Applied::NotStarted(e) => {
@@ -268,9 +274,16 @@ impl Agent<'_> {
     /// Re-loads the policy: a good one is applied (and kept if the kernel takes it);
     /// a bad one is refused and the last good one stays.
     fn reload(&mut self, why: &str) {
+        self.reload_since(why, None);
+    }
+
+    /// `reload`, for files that changed at `since` (their newest change time): the log
+    /// says how long after it the new policy was in force (file change to verified apply).
+    fn reload_since(&mut self, why: &str, since: Option<std::time::SystemTime>) {
         self.notify.send("RELOADING=1");
         let started = Instant::now();
-        let loaded = self.host.load();
+        let current = self.good.as_ref().map(|g| g.hash.clone());
+        let loaded = self.host.load(current.as_deref());
         let why = format!(
             "{why} (read and checked in {:.1} ms)",
             started.elapsed().as_secs_f64() * 1000.0
@@ -283,7 +296,11 @@ impl Agent<'_> {
                     "{why}: the new policy does not check; keeping the last good one\n{diags}"
                 ));
             }
-            Ok(p) => {
+            Ok(None) => {
+                let hash = current.unwrap_or_default();
+                self.host.log(&format!("{why}: policy unchanged ({hash})"));
+            }
+            Ok(Some(p)) => {
                 let good = self.good.take();
                 let prev = good.as_ref().filter(|_| self.base_ok).map(|g| &g.target);
                 if good.as_ref().is_some_and(|g| g.hash == p.hash) {
@@ -291,8 +308,14 @@ impl Agent<'_> {
                         .log(&format!("{why}: policy unchanged ({})", p.hash));
                     self.good = good;
                 } else if self.apply(&p, prev, why) {
+                    let after = since
+                        .and_then(|t| t.elapsed().ok())
+                        .map(|d| {
+                            format!(", {:.1} ms after the file changed", d.as_secs_f64() * 1e3)
+                        })
+                        .unwrap_or_default();
                     self.host
-                        .log(&format!("{why}: now enforcing policy {}", p.hash));
+                        .log(&format!("{why}: now enforcing policy {}{after}", p.hash));
                     self.adopt(p);
                     self.open.clear();
                     self.noticed = None;
@@ -438,8 +461,8 @@ impl Agent<'_> {
 impl Agent<'_> {
     /// Waits up to `tick` for kernel events; how many arrived (0 after a failed wait,
     /// logged, having slept the tick).
-    fn wait(&mut self, tick: Duration) -> usize {
-        match self.kernel.wait(tick) {
+    fn wait(&mut self, tick: Duration, also: Option<std::os::fd::BorrowedFd<'_>>) -> usize {
+        match self.kernel.wait(tick, also) {
             Ok(n) => n,
             Err(e) => {
                 self.host.log(&format!("kernel events: {e}"));
@@ -468,6 +491,33 @@ impl Agent<'_> {
     }
 }
 
+/// The newest status-change time (ctime: a write, or a rename over) of `files`.
+fn changed_at(files: &[PathBuf]) -> Option<std::time::SystemTime> {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .filter_map(|m| {
+            let secs = u64::try_from(m.ctime()).ok()?;
+            let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+            std::time::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+        })
+        .max()
+}
+
+/// The policy the agent starts with (exit 1 when it does not load), and a first read of
+/// its devices into the mirror (exit 3).
+fn first_policy(host: &mut dyn Host, kernel: &mut Mirrored) -> Result<Policy, (u8, String)> {
+    let first = host
+        .load(None)
+        .map_err(|d| (1, d))?
+        .ok_or((1, "the policy did not load".to_string()))?;
+    kernel
+        .reread(&first.target.devices())
+        .map_err(|e| (3, e.to_string()))?;
+    Ok(first)
+}
+
 /// Runs the agent until SIGTERM. `Err` when the first policy does not load (exit 1) or
 /// the kernel cannot be read (exit 3); the first apply failing does not stop the agent
 /// (it is unhealthy and retries).
@@ -480,10 +530,7 @@ pub fn run(
 ) -> Result<(), (u8, String)> {
     let notify = Notifier::from_env();
     shared.with(|c| c.reason = "starting: the policy is not applied yet".into());
-    let first = host.load().map_err(|d| (1, d))?;
-    kernel
-        .reread(&first.target.devices())
-        .map_err(|e| (3, e.to_string()))?;
+    let first = first_policy(host, kernel)?;
     let mut watched = config.policy_files.clone();
     watched.extend(first.conflist.iter().cloned());
     let mut watch = Watch::new(&watched);
@@ -520,9 +567,10 @@ pub fn run(
         }
         let changed = watch.changed();
         if changed.iter().any(|p| config.policy_files.contains(p)) {
-            agent.reload("policy file changed");
+            let since = changed_at(&changed);
+            agent.reload_since("policy file changed", since);
         }
-        let events = agent.wait(tick);
+        let events = agent.wait(tick, watch.wake());
         // When the loop learnt of what it is about to look at (the event or file change).
         let woke = Instant::now();
         let _ = agent.kernel.take_events();

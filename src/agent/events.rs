@@ -132,12 +132,18 @@ impl Events {
         })
     }
 
-    /// Waits up to `timeout` for the first event, then returns every event queued.
-    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<Event>, NlError> {
-        let mut fds = [rustix::event::PollFd::new(
-            &self.sock,
-            rustix::event::PollFlags::IN,
-        )];
+    /// Waits up to `timeout` for the first event (or for `also` to become readable: the
+    /// file watch's wake-up), then returns every event queued.
+    pub fn wait(
+        &mut self,
+        timeout: Duration,
+        also: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<Vec<Event>, NlError> {
+        use rustix::event::{PollFd, PollFlags};
+        let mut fds = vec![PollFd::new(&self.sock, PollFlags::IN)];
+        if let Some(fd) = &also {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
         let ts = rustix::event::Timespec {
             tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(timeout.subsec_nanos()),

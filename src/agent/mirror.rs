@@ -5,6 +5,8 @@
 //! queue and its filters with it; a replaced root takes the whole tree); anything else
 //! (a device that appears, a new u32 table, a whole filter list deleted, the root deleted,
 //! lost events) marks the device dirty, and the next `refresh` re-reads only those devices.
+//! Nodes in the buckets of netqos's hash tables (`lower::hash`) are followed like the
+//! nodes of a list's own table: by their whole handle, where the read puts them.
 //!
 //! Invariant (tested against the kernel): after `refresh`, `live()` equals a fresh read.
 //!
@@ -387,9 +389,13 @@ fn class_event(d: &mut DevState, c: Class, deleted: bool) -> Vec<Key> {
     keys
 }
 
-/// Where a filter sits in the mirror's sorted list (parent, priority, node).
-fn place(f: &Filter) -> (u32, u16, u32) {
-    (f.parent, f.prio, f.handle & 0xfff)
+/// Where a filter sits in the mirror's sorted list, the order of a read: parent,
+/// priority, hash tables before nodes, then the node's identity (its number in the list's
+/// own table; the whole handle, table, bucket and node, in netqos's hash tables, whose
+/// buckets number their nodes from 0x800 each).
+fn place(f: &Filter) -> (u32, u16, bool, u32) {
+    let node = !matches!(f.action, Action::Table { .. });
+    (f.parent, f.prio, node, f.ident())
 }
 
 /// Follows a filter event: the keys it changed, or `None` when its place is not known
@@ -413,7 +419,9 @@ fn filter_event(
         return None;
     }
     // u32 tables are shared within a qdisc: the owner of the node's table is known from
-    // the nodes already mirrored (the read asks the kernel for it).
+    // the nodes already mirrored (the read asks the kernel for it). A node in a bucket of
+    // one of netqos's hash tables belongs where the table itself is (a filter of its own,
+    // kept by the read and by `Action::Table` here).
     let table = filter.handle & 0xfff0_0000;
     let owner = d
         .filters
@@ -610,6 +618,92 @@ mod tests {
         });
         assert!(m.dirty().is_empty());
         assert_eq!(m.live().devs[0].filters.len(), 2);
+    }
+
+    /// A hash table of netqos's at prio 1 (the table, its link node in the list's own
+    /// table, two bucket nodes numbered 0x800 in buckets 1 and 2), in the read's order.
+    fn hashed() -> Mirror {
+        let mut m = mirror();
+        let base = m.live().devs[0].filters[0].clone();
+        let node = |handle: u32, action: Action| Filter {
+            handle,
+            action,
+            ..base.clone()
+        };
+        let d = &mut m.live.devs[0];
+        d.filters = vec![
+            node(0x0010_0000, Action::Table { divisor: 256 }),
+            node(
+                0x8000_0800,
+                Action::Link {
+                    link: 0x0010_0000,
+                    hmask: 0xff,
+                    hoff: 16,
+                },
+            ),
+            node(
+                0x0010_1800,
+                Action::Flow {
+                    classid: 0x0001_0010,
+                },
+            ),
+            node(
+                0x0010_2800,
+                Action::Flow {
+                    classid: 0x0001_0020,
+                },
+            ),
+        ];
+        m
+    }
+
+    fn node_event(f: &Filter, deleted: bool) -> Event {
+        let mut f = f.clone();
+        f.dev = String::new();
+        f.parent = 0;
+        f.protocol = 0;
+        Event::Filter {
+            ifindex: 3,
+            parent: 0x0001_0000,
+            entry: FilterEntry::Node {
+                ifindex: 3,
+                filter: f,
+                redirect: None,
+            },
+            deleted,
+        }
+    }
+
+    /// Issue 14: a bucket node of a hash table deleted by hand (as `tc filter del … handle
+    /// 1:2:800`) and put back is followed in place — the device stays clean, the node is
+    /// touched by its whole handle, and its sibling in another bucket with the same node
+    /// number stays.
+    #[test]
+    fn a_bucket_node_of_a_hash_table_is_followed_in_place() {
+        let mut m = hashed();
+        let before = m.live().clone();
+        let gone = before.devs[0].filters[3].clone();
+        m.apply(&node_event(&gone, true));
+        assert!(m.dirty().is_empty(), "followed, not re-read");
+        let d = &m.live().devs[0];
+        assert_eq!(d.filters.len(), 3);
+        assert!(d.filters.iter().all(|f| f.handle != gone.handle));
+        assert!(d.filters.iter().any(|f| f.handle == 0x0010_1800));
+        let touched = m.touched().expect("tracked");
+        let key = filter_key(&gone);
+        assert!(touched.devs["eth0"].filters.contains(&key), "{touched:?}");
+        m.apply(&node_event(&gone, false));
+        assert_eq!(m.live(), &before, "put back where the read has it");
+        // A changed bucket node replaces itself, not its namesake in another bucket.
+        let mut moved = before.devs[0].filters[2].clone();
+        moved.action = Action::Flow {
+            classid: 0x0001_0001,
+        };
+        m.apply(&node_event(&moved, false));
+        let d = &m.live().devs[0];
+        assert_eq!(d.filters.len(), 4);
+        assert_eq!(d.filters[2], moved);
+        assert_eq!(d.filters[3], before.devs[0].filters[3]);
     }
 
     #[test]

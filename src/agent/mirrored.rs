@@ -71,11 +71,16 @@ impl Mirrored {
         std::mem::take(&mut self.seen)
     }
 
-    /// Waits up to `timeout` for events and follows them; returns how many arrived.
-    pub fn wait(&mut self, timeout: std::time::Duration) -> Result<usize, KernelError> {
+    /// Waits up to `timeout` for events (or for `also` to become readable) and follows
+    /// them; returns how many arrived.
+    pub fn wait(
+        &mut self,
+        timeout: std::time::Duration,
+        also: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<usize, KernelError> {
         let evs = self
             .events
-            .wait(timeout)
+            .wait(timeout, also)
             .map_err(|e| nl("reading rtnetlink events", &e))?;
         Ok(self.follow(evs))
     }

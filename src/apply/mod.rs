@@ -10,7 +10,9 @@
 //! * `kernel` — the `Kernel` trait and its netlink implementation; `fake` an in-memory one.
 //! * `transaction` — the apply transaction and rollback, with a typed outcome.
 //! * `state_dir` — state directory, lock, records, pending confirmation; `state_applied` —
-//!   the applied target (`applied.json` and the scoped applies since, `applied.delta`).
+//!   the applied target (`applied.json` and the scoped applies since, `applied.delta`);
+//!   `state_wal` — the log of scoped transactions (two fsyncs each), folded into the
+//!   files by everything else.
 //! * `device_lock` — one lock per device (namespace, ifindex), whatever the state dir.
 //! * `safe_fs` — no symlink followed, exclusive temp files, trusted directories only.
 //! * `txn` — the journal, execution in windows, the return to a snapshot.
@@ -35,5 +37,6 @@ pub mod state;
 pub mod state_applied;
 pub mod state_dir;
 pub mod state_scope;
+pub mod state_wal;
 pub mod transaction;
 pub mod txn;

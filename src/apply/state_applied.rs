@@ -10,6 +10,8 @@
 //! the very bytes already there would not change the fingerprint: it removes the delta
 //! instead (a crash before that leaves the state as it was, which is a write not done).
 //! A line torn by a crash does not parse and is skipped; the next append starts a line.
+//! The transaction log of scoped transactions (`state_wal`) carries lines of the same kind
+//! in its `end`s; they are replayed after the delta's, and folded into it.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,23 +28,24 @@ use crate::apply::state_scope::Scope;
 const BASE: &str = "applied.json";
 const DELTA: &str = "applied.delta";
 
-/// One scoped change of the applied target.
+/// One scoped change of the applied target (a line of `applied.delta`, or in an `end`
+/// of the transaction log, `state_wal`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Line {
+pub(crate) struct Line {
     /// The fingerprint of the `applied.json` this line extends.
-    base: String,
+    pub base: String,
     /// The transaction that applied it (or undid one).
-    id: String,
-    scope: Scope,
+    pub id: String,
+    pub scope: Scope,
     /// The objects in scope afterwards (a target restricted to `scope`).
-    part: Target,
+    pub part: Target,
 }
 
 /// What `txn/ID.applied-before.part` keeps: the scope of transaction ID as it was before.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Before {
-    scope: Scope,
-    part: Target,
+pub(crate) struct Before {
+    pub scope: Scope,
+    pub part: Target,
 }
 
 fn fingerprint(bytes: &[u8]) -> String {
@@ -123,7 +126,58 @@ impl StateDir {
         for l in self.lines(&fp)? {
             l.scope.patch(&mut t, &l.part);
         }
+        // The transaction log's lines are newer than the delta's (it is folded into the
+        // delta before anything else writes there).
+        self.with_wal(|w| {
+            for l in w.applied.iter().filter(|l| l.base == fp) {
+                l.scope.patch(&mut t, &l.part);
+            }
+        })?;
         Ok(Some(t))
+    }
+
+    /// The fingerprint of `applied.json` (`None`: there is none), from memory when this
+    /// process read or wrote that version.
+    pub(crate) fn applied_fingerprint(&self) -> Result<Option<String>, StateError> {
+        if let Some(fp) = known(&self.path.join(BASE)) {
+            return Ok(Some(fp));
+        }
+        Ok(self.base_bytes()?.map(|b| {
+            let fp = fingerprint(&b);
+            remember(&self.path.join(BASE), &fp);
+            fp
+        }))
+    }
+
+    /// The fold of the transaction log's lines (`state_wal`): appended to `applied.delta`,
+    /// or, once the delta has grown to a quarter of the base, the whole target (log lines
+    /// included) written as the new base.
+    pub(crate) fn fold_lines(&self, lines: &[Line]) -> Result<(), StateError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let big = match (stamp(&self.path.join(BASE)), stamp(&self.path.join(DELTA))) {
+            (Some(b), Some(d)) => d.2.saturating_mul(4) > b.2,
+            _ => false,
+        };
+        if big && let Some(whole) = self.applied()? {
+            return self.set_applied(Some(&whole));
+        }
+        self.append_lines(lines)
+    }
+
+    /// Appends `lines` to `applied.delta`.
+    fn append_lines(&self, lines: &[Line]) -> Result<(), StateError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        for l in lines {
+            bytes.extend(encode("a line of the applied target", l)?);
+            bytes.push(b'\n');
+        }
+        let delta = self.path.join(DELTA);
+        append_synced(&delta, &bytes).map_err(|e| io_err("cannot write", &delta, e))
     }
 
     /// Makes `t` the applied target as a whole (`None`: none).
@@ -260,9 +314,9 @@ impl StateDir {
     }
 }
 
-/// Appends `bytes` (one line) and fsyncs; starts a new line first when a crash left the
-/// last one unfinished.
-fn append_synced(p: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Appends `bytes` (whole lines) and fsyncs (`fdatasync`; the directory too when the file
+/// is new); starts a new line first when a crash left the last one unfinished.
+pub(crate) fn append_synced(p: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = safe_fs::options()
         .create(true)
         .read(true)

@@ -13,6 +13,8 @@
 //! applied.json           the target of the last successful apply (for drift in status)
 //! applied.delta          scoped applies since applied.json was written (state_applied)
 //! pending.json           an unconfirmed apply: {"id", "deadline"} (see --confirm)
+//! txn.wal                the log of scoped transactions (state_wal): read above the
+//!                        files below, folded into them by everything but a scoped apply
 //! txn/ID.json            the record: source, target, snapshot, resources
 //! txn/ID.outcome         how it ended: applied, rolled back, failed, …
 //! txn/ID.applied-before.json  the applied target it replaced (restored by rollback)
@@ -140,6 +142,17 @@ pub struct Record {
     /// in this scope (plus roots, hooks and links), the only ones it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<crate::apply::state_scope::Scope>,
+    /// The undo point (`last`) when this transaction began: `last` again after the
+    /// rollback or revert of this one while it awaited confirmation. `None` in records of
+    /// older versions (such a rollback then leaves `last` as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_before: Option<LastBefore>,
+}
+
+/// The undo point a transaction replaced (`id`: `None` when there was none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastBefore {
+    pub id: Option<String>,
 }
 
 impl Record {
@@ -155,6 +168,7 @@ impl Record {
             resources,
             conflist: None,
             scope: None,
+            last_before: None,
         }
     }
 }
@@ -278,8 +292,12 @@ impl StateDir {
         )
     }
 
-    /// The record of transaction `id`, with its outcome.
+    /// The record of transaction `id`, with its outcome (from the transaction log when it
+    /// is there: the log is newer than the files).
     pub fn record(&self, id: &str) -> Result<Option<Record>, StateError> {
+        if let Some(r) = self.with_wal(|w| w.record(id))? {
+            return Ok(Some(r));
+        }
         let mut r: Option<Record> = self.read_json(&format!("txn/{id}.json"))?;
         if let Some(r) = &mut r {
             if let Ok(o) = safe_fs::read_to_string(&self.path.join(format!("txn/{id}.outcome"))) {
@@ -302,6 +320,9 @@ impl StateDir {
 
     /// The id of the last transaction, if any.
     pub fn last_id(&self) -> Result<Option<String>, StateError> {
+        if let Some(id) = self.with_wal(|w| w.last.clone())? {
+            return Ok(Some(id));
+        }
         let p = self.path.join("last");
         let id = match safe_fs::read_to_string(&p) {
             Ok(s) => s.trim().to_string(),
@@ -313,6 +334,14 @@ impl StateDir {
 
     pub fn set_last(&self, id: &str) -> Result<(), StateError> {
         self.write("last", format!("{id}\n").as_bytes())
+    }
+
+    /// Makes `id` the undo point, or leaves none.
+    pub fn set_last_to(&self, id: Option<&str>) -> Result<(), StateError> {
+        match id {
+            Some(id) => self.set_last(id),
+            None => self.remove("last"),
+        }
     }
 
     /// Marks transaction `id` as in flight (`None`: it ended).
@@ -328,6 +357,13 @@ impl StateDir {
     /// running transaction holds it. Records of older versions, which made a transaction
     /// `last` before its first change, count when their outcome is still `applying`.
     pub fn interrupted(&self) -> Result<Option<Record>, StateError> {
+        let (open, logged) = self.with_wal(|w| {
+            let open = w.open.as_ref().and_then(|id| w.record(id));
+            (open, w.last.is_some())
+        })?;
+        if open.is_some() {
+            return Ok(open);
+        }
         let p = self.path.join("current");
         match safe_fs::read_to_string(&p) {
             Ok(id) => {
@@ -338,7 +374,10 @@ impl StateDir {
             Err(e) => return Err(io_err("cannot read", &p, e)),
         }
         // The outcome file says how the last one ended without parsing its record (which
-        // holds a whole snapshot and can be megabytes).
+        // holds a whole snapshot and can be megabytes); one the log made `last` ended.
+        if logged {
+            return Ok(None);
+        }
         if let Some(id) = self.last_id()?
             && safe_fs::read_to_string(&self.path.join(format!("txn/{id}.outcome")))
                 .is_ok_and(|o| o.trim() != "applying")
@@ -413,6 +452,38 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         safe_fs::create_exclusive(&tmp, bytes, 0o600)?;
         std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Writes a file by temp file and rename (atomic: the old bytes or the new), without
+/// fsyncing the directory; the file's data too only with `sync`. For files whose loss
+/// in a crash costs nothing (history, names for display) or whose directory the caller
+/// syncs once for many.
+pub fn write_renamed(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().map_or("x".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let r = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(crate::apply::device_lock::nofollow())
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, path)
     })();
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -145,14 +145,27 @@ impl Scope {
                 continue;
             }
             let root = tw.root.as_ref().map(|r| r.handle);
-            let parent: BTreeMap<u32, u32> =
-                tw.classes.iter().map(|c| (c.classid, c.parent)).collect();
+            // A narrow change walks up a few classes: looked up in place; a wide one
+            // through a map of every class's parent.
+            let map: BTreeMap<u32, u32> = if d.classes.len() > 16 {
+                tw.classes.iter().map(|c| (c.classid, c.parent)).collect()
+            } else {
+                BTreeMap::new()
+            };
+            let parent = |id: u32| match map.is_empty() {
+                true => tw
+                    .classes
+                    .iter()
+                    .find(|c| c.classid == id)
+                    .map(|c| c.parent),
+                false => map.get(&id).copied(),
+            };
             let mut more = BTreeSet::new();
             for c in &d.classes {
                 let mut p = c.parent;
                 while Some(p) != root && !s.classes.contains(&p) && more.insert(p) {
-                    match parent.get(&p) {
-                        Some(up) => p = *up,
+                    match parent(p) {
+                        Some(up) => p = up,
                         None => break,
                     }
                 }

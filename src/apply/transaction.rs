@@ -3,6 +3,10 @@
 //! (read back) → resources (conflist, probes, …) → on any failure, undo to the snapshot.
 //! `rollback` returns a recorded transaction to its snapshot.
 //!
+//! A scoped transaction without a confirm window records itself in the transaction log
+//! (`state_wal`: two synced lines, its crash points in that module's doc); any other
+//! transaction, rollback and undo folds that log into the per-transaction files first.
+//!
 //! Nothing here reads the environment or prints: test hooks come in `Options`, lines for
 //! the operator go to an `Observer`, and the result is a typed `Outcome` (or an
 //! `ApplyError` when nothing was changed) that the CLI maps to an exit status.
@@ -16,8 +20,10 @@ use crate::apply::kernel::{Kernel, KernelError};
 use crate::apply::model::Change;
 use crate::apply::resource::{Recorded, Resource, ResourceError};
 use crate::apply::state::{self, Live, Target};
-use crate::apply::state_dir::{self, Pending, Record, StateDir, StateError, now};
+use crate::apply::state_applied::{Before, Line};
+use crate::apply::state_dir::{self, LastBefore, Pending, Record, StateDir, StateError, now};
 use crate::apply::state_scope::Scope;
+use crate::apply::state_wal::{End, WAL_MAX};
 use crate::apply::txn::{self, ExecError, Hooks, Journal, UndoError};
 use crate::exit::Exit;
 
@@ -235,6 +241,9 @@ struct Started<'t> {
     /// A scoped record's target is a part; this is the whole target, and the part of the
     /// previous one it replaces.
     whole: Option<(Cow<'t, Target>, Target)>,
+    /// Recorded in the transaction log (`state_wal`), extending the `applied.json` of
+    /// this fingerprint; `None`: in the per-transaction files.
+    logged: Option<String>,
 }
 
 impl<'a> Transaction<'a> {
@@ -328,6 +337,7 @@ impl<'a> Transaction<'a> {
             }
             _ => (read_target(self.kernel, &target)?, None),
         };
+        let logged = self.log_or_fold(scope.is_some())?;
         self.warn_default_route(&target);
         self.phase("read");
         let part = scope.as_ref().map(|s| s.restrict_target(&target));
@@ -338,14 +348,7 @@ impl<'a> Transaction<'a> {
             _ => None,
         };
         if changes.is_empty() && recorded.is_empty() {
-            match (&scope, part, before) {
-                (Some(s), Some(part), Some(before)) if part != before => {
-                    self.dir
-                        .patch_applied(&state_dir::new_id(), s, &part, &before, &target)?;
-                }
-                (Some(_), _, _) => {}
-                (None, _, _) => self.dir.set_applied(Some(&target))?,
-            }
+            self.unchanged(scope.as_ref(), part, before, &target, logged)?;
             return Ok(Outcome::Unchanged);
         }
         let (record_target, whole) = match (part, before) {
@@ -354,16 +357,65 @@ impl<'a> Transaction<'a> {
         };
         let mut record = Record::new(&self.options.source, record_target, live, recorded);
         record.scope = scope;
-        let mut journal = self.start(&record)?;
-        self.phase("diff and snapshot");
+        record.last_before = Some(LastBefore {
+            id: self.dir.last_id()?,
+        });
         let mut run = Started {
             record,
             changes,
             started,
             whole,
+            logged,
         };
+        let mut journal = self.start(&run)?;
+        self.phase("diff and snapshot");
         let result = self.run(&run, &mut journal);
+        let _ = journal.flush();
+        drop(journal);
         Ok(self.finish(&mut run, result))
+    }
+
+    /// Whether this transaction goes to the transaction log (`state_wal`): a scoped one
+    /// without a confirm window, over an `applied.json` (its fingerprint is returned).
+    /// Otherwise the log is folded first, since this one writes the files it sits above.
+    fn log_or_fold(&mut self, scoped: bool) -> Result<Option<String>, ApplyError> {
+        let logged = match (scoped, &self.options.confirm) {
+            (true, None) => self.dir.applied_fingerprint()?,
+            _ => None,
+        };
+        if logged.is_none() || self.dir.wal_len() > WAL_MAX {
+            self.dir.fold()?;
+        }
+        Ok(logged)
+    }
+
+    /// Nothing to send and no resource to change: the applied target may still say
+    /// something else (a scoped apply whose objects the kernel already held).
+    fn unchanged(
+        &mut self,
+        scope: Option<&Scope>,
+        part: Option<Target>,
+        before: Option<Target>,
+        target: &Target,
+        logged: Option<String>,
+    ) -> Result<(), ApplyError> {
+        match (scope, part, before, logged) {
+            (Some(s), Some(part), Some(before), Some(base)) if part != before => {
+                self.dir.wal_applied(Line {
+                    base,
+                    id: state_dir::new_id(),
+                    scope: s.clone(),
+                    part,
+                })?;
+            }
+            (Some(s), Some(part), Some(before), None) if part != before => {
+                self.dir
+                    .patch_applied(&state_dir::new_id(), s, &part, &before, target)?;
+            }
+            (Some(_), ..) => {}
+            (None, ..) => self.dir.set_applied(Some(target))?,
+        }
+        Ok(())
     }
 
     /// Reads the objects in `scope` and the classes above them (`Scope::ancestors`).
@@ -471,7 +523,11 @@ impl<'a> Transaction<'a> {
     /// there can cut the node off (reliability F11). A note only: shaping that NIC is the
     /// common case.
     fn warn_default_route(&mut self, target: &Target) {
-        if self.options.confirm.is_some() || self.resources.iter().any(|r| r.guards()) {
+        // A caller with a base (the agent) applied these devices before and was told then.
+        if self.options.confirm.is_some()
+            || self.options.base.is_some()
+            || self.resources.iter().any(|r| r.guards())
+        {
             return;
         }
         let Ok(routed) = self.kernel.default_route_devices() else {
@@ -503,15 +559,27 @@ impl<'a> Transaction<'a> {
         Ok(out)
     }
 
-    /// Writes the record, makes it the last transaction and opens its journal; starts the
-    /// confirm window.
-    fn start(&mut self, record: &Record) -> Result<Journal, ApplyError> {
-        let journal = self
-            .dir
-            .save_record(record)
-            .and_then(|()| self.dir.set_current(Some(&record.id)))
-            .and_then(|()| self.dir.journal(&record.id))
-            .map_err(ApplyError::Unrecorded)?;
+    /// Writes the record (naming it the transaction in flight) and opens its journal;
+    /// starts the confirm window. In the transaction log: one synced line.
+    fn start(&mut self, run: &Started) -> Result<Journal, ApplyError> {
+        let record = &run.record;
+        let journal = match (&run.logged, &run.whole, &record.scope) {
+            (Some(_), Some((_, before)), Some(scope)) => {
+                let before = Before {
+                    scope: scope.clone(),
+                    part: before.clone(),
+                };
+                self.dir
+                    .wal_begin(record, Some(before))
+                    .and_then(|()| self.dir.logged_journal(&record.id))
+            }
+            _ => self
+                .dir
+                .save_record(record)
+                .and_then(|()| self.dir.set_current(Some(&record.id)))
+                .and_then(|()| self.dir.journal(&record.id)),
+        }
+        .map_err(ApplyError::Unrecorded)?;
         let Some(confirm) = &self.options.confirm else {
             return Ok(journal);
         };
@@ -597,34 +665,72 @@ impl<'a> Transaction<'a> {
         match undone {
             Ok(_) => {
                 // The undo point (`last`) stays the previous successful transaction.
-                let _ = self.dir.set_outcome(&mut run.record, "failed, rolled back");
-                let _ = self.dir.set_current(None);
+                let _ = self.ended(run, "failed, rolled back", false);
                 Outcome::RolledBack(failure)
             }
             Err(e) => {
-                let _ = self
-                    .dir
-                    .set_outcome(&mut run.record, "failed, rollback failed");
+                // Still in flight: the next apply or `netqos rollback` undoes it.
+                let _ = self.ended(run, "failed, rollback failed", true);
                 Outcome::RollbackFailed(failure, e)
             }
         }
     }
 
-    fn succeeded(&mut self, run: &mut Started) -> Applied {
+    /// Records how a failed transaction ended; `open`: it is still to be undone.
+    fn ended(&mut self, run: &mut Started, outcome: &str, open: bool) -> Result<(), StateError> {
+        if run.logged.is_some() {
+            run.record.outcome = outcome.to_string();
+            return self.dir.wal_end(End {
+                id: run.record.id.clone(),
+                outcome: outcome.to_string(),
+                last: false,
+                open,
+                applied: None,
+            });
+        }
+        self.dir.set_outcome(&mut run.record, outcome)?;
+        if open {
+            return Ok(());
+        }
+        self.dir.set_current(None)
+    }
+
+    /// Records a success: its outcome, the undo point, the applied target.
+    fn record_success(&mut self, run: &mut Started) -> Result<(), StateError> {
         let dir = self.dir;
         let id = run.record.id.clone();
+        if let Some(base) = &run.logged {
+            run.record.outcome = "applied".into();
+            let applied = run.record.scope.as_ref().map(|scope| Line {
+                base: base.clone(),
+                id: id.clone(),
+                scope: scope.clone(),
+                part: run.record.target.clone(),
+            });
+            return dir.wal_end(End {
+                id,
+                outcome: "applied".into(),
+                last: true,
+                open: false,
+                applied,
+            });
+        }
+        dir.set_outcome(&mut run.record, "applied")
+            .and_then(|()| dir.set_last(&id))
+            .and_then(|()| dir.set_current(None))
+            .and_then(|()| match (&run.whole, &run.record.scope) {
+                (Some((whole, before)), Some(scope)) => {
+                    dir.patch_applied(&id, scope, &run.record.target, before, whole)
+                }
+                _ => dir.replace_applied(&id, &run.record.target),
+            })
+    }
+
+    fn succeeded(&mut self, run: &mut Started) -> Applied {
         let unrecorded = if self.options.hooks.fail_record {
             Err(StateError::Injected)
         } else {
-            dir.set_outcome(&mut run.record, "applied")
-                .and_then(|()| dir.set_last(&id))
-                .and_then(|()| dir.set_current(None))
-                .and_then(|()| match (&run.whole, &run.record.scope) {
-                    (Some((whole, before)), Some(scope)) => {
-                        dir.patch_applied(&id, scope, &run.record.target, before, whole)
-                    }
-                    _ => dir.replace_applied(&id, &run.record.target),
-                })
+            self.record_success(run)
         }
         .err();
         self.phase("record");
@@ -725,6 +831,8 @@ fn undo_interrupted_locked(
     dir: &StateDir,
     record: &Record,
 ) -> Result<usize, UndoError> {
+    // What follows writes the per-transaction files: the log goes into them first.
+    dir.fold().map_err(UndoError::State)?;
     let n = undo(kernel, record, &dir.inverses(&record.id))?;
     let mut record = record.clone();
     let _ = dir.set_outcome(&mut record, "interrupted, rolled back");
@@ -770,10 +878,24 @@ fn rollback_locked(
     reason: &str,
     observer: &mut dyn Observer,
 ) -> Result<RolledBack, UndoError> {
+    dir.fold().map_err(UndoError::State)?;
+    // An apply that awaited confirmation never became the undo point for good: `last`
+    // goes back to the one it replaced.
+    let unconfirmed = dir
+        .pending()
+        .ok()
+        .flatten()
+        .is_some_and(|p| p.id == record.id);
     let changes = undo_observed(kernel, record, &[], observer)?;
     let _ = dir.set_outcome(record, reason);
+    let mut unrecorded = dir.restore_applied(&record.id).err();
+    if let (true, Some(before)) = (unconfirmed, &record.last_before)
+        && dir.last_id().ok().flatten().as_deref() == Some(record.id.as_str())
+        && let Err(e) = dir.set_last_to(before.id.as_deref())
+    {
+        unrecorded.get_or_insert(e);
+    }
     let _ = dir.set_pending(None);
-    let unrecorded = dir.restore_applied(&record.id).err();
     Ok(RolledBack {
         changes,
         unrecorded,

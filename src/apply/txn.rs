@@ -6,7 +6,9 @@
 //! killed at any point is returned to the snapshot by `netqos rollback`. The snapshot is
 //! fsynced before the first change; the journal is fsynced every `JOURNAL_SYNC` (1024) entries
 //! and at the end (an fsync per change costs ~1.2 ms here: 36 s for the 30,000 objects of
-//! 10,000 classes, against ~7 s for the changes themselves).
+//! 10,000 classes, against ~7 s for the changes themselves). A scoped transaction's journal
+//! is lines of the transaction log (`state_wal`), never synced by itself: the `end` line's
+//! sync takes them along, and a crash before it is undone from the snapshot.
 
 use std::fs::File;
 use std::io::Write;
@@ -28,7 +30,7 @@ const JOURNAL_SYNC: usize = 1024;
 
 /// One journal line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
+pub(crate) struct Entry {
     n: usize,
     /// With `done`: every change from `from` to `n` succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,7 +38,7 @@ struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     change: Option<Change>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    inverse: Option<Change>,
+    pub(crate) inverse: Option<Change>,
     #[serde(default)]
     done: bool,
 }
@@ -79,14 +81,18 @@ pub enum UndoError {
     DeviceChanged { name: String, ifindex: i32 },
     #[error(transparent)]
     Busy(#[from] crate::apply::device_lock::LockError),
+    /// The transaction log could not be folded into the state directory's files (nothing
+    /// was changed).
+    #[error("{0}")]
+    State(StateError),
 }
 
 impl UndoError {
-    /// Exit 5: the devices may not be as before (3 when a device lock was refused:
-    /// nothing was done).
+    /// Exit 5: the devices may not be as before (3 when a device lock was refused or the
+    /// state directory could not be prepared: nothing was done).
     pub fn exit(&self) -> crate::exit::Exit {
         match self {
-            UndoError::Busy(_) => crate::exit::Exit::Io,
+            UndoError::Busy(_) | UndoError::State(_) => crate::exit::Exit::Io,
             _ => crate::exit::Exit::RollbackFailed,
         }
     }
@@ -105,11 +111,32 @@ impl StateDir {
             file: std::io::BufWriter::new(file),
             path: p,
             unsynced: 0,
+            logged: None,
+        })
+    }
+
+    /// The journal of scoped transaction `id`, as lines of the transaction log
+    /// (`state_wal`): never synced by itself (the `end` line's sync takes them along; undo
+    /// never depends on them).
+    pub(crate) fn logged_journal(&self, id: &str) -> Result<Journal, StateError> {
+        let (file, path) = self.wal_file()?;
+        Ok(Journal {
+            file: std::io::BufWriter::new(file),
+            path,
+            unsynced: 0,
+            logged: Some(id.to_string()),
         })
     }
 
     /// The inverses of the changes a transaction started, newest first.
     pub fn inverses(&self, id: &str) -> Vec<Change> {
+        let logged = self
+            .with_wal(|w| w.inverses(id))
+            .ok()
+            .filter(|v| !v.is_empty());
+        if let Some(v) = logged {
+            return v;
+        }
         let p = self.path.join(format!("txn/{id}.journal"));
         let text = crate::apply::safe_fs::read_to_string(&p).unwrap_or_default();
         let mut v: Vec<Change> = text
@@ -127,11 +154,20 @@ pub struct Journal {
     file: std::io::BufWriter<File>,
     path: PathBuf,
     unsynced: usize,
+    /// Lines of the transaction log, for this transaction id (`logged_journal`).
+    logged: Option<String>,
 }
 
 impl Journal {
     fn append(&mut self, e: &Entry) -> Result<(), StateError> {
-        let mut line = serde_json::to_vec(e).map_err(|source| StateError::Encode {
+        let encoded = match &self.logged {
+            Some(id) => serde_json::to_vec(&crate::apply::state_wal::JournalRef::Journal {
+                id: id.as_str(),
+                entry: e,
+            }),
+            None => serde_json::to_vec(e),
+        };
+        let mut line = encoded.map_err(|source| StateError::Encode {
             what: "a journal line",
             source,
         })?;
@@ -146,11 +182,27 @@ impl Journal {
         Ok(())
     }
 
-    pub fn sync(&mut self) -> Result<(), StateError> {
-        self.unsynced = 0;
+    /// Hands the lines written so far to the file (not to the disk).
+    pub fn flush(&mut self) -> Result<(), StateError> {
         self.file
             .flush()
-            .and_then(|()| self.file.get_ref().sync_data())
+            .map_err(|e| io_err("cannot write journal", &self.path, e))
+    }
+
+    /// Hands the lines written so far to the file (and, for a journal of its own file,
+    /// to the disk).
+    pub fn sync(&mut self) -> Result<(), StateError> {
+        self.unsynced = 0;
+        let logged = self.logged.is_some();
+        self.file
+            .flush()
+            .and_then(|()| {
+                if logged {
+                    Ok(())
+                } else {
+                    self.file.get_ref().sync_data()
+                }
+            })
             .map_err(|e| io_err("cannot sync journal", &self.path, e))
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::check::{external_vars, read_source};
+use super::check::{external_vars_of, read_source};
 use super::live::{open_kernel, state_dir};
 use super::{Exit, Ui, VarArgs};
 use netqos::agent::counters::Counters;
@@ -46,8 +46,28 @@ fn rendered(diags: &[netqos::diagnostic::Diagnostic], src: &netqos::report::Sour
 }
 
 impl Host for CliHost<'_> {
-    fn load(&mut self) -> Result<Policy, String> {
-        let vars = external_vars(self.args.vars).map_err(|(d, _)| {
+    fn load(&mut self, current: Option<&str>) -> Result<Option<Policy>, String> {
+        let mut timings = super::timings::Timings::from_env();
+        let src = read_source(self.args.file).map_err(|e| match e {
+            super::input::Unreadable::Io(m) => m,
+            super::input::Unreadable::Invalid(b) => {
+                let (src, d) = *b;
+                rendered(&[d], &src)
+            }
+        })?;
+        let vars_text = self.read_vars()?;
+        let cli_vars = self.args.vars.vars.join("\n");
+        let hash = daemon::fnv1a(&[
+            src.text.as_bytes(),
+            vars_text.as_deref().unwrap_or_default().as_bytes(),
+            cli_vars.as_bytes(),
+        ]);
+        timings.mark("load: read");
+        if current == Some(hash.as_str()) {
+            // The same bytes as the policy in force: nothing to check or lower again.
+            return Ok(None);
+        }
+        let vars = external_vars_of(self.args.vars, vars_text.as_deref()).map_err(|(d, _)| {
             rendered(
                 &d,
                 &netqos::report::Source {
@@ -56,21 +76,8 @@ impl Host for CliHost<'_> {
                 },
             )
         })?;
-        let src = read_source(self.args.file).map_err(|e| match e {
-            super::input::Unreadable::Io(m) => m,
-            super::input::Unreadable::Invalid(b) => {
-                let (src, d) = *b;
-                rendered(&[d], &src)
-            }
-        })?;
-        let vars_text = self
-            .args
-            .vars
-            .vars_file
-            .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
-            .unwrap_or_default();
         let checked = netqos::check_source(&src.text, &vars);
+        timings.mark("load: check");
         let diags = checked.diagnostics.into_sorted();
         let Some(model) = checked.model else {
             return Err(rendered(&diags, &src));
@@ -78,31 +85,24 @@ impl Host for CliHost<'_> {
         if !diags.is_empty() && !self.ui.quiet {
             eprint!("{}", rendered(&diags, &src));
         }
-        // Root rates against the links' speeds (NQ100), as plan and apply warn: logged at
-        // every load, never a refusal.
-        let link = netqos::doctor::links::rate_findings(
-            &model,
-            &src.text,
-            &netqos::doctor::links::sysfs_speed,
-        );
-        if !link.is_empty() && !self.ui.quiet {
-            eprint!("{}", rendered(&link, &src));
-        }
+        self.link_findings(&model, &src);
         let plan = netqos::lower::lower(&model);
+        timings.mark("load: lower");
         let target = netqos::apply::state::from_plan(&plan).map_err(|e| e.to_string())?;
         let conflist = model
             .pods
             .as_ref()
             .and_then(|p| netqos::apply::conflist_file::path_for(p, self.args.conflist));
-        let cli_vars = self.args.vars.vars.join("\n");
-        Ok(Policy {
+        let policy = Policy {
             target,
             classes: metrics::classes_of(&plan),
             pods: model.pods,
-            hash: daemon::fnv1a(&[src.text.as_bytes(), &vars_text, cli_vars.as_bytes()]),
+            hash,
             conflist,
             nft: netqos::apply::nft_table::NftTable::for_plan(plan.pod_rules.as_ref()),
-        })
+        };
+        timings.mark("load: target");
+        Ok(Some(policy))
     }
 
     fn apply(
@@ -132,13 +132,18 @@ impl Host for CliHost<'_> {
         let r = transact(kernel, &self.dir, policy, how);
         if matches!(r, Applied::Applied(..) | Applied::Unchanged) {
             self.nft_clean = policy.nft.want.is_none();
-            if self.saved_classes.as_ref() != Some(&policy.hash)
-                && save_classes(&self.dir, &policy.classes).is_ok()
-            {
-                self.saved_classes = Some(policy.hash.clone());
-            }
         }
         r
+    }
+
+    /// The class names for `status` and `top`, once per policy, after the apply was
+    /// verified and logged (a megabyte at 10,000 classes: not part of the re-apply).
+    fn held(&mut self, policy: &Policy) {
+        if self.saved_classes.as_ref() != Some(&policy.hash)
+            && save_classes(&self.dir, &policy.classes).is_ok()
+        {
+            self.saved_classes = Some(policy.hash.clone());
+        }
     }
 
     fn resource_drift(&mut self, policy: &Policy) -> Vec<&'static str> {
@@ -169,14 +174,44 @@ impl Host for CliHost<'_> {
     }
 }
 
-/// The names of the applied classes, for `status --format prometheus` and `top`.
+impl CliHost<'_> {
+    /// The vars file's text, read once per load (`None`: no `--vars`).
+    fn read_vars(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.args.vars.vars_file else {
+            return Ok(None);
+        };
+        super::input::read_vars(path)
+            .map(Some)
+            .map_err(|e| match e {
+                super::input::Unreadable::Io(m) => m,
+                super::input::Unreadable::Invalid(b) => b.1.message,
+            })
+    }
+
+    /// Root rates against the links' speeds (NQ100), as plan and apply warn: logged at
+    /// every load, never a refusal.
+    fn link_findings(&self, model: &netqos::model::Model, src: &netqos::report::Source) {
+        let link = netqos::doctor::links::rate_findings(
+            model,
+            &src.text,
+            &netqos::doctor::links::sysfs_speed,
+        );
+        if !link.is_empty() && !self.ui.quiet {
+            eprint!("{}", rendered(&link, src));
+        }
+    }
+}
+
+/// The names of the applied classes, for `status --format prometheus` and `top`: written
+/// atomically but not synced (display only; lost in a crash, `status` shows class ids
+/// until the next apply writes them again).
 pub fn save_classes(dir: &StateDir, classes: &[metrics::ClassInfo]) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(classes).map_err(std::io::Error::other)?;
     let p = dir.path.join("classes.json");
     if std::fs::read(&p).is_ok_and(|b| b == bytes) {
         return Ok(());
     }
-    netqos::apply::state_dir::write_synced(&p, &bytes)
+    netqos::apply::state_dir::write_renamed(&p, &bytes, false)
 }
 
 /// Keeps the class names transaction `id` replaces (`null`: there were none), for

@@ -11,19 +11,31 @@ use netqos::vars::{ExternalVars, parse_var_arg, parse_vars_toml};
 
 /// Reads `--vars` and `--var` into external variables, or the diagnostics/exit explaining why not.
 pub fn external_vars(args: &VarArgs) -> Result<ExternalVars, (Vec<Diagnostic>, Exit)> {
-    let mut vars = ExternalVars::default();
-    let mut diags = Vec::new();
-    if let Some(path) = &args.vars_file {
-        match super::input::read_vars(path) {
-            Ok(text) => match parse_vars_toml(&text, &path.display().to_string()) {
-                Ok(v) => vars.vars.extend(v),
-                Err(d) => diags.push(d),
-            },
+    let text = match &args.vars_file {
+        Some(path) => match super::input::read_vars(path) {
+            Ok(text) => Some(text),
             Err(Unreadable::Invalid(b)) => return Err((vec![b.1], Exit::Invalid)),
             Err(Unreadable::Io(message)) => {
                 eprintln!("netqos: {message}");
                 return Err((Vec::new(), Exit::Io));
             }
+        },
+        None => None,
+    };
+    external_vars_of(args, text.as_deref())
+}
+
+/// `external_vars` with the vars file already read (`text`; `None`: no `--vars`).
+pub fn external_vars_of(
+    args: &VarArgs,
+    text: Option<&str>,
+) -> Result<ExternalVars, (Vec<Diagnostic>, Exit)> {
+    let mut vars = ExternalVars::default();
+    let mut diags = Vec::new();
+    if let (Some(path), Some(text)) = (&args.vars_file, text) {
+        match parse_vars_toml(text, &path.display().to_string()) {
+            Ok(v) => vars.vars.extend(v),
+            Err(d) => diags.push(d),
         }
     }
     for arg in &args.vars {

@@ -28,12 +28,17 @@ pub fn state_dir(arg: Option<&Path>) -> Result<StateDir, Exit> {
     })
 }
 
-/// Takes the state directory's lock (`wait`: block until it is free), or says why not.
+/// Takes the state directory's lock (`wait`: block until it is free), or says why not,
+/// for a command that changes it (apply, rollback, confirm, the revert), and folds the transaction log of an agent's scoped applies into
+/// the per-transaction files those commands read and write (`apply::state_wal`).
 pub fn lock(dir: &StateDir, wait: bool) -> Result<netqos::apply::state_dir::Lock, Exit> {
-    dir.lock(wait).map_err(|e| {
+    let report = |e: netqos::apply::state_dir::StateError| {
         eprintln!("netqos: {e}");
         e.exit()
-    })
+    };
+    let lock = dir.lock(wait).map_err(report)?;
+    dir.fold().map_err(report)?;
+    Ok(lock)
 }
 
 /// A checked policy, lowered for the live commands.

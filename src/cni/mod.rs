@@ -51,7 +51,10 @@ pub struct NodeConflist<'a> {
 }
 
 /// Works out the conflist artefacts for the policy's `pods` block. `Err` carries diagnostics
-/// about the conflist text (its own source), at least one of them an error.
+/// about the conflist text (its own source), at least one of them an error. A conflist the
+/// analysis leaves as it is with only warnings (static rates, NQ035, when the policy sets no
+/// pod limits) is `Ok` with empty patches and no install; the summary says why, and the
+/// warnings come with the conflist's own analysis ([`conflist::analyse`]).
 pub fn conflist_artefacts(
     pods: &Pods,
     node: Option<&NodeConflist<'_>>,
@@ -66,7 +69,21 @@ pub fn conflist_artefacts(
         return Err(diags);
     }
     let Some(outcome) = outcome else {
-        return Err(diags);
+        // Warnings only: netqos leaves the file as it is (NQ035's explanation says so).
+        for d in &diags {
+            out.summary.push(format!(
+                "{base_name}: {} ({}): netqos leaves it as it is{}",
+                d.message,
+                d.code,
+                if pods.burst.is_some() {
+                    " and chains no netqos entry for `burst`"
+                } else {
+                    ""
+                }
+            ));
+        }
+        empty_patches(&mut out);
+        return Ok(out);
     };
     let chained = match &pods.burst {
         Some(burst) => netqos_entry::chain(&base, outcome, burst),

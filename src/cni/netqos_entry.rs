@@ -48,6 +48,19 @@ pub fn chain(text: &str, outcome: Outcome, burst: &PodBurst) -> Result<Chained, 
     let want = entry(burst);
     match outcome {
         Outcome::Patch(p) => {
+            // The patch adds bandwidth: a netqos entry the chain already has is not after it.
+            let value: Value = serde_json::from_str(text).map_err(|_| unreadable(text))?;
+            let original = json_spans::scan(text).ok_or_else(|| unreadable(text))?;
+            let plugins = value.get("plugins").and_then(Value::as_array);
+            if let Some(d) = misplaced(
+                text,
+                &original,
+                plugins.map_or(&[][..], Vec::as_slice),
+                p.index,
+                None,
+            ) {
+                return Err(d);
+            }
             let at = p.index + 1;
             let tree = json_spans::scan(&p.patched_text).ok_or_else(|| unreadable(text))?;
             let node = plugin_node(&tree, p.index).ok_or_else(|| unreadable(text))?;
@@ -153,6 +166,37 @@ fn unreadable(text: &str) -> Diagnostic {
         .help("re-save the file as plain JSON")
 }
 
+fn is_netqos(e: &Value) -> bool {
+    e.get("type").and_then(Value::as_str) == Some(TYPE)
+}
+
+/// NQ088 for a netqos entry in `plugins` (of `text`, scanned as `tree`) anywhere but at
+/// `keep`: the one place it works is right after bandwidth, which is (or, patched, will be)
+/// entry `bandwidth`.
+fn misplaced(
+    text: &str,
+    tree: &Node,
+    plugins: &[Value],
+    bandwidth: usize,
+    keep: Option<usize>,
+) -> Option<Diagnostic> {
+    let other = (0..plugins.len()).find(|&i| is_netqos(&plugins[i]) && Some(i) != keep)?;
+    let span = plugin_node(tree, other).map_or(crate::span::Span::char_at(text, 0), |n| n.span);
+    Some(
+        Diagnostic::new(
+            Code::NQ088,
+            format!(
+                "the netqos entry is entry {other}, not right after bandwidth (entry {bandwidth})"
+            ),
+        )
+        .label(span, "misplaced netqos entry")
+        .help(format!(
+            "move it to entry {}, or delete it and let netqos add it: it adjusts the tbfs bandwidth has just made, so it must run right after bandwidth on ADD",
+            bandwidth + 1
+        )),
+    )
+}
+
 fn plugin_node(tree: &Node, i: usize) -> Option<&Node> {
     tree.get("plugins")?.value.elements()?.get(i)
 }
@@ -171,21 +215,8 @@ fn present(
         .and_then(Value::as_array)
         .ok_or_else(|| unreadable(text))?;
     let at = index + 1;
-    let is_netqos = |e: &Value| e.get("type").and_then(Value::as_str) == Some(TYPE);
-    if let Some(other) = plugins
-        .iter()
-        .enumerate()
-        .position(|(i, e)| is_netqos(e) && i != at)
-    {
-        let span = plugin_node(&tree, other).map_or(crate::span::Span::new(0, 1), |n| n.span);
-        return Err(Diagnostic::new(
-            Code::NQ088,
-            format!("the netqos entry is entry {other}, not right after bandwidth (entry {index})"),
-        )
-        .label(span, "misplaced netqos entry")
-        .help(format!(
-            "move it to entry {at}: it adjusts the tbfs bandwidth has just made, so it must run right after bandwidth on ADD"
-        )));
+    if let Some(d) = misplaced(text, &tree, plugins, index, Some(at)) {
+        return Err(d);
     }
     let bw = plugin_node(&tree, index).ok_or_else(|| unreadable(text))?;
     match plugins.get(at) {

@@ -1,14 +1,14 @@
-//! Builds the syntax tree from pest's pairs. One function per grammar rule, named after it.
-//!
-//! `parse` never fails outright: a file pest cannot read yields NQ040, and statements it
-//! can only read as `unknown` are returned in the tree (the checker reports them as NQ041
-//! with the keywords valid at that place).
+//! The oracle: `grammar/netqos.pest` run by pest, its pairs built into the same syntax tree
+//! and its failures into the same NQ040 as [`super::parse`]. Not used to read policies
+//! (pest takes 4-40x the reader's time, BENCHMARKS.md "Parser"): `tests/parse_diff.rs`
+//! and the `parse_diff` fuzz target compare the two, and the build checks that the
+//! normative grammar still compiles. One function per grammar rule, named after it.
 
 use pest::Parser;
 use pest::iterators::Pair;
 
 use super::ast::*;
-use crate::codes::Code;
+use super::error;
 use crate::diagnostic::Diagnostic;
 use crate::span::{Span, Spanned};
 
@@ -16,7 +16,8 @@ use crate::span::{Span, Spanned};
 #[grammar = "../grammar/netqos.pest"]
 struct PolicyParser;
 
-/// Parses a policy. On a syntax error returns the NQ040 diagnostic instead of a tree.
+/// Parses a policy with pest. On a syntax error returns the NQ040 diagnostic instead of a
+/// tree; past pest's stack limit, NQ040 "nests blocks too deeply".
 pub fn parse(src: &str) -> Result<File, Diagnostic> {
     let mut pairs = PolicyParser::parse(Rule::file, src).map_err(|e| syntax_error(src, &e))?;
     let file = pairs.next().map_or(
@@ -30,87 +31,16 @@ pub fn parse(src: &str) -> Result<File, Diagnostic> {
 }
 
 fn syntax_error(src: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
-    let (start, end) = match e.location {
-        pest::error::InputLocation::Pos(p) => (p, p),
-        pest::error::InputLocation::Span((s, e)) => (s, e),
+    let at = match e.location {
+        pest::error::InputLocation::Pos(p) => p,
+        pest::error::InputLocation::Span((s, _)) => s,
     };
-    let found = src[start.min(src.len())..]
-        .chars()
-        .next()
-        .map_or("end of file".to_string(), |c| match c {
-            '\n' => "end of line".to_string(),
-            c => format!("`{c}`"),
-        });
-    let expected = match &e.variant {
-        pest::error::ErrorVariant::ParsingError { positives, .. } => describe_expected(positives),
-        pest::error::ErrorVariant::CustomError { message } => message.clone(),
-    };
-    let end = if end == start {
-        (start
-            + src[start.min(src.len())..]
-                .chars()
-                .next()
-                .map_or(0, char::len_utf8))
-        .min(src.len())
-    } else {
-        end
-    };
-    if expected.contains("stack limit") || expected.contains("call limit") {
-        return Diagnostic::new(Code::NQ040, "the policy nests blocks too deeply to read")
-            .label(Span::new(start, end), "nesting too deep")
-            .help("HTB allows 8 levels; flatten the class hierarchy");
-    }
-    let mut d = Diagnostic::new(
-        Code::NQ040,
-        format!("syntax error: found {found}, expected {expected}"),
-    );
-    let at_end = start >= src.trim_end().len();
-    match unclosed_brace(src).filter(|_| at_end) {
-        Some(open) => {
-            d = d
-                .label(Span::new(open, open + 1), "this block is never closed")
-                .label(Span::new(start, end), format!("expected {expected}"));
+    match &e.variant {
+        pest::error::ErrorVariant::ParsingError { positives, .. } => {
+            let mut words: Vec<&'static str> = positives.iter().map(|r| rule_words(*r)).collect();
+            error::syntax_error(src, at, &mut words)
         }
-        None => d = d.label(Span::new(start, end), format!("expected {expected}")),
-    }
-    d.help(syntax_help(src, start))
-}
-
-/// The innermost `{` left open at the end of the file (outside comments and strings).
-fn unclosed_brace(src: &str) -> Option<usize> {
-    let mut stack = Vec::new();
-    let mut in_string = false;
-    let mut in_comment = false;
-    for (i, c) in src.char_indices() {
-        match c {
-            '\n' => {
-                in_string = false;
-                in_comment = false;
-            }
-            _ if in_comment => {}
-            '"' => in_string = !in_string,
-            '#' if !in_string => in_comment = true,
-            '{' if !in_string => stack.push(i),
-            '}' if !in_string => {
-                stack.pop();
-            }
-            _ => {}
-        }
-    }
-    stack.pop()
-}
-
-fn describe_expected(rules: &[Rule]) -> String {
-    let mut words: Vec<&str> = rules.iter().map(|r| rule_words(*r)).collect();
-    words.sort_unstable();
-    words.dedup();
-    match words.as_slice() {
-        [] => "a statement".to_string(),
-        [one] => (*one).to_string(),
-        many => {
-            let (last, rest) = many.split_last().unwrap_or((&"", &[]));
-            format!("{} or {last}", rest.join(", "))
-        }
+        pest::error::ErrorVariant::CustomError { .. } => error::too_deep(src, at),
     }
 }
 
@@ -129,19 +59,6 @@ fn rule_words(rule: Rule) -> &'static str {
         Rule::match_field | Rule::proto | Rule::addr_field | Rule::port_field => "a match field",
         Rule::limit_dir | Rule::direction => "`ingress` or `egress`",
         _ => "a statement or `}`",
-    }
-}
-
-fn syntax_help(src: &str, at: usize) -> String {
-    let before = &src[..at.min(src.len())];
-    let open = before.matches('{').count();
-    let close = before.matches('}').count();
-    if at >= src.len() && open > close {
-        "a block is not closed: add the missing `}`".to_string()
-    } else if src[at.min(src.len())..].starts_with('}') && close >= open {
-        "this `}` closes no block: remove it".to_string()
-    } else {
-        "each statement is a keyword and its values on one line; see `man 5 netqos`".to_string()
     }
 }
 
@@ -537,6 +454,7 @@ fn unknown(pair: Pair<'_, Rule>) -> Unknown {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codes::Code;
 
     #[test]
     fn parses_the_brief_example_shape() {
