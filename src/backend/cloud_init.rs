@@ -68,7 +68,7 @@ fn literal_chars(content: &str) -> bool {
         let Some(c) = rest[i..].chars().next() else {
             return true;
         };
-        if !(yaml_printable(c) && !is_yaml_break(c)) {
+        if !yaml_printable(c) || is_yaml_break(c) {
             return false;
         }
         rest = &rest[i + c.len_utf8()..];
