@@ -457,31 +457,6 @@ mod tests {
     use crate::codes::Code;
 
     #[test]
-    fn parses_the_brief_example_shape() {
-        let src = "netqos 1\nlet cp = { 10.0.0.10, 10.0.0.11 }\ninterface $up {\n rate 1gbit\n class a { rate 1mbit  ceil 2mbit  match src 10.42.3.0/24 }\n class b { rate 1mbit default }\n}\npods {\n cni rke2-flannel\n limit app=x egress 50mbit\n}\n";
-        let f = parse(src).expect("parses");
-        assert_eq!(f.header.as_ref().map(|h| h.node.as_str()), Some("1"));
-        assert_eq!(f.items.len(), 3);
-        let Item::Interface(i) = &f.items[1] else {
-            panic!("interface expected")
-        };
-        assert_eq!(i.stmts.len(), 3);
-        let StmtKind::Class(a) = &i.stmts[1].kind else {
-            panic!("class expected")
-        };
-        assert_eq!(a.stmts.len(), 3);
-    }
-
-    #[test]
-    fn misspelt_keyword_is_an_unknown_statement() {
-        let f = parse("netqos 1\ninterface eth0 {\n  cieling 1gbit\n}\n").expect("parses");
-        let Item::Interface(i) = &f.items[0] else {
-            panic!()
-        };
-        assert!(matches!(&i.stmts[0].kind, StmtKind::Unknown(u) if u.word.node == "cieling"));
-    }
-
-    #[test]
     fn unclosed_block_is_nq040() {
         let e = parse("netqos 1\ninterface eth0 {\n rate 1gbit\n").unwrap_err();
         assert_eq!(e.code, Code::NQ040);
