@@ -4,9 +4,11 @@
 use std::fmt::Write as _;
 
 use std::fmt;
-use std::sync::Arc;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
+    SourceCode, SourceSpan, SpanContents,
+};
 use serde::Serialize;
 
 use crate::diagnostic::{Diagnostic, Severity};
@@ -21,7 +23,71 @@ pub struct Source {
 
 struct Adapter<'a> {
     d: &'a Diagnostic,
-    src: NamedSource<Arc<str>>,
+    src: &'a Snippets<'a>,
+}
+
+/// The policy text as miette reads it, but from near the span: miette's own `str` source
+/// counts lines from the start of the text for every snippet, a scan of the whole file
+/// per diagnostic (megabytes for a big policy). Here the line breaks are found once and
+/// miette reads from a line a few lines above the span, with the lines before it added
+/// back: the same contents, line and column as reading the whole text.
+struct Snippets<'a> {
+    name: &'a str,
+    text: &'a str,
+    /// The offset just after each line break as miette counts them (`\n`, `\r\n`, a lone
+    /// `\r`), in order.
+    breaks: Vec<usize>,
+}
+
+impl<'a> Snippets<'a> {
+    fn new(name: &'a str, text: &'a str) -> Snippets<'a> {
+        let bytes = text.as_bytes();
+        let mut breaks = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\n' => breaks.push(i + 1),
+                b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                    i += 1;
+                    breaks.push(i + 1);
+                }
+                b'\r' => breaks.push(i + 1),
+                _ => {}
+            }
+            i += 1;
+        }
+        Snippets { name, text, breaks }
+    }
+}
+
+impl SourceCode for Snippets<'_> {
+    fn read_span<'b>(
+        &'b self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'b> + 'b>, MietteError> {
+        // Lines wholly before the span's line, then a start two lines above what miette
+        // keeps as context (the start of a line, so its counting begins as from 0).
+        let above = self.breaks.partition_point(|&b| b <= span.offset());
+        let skipped = above.saturating_sub(context_lines_before + 2);
+        let from = match skipped {
+            0 => 0,
+            k => self.breaks[k - 1],
+        };
+        let local = SourceSpan::new((span.offset() - from).into(), span.len());
+        let rest = &self.text[from..];
+        let inner = rest.read_span(&local, context_lines_before, context_lines_after)?;
+        let at = SourceSpan::new((inner.span().offset() + from).into(), inner.span().len());
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.to_string(),
+            inner.data(),
+            at,
+            inner.line() + skipped,
+            inner.column(),
+            inner.line_count() + skipped,
+        )))
+    }
 }
 
 impl fmt::Debug for Adapter<'_> {
@@ -64,7 +130,7 @@ impl miette::Diagnostic for Adapter<'_> {
         if self.d.labels.is_empty() {
             None
         } else {
-            Some(&self.src)
+            Some(self.src)
         }
     }
 
@@ -72,7 +138,7 @@ impl miette::Diagnostic for Adapter<'_> {
         if self.d.labels.is_empty() {
             return None;
         }
-        let len = self.src.inner().len();
+        let len = self.src.text.len();
         Some(Box::new(self.d.labels.iter().enumerate().map(
             move |(i, l)| {
                 let start = l.span.start.min(len);
@@ -146,13 +212,10 @@ pub fn human(diags: &[Diagnostic], src: &Source, color: bool) -> String {
         .with_width(100)
         .with_links(false);
     let mut out = String::new();
-    let text: Arc<str> = Arc::from(src.text.as_str());
+    let snippets = Snippets::new(&src.name, &src.text);
     for d in diags.iter().take(MAX_HUMAN) {
         let d = &summarised(d, src);
-        let adapter = Adapter {
-            d,
-            src: NamedSource::new(src.name.clone(), Arc::clone(&text)),
-        };
+        let adapter = Adapter { d, src: &snippets };
         let mut one = String::new();
         if handler.render_report(&mut one, &adapter).is_err() {
             one = format!("{}[{}]: {}\n", d.severity.as_str(), d.code, d.message);
@@ -301,4 +364,58 @@ pub fn github(diags: &[Diagnostic], src: &Source) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every span of texts with each kind of line break reads the same from [`Snippets`] as
+    /// from miette's own `str` source: contents, span, line, column and line count.
+    #[test]
+    fn snippets_read_as_the_whole_text_does() {
+        let texts = [
+            "",
+            "a",
+            "\n\n\n",
+            "one\ntwo\nthree\nfour\nfive\nsix\nseven\neight\n",
+            "one\r\ntwo\r\nthree\r\nfour\r\nfive\r\nsix\r\n",
+            "a\rb\rc\rd\re\rf\rg",
+            "x\r\n\ry\n\r\nz\r\r\n\nw\nlast line without a break",
+        ];
+        for text in texts {
+            let snippets = Snippets::new("p.nq", text);
+            for start in 0..=text.len() {
+                for len in 0..=(text.len() - start).min(12) {
+                    for context in 0..4 {
+                        let span = SourceSpan::new(start.into(), len);
+                        let want = text.read_span(&span, context, context);
+                        let got = snippets.read_span(&span, context, context);
+                        let (want, got) = match (want, got) {
+                            (Ok(w), Ok(g)) => (w, g),
+                            (Err(_), Err(_)) => continue,
+                            (w, g) => {
+                                panic!("{text:?} {start}+{len}: {:?} {:?}", w.is_ok(), g.is_ok())
+                            }
+                        };
+                        let parts = |c: &dyn SpanContents<'_>| {
+                            (
+                                c.data().to_vec(),
+                                *c.span(),
+                                c.line(),
+                                c.column(),
+                                c.line_count(),
+                            )
+                        };
+                        assert_eq!(
+                            parts(&*got),
+                            parts(&*want),
+                            "{text:?} {start}+{len} ctx {context}"
+                        );
+                        assert_eq!(got.name(), Some("p.nq"));
+                    }
+                }
+            }
+        }
+    }
 }
