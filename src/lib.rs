@@ -56,7 +56,7 @@ use diagnostic::Diagnostics;
 #[must_use]
 pub fn check_source(src: &str, vars: &vars::ExternalVars) -> check::Checked {
     match syntax::parse(src) {
-        Ok(file) => check::check(&file, src, vars),
+        Ok(file) => check::check(file, src, vars),
         Err(d) => {
             let mut diagnostics = Diagnostics::new();
             diagnostics.push(d);

@@ -135,7 +135,7 @@ pub fn check_marked(
     let parsed = crate::syntax::parse(text);
     mark("parse");
     let checked = match parsed {
-        Ok(file) => crate::check::check(&file, text, vars),
+        Ok(file) => crate::check::check(file, text, vars),
         Err(d) => {
             let mut diagnostics = crate::diagnostic::Diagnostics::new();
             diagnostics.push(d);
@@ -204,31 +204,19 @@ impl Checked {
         opts: &Options<'_>,
         conflist: Option<&Conflist>,
     ) -> Result<Vec<OutFile>, Error> {
-        let mut files = Vec::new();
-        self.each_file(opts, conflist, |f| {
-            files.push(f.clone());
-            Ok::<(), Error>(())
-        })?;
-        Ok(files)
+        let mut files = InMemory(Vec::new());
+        self.write_each(opts, conflist, &mut files)?;
+        Ok(files.0)
     }
 
-    /// Renders the chosen artefacts one at a time, in the order of [`Checked::files`], and
-    /// hands each file to `sink` before rendering the next (see [`Checked::write_each`]).
-    pub fn each_file<E: From<Error>>(
-        &self,
-        opts: &Options<'_>,
-        conflist: Option<&Conflist>,
-        sink: impl FnMut(&OutFile) -> Result<(), E>,
-    ) -> Result<(), E> {
-        self.write_each(opts, conflist, &mut InMemory(sink))
-    }
-
-    /// Writes the chosen artefacts one file at a time into `sink`, in the order of
-    /// [`Checked::files`]: each file is rendered straight into the writer the sink gives
-    /// (a caller that writes it to disk holds none of the big ones whole). What can fail
-    /// (the templates of the two scripts, a kind that needs a `pods` block) is rendered or
-    /// decided before the first file reaches `sink`, so a failure hands over nothing; the
-    /// scripts are rendered once, also when `cloud-init` embeds them.
+    /// Renders the chosen artefacts into `sink`, then commits them in the order of
+    /// [`Checked::files`]. Rendering runs on two threads (the scripts and the artefacts
+    /// that embed them on one, the others on the other, whichever is free taking the next),
+    /// each file rendered straight into the writer the sink gives, so a caller that writes
+    /// to disk holds none of the big ones whole. Nothing is committed unless every file
+    /// rendered: a failing `--templates` template, a kind that needs a `pods` block or a
+    /// failed write hands over nothing. The scripts are rendered once, also when
+    /// `cloud-init` embeds them.
     pub fn write_each<S: FileSink>(
         &self,
         opts: &Options<'_>,
@@ -245,62 +233,161 @@ impl Checked {
             cni: conflist.and_then(|c| c.install.as_ref()),
             verbose: opts.verbose,
         };
-        let fail = |artefact| move |source| Error::Render { artefact, source };
         let mut kinds = Vec::new();
         for &artefact in opts.artefacts.kinds() {
             if pods.is_none() && artefact.info().needs_pods {
                 if opts.artefacts == Selection::All {
                     continue;
                 }
-                return Err(fail(artefact)(RenderError::NeedsPods(artefact)).into());
+                return Err(render_failed(artefact, RenderError::NeedsPods(artefact)).into());
             }
             kinds.push(artefact);
         }
-        let wants = |k: &[Artefact]| kinds.iter().any(|a| k.contains(a));
-        let (tc, rollback) = (Artefact::Tc, Artefact::Rollback);
-        let mut scripts = Scripts::default();
-        if wants(&[tc, Artefact::CloudInit]) {
-            scripts.apply = Some(crate::backend::tc_script(&ctx).map_err(|e| fail(tc)(e.into()))?);
-        }
-        if wants(&[rollback, Artefact::CloudInit]) {
-            let text =
-                crate::backend::rollback_script(&ctx).map_err(|e| fail(rollback)(e.into()))?;
-            scripts.rollback = Some(text);
-        }
-        for &artefact in &kinds {
-            let mut file =
-                |path: &str, body: Body<'_>| sink.file(artefact, path, body).map_err(Fail::Sink);
-            artefact
-                .write(&ctx, &scripts, &mut file)
-                .map_err(|e| match e {
-                    Fail::Render(e) => fail(artefact)(e).into(),
-                    Fail::Sink(e) => e,
-                })?;
+        let rendered = render_all(&ctx, &kinds, sink)?;
+        for (artefact, files) in kinds.iter().zip(rendered) {
+            for (path, pending) in files {
+                sink.commit(*artefact, &path, pending)?;
+            }
         }
         Ok(())
     }
 }
 
-/// Where [`Checked::write_each`] puts the files.
-pub trait FileSink {
-    type Error: From<Error>;
-    /// One file of `artefact` at `path` (relative to the output directory): `body` writes
-    /// its contents into the writer it is given; its error is the sink's to report
-    /// (`Error::Render` for the artefact, or the sink's own when the writer failed).
-    fn file(&mut self, artefact: Artefact, path: &str, body: Body<'_>) -> Result<(), Self::Error>;
+/// The files of one artefact, rendered and not yet committed.
+type Rendered<P> = Vec<(String, P)>;
+
+/// Renders every kind of `kinds` into `sink` on two threads: the calling one renders the
+/// scripts and then the kinds that embed them, the other starts on the rest at once; each
+/// takes the next of the rest when it is free. The files of each kind, in `kinds` order;
+/// on failure the first error in that order (the scripts' first), every file dropped.
+fn render_all<S: FileSink>(
+    ctx: &Render<'_>,
+    kinds: &[Artefact],
+    sink: &S,
+) -> Result<Vec<Rendered<S::Pending>>, S::Error> {
+    let (tc, rollback) = (Artefact::Tc, Artefact::Rollback);
+    let needs_scripts =
+        |a: &Artefact| matches!(a, Artefact::Tc | Artefact::Rollback | Artefact::CloudInit);
+    let wants = |k: &[Artefact]| kinds.iter().any(|a| k.contains(a));
+    let rest: Vec<usize> = (0..kinds.len())
+        .filter(|&i| !needs_scripts(&kinds[i]))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let one = |i: usize, scripts: &Scripts| (i, render_one(ctx, scripts, kinds[i], sink));
+    let take_rest =
+        |scripts: &Scripts, out: &mut Vec<(usize, Result<Rendered<S::Pending>, S::Error>)>| {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&i) = rest.get(n) else { break };
+                out.push(one(i, scripts));
+            }
+        };
+    let (scripts, mut done, theirs) = std::thread::scope(|s| {
+        let other = s.spawn(|| {
+            let mut out = Vec::new();
+            take_rest(&Scripts::default(), &mut out);
+            out
+        });
+        let mut scripts = Scripts::default();
+        let mut mine = Vec::new();
+        let made = (|| {
+            if wants(&[tc, Artefact::CloudInit]) {
+                scripts.apply =
+                    Some(crate::backend::tc_script(ctx).map_err(|e| render_failed(tc, e.into()))?);
+            }
+            if wants(&[rollback, Artefact::CloudInit]) {
+                scripts.rollback = Some(
+                    crate::backend::rollback_script(ctx)
+                        .map_err(|e| render_failed(rollback, e.into()))?,
+                );
+            }
+            Ok::<(), Error>(())
+        })();
+        if made.is_ok() {
+            for i in (0..kinds.len()).filter(|&i| needs_scripts(&kinds[i])) {
+                mine.push(one(i, &scripts));
+            }
+            take_rest(&scripts, &mut mine);
+        } else {
+            // Nothing more is started: what the other thread renders is dropped.
+            next.store(rest.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+        let theirs = other
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (made, mine, theirs)
+    });
+    scripts?;
+    done.extend(theirs);
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
-/// A sink collecting each file in memory and handing it to a closure.
-struct InMemory<F>(F);
+/// Renders the files of one artefact into `sink`.
+fn render_one<S: FileSink>(
+    ctx: &Render<'_>,
+    scripts: &Scripts,
+    artefact: Artefact,
+    sink: &S,
+) -> Result<Rendered<S::Pending>, S::Error> {
+    let mut files = Vec::new();
+    let mut file = |path: &str, body: Body<'_>| {
+        let pending = sink.render(artefact, path, body).map_err(Fail::Sink)?;
+        files.push((path.to_string(), pending));
+        Ok(())
+    };
+    artefact
+        .write(ctx, scripts, &mut file)
+        .map_err(|e| match e {
+            Fail::Render(e) => render_failed(artefact, e).into(),
+            Fail::Sink(e) => e,
+        })?;
+    Ok(files)
+}
 
-impl<E: From<Error>, F: FnMut(&OutFile) -> Result<(), E>> FileSink for InMemory<F> {
-    type Error = E;
-    fn file(&mut self, artefact: Artefact, path: &str, body: Body<'_>) -> Result<(), E> {
+fn render_failed(artefact: Artefact, source: RenderError) -> Error {
+    Error::Render { artefact, source }
+}
+
+/// Where [`Checked::write_each`] puts the files: each is rendered (from any of the
+/// rendering threads) into something not yet visible, then all are committed in order.
+pub trait FileSink: Sync {
+    /// A rendered file, not yet in place.
+    type Pending: Send;
+    type Error: From<Error> + Send;
+    /// Renders one file of `artefact` at `path` (relative to the output directory): `body`
+    /// writes its contents into the writer it is given; its error is the sink's to report
+    /// (`Error::Render` for the artefact, or the sink's own when the writer failed).
+    fn render(
+        &self,
+        artefact: Artefact,
+        path: &str,
+        body: Body<'_>,
+    ) -> Result<Self::Pending, Self::Error>;
+    /// Puts a rendered file in place; called in order, once every file rendered.
+    fn commit(
+        &mut self,
+        artefact: Artefact,
+        path: &str,
+        pending: Self::Pending,
+    ) -> Result<(), Self::Error>;
+}
+
+/// A sink collecting the files in memory.
+struct InMemory(Vec<OutFile>);
+
+impl FileSink for InMemory {
+    type Pending = String;
+    type Error = Error;
+    fn render(&self, artefact: Artefact, _: &str, body: Body<'_>) -> Result<String, Error> {
         let mut text = Vec::new();
-        body(&mut text).map_err(|source| Error::Render { artefact, source })?;
-        let text = String::from_utf8(text)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        (self.0)(&OutFile::new(artefact, path, text))
+        body(&mut text).map_err(|source| render_failed(artefact, source))?;
+        Ok(String::from_utf8(text)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+    fn commit(&mut self, artefact: Artefact, path: &str, text: String) -> Result<(), Error> {
+        self.0.push(OutFile::new(artefact, path, text));
+        Ok(())
     }
 }
 

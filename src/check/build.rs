@@ -112,6 +112,22 @@ impl ClassDraft {
     }
 }
 
+/// How many of `stmts` are `class` blocks.
+fn classes_in(stmts: &[Stmt]) -> usize {
+    stmts
+        .iter()
+        .filter(|s| matches!(s.kind, StmtKind::Class(_)))
+        .count()
+}
+
+/// The `class` blocks of `stmts`, the rest dropped.
+fn child_classes(stmts: Vec<Stmt>) -> impl Iterator<Item = ast::Class> {
+    stmts.into_iter().filter_map(|s| match s.kind {
+        StmtKind::Class(c) => Some(c),
+        _ => None,
+    })
+}
+
 const TOP: &[&str] = &["netqos", "let", "allow", "interface", "pods"];
 const IFACE: &[&str] = &[
     "rate", "burst", "cburst", "r2q", "mtu", "default", "ifb", "class",
@@ -326,7 +342,10 @@ impl Builder<'_> {
     }
 
     /// An `interface` block.
-    pub fn interface(&mut self, i: &ast::Interface) -> IfaceDraft {
+    /// Reads an interface block whose statements `stmts` were taken out of it: they are
+    /// consumed, each class's syntax freed once its draft is built (the tree and the drafts
+    /// of 100,000 classes are never both whole).
+    pub fn interface(&mut self, i: &ast::Interface, stmts: Vec<Stmt>) -> IfaceDraft {
         let device = self.one(&i.name, "interface name");
         let mut d = IfaceDraft {
             device,
@@ -344,20 +363,16 @@ impl Builder<'_> {
             classes: Vec::new(),
         };
         let mut seen = BTreeMap::new();
-        for stmt in &i.stmts {
+        for stmt in &stmts {
             self.interface_stmt(&mut d, &mut seen, stmt);
         }
         let rate = d.rate.as_ref().map(|r| r.v);
         let prefix = String::new();
-        d.classes = i
-            .stmts
-            .iter()
-            .filter_map(|s| match &s.kind {
-                StmtKind::Class(c) => Some(c),
-                _ => None,
-            })
-            .map(|c| self.class(c, rate, rate, 2, &prefix))
-            .collect();
+        d.classes = Vec::with_capacity(classes_in(&stmts));
+        for c in child_classes(stmts) {
+            let child = self.class(c, rate, rate, 2, &prefix);
+            d.classes.push(child);
+        }
         d
     }
 
@@ -416,7 +431,7 @@ impl Builder<'_> {
 
     fn class(
         &mut self,
-        c: &ast::Class,
+        c: ast::Class,
         parent_rate: Option<u64>,
         parent_ceil: Option<u64>,
         depth: usize,
@@ -445,7 +460,12 @@ impl Builder<'_> {
             qdisc: None,
             id: None,
             default: None,
-            matches: Vec::new(),
+            matches: Vec::with_capacity(
+                c.stmts
+                    .iter()
+                    .filter(|s| matches!(s.kind, StmtKind::Match(_)))
+                    .count(),
+            ),
             match_lines: 0,
             children: Vec::new(),
             minor: 0,
@@ -460,15 +480,11 @@ impl Builder<'_> {
         let rate = d.rate.as_ref().map(|r| r.v);
         let ceil = d.ceil.as_ref().map(|r| r.v);
         let path = d.path.clone();
-        d.children = c
-            .stmts
-            .iter()
-            .filter_map(|s| match &s.kind {
-                StmtKind::Class(c) => Some(c),
-                _ => None,
-            })
-            .map(|child| self.class(child, rate, ceil, depth + 1, &path))
-            .collect();
+        d.children = Vec::with_capacity(classes_in(&c.stmts));
+        for child in child_classes(c.stmts) {
+            let child = self.class(child, rate, ceil, depth + 1, &path);
+            d.children.push(child);
+        }
         d
     }
 

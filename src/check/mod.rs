@@ -26,7 +26,7 @@ use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{self, Model};
 use crate::span::LineIndex;
-use crate::syntax::ast::{File, Item};
+use crate::syntax::ast::{self, File, Item};
 use crate::vars::ExternalVars;
 use build::{Builder, ClassDraft, IfaceDraft};
 
@@ -37,19 +37,21 @@ pub struct Checked {
     pub diagnostics: Diagnostics,
 }
 
-/// Checks a parsed policy.
+/// Checks a parsed policy. The tree is consumed: each interface's statements are freed as
+/// they are read into drafts (what remains serves the checks that need only spans).
 #[must_use]
-pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
+pub fn check(mut file: File, src: &str, vars: &ExternalVars) -> Checked {
     let mut diags = Diagnostics::new();
-    header(file, &mut diags);
-    let lets: Vec<_> = file
+    header(&file, &mut diags);
+    let lets: Vec<ast::Let> = file
         .items
         .iter()
         .filter_map(|i| match i {
-            Item::Let(l) => Some(l),
+            Item::Let(l) => Some(l.clone()),
             _ => None,
         })
         .collect();
+    let lets: Vec<&ast::Let> = lets.iter().collect();
     let lines = LineIndex::new(src);
     let env = env::Env::new(&lets, vars, &mut diags);
     let mut b = Builder {
@@ -61,10 +63,13 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
     let mut pods_model = None;
     let mut pods_seen = None;
     let mut pod_sites = pods::Sites::default();
-    for item in &file.items {
+    for item in &mut file.items {
         match item {
             Item::Let(_) | Item::Allow(_) => {}
-            Item::Interface(i) => drafts.push(b.interface(i)),
+            Item::Interface(i) => {
+                let stmts = std::mem::take(&mut i.stmts);
+                drafts.push(b.interface(i, stmts));
+            }
             Item::Pods(p) => {
                 if let Some(first) = pods_seen {
                     b.diags.push(
@@ -101,8 +106,8 @@ pub fn check(file: &File, src: &str, vars: &ExternalVars) -> Checked {
     pods::post_check(&pod_sites, fastest_link, &mut diags);
     overlay::check(&drafts, &pod_sites, &mut diags);
     diags.extend(unused);
-    cascade::suppress_knock_ons(file, &mut diags);
-    allow(file, &mut diags);
+    cascade::suppress_knock_ons(&file, &mut diags);
+    allow(&file, &mut diags);
     let model = if diags.has_errors() {
         None
     } else {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::check::{external_vars, print, read_source};
 use super::error::Error;
-use super::out_file::OutFile;
+use super::out_file::{OutFile, Written};
 use super::{Exit, Format, NodeArgs, Ui, VarArgs};
 use netqos::backend::{self, Artefact, Body, RenderError, Templates};
 use netqos::cni::NodeConflist;
@@ -124,14 +124,17 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
                 ui,
                 timings: &mut timings,
             };
-            checked.write_each(&opts, conflist.as_ref(), &mut dir)
+            checked.write_each(&opts, conflist.as_ref(), &mut dir)?;
+            timings.mark("render and write");
+            Ok(())
         }
     }
 }
 
 /// The output directory: each file is streamed into it as it is rendered (a 100,000-class
 /// policy's artefacts are hundreds of megabytes together) and replaces the old one only
-/// when it changed, by atomic rename; scripts are made executable.
+/// when it changed, by atomic rename once every file rendered; scripts are made
+/// executable.
 struct OutDir<'a> {
     out: &'a Path,
     ui: Ui,
@@ -139,9 +142,16 @@ struct OutDir<'a> {
 }
 
 impl pipeline::FileSink for OutDir<'_> {
+    type Pending = (Written, std::time::Duration);
     type Error = Error;
 
-    fn file(&mut self, artefact: Artefact, name: &str, body: Body<'_>) -> Result<(), Error> {
+    fn render(
+        &self,
+        artefact: Artefact,
+        name: &str,
+        body: Body<'_>,
+    ) -> Result<Self::Pending, Error> {
+        let started = std::time::Instant::now();
         let path = self.out.join(name);
         if let Some(dir) = path.parent() {
             create_dir(dir)?;
@@ -155,7 +165,22 @@ impl pipeline::FileSink for OutDir<'_> {
             RenderError::Write(source) => failed(source),
             e => Error::render(artefact, e),
         })?;
-        if file.commit().map_err(failed)? {
+        let written = file.finish().map_err(failed)?;
+        Ok((written, started.elapsed()))
+    }
+
+    fn commit(
+        &mut self,
+        _: Artefact,
+        name: &str,
+        (written, took): Self::Pending,
+    ) -> Result<(), Error> {
+        let path = self.out.join(name);
+        let changed = written.commit().map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?;
+        if changed {
             if name.ends_with(".sh") {
                 set_executable(&path);
             }
@@ -165,7 +190,7 @@ impl pipeline::FileSink for OutDir<'_> {
         } else if self.ui.verbose {
             eprintln!("unchanged {}", path.display());
         }
-        self.timings.mark(name);
+        self.timings.rendered(name, took);
         Ok(())
     }
 }

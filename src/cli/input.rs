@@ -78,7 +78,7 @@ fn read_bytes(path: &Path, what: &str) -> Result<Vec<u8>, Unreadable> {
     let name = path.display().to_string();
     let invalid = |d| Unreadable::Invalid(Box::new((command_line(), d)));
     if path == Path::new("-") {
-        return read_bounded(std::io::stdin().lock(), what, "standard input");
+        return read_bounded(std::io::stdin().lock(), 0, what, "standard input");
     }
     let io = |e: std::io::Error| Unreadable::Io(format!("cannot read {what} {name}: {e}"));
     // `stat` first: it neither opens a FIFO (which would wait for a writer) nor a device.
@@ -99,12 +99,20 @@ fn read_bytes(path: &Path, what: &str) -> Result<Vec<u8>, Unreadable> {
     if let Some(kind) = not_regular(&meta) {
         return Err(invalid(not_a_file(what, &name, kind)));
     }
-    read_bounded(file, what, &name)
+    read_bounded(file, meta.len(), what, &name)
 }
 
-/// Reads at most one byte more than the limit, so a larger input is NQ081.
-fn read_bounded(r: impl Read, what: &str, name: &str) -> Result<Vec<u8>, Unreadable> {
-    let mut bytes = Vec::new();
+/// Reads at most one byte more than the limit, so a larger input is NQ081. `expected` is
+/// the size `stat` gave (0 when unknown): room for it and the one byte that shows the end,
+/// so a 12 MB policy is held in 12 MB, not in the doubled vector reading would grow.
+fn read_bounded(
+    r: impl Read,
+    expected: u64,
+    what: &str,
+    name: &str,
+) -> Result<Vec<u8>, Unreadable> {
+    let room = usize::try_from(expected.min(MAX_INPUT_BYTES)).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(room.saturating_add(1));
     r.take(MAX_INPUT_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Unreadable::Io(format!("cannot read {what} {name}: {e}")))?;

@@ -1,18 +1,40 @@
 //! An artefact file streamed to disk: written into a temporary file in its directory as it
 //! is rendered, then renamed over the old file only when the contents changed (a Makefile
 //! sees an unchanged artefact's old modification time). Nothing of the file is held in
-//! memory, and the comparison with the old file reads both in chunks.
+//! memory, and the comparison with the old file reads both in chunks; it and the sync run
+//! on a thread of their own between [`OutFile::finish`] and [`Written::commit`].
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
-/// A file being written; [`OutFile::commit`] puts it in place, dropping it without a
-/// commit removes the temporary file.
+/// A file being written; [`OutFile::finish`] ends it, dropping it unfinished removes the
+/// temporary file.
 pub struct OutFile {
     path: PathBuf,
-    tmp: PathBuf,
+    tmp: TempPath,
     file: Option<BufWriter<File>>,
+}
+
+/// A file written in full: in the background it is compared with the old file and, when
+/// it differs, synced to disk (so a big file's sync overlaps the rendering of the next);
+/// [`Written::commit`] puts it in place, dropping it removes the temporary file.
+pub struct Written {
+    path: PathBuf,
+    tmp: TempPath,
+    changed: JoinHandle<io::Result<bool>>,
+}
+
+/// The temporary file, removed when dropped unless it became the file.
+struct TempPath(PathBuf);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 impl OutFile {
@@ -34,28 +56,50 @@ impl OutFile {
             .open(&tmp)?;
         Ok(OutFile {
             path: path.to_path_buf(),
-            tmp,
+            tmp: TempPath(tmp),
             file: Some(BufWriter::with_capacity(1 << 18, file)),
         })
     }
 
-    /// Puts the file in place (synced, with the old file's permissions) unless the old one
-    /// holds the same bytes: whether it changed.
-    pub fn commit(mut self) -> io::Result<bool> {
+    /// Ends writing: the comparison with the old file and the sync run in the background.
+    pub fn finish(mut self) -> io::Result<Written> {
         let Some(buffered) = self.file.take() else {
-            return Ok(false);
+            return Err(io::Error::other("file already finished"));
         };
         let file = buffered
             .into_inner()
             .map_err(io::IntoInnerError::into_error)?;
-        if same_content(&file, &self.path)? {
+        let old = self.path.clone();
+        let changed = std::thread::spawn(move || {
+            if same_content(&file, &old)? {
+                return Ok(false);
+            }
+            file.sync_all()?;
+            Ok(true)
+        });
+        Ok(Written {
+            path: self.path,
+            tmp: self.tmp,
+            changed,
+        })
+    }
+}
+
+impl Written {
+    /// Puts the file in place (synced, with the old file's permissions) unless the old one
+    /// holds the same bytes: whether it changed.
+    pub fn commit(self) -> io::Result<bool> {
+        let changed = self
+            .changed
+            .join()
+            .map_err(|_| io::Error::other("comparing or syncing the file failed"))??;
+        if !changed {
             return Ok(false);
         }
-        file.sync_all()?;
         if let Ok(meta) = std::fs::metadata(&self.path) {
-            std::fs::set_permissions(&self.tmp, meta.permissions())?;
+            std::fs::set_permissions(&self.tmp.0, meta.permissions())?;
         }
-        std::fs::rename(&self.tmp, &self.path)?;
+        std::fs::rename(&self.tmp.0, &self.path)?;
         Ok(true)
     }
 }
@@ -64,28 +108,19 @@ impl Write for OutFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.file {
             Some(f) => f.write(buf),
-            None => Err(io::Error::other("file already committed")),
+            None => Err(io::Error::other("file already finished")),
         }
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match &mut self.file {
             Some(f) => f.write_all(buf),
-            None => Err(io::Error::other("file already committed")),
+            None => Err(io::Error::other("file already finished")),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.as_mut().map_or(Ok(()), BufWriter::flush)
-    }
-}
-
-impl Drop for OutFile {
-    /// The temporary file goes unless it became the file.
-    fn drop(&mut self) {
-        if self.tmp.exists() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }
 

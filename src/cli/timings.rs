@@ -1,7 +1,7 @@
 //! Phase timings on stderr when `NETQOS_TIMINGS` is set: for `netqos apply` how long the
 //! check, the read, the sending and the verification took (for `benches/apply_10k.sh`); for
-//! `netqos compile` the read, parse, check and lowering, then each file as it is written
-//! (the first also renders the scripts; for `benches/scale.sh`).
+//! `netqos compile` the read, parse, check and lowering, each file's rendering (two files
+//! render at once) and the rendering and writing together (for `benches/scale.sh`).
 
 use std::time::Instant;
 
@@ -51,6 +51,18 @@ impl Timings {
             );
             self.last = now;
             self.last_cpu = cpu;
+        }
+    }
+
+    /// Prints how long one file took to render (on whichever rendering thread), after the
+    /// files are in place: `netqos: timing render FILE MS`. The mark that follows covers
+    /// the rendering and the writing as a whole.
+    pub fn rendered(&mut self, file: &str, took: std::time::Duration) {
+        if self.on {
+            eprintln!(
+                "netqos: timing render {file} {:.1} ms",
+                took.as_secs_f64() * 1000.0
+            );
         }
     }
 }
