@@ -256,6 +256,12 @@ impl Checked {
 /// The files of one artefact, rendered and not yet committed.
 type Rendered<P> = Vec<(String, P)>;
 
+/// The outcome of rendering the kind at an index of the selection.
+type Done<S> = (
+    usize,
+    Result<Rendered<<S as FileSink>::Pending>, <S as FileSink>::Error>,
+);
+
 /// Renders every kind of `kinds` into `sink` on two threads: the calling one renders the
 /// scripts and then the kinds that embed them, the other starts on the rest at once; each
 /// takes the next of the rest when it is free. The files of each kind, in `kinds` order;
@@ -274,14 +280,13 @@ fn render_all<S: FileSink>(
         .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let one = |i: usize, scripts: &Scripts| (i, render_one(ctx, scripts, kinds[i], sink));
-    let take_rest =
-        |scripts: &Scripts, out: &mut Vec<(usize, Result<Rendered<S::Pending>, S::Error>)>| {
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&i) = rest.get(n) else { break };
-                out.push(one(i, scripts));
-            }
-        };
+    let take_rest = |scripts: &Scripts, out: &mut Vec<Done<S>>| {
+        loop {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&i) = rest.get(n) else { break };
+            out.push(one(i, scripts));
+        }
+    };
     let (scripts, mut done, theirs) = std::thread::scope(|s| {
         let other = s.spawn(|| {
             let mut out = Vec::new();
@@ -292,8 +297,9 @@ fn render_all<S: FileSink>(
         let mut mine = Vec::new();
         let made = (|| {
             if wants(&[tc, Artefact::CloudInit]) {
-                scripts.apply =
-                    Some(crate::backend::tc_script(ctx).map_err(|e| render_failed(tc, e.into()))?);
+                scripts.apply = Some(
+                    crate::backend::apply_script(ctx).map_err(|e| render_failed(tc, e.into()))?,
+                );
             }
             if wants(&[rollback, Artefact::CloudInit]) {
                 scripts.rollback = Some(
@@ -307,7 +313,10 @@ fn render_all<S: FileSink>(
             for i in (0..kinds.len()).filter(|&i| needs_scripts(&kinds[i])) {
                 mine.push(one(i, &scripts));
             }
-            take_rest(&scripts, &mut mine);
+            // The scripts' pieces are tens of megabytes for a big policy: not kept while
+            // this thread helps with the rest.
+            drop(scripts);
+            take_rest(&Scripts::default(), &mut mine);
         } else {
             // Nothing more is started: what the other thread renders is dropped.
             next.store(rest.len(), std::sync::atomic::Ordering::Relaxed);

@@ -134,7 +134,10 @@ impl Artefact {
     ) -> Result<(), E> {
         let name = self.info().file_name;
         match self {
-            Artefact::Tc => file(name, &mut text(&scripts.apply(ctx)?)),
+            Artefact::Tc => {
+                let script = scripts.apply(ctx)?;
+                file(name, &mut |w| Ok(script.write_to(w)?))
+            }
             Artefact::Rollback => file(name, &mut text(&scripts.rollback(ctx)?)),
             Artefact::Plan => file(name, &mut |w| Ok(super::write_plan_json(ctx.plan, w)?)),
             Artefact::Tree => file(name, &mut |w| {
@@ -191,15 +194,15 @@ pub type Body<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<(), RenderError>
 /// also when `cloud-init` embeds them).
 #[derive(Debug, Clone, Default)]
 pub struct Scripts {
-    pub apply: Option<String>,
+    pub apply: Option<super::Script>,
     pub rollback: Option<String>,
 }
 
 impl Scripts {
-    fn apply(&self, ctx: &Render<'_>) -> Result<Cow<'_, str>, RenderError> {
+    fn apply(&self, ctx: &Render<'_>) -> Result<Cow<'_, super::Script>, RenderError> {
         Ok(match &self.apply {
-            Some(text) => Cow::Borrowed(text),
-            None => Cow::Owned(super::tc_script(ctx)?),
+            Some(script) => Cow::Borrowed(script),
+            None => Cow::Owned(super::apply_script(ctx)?),
         })
     }
 

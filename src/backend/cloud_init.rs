@@ -50,11 +50,25 @@ fn is_yaml_break(c: char) -> bool {
 }
 
 /// Whether a literal block (`|`, clip chomping) reads back as exactly `content`.
+#[cfg(test)]
 fn literal_fits(content: &str) -> bool {
-    content.ends_with('\n')
-        && !content.ends_with("\n\n")
-        && !content.starts_with([' ', '\t', '\n'])
-        && literal_chars(content)
+    literal_fits_chunks(&[content])
+}
+
+/// [`literal_fits`] for the text that is `chunks` one after the other.
+fn literal_fits_chunks(chunks: &[&str]) -> bool {
+    let mut parts = chunks.iter().filter(|c| !c.is_empty());
+    let Some(first) = parts.clone().next() else {
+        return false;
+    };
+    let mut last_two = parts.clone().rev().take(2);
+    let (last, before) = (last_two.next().unwrap_or(first), last_two.next());
+    let ends_twice =
+        last.ends_with("\n\n") || (*last == "\n" && before.is_some_and(|b| b.ends_with('\n')));
+    last.ends_with('\n')
+        && !ends_twice
+        && !first.starts_with([' ', '\t', '\n'])
+        && parts.all(|c| literal_chars(c))
 }
 
 /// Whether every character may stand in a literal block: plain ASCII is skipped byte by
@@ -130,11 +144,12 @@ pub fn cloud_config(files: &[NodeFile], source: &str) -> Result<String, minijinj
 
 /// A node file whose content is borrowed (the scripts are rendered once and written both
 /// as files and inside the `#cloud-config`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct FileRef<'a> {
     pub path: &'a str,
     pub mode: u32,
-    pub content: &'a str,
+    /// The content: these parts one after the other.
+    pub content: Vec<&'a str>,
 }
 
 impl NodeFile {
@@ -142,7 +157,7 @@ impl NodeFile {
         FileRef {
             path: &self.path,
             mode: self.mode,
-            content: &self.content,
+            content: vec![&self.content],
         }
     }
 }
@@ -168,18 +183,21 @@ pub(crate) fn write_cloud_config(
             yaml_quote(f.path),
             yaml_quote(&format!("{:04o}", f.mode))
         )?;
-        if literal_fits(f.content) {
+        if literal_fits_chunks(&f.content) {
             w.write_all(b"    content: |\n")?;
-            // Every line ends with a newline (`literal_fits`); empty lines stay empty.
-            for l in f.content.split_inclusive('\n') {
-                if l != "\n" {
+            // Every line ends with a newline (`literal_fits`); empty lines stay empty. A
+            // line may run on from one part into the next: only its start is indented.
+            let mut line_start = true;
+            for l in f.content.iter().flat_map(|c| c.split_inclusive('\n')) {
+                if line_start && l != "\n" {
                     w.write_all(b"      ")?;
                 }
                 w.write_all(l.as_bytes())?;
+                line_start = l.ends_with('\n');
             }
         } else {
             w.write_all(b"    encoding: b64\n    content: |\n")?;
-            for l in base64(f.content.as_bytes()) {
+            for l in base64(f.content.concat().as_bytes()) {
                 w.write_all(b"      ")?;
                 w.write_all(l.as_bytes())?;
                 w.write_all(b"\n")?;
@@ -204,6 +222,39 @@ mod tests {
         assert_eq!(base64(b"fo"), ["Zm8="]);
         assert_eq!(base64(b"foo"), ["Zm9v"]);
         assert_eq!(base64(b"foobar"), ["Zm9vYmFy"]);
+    }
+
+    #[test]
+    fn a_content_in_parts_is_written_as_the_whole_one() {
+        let contents = [
+            "#!/bin/sh\necho hi\n\n# end\n",
+            "a\n\n",
+            " lead\n",
+            "no newline",
+            "x\n",
+            "\n",
+            "bad\rchar\n",
+            "",
+        ];
+        let write = |parts: Vec<&str>| {
+            let file = FileRef {
+                path: "/p",
+                mode: 0o644,
+                content: parts,
+            };
+            let mut out = Vec::new();
+            write_cloud_config(&[file], "s.nq", &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        for c in contents {
+            let whole = write(vec![c]);
+            for i in 0..=c.len() {
+                for j in i..=c.len() {
+                    let parts = vec!["", &c[..i], &c[i..j], "", &c[j..]];
+                    assert_eq!(write(parts), whole, "{c:?} split at {i}, {j}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -149,6 +149,20 @@ struct DeviceView {
     redirect_mark: String,
 }
 
+impl DeviceView {
+    /// Bytes of the text the apply script writes from it, about.
+    fn text_len(&self) -> usize {
+        self.batch.len()
+            + self.filter_text.len()
+            + self.keep.len()
+            + self.leaves.len()
+            + self.root_add.len()
+            + self.root_keep.len()
+            + self.redirect.len()
+            + 512
+    }
+}
+
 fn fmt_root(d: &DevicePlan, verb: &str) -> String {
     let mut s = format!(
         "qdisc {verb} dev {} root handle 1: htb default {} direct_qlen {}",
@@ -350,24 +364,136 @@ pub struct CniInstall {
 /// The apply script for the whole node; it also installs the patched CNI conflist when
 /// `ctx.cni` is given.
 pub fn tc_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
+    apply_script(ctx).map(Script::into_string)
+}
+
+/// A rendered script held as the text around its big values (each device's batch and
+/// filters, the line map), which stay separate strings spliced in as it is written: the
+/// apply script of 100,000 classes is not copied into the template engine nor into one
+/// string of its own (and `cloud-init` embeds it from the same pieces).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Script {
+    /// The text around the pieces.
+    text: String,
+    /// Each piece with the offset in `text` it stands at, in order.
+    pieces: Vec<(usize, String)>,
+}
+
+impl Script {
+    /// A script that is one text.
+    #[must_use]
+    pub fn whole(text: String) -> Script {
+        Script {
+            text,
+            pieces: Vec::new(),
+        }
+    }
+
+    /// The script's text in order, as consecutive parts (some may be empty).
+    pub fn chunks(&self) -> impl Iterator<Item = &str> {
+        let mut at = 0;
+        self.pieces
+            .iter()
+            .flat_map(move |(offset, piece)| {
+                let before = &self.text[at..*offset];
+                at = *offset;
+                [before, piece.as_str()]
+            })
+            .chain(std::iter::once_with(move || {
+                let last = self.pieces.last().map_or(0, |(o, _)| *o);
+                &self.text[last..]
+            }))
+    }
+
+    /// Its length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.text.len() + self.pieces.iter().map(|(_, p)| p.len()).sum::<usize>()
+    }
+
+    /// Whether it is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the script to `w`.
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.chunks().try_for_each(|c| w.write_all(c.as_bytes()))
+    }
+
+    /// The script as one string.
+    #[must_use]
+    pub fn into_string(self) -> String {
+        if self.pieces.is_empty() {
+            return self.text;
+        }
+        let mut out = String::with_capacity(self.len());
+        self.chunks().for_each(|c| out.push_str(c));
+        out
+    }
+
+    /// Takes the marks `marks[i]` out of `text`, recording piece `pieces[i]` where each
+    /// stood; the pieces back unless each mark occurs exactly once.
+    fn splice(text: &str, marks: &[String], pieces: Vec<String>) -> Result<Script, Vec<String>> {
+        let mut at: Vec<(usize, usize)> = Vec::with_capacity(marks.len());
+        for (i, m) in marks.iter().enumerate() {
+            let mut found = text.match_indices(m.as_str()).map(|(o, _)| o);
+            match (found.next(), found.next()) {
+                (Some(o), None) => at.push((o, i)),
+                _ => return Err(pieces),
+            }
+        }
+        if marks.len() != pieces.len() {
+            return Err(pieces);
+        }
+        at.sort_unstable();
+        let mut pieces: Vec<Option<String>> = pieces.into_iter().map(Some).collect();
+        let mut out = Script {
+            text: String::with_capacity(text.len()),
+            pieces: Vec::with_capacity(marks.len()),
+        };
+        let mut from = 0;
+        for (o, i) in at {
+            // Offsets of matches: character boundaries, in order, not overlapping (every
+            // mark starts and ends with a NUL and names its number).
+            out.text.push_str(&text[from..o]);
+            let piece = pieces[i].take().unwrap_or_default();
+            out.pieces.push((out.text.len(), piece));
+            from = o + marks[i].len();
+        }
+        out.text.push_str(&text[from..]);
+        let ends = out.chunks().filter(|c| !c.is_empty()).last();
+        if !ends.is_some_and(|c| c.ends_with('\n')) {
+            out.text.push('\n');
+        }
+        Ok(out)
+    }
+}
+
+/// [`tc_script`] as a [`Script`]: with the built-in template, the batches, filters and the
+/// line map go through the template as short marks and are spliced in after (a mark that
+/// does not come out exactly once makes it render them as values, like a `--templates`
+/// template always does).
+pub fn apply_script(ctx: &Render<'_>) -> Result<Script, minijinja::Error> {
     let env = env(ctx.templates)?;
     let source = &display_name(ctx.source);
-    let lists = ctx.templates.apply.is_some();
+    let user_template = ctx.templates.apply.is_some();
     let mut lines = Lines {
         source,
         batch: String::new(),
         filters: String::new(),
         map: String::new(),
-        lists: lists.then(Lists::default),
+        lists: user_template.then(Lists::default),
     };
-    let views: Vec<DeviceView> = ctx
+    let mut views: Vec<DeviceView> = ctx
         .plan
         .devices
         .iter()
         .map(|d| device_view(d, &mut lines))
         .collect();
     let Lines {
-        map: map_text,
+        map: mut map_text,
         lists,
         ..
     } = lines;
@@ -376,36 +502,62 @@ pub fn tc_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
     required.sort();
     required.dedup();
     let template = env.get_template("apply")?;
-    // The script is about the size of its big values: one allocation, not a doubling.
-    let size: usize = views
-        .iter()
-        .map(|v| v.batch.len() + v.filter_text.len())
-        .sum::<usize>()
-        + map_text.len()
-        + template.source().len() * 2
-        + 4096;
-    let mut out = Vec::with_capacity(size);
-    template.render_captured_to(
-        context! {
-            source => source,
-            devices => minijinja::Value::from(minijinja::value::Serde(&views)),
-            required => required,
-            map => map,
-            map_text => map_text,
-            redirect_prio => REDIRECT_PRIO,
-            cni => ctx.cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
-            nft => ctx.plan.pod_rules.as_ref().map(|p| context! {
-                table => p.table.clone(),
-                ruleset => nft::replace(p),
-            }),
-            nft_table => crate::lower::pods::TABLE,
-        },
-        &mut out,
-    )?;
-    let out = String::from_utf8(out).map_err(|e| {
-        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
-    })?;
-    Ok(with_newline(out))
+    let render = |views: &[DeviceView], map_text: &str| {
+        // About the size of the values it holds, in one allocation.
+        let size: usize = views.iter().map(DeviceView::text_len).sum::<usize>()
+            + map_text.len()
+            + template.source().len() * 2
+            + 4096;
+        let mut out = Vec::with_capacity(size + size / 8);
+        template.render_captured_to(
+            context! {
+                source => source,
+                devices => minijinja::Value::from(minijinja::value::Serde(views)),
+                required => &required,
+                map => &map,
+                map_text => map_text,
+                redirect_prio => REDIRECT_PRIO,
+                cni => ctx.cni.map(|c| minijinja::Value::from(minijinja::value::Serde(c))),
+                nft => ctx.plan.pod_rules.as_ref().map(|p| context! {
+                    table => p.table.clone(),
+                    ruleset => nft::replace(p),
+                }),
+                nft_table => crate::lower::pods::TABLE,
+            },
+            &mut out,
+        )?;
+        String::from_utf8(out).map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+        })
+    };
+    if user_template {
+        return Ok(Script::whole(with_newline(render(&views, &map_text)?)));
+    }
+    let mark = |n: usize| format!("\u{0}netqos piece {n}\u{0}");
+    let (mut marks, mut pieces) = (Vec::new(), Vec::new());
+    for v in &mut views {
+        for value in [&mut v.batch, &mut v.filter_text] {
+            marks.push(mark(marks.len()));
+            pieces.push(std::mem::replace(value, marks[marks.len() - 1].clone()));
+        }
+    }
+    marks.push(mark(marks.len()));
+    pieces.push(std::mem::take(&mut map_text));
+    let text = render(&views, &marks[marks.len() - 1])?;
+    if !text.contains('\u{0}') {
+        // The template wrote none of them (only a changed built-in one could).
+        return Ok(Script::whole(with_newline(text)));
+    }
+    let mut back = match Script::splice(&text, &marks, pieces) {
+        Ok(script) => return Ok(script),
+        Err(pieces) => pieces,
+    };
+    map_text = back.pop().unwrap_or_default();
+    for (v, pair) in views.iter_mut().zip(back.chunks_exact_mut(2)) {
+        v.batch = std::mem::take(&mut pair[0]);
+        v.filter_text = std::mem::take(&mut pair[1]);
+    }
+    Ok(Script::whole(with_newline(render(&views, &map_text)?)))
 }
 
 /// One device of the apply script; its lines and their policy lines go to `lines`.
@@ -544,7 +696,7 @@ fn node_files_with(
 /// `w`.
 pub(crate) fn write_cloud_init(
     ctx: &Render<'_>,
-    apply: &str,
+    apply: &Script,
     rollback: &str,
     w: &mut dyn std::io::Write,
 ) -> Result<(), RenderError> {
@@ -553,17 +705,17 @@ pub(crate) fn write_cloud_init(
         cloud_init::FileRef {
             path: APPLY_PATH,
             mode: 0o755,
-            content: apply,
+            content: apply.chunks().collect(),
         },
         cloud_init::FileRef {
             path: ROLLBACK_PATH,
             mode: 0o755,
-            content: rollback,
+            content: vec![rollback],
         },
         cloud_init::FileRef {
             path: UNIT_PATH,
             mode: 0o644,
-            content: &unit,
+            content: vec![&unit],
         },
     ];
     Ok(cloud_init::write_cloud_config(&files, ctx.source, w)?)
@@ -592,6 +744,78 @@ pub fn write_plan_json(plan: &Plan, w: &mut dyn std::io::Write) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The examples and the repository's good policies, checked and lowered.
+    fn plans() -> Vec<(String, Plan)> {
+        let mut files: Vec<std::path::PathBuf> = ["examples", "tests/fixtures/check/good"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "nq"))
+            .collect();
+        files.sort();
+        let vars = crate::vars::ExternalVars::default();
+        let plans: Vec<(String, Plan)> = files
+            .iter()
+            .filter_map(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                let checked = crate::pipeline::check(&text, &vars, &[], false).ok()?;
+                Some((f.display().to_string(), checked.plan))
+            })
+            .collect();
+        assert!(plans.len() >= 5, "{}", plans.len());
+        plans
+    }
+
+    #[test]
+    fn the_spliced_apply_script_is_the_one_the_template_renders_with_the_values() {
+        // The same template text given as a `--templates` override renders every value
+        // through the engine; the built-in path splices the big ones in.
+        let builtin = Templates::default();
+        let as_values = Templates {
+            apply: Some(APPLY_TEMPLATE.to_string()),
+            rollback: None,
+        };
+        for (name, plan) in plans() {
+            let spliced = apply_script(&Render::new(&plan, "p.nq", &builtin)).unwrap();
+            assert!(
+                spliced.pieces.len() >= 3,
+                "{name}: {}",
+                spliced.pieces.len()
+            );
+            let whole = apply_script(&Render::new(&plan, "p.nq", &as_values)).unwrap();
+            assert!(whole.pieces.is_empty());
+            let len = spliced.len();
+            let mut written = Vec::new();
+            spliced.write_to(&mut written).unwrap();
+            let text = spliced.into_string();
+            assert_eq!(text, whole.text, "{name}");
+            assert_eq!((len, written), (text.len(), text.into_bytes()), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_mark_that_is_not_there_exactly_once_gives_the_pieces_back() {
+        let marks = ["<0>".to_string(), "<1>".to_string()];
+        let pieces = || vec!["a\n".to_string(), "b".to_string()];
+        let s = Script::splice("x<1>y<0>z", &marks, pieces()).unwrap();
+        assert_eq!(
+            s.chunks().collect::<Vec<_>>(),
+            ["x", "b", "y", "a\n", "z\n"]
+        );
+        let s = Script::splice("<1><0>", &marks, pieces()).unwrap();
+        assert_eq!(s.into_string(), "ba\n");
+        for text in ["x<0>y", "<0><1><1>", "", "<0><0><1>"] {
+            assert_eq!(
+                Script::splice(text, &marks, pieces()),
+                Err(pieces()),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            Script::whole("t".into()).chunks().collect::<Vec<_>>(),
+            ["t"]
+        );
+    }
 
     #[test]
     fn quoting() {

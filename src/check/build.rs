@@ -123,7 +123,7 @@ fn classes_in(stmts: &[Stmt]) -> usize {
 /// The `class` blocks of `stmts`, the rest dropped.
 fn child_classes(stmts: Vec<Stmt>) -> impl Iterator<Item = ast::Class> {
     stmts.into_iter().filter_map(|s| match s.kind {
-        StmtKind::Class(c) => Some(c),
+        StmtKind::Class(c) => Some(*c),
         _ => None,
     })
 }

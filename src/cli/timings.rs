@@ -28,6 +28,19 @@ fn cpu_ticks() -> (u64, u64) {
     }
 }
 
+/// Resident and peak resident memory of this process, in KiB (from /proc).
+fn memory_kb() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 impl Timings {
     pub fn from_env() -> Timings {
         Timings {
@@ -38,16 +51,20 @@ impl Timings {
     }
 
     /// Prints the time since the previous mark as `netqos: timing PHASE MS (user U ticks,
-    /// system S ticks)` (CPU time in clock ticks, usually 10 ms).
+    /// system S ticks; rss R MB, peak P MB)` (CPU time in clock ticks, usually 10 ms; the
+    /// resident memory now and at its highest so far).
     pub fn mark(&mut self, phase: &str) {
         if self.on {
             let now = Instant::now();
             let cpu = cpu_ticks();
+            let (rss, peak) = memory_kb();
             eprintln!(
-                "netqos: timing {phase} {:.1} ms (user {} ticks, system {} ticks)",
+                "netqos: timing {phase} {:.1} ms (user {} ticks, system {} ticks; rss {} MB, peak {} MB)",
                 (now - self.last).as_secs_f64() * 1000.0,
                 cpu.0 - self.last_cpu.0,
-                cpu.1 - self.last_cpu.1
+                cpu.1 - self.last_cpu.1,
+                rss / 1024,
+                peak / 1024
             );
             self.last = now;
             self.last_cpu = cpu;

@@ -150,10 +150,12 @@ pub enum StmtKind {
     DefaultRef(Scalar),
     /// `default` (class level).
     DefaultFlag,
-    Qdisc(Qdisc),
+    /// Boxed, like `Class` and `Unknown`: a statement is the size of a scalar one, so the
+    /// tree of 100,000 classes is not four times the size of its `rate` lines.
+    Qdisc(Box<Qdisc>),
     Match(Match),
-    Class(Class),
-    Unknown(Unknown),
+    Class(Box<Class>),
+    Unknown(Box<Unknown>),
 }
 
 impl StmtKind {

@@ -546,6 +546,7 @@ impl<'s> Reader<'s> {
             self.skip();
             self.depth -= 1;
             if self.too_deep.is_none() && self.lit("}") {
+                stmts.shrink_to_fit();
                 return Some(stmts);
             }
         }
@@ -624,9 +625,9 @@ impl<'s> Reader<'s> {
         } else if let Some(s) = self.ifb_stmt() {
             StmtKind::Ifb(s)
         } else if let Some(c) = self.class() {
-            StmtKind::Class(c)
+            StmtKind::Class(Box::new(c))
         } else {
-            StmtKind::Unknown(self.unknown()?)
+            StmtKind::Unknown(Box::new(self.unknown()?))
         };
         Some(self.stmt(start, kind))
     }
@@ -671,7 +672,7 @@ impl<'s> Reader<'s> {
         } else if let Some(s) = self.scalar_stmt(Rule::quantum_stmt, "quantum") {
             StmtKind::Quantum(s)
         } else if let Some(q) = self.qdisc_stmt() {
-            StmtKind::Qdisc(q)
+            StmtKind::Qdisc(Box::new(q))
         } else if let Some(s) = self.scalar_stmt(Rule::id_stmt, "id") {
             StmtKind::Id(s)
         } else if let Some(m) = self.match_stmt() {
@@ -679,9 +680,9 @@ impl<'s> Reader<'s> {
         } else if self.default_flag() {
             StmtKind::DefaultFlag
         } else if let Some(c) = self.class() {
-            StmtKind::Class(c)
+            StmtKind::Class(Box::new(c))
         } else {
-            StmtKind::Unknown(self.unknown()?)
+            StmtKind::Unknown(Box::new(self.unknown()?))
         };
         Some(self.stmt(start, kind))
     }
@@ -743,6 +744,7 @@ impl<'s> Reader<'s> {
                 break;
             }
             if !fields.is_empty() {
+                fields.shrink_to_fit();
                 return Some(Match { fields });
             }
         }

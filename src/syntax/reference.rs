@@ -232,17 +232,17 @@ fn stmt(pair: Pair<'_, Rule>) -> Stmt {
         Rule::ifb_stmt => StmtKind::Ifb(first_scalar(pair)),
         Rule::default_ref => StmtKind::DefaultRef(first_scalar(pair)),
         Rule::default_flag => StmtKind::DefaultFlag,
-        Rule::qdisc_stmt => StmtKind::Qdisc(qdisc_stmt(pair)),
+        Rule::qdisc_stmt => StmtKind::Qdisc(Box::new(qdisc_stmt(pair))),
         Rule::match_stmt => StmtKind::Match(match_stmt(pair)),
         Rule::class => {
             let c = class(pair);
             return Stmt {
                 keyword: keyword_span_of(c.span, "class"),
-                kind: StmtKind::Class(c),
+                kind: StmtKind::Class(Box::new(c)),
                 span,
             };
         }
-        _ => StmtKind::Unknown(unknown(pair)),
+        _ => StmtKind::Unknown(Box::new(unknown(pair))),
     };
     Stmt {
         kind,
