@@ -110,6 +110,14 @@ impl ClassDraft {
             c.walk(f);
         }
     }
+
+    /// [`ClassDraft::walk`], handing out references that outlive the walk.
+    pub fn walk_ref<'a>(&'a self, f: &mut dyn FnMut(&'a ClassDraft)) {
+        f(self);
+        for c in &self.children {
+            c.walk_ref(f);
+        }
+    }
 }
 
 /// How many of `stmts` are `class` blocks.

@@ -112,26 +112,39 @@ pub fn assign(classes: &mut [ClassDraft], diags: &mut Diagnostics) {
             c.minor = id.v;
         }
     });
-    let mut auto: Vec<String> = Vec::new();
-    walk_mut(classes, &mut |c| {
-        if c.id.is_none() {
-            auto.push(c.path.clone());
-        }
-    });
-    auto.sort();
-    let mut chosen: BTreeMap<String, u16> = BTreeMap::new();
+    // Classes without an id, by path: (path, depth-first index among them). Minors are
+    // handed out in path order; classes sharing a path (NQ042 reports them) all get the
+    // minor of the last of them, as one map from path to minor would give.
+    let mut auto: Vec<(&str, usize)> = Vec::new();
+    for c in classes.iter() {
+        c.walk_ref(&mut |c| {
+            if c.id.is_none() {
+                auto.push((c.path.as_str(), auto.len()));
+            }
+        });
+    }
+    auto.sort_unstable();
+    let mut minors = vec![0u16; auto.len()];
     let mut free = FreeSlots::new(taken.keys().copied());
-    for path in auto {
-        let preferred = preferred_minor(&path);
+    let mut run: Vec<usize> = Vec::new();
+    for (n, &(path, at)) in auto.iter().enumerate() {
+        let preferred = preferred_minor(path);
         // The first free minor at or after the preferred one, wrapping (linear probing);
         // at most 65533 classes can exist per interface (NQ004 reports more), and once
         // every slot is taken a class keeps its preferred minor.
         let key = free.take_from(preferred).unwrap_or(preferred);
-        chosen.insert(path, key);
+        run.push(at);
+        if auto.get(n + 1).is_none_or(|next| next.0 != path) {
+            for i in run.drain(..) {
+                minors[i] = key;
+            }
+        }
     }
+    let mut next = 0;
     walk_mut(classes, &mut |c| {
-        if let Some(m) = chosen.get(&c.path) {
-            c.minor = *m;
+        if c.id.is_none() {
+            c.minor = minors[next];
+            next += 1;
         }
     });
 }

@@ -1,8 +1,6 @@
 //! Checks of the class hierarchy: names, depth, rates against parents, defaults and which
 //! classes can receive traffic at all.
 
-use std::collections::BTreeMap;
-
 use super::build::{ClassDraft, IfaceDraft, Val};
 use super::env::Item;
 use crate::codes::Code;
@@ -73,25 +71,32 @@ fn zero_rate(name: &str, span: Span) -> Diagnostic {
 }
 
 fn names(classes: &[ClassDraft], diags: &mut Diagnostics) {
-    let mut seen: BTreeMap<&str, Span> = BTreeMap::new();
-    let mut all = Vec::new();
+    let mut all: Vec<(&str, Span)> = Vec::new();
     for c in classes {
-        c.walk(&mut |c| all.push((c.name.clone(), c.name_span)));
+        c.walk_ref(&mut |c| all.push((c.name.as_str(), c.name_span)));
     }
-    for (n, span) in &all {
-        if let Some(first) = seen.get(n.as_str()) {
-            diags.push(
-                Diagnostic::new(
-                    Code::NQ042,
-                    format!("two classes are named `{n}` in one interface"),
-                )
-                .label(*span, "second class of that name")
-                .label(*first, "first one")
-                .help("class names identify classes in output and in `default NAME`: rename one"),
-            );
-        } else {
-            seen.insert(n, *span);
+    // Depth-first indices by name: every class after the first of its name is reported,
+    // in depth-first order, against that first one.
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_unstable_by(|&a, &b| all[a].0.cmp(all[b].0).then(a.cmp(&b)));
+    let mut again: Vec<(usize, Span)> = Vec::new();
+    for group in order.chunk_by(|&a, &b| all[a].0 == all[b].0) {
+        if let [first, rest @ ..] = group {
+            again.extend(rest.iter().map(|&i| (i, all[*first].1)));
         }
+    }
+    again.sort_unstable_by_key(|&(i, _)| i);
+    for (i, first) in again {
+        let (n, span) = all[i];
+        diags.push(
+            Diagnostic::new(
+                Code::NQ042,
+                format!("two classes are named `{n}` in one interface"),
+            )
+            .label(span, "second class of that name")
+            .label(first, "first one")
+            .help("class names identify classes in output and in `default NAME`: rename one"),
+        );
     }
 }
 
