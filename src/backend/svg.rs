@@ -45,12 +45,15 @@ pub fn write_svg(plan: &Plan, w: &mut dyn std::io::Write) -> std::io::Result<()>
     let mut y = 20;
     let mut body = String::new();
     for (d, rows) in plan.devices.iter().zip(&rows) {
-        body.clear();
-        y = device(d, rows, y, &mut body) + 24;
-        w.write_all(body.as_bytes())?;
+        y = device(d, rows, y, &mut body, w)? + 24;
     }
+    w.write_all(body.as_bytes())?;
     w.write_all(b"</svg>\n")
 }
+
+/// Past this many bytes the text so far goes to the writer: a device of 50,000 classes is
+/// tens of megabytes of SVG, never held whole.
+const FLUSH_AT: usize = 1 << 16;
 
 /// The rows above a device's first class: its title and the legend.
 const HEAD: u64 = 18 + 10 + 8;
@@ -83,7 +86,13 @@ fn px(rate: u64, link: u64) -> u64 {
 }
 
 /// Draws one device's `rows` starting at `y`; returns the y below it.
-fn device(d: &DevicePlan, rows: &[(&ClassPlan, u64)], mut y: u64, out: &mut String) -> u64 {
+fn device(
+    d: &DevicePlan,
+    rows: &[(&ClassPlan, u64)],
+    mut y: u64,
+    out: &mut String,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<u64> {
     let on = match &d.ifb {
         Some(ifb) => format!("{} ingress (shaped on {ifb})", d.device),
         None => format!("{} egress", d.device),
@@ -109,8 +118,12 @@ fn device(d: &DevicePlan, rows: &[(&ClassPlan, u64)], mut y: u64, out: &mut Stri
     let default = Handle::class(d.root.default.0);
     for &(c, depth) in rows {
         y = class(c, depth, link, c.classid == default || c.is_default, y, out);
+        if out.len() >= FLUSH_AT {
+            w.write_all(out.as_bytes())?;
+            out.clear();
+        }
     }
-    y
+    Ok(y)
 }
 
 /// The classes of a device under its root class, depth first, in plan order.
