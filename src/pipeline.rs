@@ -132,6 +132,19 @@ pub fn check_marked(
     deny_warnings: bool,
     mark: &mut dyn FnMut(&str),
 ) -> Result<Checked, Vec<Diagnostic>> {
+    let (model, warnings) = check_unlowered(text, vars, allow, deny_warnings, mark)?;
+    Ok(Checked::lower(model, warnings, mark))
+}
+
+/// [`check_marked`] up to the model: a caller done with the text (its warnings shown) can
+/// free it before [`Checked::lower`]. `Ok` holds the model and the warnings.
+pub fn check_unlowered(
+    text: &str,
+    vars: &ExternalVars,
+    allow: &[Code],
+    deny_warnings: bool,
+    mark: &mut dyn FnMut(&str),
+) -> Result<(Model, Vec<Diagnostic>), Vec<Diagnostic>> {
     let parsed = crate::syntax::parse(text);
     mark("parse");
     let checked = match parsed {
@@ -150,20 +163,23 @@ pub fn check_marked(
     diags.retain(|d| !allow.contains(&d.code));
     let warned = diags.iter().any(|d| d.severity == Severity::Warning);
     match checked.model {
-        Some(model) if !(deny_warnings && warned) => {
-            let plan = crate::lower::lower(&model);
-            mark("lower");
-            Ok(Checked {
-                plan,
-                model,
-                warnings: diags,
-            })
-        }
+        Some(model) if !(deny_warnings && warned) => Ok((model, diags)),
         _ => Err(diags),
     }
 }
 
 impl Checked {
+    /// Lowers a checked model (`warnings` about it, as [`check_unlowered`] gave them).
+    pub fn lower(model: Model, warnings: Vec<Diagnostic>, mark: &mut dyn FnMut(&str)) -> Checked {
+        let plan = crate::lower::lower(&model);
+        mark("lower");
+        Checked {
+            plan,
+            model,
+            warnings,
+        }
+    }
+
     /// The conflist change, when the policy has a `pods` block and a chosen artefact
     /// carries the change.
     pub fn conflist(&self, opts: &Options<'_>) -> Result<Option<Conflist>, Error> {

@@ -486,14 +486,14 @@ pub fn apply_script(ctx: &Render<'_>) -> Result<Script, minijinja::Error> {
         map: String::new(),
         lists: user_template.then(Lists::default),
     };
-    let mut views: Vec<DeviceView> = ctx
+    let views: Vec<DeviceView> = ctx
         .plan
         .devices
         .iter()
         .map(|d| device_view(d, &mut lines))
         .collect();
     let Lines {
-        map: mut map_text,
+        map: map_text,
         lists,
         ..
     } = lines;
@@ -533,6 +533,20 @@ pub fn apply_script(ctx: &Render<'_>) -> Result<Script, minijinja::Error> {
     if user_template {
         return Ok(Script::whole(with_newline(render(&views, &map_text)?)));
     }
+    spliced(views, map_text, &render)
+}
+
+/// The apply template rendered with these device views and line map.
+type RenderApply<'a> = dyn Fn(&[DeviceView], &str) -> Result<String, minijinja::Error> + 'a;
+
+/// Renders the built-in apply template with each device's batch and filters and the line
+/// map as marks, then splices them in; if a mark does not come out exactly once, renders
+/// them as values after all.
+fn spliced(
+    mut views: Vec<DeviceView>,
+    mut map_text: String,
+    render: &RenderApply<'_>,
+) -> Result<Script, minijinja::Error> {
     let mark = |n: usize| format!("\u{0}netqos piece {n}\u{0}");
     let (mut marks, mut pieces) = (Vec::new(), Vec::new());
     for v in &mut views {

@@ -18,18 +18,31 @@ pub fn tree(plan: &Plan, verbose: bool) -> String {
 /// [`tree`] written to `w` one device at a time; devices are separated by a blank line.
 pub fn write_tree(plan: &Plan, verbose: bool, w: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut out = String::new();
+    let mut failed = None;
+    // Past 64 KiB the text so far goes to the writer: a device of 50,000 classes is megabytes
+    // of tree, never held whole.
+    let mut flush = |out: &mut String, at_least: usize| {
+        if out.len() >= at_least {
+            if failed.is_none() {
+                failed = w.write_all(out.as_bytes()).err();
+            }
+            out.clear();
+        }
+    };
     for (n, d) in plan.devices.iter().enumerate() {
-        out.clear();
         if n > 0 {
             out.push('\n');
         }
-        device(plan, d, verbose, &mut out);
-        w.write_all(out.as_bytes())?;
+        device(plan, d, verbose, &mut out, &mut flush);
     }
-    Ok(())
+    flush(&mut out, 0);
+    failed.map_or(Ok(()), Err)
 }
 
-fn device(plan: &Plan, d: &DevicePlan, verbose: bool, out: &mut String) {
+/// Hands the text so far to the writer when it holds at least this many bytes (0: all).
+type Flush<'a> = dyn FnMut(&mut String, usize) + 'a;
+
+fn device(plan: &Plan, d: &DevicePlan, verbose: bool, out: &mut String, flush: &mut Flush<'_>) {
     let on = match &d.ifb {
         Some(ifb) => format!("{} ingress (shaped on {ifb})", d.device),
         None => format!("{} egress", d.device),
@@ -57,7 +70,7 @@ fn device(plan: &Plan, d: &DevicePlan, verbose: bool, out: &mut String) {
             index.pod_rules.entry(r.classid).or_default().push(r);
         }
     }
-    index.walk(Handle::ROOT_CLASS, "   ", out);
+    index.walk(Handle::ROOT_CLASS, "   ", out, flush);
 }
 
 /// The last part of a class path: `pods/web` → `web`.
@@ -127,7 +140,7 @@ impl<'a> Index<'a> {
         }
     }
 
-    fn walk(&self, parent: Handle, indent: &str, out: &mut String) {
+    fn walk(&self, parent: Handle, indent: &str, out: &mut String, flush: &mut Flush<'_>) {
         let Some(classes) = self.children.get(&parent) else {
             return;
         };
@@ -156,7 +169,8 @@ impl<'a> Index<'a> {
             out.push('\n');
             let child_indent = format!("{indent}{more}");
             self.matches(c, &child_indent, out);
-            self.walk(c.classid, &child_indent, out);
+            flush(out, 1 << 16);
+            self.walk(c.classid, &child_indent, out, flush);
         }
     }
 

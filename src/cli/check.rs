@@ -183,6 +183,7 @@ impl Checker<'_> {
         {
             eprintln!("{}: {}", src.name, summary(e, w));
         }
+        super::discard(checked.model);
         (e, w)
     }
 }

@@ -93,10 +93,12 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
         verbose: ui.verbose,
     };
     timings.mark("read");
-    let mut checked = check(&src, &vars, &opts, ui, &mut timings)?;
-    // From here on only the plan and the pods block are read: the policy text and the
-    // model's classes (tens of megabytes for 100,000 classes) go before rendering.
+    let (model, warnings) = check(&src, &vars, &opts, ui, &mut timings)?;
+    // From here on only the model, then only the plan and the pods block are read: the
+    // policy text goes before lowering, the model's classes before rendering (tens of
+    // megabytes each for 100,000 classes).
     drop(src);
+    let mut checked = Checked::lower(model, warnings, &mut |stage| timings.mark(stage));
     checked.model.interfaces = Vec::new();
     opts.templates = load_templates(a.templates)?;
     let pods = checked.model.pods.as_ref();
@@ -126,6 +128,7 @@ fn compile(a: &Args<'_>, ui: Ui) -> Result<(), Error> {
             };
             checked.write_each(&opts, conflist.as_ref(), &mut dir)?;
             timings.mark("render and write");
+            super::discard(checked);
             Ok(())
         }
     }
@@ -201,20 +204,21 @@ impl From<pipeline::Error> for Error {
     }
 }
 
-/// The front half: prints the policy's diagnostics; a policy with errors stops here.
+/// The front half up to the model: prints the policy's diagnostics; a policy with errors
+/// stops here.
 fn check(
     src: &Source,
     vars: &netqos::vars::ExternalVars,
     opts: &Options<'_>,
     ui: Ui,
     timings: &mut super::timings::Timings,
-) -> Result<Checked, Error> {
+) -> Result<(netqos::model::Model, Vec<Diagnostic>), Error> {
     let show = |diags: &[Diagnostic]| print(diags, src, Format::Human, ui, &mut Vec::new());
     let mark = &mut |stage: &str| timings.mark(stage);
-    match pipeline::check_marked(&src.text, vars, opts.allow, opts.deny_warnings, mark) {
-        Ok(checked) => {
-            show(&checked.warnings);
-            Ok(checked)
+    match pipeline::check_unlowered(&src.text, vars, opts.allow, opts.deny_warnings, mark) {
+        Ok((model, warnings)) => {
+            show(&warnings);
+            Ok((model, warnings))
         }
         Err(diags) => {
             show(&diags);

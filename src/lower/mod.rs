@@ -39,13 +39,56 @@ pub fn lower_linear(model: &Model) -> Plan {
 fn lower_with(model: &Model, hash: bool) -> Plan {
     Plan {
         schema: SCHEMA,
-        devices: model
-            .interfaces
-            .iter()
-            .map(|i| device(i, model.pods.as_ref(), hash))
-            .collect(),
+        devices: devices(model, hash),
         pod_rules: pods::pod_rules(model),
     }
+}
+
+/// Below this many classes in all, interfaces are lowered on the calling thread alone.
+const PARALLEL_FROM: usize = 4096;
+
+/// The device plans of the interfaces, in order. With several interfaces and many classes,
+/// the later ones (about half of the classes) are lowered on a second thread: each device's
+/// plan depends on its interface alone.
+fn devices(model: &Model, hash: bool) -> Vec<DevicePlan> {
+    devices_from(model, hash, PARALLEL_FROM)
+}
+
+/// [`devices`], on two threads from `parallel_from` classes.
+fn devices_from(model: &Model, hash: bool, parallel_from: usize) -> Vec<DevicePlan> {
+    let one = |i: &Interface| device(i, model.pods.as_ref(), hash);
+    let sizes: Vec<usize> = model.interfaces.iter().map(count_classes).collect();
+    let total: usize = sizes.iter().sum();
+    if model.interfaces.len() < 2 || total < parallel_from {
+        return model.interfaces.iter().map(one).collect();
+    }
+    // The first interfaces holding at least half of the classes stay here (at least one,
+    // at most all but one).
+    let mut split = 1;
+    let mut here = sizes[0];
+    while split + 1 < sizes.len() && here * 2 < total {
+        here += sizes[split];
+        split += 1;
+    }
+    let (first, rest) = model.interfaces.split_at(split);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| rest.iter().map(one).collect::<Vec<_>>());
+        let mut plans: Vec<DevicePlan> = first.iter().map(one).collect();
+        plans.extend(
+            other
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        );
+        plans
+    })
+}
+
+/// Classes of an interface, at every depth.
+fn count_classes(i: &Interface) -> usize {
+    fn below(c: &Class) -> usize {
+        1 + c.children.iter().map(below).sum::<usize>()
+    }
+    i.classes.iter().map(below).sum()
 }
 
 /// Recommended burst: four packets or 1 ms of traffic, whichever is larger.
@@ -454,5 +497,33 @@ mod tests {
         assert_eq!(quantum_for(100_000_000, 1514), 200_000);
         assert_eq!(burst_for(1_000_000, 1514), 6056);
         assert_eq!(burst_for(10_000_000_000, 1514), 1_250_000);
+    }
+
+    #[test]
+    fn interfaces_lowered_on_two_threads_are_the_ones_lowered_on_one() {
+        let mut policies = vec![include_str!("../../examples/multi-interface.nq").to_string()];
+        // Three interfaces of 2, 31 and 4 classes: the second thread lowers the third.
+        let mut big = String::from("netqos 1\n");
+        for (n, classes) in [1, 30, 3].into_iter().enumerate() {
+            big.push_str(&format!("interface eth{n} {{\n  rate 1gbit\n"));
+            for c in 0..classes {
+                big.push_str(&format!(
+                    "  class c{c} {{\n    rate 1mbit\n    match dst 10.{n}.0.{c}\n  }}\n"
+                ));
+            }
+            big.push_str("  class rest {\n    rate 1mbit\n    default\n  }\n}\n");
+        }
+        policies.push(big);
+        for text in policies {
+            let checked = crate::check_source(&text, &crate::vars::ExternalVars::default());
+            let model = checked.model.expect("valid");
+            assert!(model.interfaces.len() >= 3);
+            for hash in [true, false] {
+                let one = devices_from(&model, hash, usize::MAX);
+                for from in [0, 2, 20] {
+                    assert_eq!(devices_from(&model, hash, from), one, "from {from}");
+                }
+            }
+        }
     }
 }
