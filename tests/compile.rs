@@ -212,6 +212,39 @@ fn streamed_files_replace_only_what_changed_and_a_broken_template_writes_nothing
 }
 
 #[test]
+fn a_file_that_cannot_be_written_leaves_every_file_as_it_was() {
+    // `conflist` is a regular file where the conflist artefact needs a directory: that
+    // artefact fails after the others rendered (on two threads), and none is put in place.
+    let d = TempDir::new("compile-none");
+    let out = d.join("out");
+    let policy = root().join("examples/pods.nq");
+    d.write("out/conflist", "");
+    d.write("out/plan.json", "old\n");
+    let ran = cli(["compile", policy.to_str().unwrap(), "-o"])
+        .arg(&out)
+        .code(3);
+    assert!(ran.stderr().contains("conflist"), "{}", ran.text());
+    assert!(ran.stdout().is_empty(), "{}", ran.text());
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["conflist", "plan.json"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("plan.json")).unwrap(),
+        "old\n"
+    );
+    // With the obstacle gone, every file is written.
+    std::fs::remove_file(out.join("conflist")).unwrap();
+    let ran = cli(["compile", policy.to_str().unwrap(), "-o"])
+        .arg(&out)
+        .code(0);
+    assert!(ran.stdout().contains("plan.json"), "{}", ran.text());
+    assert!(out.join("conflist/patch.json").is_file());
+}
+
+#[test]
 fn a_file_name_with_a_newline_cannot_inject_commands() {
     let model = netqos::check_source(
         &std::fs::read_to_string(root().join("examples/control-plane.nq")).unwrap(),
