@@ -4,6 +4,7 @@
 //! the u32 filters it compiles to.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use crate::plan::{ClassPlan, DevicePlan, FilterPlan, Handle, LeafQueue, Plan, PodRule, Protocol};
 use crate::units::{fmt_duration_us, fmt_rate, fmt_size};
@@ -70,7 +71,7 @@ fn device(plan: &Plan, d: &DevicePlan, verbose: bool, out: &mut String, flush: &
             index.pod_rules.entry(r.classid).or_default().push(r);
         }
     }
-    index.walk(Handle::ROOT_CLASS, "   ", out, flush);
+    index.walk(Handle::ROOT_CLASS, &mut String::from("   "), out, flush);
 }
 
 /// The last part of a class path: `pods/web` → `web`.
@@ -140,7 +141,7 @@ impl<'a> Index<'a> {
         }
     }
 
-    fn walk(&self, parent: Handle, indent: &str, out: &mut String, flush: &mut Flush<'_>) {
+    fn walk(&self, parent: Handle, indent: &mut String, out: &mut String, flush: &mut Flush<'_>) {
         let Some(classes) = self.children.get(&parent) else {
             return;
         };
@@ -151,7 +152,9 @@ impl<'a> Index<'a> {
             } else {
                 ("├─ ", "│  ")
             };
-            let mut line = format!(
+            let start = out.len();
+            let _ = write!(
+                out,
                 "{indent}{branch}{} {}  rate {}  ceil {}  prio {}",
                 c.classid,
                 leaf_name(c),
@@ -160,17 +163,20 @@ impl<'a> Index<'a> {
                 c.prio
             );
             if c.is_default || c.classid == Handle::class(self.device.root.default.0) {
-                line.push_str("  [default]");
+                out.push_str("  [default]");
             }
             if let Some(leaf) = &c.leaf {
-                line.push_str(&format!("  {}", leaf_words(&leaf.queue)));
+                let _ = write!(out, "  {}", leaf_words(&leaf.queue));
             }
-            out.push_str(line.trim_end());
+            let line = out[start..].trim_end().len();
+            out.truncate(start + line);
             out.push('\n');
-            let child_indent = format!("{indent}{more}");
-            self.matches(c, &child_indent, out);
+            let depth = indent.len();
+            indent.push_str(more);
+            self.matches(c, indent, out);
             flush(out, 1 << 16);
-            self.walk(c.classid, &child_indent, out, flush);
+            self.walk(c.classid, indent, out, flush);
+            indent.truncate(depth);
         }
     }
 
@@ -183,7 +189,7 @@ impl<'a> Index<'a> {
             k.join(" && ")
         };
         for (words, line) in &c.matches {
-            out.push_str(&format!("{indent}   ◂ {words}\n"));
+            let _ = writeln!(out, "{indent}   ◂ {words}");
             if self.verbose {
                 let rules = self
                     .pod_rules
