@@ -9,12 +9,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 mod artefact;
 mod cloud_init;
 pub mod nft;
+mod script;
 mod svg;
 mod systemd;
 mod tree;
 
 pub use artefact::{Artefact, Body, Info, OutFile, Render, RenderError, Scripts};
 pub use cloud_init::{NodeFile, cloud_config};
+use script::Chunks;
+pub use script::Script;
 pub use svg::{svg, write_svg};
 pub use systemd::{
     AGENT_UNIT_NAME, AGENT_UNIT_PATH, APPLY_PATH, BINARY_PATH, INSTALL_DIR, POLICY_PATH,
@@ -147,6 +150,10 @@ struct DeviceView {
     redirect: String,
     /// Text `tc filter show` prints for netqos's redirect, to recognise it.
     redirect_mark: String,
+    /// `batch` and `filter_text` as written: the template gets them as values (a
+    /// `--templates` one) or as marks they are spliced in for.
+    #[serde(skip)]
+    parts: (Chunks, Chunks),
 }
 
 impl DeviceView {
@@ -181,11 +188,11 @@ struct Lines<'a> {
     source: &'a str,
     /// The batch lines of the current device (classes and leaf queues), each ended by a
     /// newline.
-    batch: String,
+    batch: Chunks,
     /// Its hash tables and u32 filters, each ended by a newline.
-    filters: String,
+    filters: Chunks,
     /// The line map of every device so far.
-    map: String,
+    map: Chunks,
     /// `Some` for a template from `--templates`: the same lines one by one.
     lists: Option<Lists>,
 }
@@ -214,32 +221,32 @@ impl Lines<'_> {
             &mut self.batch
         };
         if let Some(lists) = &mut self.lists {
-            let text = buf[start..].to_string();
+            let text = buf.last()[start..].to_string();
             if filter {
                 lists.filters.push(text);
             } else {
                 lists.lines.push(text);
             }
         }
-        buf.push('\n');
+        buf.last().push('\n');
         let source = self.source;
         self.map_line(format_args!("{source}:{line} ({what} on {shaped})"));
     }
 
     fn map_line(&mut self, text: fmt::Arguments<'_>) {
-        let start = self.map.len();
+        let start = self.map.line_start();
         let _ = self.map.write_fmt(text);
         if let Some(lists) = &mut self.lists {
-            lists.map.push(self.map[start..].to_string());
+            lists.map.push(self.map.last()[start..].to_string());
         }
-        self.map.push('\n');
+        self.map.last().push('\n');
     }
 
     /// The batch lines of one device (after its root line) with their policy lines.
     fn device(&mut self, d: &DevicePlan) {
         let dev = &d.shaped_device;
         for c in &d.classes {
-            let start = self.batch.len();
+            let start = self.batch.line_start();
             let _ = write!(
                 self.batch,
                 "class replace dev {dev} parent {} classid {} htb rate {}bit ceil {}bit burst {}b cburst {}b prio {}",
@@ -251,7 +258,7 @@ impl Lines<'_> {
             let name = ClassName(&c.name);
             self.end(false, start, c.line, dev, format_args!("{name}"));
             if let Some(leaf) = &c.leaf {
-                let start = self.batch.len();
+                let start = self.batch.line_start();
                 let _ = write!(
                     self.batch,
                     "qdisc replace dev {dev} parent {} handle {} {}",
@@ -260,14 +267,14 @@ impl Lines<'_> {
                     leaf.queue.kind()
                 );
                 for a in &leaf.queue.args() {
-                    self.batch.push(' ');
-                    self.batch.push_str(a);
+                    self.batch.last().push(' ');
+                    self.batch.last().push_str(a);
                 }
                 self.end(false, start, c.line, dev, format_args!("{name} leaf queue"));
             }
         }
         for t in &d.hash_tables {
-            let start = self.filters.len();
+            let start = self.filters.line_start();
             let _ = write!(
                 self.filters,
                 "filter add dev {dev} parent {} protocol {} prio {} handle {} u32 divisor {}",
@@ -282,8 +289,8 @@ impl Lines<'_> {
             );
         }
         for f in &d.filters {
-            let start = self.filters.len();
-            write_filter(&mut self.filters, dev, f);
+            let start = self.filters.line_start();
+            write_filter(self.filters.last(), dev, f);
             match f.action {
                 FilterAction::Class { target } => {
                     self.end(true, start, f.line, dev, format_args!("match → {target}"));
@@ -367,110 +374,6 @@ pub fn tc_script(ctx: &Render<'_>) -> Result<String, minijinja::Error> {
     apply_script(ctx).map(Script::into_string)
 }
 
-/// A rendered script held as the text around its big values (each device's batch and
-/// filters, the line map), which stay separate strings spliced in as it is written: the
-/// apply script of 100,000 classes is not copied into the template engine nor into one
-/// string of its own (and `cloud-init` embeds it from the same pieces).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Script {
-    /// The text around the pieces.
-    text: String,
-    /// Each piece with the offset in `text` it stands at, in order.
-    pieces: Vec<(usize, String)>,
-}
-
-impl Script {
-    /// A script that is one text.
-    #[must_use]
-    pub fn whole(text: String) -> Script {
-        Script {
-            text,
-            pieces: Vec::new(),
-        }
-    }
-
-    /// The script's text in order, as consecutive parts (some may be empty).
-    pub fn chunks(&self) -> impl Iterator<Item = &str> {
-        let mut at = 0;
-        self.pieces
-            .iter()
-            .flat_map(move |(offset, piece)| {
-                let before = &self.text[at..*offset];
-                at = *offset;
-                [before, piece.as_str()]
-            })
-            .chain(std::iter::once_with(move || {
-                let last = self.pieces.last().map_or(0, |(o, _)| *o);
-                &self.text[last..]
-            }))
-    }
-
-    /// Its length in bytes.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.text.len() + self.pieces.iter().map(|(_, p)| p.len()).sum::<usize>()
-    }
-
-    /// Whether it is empty.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Writes the script to `w`.
-    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        self.chunks().try_for_each(|c| w.write_all(c.as_bytes()))
-    }
-
-    /// The script as one string.
-    #[must_use]
-    pub fn into_string(self) -> String {
-        if self.pieces.is_empty() {
-            return self.text;
-        }
-        let mut out = String::with_capacity(self.len());
-        self.chunks().for_each(|c| out.push_str(c));
-        out
-    }
-
-    /// Takes the marks `marks[i]` out of `text`, recording piece `pieces[i]` where each
-    /// stood; the pieces back unless each mark occurs exactly once.
-    fn splice(text: &str, marks: &[String], pieces: Vec<String>) -> Result<Script, Vec<String>> {
-        let mut at: Vec<(usize, usize)> = Vec::with_capacity(marks.len());
-        for (i, m) in marks.iter().enumerate() {
-            let mut found = text.match_indices(m.as_str()).map(|(o, _)| o);
-            match (found.next(), found.next()) {
-                (Some(o), None) => at.push((o, i)),
-                _ => return Err(pieces),
-            }
-        }
-        if marks.len() != pieces.len() {
-            return Err(pieces);
-        }
-        at.sort_unstable();
-        let mut pieces: Vec<Option<String>> = pieces.into_iter().map(Some).collect();
-        let mut out = Script {
-            text: String::with_capacity(text.len()),
-            pieces: Vec::with_capacity(marks.len()),
-        };
-        let mut from = 0;
-        for (o, i) in at {
-            // Offsets of matches: character boundaries, in order, not overlapping (every
-            // mark starts and ends with a NUL and names its number).
-            out.text.push_str(&text[from..o]);
-            let piece = pieces[i].take().unwrap_or_default();
-            out.pieces.push((out.text.len(), piece));
-            from = o + marks[i].len();
-        }
-        out.text.push_str(&text[from..]);
-        let ends = out.chunks().filter(|c| !c.is_empty()).last();
-        if !ends.is_some_and(|c| c.ends_with('\n')) {
-            out.text.push('\n');
-        }
-        Ok(out)
-    }
-}
-
 /// [`tc_script`] as a [`Script`]: with the built-in template, the batches, filters and the
 /// line map go through the template as short marks and are spliced in after (a mark that
 /// does not come out exactly once makes it render them as values, like a `--templates`
@@ -481,12 +384,12 @@ pub fn apply_script(ctx: &Render<'_>) -> Result<Script, minijinja::Error> {
     let user_template = ctx.templates.apply.is_some();
     let mut lines = Lines {
         source,
-        batch: String::new(),
-        filters: String::new(),
-        map: String::new(),
+        batch: Chunks::default(),
+        filters: Chunks::default(),
+        map: Chunks::default(),
         lists: user_template.then(Lists::default),
     };
-    let views: Vec<DeviceView> = ctx
+    let mut views: Vec<DeviceView> = ctx
         .plan
         .devices
         .iter()
@@ -531,9 +434,21 @@ pub fn apply_script(ctx: &Render<'_>) -> Result<Script, minijinja::Error> {
         })
     };
     if user_template {
-        return Ok(Script::whole(with_newline(render(&views, &map_text)?)));
+        with_values(&mut views);
+        return Ok(Script::whole(with_newline(render(
+            &views,
+            &map_text.concat(),
+        )?)));
     }
     spliced(views, map_text, &render)
+}
+
+/// Gives each view its batch and filters as values.
+fn with_values(views: &mut [DeviceView]) {
+    for v in views {
+        v.batch = v.parts.0.concat();
+        v.filter_text = v.parts.1.concat();
+    }
 }
 
 /// The apply template rendered with these device views and line map.
@@ -544,34 +459,37 @@ type RenderApply<'a> = dyn Fn(&[DeviceView], &str) -> Result<String, minijinja::
 /// them as values after all.
 fn spliced(
     mut views: Vec<DeviceView>,
-    mut map_text: String,
+    map_text: Chunks,
     render: &RenderApply<'_>,
 ) -> Result<Script, minijinja::Error> {
     let mark = |n: usize| format!("\u{0}netqos piece {n}\u{0}");
     let (mut marks, mut pieces) = (Vec::new(), Vec::new());
     for v in &mut views {
-        for value in [&mut v.batch, &mut v.filter_text] {
-            marks.push(mark(marks.len()));
-            pieces.push(std::mem::replace(value, marks[marks.len() - 1].clone()));
+        let (batch, filters) = std::mem::take(&mut v.parts);
+        for (value, piece) in [(&mut v.batch, batch), (&mut v.filter_text, filters)] {
+            *value = mark(marks.len());
+            marks.push(value.clone());
+            pieces.push(piece);
         }
     }
     marks.push(mark(marks.len()));
-    pieces.push(std::mem::take(&mut map_text));
+    pieces.push(map_text);
     let text = render(&views, &marks[marks.len() - 1])?;
-    if !text.contains('\u{0}') {
-        // The template wrote none of them (only a changed built-in one could).
-        return Ok(Script::whole(with_newline(text)));
-    }
     let mut back = match Script::splice(&text, &marks, pieces) {
         Ok(script) => return Ok(script),
         Err(pieces) => pieces,
     };
-    map_text = back.pop().unwrap_or_default();
+    // A mark that did not come out exactly once (only a changed built-in template could do
+    // that): the values themselves.
+    let map_text = back.pop().unwrap_or_default();
     for (v, pair) in views.iter_mut().zip(back.chunks_exact_mut(2)) {
-        v.batch = std::mem::take(&mut pair[0]);
-        v.filter_text = std::mem::take(&mut pair[1]);
+        v.parts = (std::mem::take(&mut pair[0]), std::mem::take(&mut pair[1]));
     }
-    Ok(Script::whole(with_newline(render(&views, &map_text)?)))
+    with_values(&mut views);
+    Ok(Script::whole(with_newline(render(
+        &views,
+        &map_text.concat(),
+    )?)))
 }
 
 /// One device of the apply script; its lines and their policy lines go to `lines`.
@@ -580,8 +498,10 @@ fn device_view(d: &DevicePlan, lines: &mut Lines<'_>) -> DeviceView {
     let source = lines.source;
     lines.map_line(format_args!("{source}:{} (root of {title})", d.line));
     lines.device(d);
-    let batch = std::mem::take(&mut lines.batch);
-    let filter_text = std::mem::take(&mut lines.filters);
+    let parts = (
+        std::mem::take(&mut lines.batch),
+        std::mem::take(&mut lines.filters),
+    );
     let (list, filters) = lines.lists.as_mut().map_or_else(Default::default, |l| {
         (std::mem::take(&mut l.lines), std::mem::take(&mut l.filters))
     });
@@ -620,8 +540,8 @@ fn device_view(d: &DevicePlan, lines: &mut Lines<'_>) -> DeviceView {
         root_keep: format!("qdisc show dev {}", d.shaped_device),
         keep,
         leaves,
-        batch,
-        filter_text,
+        batch: String::new(),
+        filter_text: String::new(),
         lines: list,
         filters,
         redirect,
@@ -629,6 +549,7 @@ fn device_view(d: &DevicePlan, lines: &mut Lines<'_>) -> DeviceView {
             .ifb
             .as_ref()
             .map_or(String::new(), |ifb| format!("Redirect to device {ifb})")),
+        parts,
     }
 }
 
@@ -789,46 +710,36 @@ mod tests {
             apply: Some(APPLY_TEMPLATE.to_string()),
             rollback: None,
         };
-        for (name, plan) in plans() {
+        // And one whose batch, filters and line map run over many 64 KiB parts.
+        let mut big = String::from("netqos 1\ninterface eth0 {\n  rate 10gbit\n");
+        for c in 0..3000 {
+            big.push_str(&format!(
+                "  class c{c} {{\n    rate 1mbit\n    match dst 10.0.{}.{}\n  }}\n",
+                c / 250,
+                c % 250 + 1
+            ));
+        }
+        big.push_str("  class rest {\n    rate 1mbit\n    default\n  }\n}\n");
+        let vars = crate::vars::ExternalVars::default();
+        let big = crate::pipeline::check(&big, &vars, &[], false)
+            .unwrap()
+            .plan;
+        for (name, plan) in plans().into_iter().chain([("3000 classes".into(), big)]) {
             let spliced = apply_script(&Render::new(&plan, "p.nq", &builtin)).unwrap();
-            assert!(
-                spliced.pieces.len() >= 3,
-                "{name}: {}",
-                spliced.pieces.len()
-            );
+            assert!(!spliced.is_whole(), "{name}");
             let whole = apply_script(&Render::new(&plan, "p.nq", &as_values)).unwrap();
-            assert!(whole.pieces.is_empty());
+            assert!(whole.is_whole());
+            let parts = spliced.chunks().count();
             let len = spliced.len();
             let mut written = Vec::new();
             spliced.write_to(&mut written).unwrap();
             let text = spliced.into_string();
-            assert_eq!(text, whole.text, "{name}");
+            assert_eq!(text, whole.into_string(), "{name}");
             assert_eq!((len, written), (text.len(), text.into_bytes()), "{name}");
+            if name == "3000 classes" {
+                assert!(parts > 10, "{parts}");
+            }
         }
-    }
-
-    #[test]
-    fn a_mark_that_is_not_there_exactly_once_gives_the_pieces_back() {
-        let marks = ["<0>".to_string(), "<1>".to_string()];
-        let pieces = || vec!["a\n".to_string(), "b".to_string()];
-        let s = Script::splice("x<1>y<0>z", &marks, pieces()).unwrap();
-        assert_eq!(
-            s.chunks().collect::<Vec<_>>(),
-            ["x", "b", "y", "a\n", "z\n"]
-        );
-        let s = Script::splice("<1><0>", &marks, pieces()).unwrap();
-        assert_eq!(s.into_string(), "ba\n");
-        for text in ["x<0>y", "<0><1><1>", "", "<0><0><1>"] {
-            assert_eq!(
-                Script::splice(text, &marks, pieces()),
-                Err(pieces()),
-                "{text}"
-            );
-        }
-        assert_eq!(
-            Script::whole("t".into()).chunks().collect::<Vec<_>>(),
-            ["t"]
-        );
     }
 
     #[test]
