@@ -304,11 +304,14 @@ fn render_all<S: FileSink>(
         }
     };
     let (scripts, mut done, theirs) = std::thread::scope(|s| {
-        let other = s.spawn(|| {
-            let mut out = Vec::new();
-            take_rest(&Scripts::default(), &mut out);
-            out
-        });
+        // No thread to be had (a task limit): this one takes all the rest.
+        let other = std::thread::Builder::new()
+            .spawn_scoped(s, || {
+                let mut out = Vec::new();
+                take_rest(&Scripts::default(), &mut out);
+                out
+            })
+            .ok();
         let mut scripts = Scripts::default();
         let mut mine = Vec::new();
         let made = (|| {
@@ -337,9 +340,9 @@ fn render_all<S: FileSink>(
             // Nothing more is started: what the other thread renders is dropped.
             next.store(rest.len(), std::sync::atomic::Ordering::Relaxed);
         }
-        let theirs = other
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let theirs = other.map_or_else(Vec::new, |h| {
+            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
         (made, mine, theirs)
     });
     scripts?;

@@ -35,6 +35,13 @@ impl Lab {
             "peer0",
             "10.0.0.2/24",
         )?;
+        // The link's operstate is in every dump: wait (at most 5 s) for the carrier the
+        // kernel reports asynchronously, or a loaded machine snapshots `down` and later
+        // dumps `up`.
+        ns.ok(
+            "for i in $(seq 50); do [ \"$(cat /sys/class/net/eth0/operstate)\" = up ] && break; \
+             sleep 0.1; done",
+        );
         let dir = TempDir::new(&format!("ak-{tag}"));
         Some(Lab {
             ns,

@@ -245,6 +245,95 @@ fn a_file_that_cannot_be_written_leaves_every_file_as_it_was() {
 }
 
 #[test]
+fn a_compile_that_may_start_no_thread_still_writes_every_file() {
+    // The rendering, lowering and syncing threads are a speed-up, never a need: in a pids
+    // cgroup that allows one task (a unit's TasksMax=1), a compile writes what it writes
+    // with threads.
+    /// A cgroup of this test's, removed when dropped (its one process has exited by then).
+    struct Cgroup(std::path::PathBuf);
+    impl Drop for Cgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let name = format!("netqos-test-{}", std::process::id());
+    let Some(cg) = [
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    ]
+    .iter()
+    .filter_map(|base| {
+        let cg = Cgroup(std::path::Path::new(base).join(&name));
+        std::fs::create_dir(&cg.0).ok()?;
+        // A plain directory (a tmpfs, a hierarchy without pids) goes with `cg`.
+        cg.0.join("pids.max").exists().then_some(cg)
+    })
+    .next() else {
+        return skip("no pids cgroup can be made here (needs root and the pids controller)");
+    };
+    let cg_dir = cg.0.clone();
+    let d = TempDir::new("compile-nothreads");
+    // Two interfaces of 2,500 classes: the sizes at which lowering and rendering spread.
+    let mut policy = String::from("netqos 1\n");
+    for i in 0..2 {
+        policy.push_str(&format!("interface eth{i} {{\n  rate 10gbit\n"));
+        for c in 0..2500 {
+            policy.push_str(&format!(
+                "  class c{c} {{\n    rate 1mbit\n    match dst 10.{i}.{}.{}\n  }}\n",
+                c / 250,
+                c % 250 + 1
+            ));
+        }
+        policy.push_str("  class rest {\n    rate 1mbit\n    default\n  }\n}\n");
+    }
+    d.write("p.nq", &policy);
+    let p = d.join("p.nq");
+    cli(["compile", "-q", p.to_str().unwrap(), "-o"])
+        .arg(d.join("threads"))
+        .code(0);
+    std::fs::write(cg_dir.join("pids.max"), "1").unwrap();
+    let ran = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("echo $$ > \"$1/cgroup.procs\" && exec \"$2\" compile -q \"$3\" -o \"$4\"")
+        .arg("sh")
+        .arg(&cg_dir)
+        .arg(netqos_bin())
+        .arg(&p)
+        .arg(d.join("alone"))
+        .output()
+        .unwrap();
+    let refused = std::fs::read_to_string(cg_dir.join("pids.events")).unwrap_or_default();
+    drop(cg);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(
+        refused.contains("max ") && !refused.contains("max 0"),
+        "{refused}"
+    );
+    let files = |dir: &str| {
+        let mut f: Vec<(String, Vec<u8>)> = std::fs::read_dir(d.join(dir))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        f.sort();
+        f
+    };
+    let (threads, alone) = (files("threads"), files("alone"));
+    assert_eq!(threads.len(), 8);
+    assert!(threads == alone, "the files differ");
+}
+
+#[test]
 fn a_file_name_with_a_newline_cannot_inject_commands() {
     let model = netqos::check_source(
         &std::fs::read_to_string(root().join("examples/control-plane.nq")).unwrap(),

@@ -23,7 +23,7 @@ pub struct OutFile {
 pub struct Written {
     path: PathBuf,
     tmp: TempPath,
-    changed: JoinHandle<io::Result<bool>>,
+    changed: Changed,
 }
 
 /// The temporary file, removed when dropped unless it became the file.
@@ -69,14 +69,13 @@ impl OutFile {
         let file = buffered
             .into_inner()
             .map_err(io::IntoInnerError::into_error)?;
-        let old = self.path.clone();
-        let changed = std::thread::spawn(move || {
-            if same_content(&file, &old)? {
-                return Ok(false);
-            }
-            file.sync_all()?;
-            Ok(true)
-        });
+        let file = std::sync::Arc::new(file);
+        let (theirs, old) = (file.clone(), self.path.clone());
+        let changed = match std::thread::Builder::new().spawn(move || changed(&theirs, &old)) {
+            Ok(h) => Changed::Later(h),
+            // No thread to be had (a task limit): compared and synced here, now.
+            Err(_) => Changed::Now(changed(&file, &self.path)),
+        };
         Ok(Written {
             path: self.path,
             tmp: self.tmp,
@@ -85,14 +84,22 @@ impl OutFile {
     }
 }
 
+/// Whether the written file differs from the old one (and is synced), once known.
+enum Changed {
+    Later(JoinHandle<io::Result<bool>>),
+    Now(io::Result<bool>),
+}
+
 impl Written {
     /// Puts the file in place (synced, with the old file's permissions) unless the old one
     /// holds the same bytes: whether it changed.
     pub fn commit(self) -> io::Result<bool> {
-        let changed = self
-            .changed
-            .join()
-            .map_err(|_| io::Error::other("comparing or syncing the file failed"))??;
+        let changed = match self.changed {
+            Changed::Later(h) => h
+                .join()
+                .map_err(|_| io::Error::other("comparing or syncing the file failed"))??,
+            Changed::Now(r) => r?,
+        };
         if !changed {
             return Ok(false);
         }
@@ -122,6 +129,15 @@ impl Write for OutFile {
     fn flush(&mut self) -> io::Result<()> {
         self.file.as_mut().map_or(Ok(()), BufWriter::flush)
     }
+}
+
+/// Whether `new` (just written) differs from the file at `old`; if so, it is synced.
+fn changed(new: &File, old: &Path) -> io::Result<bool> {
+    if same_content(new, old)? {
+        return Ok(false);
+    }
+    new.sync_all()?;
+    Ok(true)
 }
 
 /// Whether the file at `old` holds exactly what `new` (just written) holds; sizes first.

@@ -72,13 +72,15 @@ fn devices_from(model: &Model, hash: bool, parallel_from: usize) -> Vec<DevicePl
     }
     let (first, rest) = model.interfaces.split_at(split);
     std::thread::scope(|s| {
-        let other = s.spawn(|| rest.iter().map(one).collect::<Vec<_>>());
+        // No thread to be had (a task limit): this one lowers them all.
+        let other = std::thread::Builder::new()
+            .spawn_scoped(s, || rest.iter().map(one).collect::<Vec<_>>())
+            .ok();
         let mut plans: Vec<DevicePlan> = first.iter().map(one).collect();
-        plans.extend(
-            other
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-        );
+        match other {
+            Some(h) => plans.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+            None => plans.extend(rest.iter().map(one)),
+        }
         plans
     })
 }
