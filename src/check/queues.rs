@@ -1,6 +1,8 @@
 //! Checks of what the kernel does with rates, bursts, quanta and leaf queues: the numbers
 //! that pass `tc` silently but shape badly (NQ013–NQ021).
 
+use std::fmt;
+
 use super::build::{ClassDraft, IfaceDraft, Val};
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -18,8 +20,8 @@ const QUANTUM_MAX: u64 = 200_000;
 pub fn check(i: &IfaceDraft, diags: &mut Diagnostics) {
     let max_packet = i.max_packet();
     if let Some(r) = &i.rate {
-        rate64(r, "interface rate", diags);
-        let name = "the interface";
+        rate64(r, &"interface rate", diags);
+        let name = &"the interface";
         if let Some(b) = &i.burst {
             burst(name, "burst", b, r.v, max_packet, diags);
         }
@@ -32,7 +34,7 @@ pub fn check(i: &IfaceDraft, diags: &mut Diagnostics) {
     }
 }
 
-fn rate64(r: &Val<u64>, what: &str, diags: &mut Diagnostics) {
+fn rate64(r: &Val<u64>, what: &dyn fmt::Display, diags: &mut Diagnostics) {
     if r.v >= RATE32_LIMIT_BITS {
         diags.push(
             Diagnostic::new(
@@ -45,13 +47,23 @@ fn rate64(r: &Val<u64>, what: &str, diags: &mut Diagnostics) {
     }
 }
 
+/// `before`, the name, `after`: a class's words in a message.
+struct Named<'a>(&'a str, &'a str, &'a str);
+
+impl fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.0, self.1, self.2)
+    }
+}
+
 fn class(i: &IfaceDraft, c: &ClassDraft, max_packet: u64, diags: &mut Diagnostics) {
-    let name = format!("class `{}`", c.name);
+    // Words for the messages, formatted only when one is written (100,000 classes).
+    let name = &Named("class `", &c.name, "`");
     if let Some(r) = &c.rate {
-        rate64(r, &format!("{name} rate"), diags);
+        rate64(r, &Named("class `", &c.name, "` rate"), diags);
     }
     if let (true, Some(ceil)) = (c.ceil_explicit, &c.ceil) {
-        rate64(ceil, &format!("{name} ceil"), diags);
+        rate64(ceil, &Named("class `", &c.name, "` ceil"), diags);
     }
     if let (Some(r2q), None, Some(rate)) = (&i.r2q, &c.quantum, &c.rate) {
         let q = rate.v / 8 / u64::from(r2q.v);
@@ -94,16 +106,16 @@ fn class(i: &IfaceDraft, c: &ClassDraft, max_packet: u64, diags: &mut Diagnostic
     if let Some(r) = &c.rate
         && let Some(b) = &c.burst
     {
-        burst(&name, "burst", b, r.v, max_packet, diags);
+        burst(name, "burst", b, r.v, max_packet, diags);
     }
     if let Some(ceil) = &c.ceil
         && let Some(b) = &c.cburst
     {
-        burst(&name, "cburst", b, ceil.v, max_packet, diags);
+        burst(name, "cburst", b, ceil.v, max_packet, diags);
     }
     if let Some(q) = &c.qdisc {
         leaf_qdisc(
-            &name,
+            name,
             c,
             &q.q,
             q.span,
@@ -134,7 +146,7 @@ pub fn good_burst(rate: u64, max_packet: u64) -> u64 {
 }
 
 fn burst(
-    name: &str,
+    name: &dyn fmt::Display,
     kind: &str,
     b: &Val<u64>,
     rate: u64,
@@ -183,7 +195,7 @@ fn burst(
 }
 
 fn leaf_qdisc(
-    name: &str,
+    name: &dyn fmt::Display,
     c: &ClassDraft,
     q: &LeafQdisc,
     span: Span,
@@ -255,7 +267,13 @@ fn leaf_qdisc(
 }
 
 /// NQ016 for a tbf burst below one packet, else the burst checks of any bucket.
-fn tbf_burst(name: &str, b: &Val<u64>, rate: u64, max_packet: u64, diags: &mut Diagnostics) {
+fn tbf_burst(
+    name: &dyn fmt::Display,
+    b: &Val<u64>,
+    rate: u64,
+    max_packet: u64,
+    diags: &mut Diagnostics,
+) {
     if b.v < max_packet {
         diags.push(
             Diagnostic::new(
