@@ -77,12 +77,12 @@ fn names(classes: &[ClassDraft], diags: &mut Diagnostics) {
     }
     // Depth-first indices by name: every class after the first of its name is reported,
     // in depth-first order, against that first one.
-    let mut order: Vec<usize> = (0..all.len()).collect();
-    order.sort_unstable_by(|&a, &b| all[a].0.cmp(all[b].0).then(a.cmp(&b)));
+    let mut order: Vec<(&str, usize)> = all.iter().enumerate().map(|(i, c)| (c.0, i)).collect();
+    order.sort_unstable();
     let mut again: Vec<(usize, Span)> = Vec::new();
-    for group in order.chunk_by(|&a, &b| all[a].0 == all[b].0) {
-        if let [first, rest @ ..] = group {
-            again.extend(rest.iter().map(|&i| (i, all[*first].1)));
+    for group in order.chunk_by(|a, b| a.0 == b.0) {
+        if let [(_, first), rest @ ..] = group {
+            again.extend(rest.iter().map(|&(_, i)| (i, all[*first].1)));
         }
     }
     again.sort_unstable_by_key(|&(i, _)| i);
