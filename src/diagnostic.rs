@@ -121,6 +121,14 @@ impl Diagnostics {
         }
     }
 
+    /// Adds the diagnostics `other` collected (and the ones it skipped) after these.
+    pub fn append(&mut self, other: Diagnostics) {
+        for (code, n) in other.skipped {
+            *self.skipped.entry(code).or_default() += n;
+        }
+        self.extend(other.items);
+    }
+
     /// Whether [`MAX_PER_CODE`] diagnostics of `code` are in already: a check that finds
     /// one more then calls [`Diagnostics::skip`] instead of building it (suggestions,
     /// labels), so that a file of a million mistakes is still judged in a second.

@@ -45,6 +45,15 @@ pub struct IfaceDraft {
 }
 
 impl IfaceDraft {
+    /// Its classes, at every depth.
+    pub fn class_count(&self) -> usize {
+        let mut n = 0;
+        for c in &self.classes {
+            c.walk(&mut |_| n += 1);
+        }
+        n
+    }
+
     /// Bytes of a full-size frame.
     pub fn max_packet(&self) -> u64 {
         u64::from(self.mtu.as_ref().map_or(1500, |m| m.v)) + 14

@@ -40,7 +40,12 @@ pub struct Checked {
 /// Checks a parsed policy. The tree is consumed: each interface's statements are freed as
 /// they are read into drafts (what remains serves the checks that need only spans).
 #[must_use]
-pub fn check(mut file: File, src: &str, vars: &ExternalVars) -> Checked {
+pub fn check(file: File, src: &str, vars: &ExternalVars) -> Checked {
+    check_from(file, src, vars, PARALLEL_FROM)
+}
+
+/// [`check`], its interfaces on two threads from `parallel_from` classes.
+fn check_from(mut file: File, src: &str, vars: &ExternalVars, parallel_from: usize) -> Checked {
     let mut diags = Diagnostics::new();
     header(&file, &mut diags);
     let lets: Vec<ast::Let> = file
@@ -87,18 +92,7 @@ pub fn check(mut file: File, src: &str, vars: &ExternalVars) -> Checked {
         }
     }
     let unused = b.env.unused();
-    for d in &mut drafts {
-        ids::assign(&mut d.classes, &mut diags);
-    }
-    let ifbs = devices::check(&drafts, &mut diags);
-    let mut defaults = Vec::new();
-    for d in &drafts {
-        let default = tree::check(d, &mut diags);
-        queues::check(d, &mut diags);
-        prio::check(d, &mut diags);
-        classify::check(d, default, &mut diags);
-        defaults.push(default);
-    }
+    let (ifbs, defaults) = interface_checks(&mut drafts, parallel_from, &mut diags);
     let fastest_link = drafts
         .iter()
         .filter_map(|d| d.rate.as_ref().map(|r| r.v))
@@ -117,6 +111,82 @@ pub fn check(mut file: File, src: &str, vars: &ExternalVars) -> Checked {
         model,
         diagnostics: diags,
     }
+}
+
+/// Below this many classes in all, interfaces are checked on the calling thread alone.
+const PARALLEL_FROM: usize = 4096;
+
+/// Class ids, then the devices, then the checks of each interface's tree, queues,
+/// priorities and classification: each interface's IFB and default minor.
+fn interface_checks(
+    drafts: &mut [IfaceDraft],
+    parallel_from: usize,
+    diags: &mut Diagnostics,
+) -> (Vec<Option<String>>, Vec<Option<u16>>) {
+    let ids = |d: &mut IfaceDraft| {
+        let mut found = Diagnostics::new();
+        ids::assign(&mut d.classes, &mut found);
+        found
+    };
+    for found in each_interface_from(drafts, &ids, parallel_from) {
+        diags.append(found);
+    }
+    let ifbs = devices::check(drafts, diags);
+    let checks = |d: &mut IfaceDraft| {
+        let mut found = Diagnostics::new();
+        let default = tree::check(d, &mut found);
+        queues::check(d, &mut found);
+        prio::check(d, &mut found);
+        classify::check(d, default, &mut found);
+        (default, found)
+    };
+    let mut defaults = Vec::new();
+    for (default, found) in each_interface_from(drafts, &checks, parallel_from) {
+        diags.append(found);
+        defaults.push(default);
+    }
+    (ifbs, defaults)
+}
+
+/// `f` of every interface, in order. With several interfaces and `parallel_from` classes or
+/// more, the later ones (about half of the classes) go to a second thread: these checks
+/// read one interface's drafts each, and their diagnostics are appended in interface
+/// order, so the report is the one a single thread gives. A refused thread leaves it all
+/// to this one.
+fn each_interface_from<T: Send>(
+    drafts: &mut [IfaceDraft],
+    f: &(dyn Fn(&mut IfaceDraft) -> T + Sync),
+    parallel_from: usize,
+) -> Vec<T> {
+    let sizes: Vec<usize> = drafts.iter().map(IfaceDraft::class_count).collect();
+    let total: usize = sizes.iter().sum();
+    if drafts.len() < 2 || total < parallel_from {
+        return drafts.iter_mut().map(f).collect();
+    }
+    let mut split = 1;
+    let mut here = sizes[0];
+    while split + 1 < sizes.len() && here * 2 < total {
+        here += sizes[split];
+        split += 1;
+    }
+    let (first, rest) = drafts.split_at_mut(split);
+    // Whichever thread gets to the later interfaces takes them through the lock.
+    let rest = std::sync::Mutex::new(rest);
+    let later = || {
+        let mut rest = rest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rest.iter_mut().map(f).collect::<Vec<_>>()
+    };
+    std::thread::scope(|s| {
+        let other = std::thread::Builder::new().spawn_scoped(s, later).ok();
+        let mut out: Vec<T> = first.iter_mut().map(f).collect();
+        match other {
+            Some(h) => out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+            None => out.extend(later()),
+        }
+        out
+    })
 }
 
 fn header(file: &File, diags: &mut Diagnostics) {
@@ -259,5 +329,60 @@ fn allow(file: &File, diags: &mut Diagnostics) {
                 .help("remove it, so that a future case is not hidden"),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three interfaces of `n` classes each, with `names` distinct names among them (the
+    /// rest repeat: NQ042 past the per-code cap) and overlapping matches (NQ023).
+    fn policy(n: usize, names: usize, rate: &str) -> String {
+        let mut p = String::from("netqos 1\n");
+        for i in 0..3 {
+            p.push_str(&format!("interface eth{i} {{\n  rate {rate}\n"));
+            for c in 0..n {
+                let m = if c % 3 == 0 {
+                    format!("tcp dport {}", 1000 + c)
+                } else {
+                    format!("dst 10.{i}.{}.{}", c / 250, c % 250 + 1)
+                };
+                p.push_str(&format!(
+                    "  class c{} {{\n    rate 1mbit\n    match {m}\n  }}\n",
+                    c % names
+                ));
+            }
+            p.push_str("  class rest {\n    rate 1mbit\n    default\n  }\n}\n");
+        }
+        p
+    }
+
+    #[test]
+    fn interfaces_checked_on_two_threads_report_what_one_thread_reports() {
+        let vars = ExternalVars::default();
+        let texts = [
+            include_str!("../../examples/multi-interface.nq").to_string(),
+            policy(1500, 700, "1gbit"),
+            policy(40, 40, "10gbit"),
+        ];
+        for text in &texts {
+            let run = |from| {
+                let file = crate::syntax::parse(text).expect("parses");
+                let c = check_from(file, text, &vars, from);
+                (c.model, c.diagnostics.into_sorted())
+            };
+            let one = run(usize::MAX);
+            for from in [0, 100] {
+                assert_eq!(run(from), one, "from {from}");
+            }
+        }
+        let (_, many) = {
+            let file = crate::syntax::parse(&texts[1]).expect("parses");
+            let c = check_from(file, &texts[1], &vars, 0);
+            (c.model, c.diagnostics.into_sorted())
+        };
+        let dups = many.iter().filter(|d| d.code == Code::NQ042).count();
+        assert_eq!(dups, crate::diagnostic::MAX_PER_CODE);
     }
 }
