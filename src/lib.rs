@@ -38,12 +38,15 @@ pub mod format;
 pub mod input;
 pub mod lower;
 pub mod model;
+pub mod parallel;
 pub mod pipeline;
 pub mod plan;
 pub mod plugin;
 pub mod report;
 pub mod span;
 pub mod syntax;
+#[cfg(test)]
+mod testing;
 pub mod units;
 pub mod vars;
 

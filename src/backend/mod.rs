@@ -711,15 +711,7 @@ mod tests {
             rollback: None,
         };
         // And one whose batch, filters and line map run over many 64 KiB parts.
-        let mut big = String::from("netqos 1\ninterface eth0 {\n  rate 10gbit\n");
-        for c in 0..3000 {
-            big.push_str(&format!(
-                "  class c{c} {{\n    rate 1mbit\n    match dst 10.0.{}.{}\n  }}\n",
-                c / 250,
-                c % 250 + 1
-            ));
-        }
-        big.push_str("  class rest {\n    rate 1mbit\n    default\n  }\n}\n");
+        let big = crate::testing::host_policy("10gbit", &[3000], &crate::testing::host);
         let vars = crate::vars::ExternalVars::default();
         let big = crate::pipeline::check(&big, &vars, &[], false)
             .unwrap()

@@ -41,7 +41,7 @@ pub struct Checked {
 /// they are read into drafts (what remains serves the checks that need only spans).
 #[must_use]
 pub fn check(file: File, src: &str, vars: &ExternalVars) -> Checked {
-    check_from(file, src, vars, PARALLEL_FROM)
+    check_from(file, src, vars, crate::parallel::FROM)
 }
 
 /// [`check`], its interfaces on two threads from `parallel_from` classes.
@@ -113,9 +113,6 @@ fn check_from(mut file: File, src: &str, vars: &ExternalVars, parallel_from: usi
     }
 }
 
-/// Below this many classes in all, interfaces are checked on the calling thread alone.
-const PARALLEL_FROM: usize = 4096;
-
 /// Class ids, then the devices, then the checks of each interface's tree, queues,
 /// priorities and classification: each interface's IFB and default minor.
 fn interface_checks(
@@ -148,45 +145,15 @@ fn interface_checks(
     (ifbs, defaults)
 }
 
-/// `f` of every interface, in order. With several interfaces and `parallel_from` classes or
-/// more, the later ones (about half of the classes) go to a second thread: these checks
-/// read one interface's drafts each, and their diagnostics are appended in interface
-/// order, so the report is the one a single thread gives. A refused thread leaves it all
-/// to this one.
+/// `f` of every interface, in order, on two threads for many classes (`parallel`): these
+/// checks read one interface's drafts each, and their diagnostics are appended in
+/// interface order, so the report is the one a single thread gives.
 fn each_interface_from<T: Send>(
     drafts: &mut [IfaceDraft],
     f: &(dyn Fn(&mut IfaceDraft) -> T + Sync),
     parallel_from: usize,
 ) -> Vec<T> {
-    let sizes: Vec<usize> = drafts.iter().map(IfaceDraft::class_count).collect();
-    let total: usize = sizes.iter().sum();
-    if drafts.len() < 2 || total < parallel_from {
-        return drafts.iter_mut().map(f).collect();
-    }
-    let mut split = 1;
-    let mut here = sizes[0];
-    while split + 1 < sizes.len() && here * 2 < total {
-        here += sizes[split];
-        split += 1;
-    }
-    let (first, rest) = drafts.split_at_mut(split);
-    // Whichever thread gets to the later interfaces takes them through the lock.
-    let rest = std::sync::Mutex::new(rest);
-    let later = || {
-        let mut rest = rest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        rest.iter_mut().map(f).collect::<Vec<_>>()
-    };
-    std::thread::scope(|s| {
-        let other = std::thread::Builder::new().spawn_scoped(s, later).ok();
-        let mut out: Vec<T> = first.iter_mut().map(f).collect();
-        match other {
-            Some(h) => out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-            None => out.extend(later()),
-        }
-        out
-    })
+    crate::parallel::map_in_two(drafts, &IfaceDraft::class_count, parallel_from, f)
 }
 
 fn header(file: &File, diags: &mut Diagnostics) {
@@ -339,23 +306,15 @@ mod tests {
     /// Three interfaces of `n` classes each, with `names` distinct names among them (the
     /// rest repeat: NQ042 past the per-code cap) and overlapping matches (NQ023).
     fn policy(n: usize, names: usize, rate: &str) -> String {
-        let mut p = String::from("netqos 1\n");
-        for i in 0..3 {
-            p.push_str(&format!("interface eth{i} {{\n  rate {rate}\n"));
-            for c in 0..n {
-                let m = if c % 3 == 0 {
-                    format!("tcp dport {}", 1000 + c)
-                } else {
-                    format!("dst 10.{i}.{}.{}", c / 250, c % 250 + 1)
-                };
-                p.push_str(&format!(
-                    "  class c{} {{\n    rate 1mbit\n    match {m}\n  }}\n",
-                    c % names
-                ));
-            }
-            p.push_str("  class rest {\n    rate 1mbit\n    default\n  }\n}\n");
-        }
-        p
+        crate::testing::host_policy(rate, &[n; 3], &|i, c| {
+            let (_, m) = crate::testing::host(i, c);
+            let m = if c % 3 == 0 {
+                format!("tcp dport {}", 1000 + c)
+            } else {
+                m
+            };
+            (c % names, m)
+        })
     }
 
     #[test]

@@ -44,45 +44,21 @@ fn lower_with(model: &Model, hash: bool) -> Plan {
     }
 }
 
-/// Below this many classes in all, interfaces are lowered on the calling thread alone.
-const PARALLEL_FROM: usize = 4096;
-
-/// The device plans of the interfaces, in order. With several interfaces and many classes,
-/// the later ones (about half of the classes) are lowered on a second thread: each device's
-/// plan depends on its interface alone.
+/// The device plans of the interfaces, in order, on two threads for many classes
+/// (`parallel`): each device's plan depends on its interface alone.
 fn devices(model: &Model, hash: bool) -> Vec<DevicePlan> {
-    devices_from(model, hash, PARALLEL_FROM)
+    devices_from(model, hash, crate::parallel::FROM)
 }
 
 /// [`devices`], on two threads from `parallel_from` classes.
 fn devices_from(model: &Model, hash: bool, parallel_from: usize) -> Vec<DevicePlan> {
-    let one = |i: &Interface| device(i, model.pods.as_ref(), hash);
-    let sizes: Vec<usize> = model.interfaces.iter().map(count_classes).collect();
-    let total: usize = sizes.iter().sum();
-    if model.interfaces.len() < 2 || total < parallel_from {
-        return model.interfaces.iter().map(one).collect();
-    }
-    // The first interfaces holding at least half of the classes stay here (at least one,
-    // at most all but one).
-    let mut split = 1;
-    let mut here = sizes[0];
-    while split + 1 < sizes.len() && here * 2 < total {
-        here += sizes[split];
-        split += 1;
-    }
-    let (first, rest) = model.interfaces.split_at(split);
-    std::thread::scope(|s| {
-        // No thread to be had (a task limit): this one lowers them all.
-        let other = std::thread::Builder::new()
-            .spawn_scoped(s, || rest.iter().map(one).collect::<Vec<_>>())
-            .ok();
-        let mut plans: Vec<DevicePlan> = first.iter().map(one).collect();
-        match other {
-            Some(h) => plans.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-            None => plans.extend(rest.iter().map(one)),
-        }
-        plans
-    })
+    let mut interfaces: Vec<&Interface> = model.interfaces.iter().collect();
+    crate::parallel::map_in_two(
+        &mut interfaces,
+        &|i| count_classes(i),
+        parallel_from,
+        &|i| device(i, model.pods.as_ref(), hash),
+    )
 }
 
 /// Classes of an interface, at every depth.
@@ -505,16 +481,7 @@ mod tests {
     fn interfaces_lowered_on_two_threads_are_the_ones_lowered_on_one() {
         let mut policies = vec![include_str!("../../examples/multi-interface.nq").to_string()];
         // Three interfaces of 2, 31 and 4 classes: the second thread lowers the third.
-        let mut big = String::from("netqos 1\n");
-        for (n, classes) in [1, 30, 3].into_iter().enumerate() {
-            big.push_str(&format!("interface eth{n} {{\n  rate 1gbit\n"));
-            for c in 0..classes {
-                big.push_str(&format!(
-                    "  class c{c} {{\n    rate 1mbit\n    match dst 10.{n}.0.{c}\n  }}\n"
-                ));
-            }
-            big.push_str("  class rest {\n    rate 1mbit\n    default\n  }\n}\n");
-        }
+        let big = crate::testing::host_policy("1gbit", &[1, 30, 3], &crate::testing::host);
         policies.push(big);
         for text in policies {
             let checked = crate::check_source(&text, &crate::vars::ExternalVars::default());
