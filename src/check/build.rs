@@ -114,10 +114,7 @@ impl ClassDraft {
 
     /// This class and all below it, depth first.
     pub fn walk(&self, f: &mut dyn FnMut(&ClassDraft)) {
-        f(self);
-        for c in &self.children {
-            c.walk(f);
-        }
+        self.walk_ref(f);
     }
 
     /// [`ClassDraft::walk`], handing out references that outlive the walk.
